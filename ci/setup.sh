@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything clonesafe needs on a fresh Debian 12 machine, builds the guest, and starts
+# libvirtd. Safe to run again: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "setup: $*" >&2; }
+
+export DEBIAN_FRONTEND=noninteractive
+need_apt=0
+for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 depmod; do
+    command -v "$bin" >/dev/null 2>&1 || need_apt=1
+done
+[ -f /usr/include/libvirt/libvirt.h ] || need_apt=1
+if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
+    say "installing Debian packages"
+    apt-get update -q >/dev/null
+    # qemu-utils must match qemu-system's version: some images ship a newer backported
+    # qemu-utils that conflicts with bookworm's qemu-system-common 7.2.
+    qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    apt-get install -y -q --no-install-recommends --allow-downgrades \
+        "qemu-system-x86=$qv" "qemu-system-common=$qv" "qemu-utils=$qv" \
+        libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
+        busybox-static cpio dropbear-bin e2fsprogs kmod >/dev/null
+else
+    say "Debian packages already installed"
+fi
+
+# libvirt's QEMU runs as libvirt-qemu (group kvm). Debian's udev rule would set this; without
+# udev, libvirt re-probes QEMU on every start (about 50 s each, FACTS.md).
+if [ -e /dev/kvm ]; then
+    chgrp kvm /dev/kvm 2>/dev/null || true
+    chmod 660 /dev/kvm 2>/dev/null || true
+fi
+
+bash ci/start-libvirt.sh
+
+say "building the guest"
+bash guests/tiny/build.sh
+
+say "building clonesafe"
+cargo build --release --locked -p clonesafe 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' || true
+test -x target/release/clonesafe
+say "ready: target/release/clonesafe"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run every test, including the ones that boot real guests under QEMU
+# and drive a real libvirtd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+export CLONESAFE_REQUIRE_VMS=1   # VM tests fail, rather than skip, when QEMU or the guest is missing
+cargo test --workspace --locked -- --test-threads=1

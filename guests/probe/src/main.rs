@@ -1,0 +1,301 @@
+//! clonesafe-probe: started by the guest's init, it answers the harness over a serial port.
+//!
+//! Usage: `probe [DEVICE]` (default `/dev/ttyS1`), or `probe --wait-entropy`, which blocks in
+//! getrandom(2) until the kernel CRNG is initialised (init uses it before making identities).
+//!
+//! Ordering matters here: on `go` the kernel RNG is read before anything else, because the window
+//! in which restored clones share CRNG state closes as soon as interrupts feed a reseed.
+
+use clonesafe_protocol::{
+    Disk, HostKey, Identity, Nic, Reply, Request, Sample, KERNEL_RNG_SAMPLE_OFFSETS_MS, MAX_LINE,
+    USERSPACE_RNG_SAMPLES, VMFORK_RESEED_MSG,
+};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::time::Duration;
+
+fn main() {
+    let arg = std::env::args().nth(1);
+    if arg.as_deref() == Some("--wait-entropy") {
+        getrandom8();
+        return;
+    }
+    // The userspace PRNG stands for any long-lived program's random state: seeded once, here,
+    // before any snapshot can happen.
+    let mut prng = XorShift64(u64::from_ne_bytes(getrandom8()) | 1);
+    let dev = arg.unwrap_or_else(|| "/dev/ttyS1".into());
+    let mut port = match fs::OpenOptions::new().read(true).write(true).open(&dev) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("probe: open {dev}: {e}");
+            std::process::exit(1);
+        }
+    };
+    make_raw(&port);
+    send(&mut port, &Reply::Ready { probe_version: env!("CARGO_PKG_VERSION").into(), uptime_ms: uptime_ms() });
+    let mut reader = LineReader::default();
+    let mut go_t0 = monotonic_ns();
+    loop {
+        let line = match reader.next_line(&mut port) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                // Oversized line: dropped; say so and carry on.
+                send(&mut port, &Reply::Error { message: format!("line longer than {MAX_LINE} bytes") });
+                continue;
+            }
+            Err(e) => {
+                eprintln!("probe: read: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => handle(req, &mut prng, &mut go_t0),
+            Err(e) => Reply::Error { message: format!("bad request: {e}") },
+        };
+        send(&mut port, &reply);
+    }
+}
+
+fn handle(req: Request, prng: &mut XorShift64, go_t0: &mut u64) -> Reply {
+    match req {
+        Request::Hold => {
+            getrandom8();
+            Reply::Held
+        }
+        Request::Go => {
+            // First thing after resume: the kernel RNG.
+            let first = sample_kernel();
+            *go_t0 = first.t_ns;
+            let userspace_rng = (0..USERSPACE_RNG_SAMPLES)
+                .map(|_| Sample { t_ns: monotonic_ns(), hex: format!("{:016x}", prng.next()) })
+                .collect();
+            Reply::Resumed { kernel_rng: vec![first], userspace_rng }
+        }
+        Request::Samples => {
+            let mut kernel_rng = Vec::new();
+            for &off in &KERNEL_RNG_SAMPLE_OFFSETS_MS[1..] {
+                let due = *go_t0 + off * 1_000_000;
+                let now = monotonic_ns();
+                if due > now {
+                    std::thread::sleep(Duration::from_nanos(due - now));
+                }
+                kernel_rng.push(sample_kernel());
+            }
+            Reply::Samples { kernel_rng }
+        }
+        Request::Report => Reply::Report { identity: identity() },
+        Request::WriteFile { path, data } => match data_path(&path).and_then(|p| {
+            let mut f = fs::File::create(p).map_err(|e| e.to_string())?;
+            f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| e.to_string())
+        }) {
+            Ok(()) => Reply::Written { path },
+            Err(message) => Reply::Error { message },
+        },
+        Request::ReadFile { path } => match data_path(&path) {
+            Ok(p) => match fs::read_to_string(p) {
+                Ok(data) => Reply::File { path, data: Some(data) },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Reply::File { path, data: None },
+                Err(e) => Reply::Error { message: format!("read {path}: {e}") },
+            },
+            Err(message) => Reply::Error { message },
+        },
+    }
+}
+
+/// The host may only touch files under /data, the guest's persistent disk.
+fn data_path(path: &str) -> Result<&str, String> {
+    if path.starts_with("/data/") && !path.contains("..") {
+        Ok(path)
+    } else {
+        Err(format!("refusing path {path:?}: only /data/... is allowed"))
+    }
+}
+
+fn identity() -> Identity {
+    let mut id = Identity { uptime_ms: uptime_ms(), ..Default::default() };
+    let errors = std::cell::RefCell::new(Vec::new());
+    let read = |field: &str, path: &str| -> Option<String> {
+        match fs::read_to_string(path) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) => {
+                errors.borrow_mut().push((field.to_string(), format!("{path}: {e}")));
+                None
+            }
+        }
+    };
+    id.product_uuid = read("product_uuid", "/sys/class/dmi/id/product_uuid");
+    id.machine_id = read("machine_id", "/data/etc/machine-id");
+    id.hostname = read("hostname", "/proc/sys/kernel/hostname");
+    id.boot_id = read("boot_id", "/proc/sys/kernel/random/boot_id");
+    for name in sorted_dir("/sys/class/net") {
+        if name == "lo" {
+            continue;
+        }
+        if let Some(mac) = read("nics", &format!("/sys/class/net/{name}/address")) {
+            id.nics.push(Nic { name, mac });
+        }
+    }
+    for name in sorted_dir("/sys/block") {
+        if name.starts_with("vd") {
+            if let Some(serial) = read("disks", &format!("/sys/block/{name}/serial")) {
+                id.disks.push(Disk { name, serial });
+            }
+        }
+    }
+    for name in sorted_dir("/data/etc/ssh") {
+        if let Some(stripped) = name.strip_suffix(".pub") {
+            let path = format!("/data/etc/ssh/{name}");
+            match read("ssh_host_keys", &path).map(|s| fingerprint(&s)) {
+                Some(Ok(fp)) => id.ssh_host_keys.push(HostKey { file: stripped.to_string(), fingerprint: fp }),
+                Some(Err(e)) => errors.borrow_mut().push(("ssh_host_keys".into(), format!("{path}: {e}"))),
+                None => {}
+            }
+        }
+    }
+    match count_kmsg(VMFORK_RESEED_MSG) {
+        Ok(n) => id.vmfork_reseeds = n,
+        Err(e) => errors.borrow_mut().push(("vmgenid".into(), format!("/dev/kmsg: {e}"))),
+    }
+    id.errors = errors.into_inner();
+    id
+}
+
+fn sorted_dir(path: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(path)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// OpenSSH's fingerprint: SHA256 of the decoded key blob, base64 without padding.
+fn fingerprint(pubkey_line: &str) -> Result<String, String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let blob = pubkey_line.split_whitespace().nth(1).ok_or("no key blob")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(blob).map_err(|e| e.to_string())?;
+    let digest = sha2::Sha256::digest(&raw);
+    Ok(format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)))
+}
+
+/// Count kernel log records containing `needle`, reading /dev/kmsg from the start of its buffer.
+fn count_kmsg(needle: &str) -> std::io::Result<u32> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg")?;
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(len) => {
+                if String::from_utf8_lossy(&buf[..len]).contains(needle) {
+                    n += 1;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // EPIPE: records were overwritten while we read; keep going from the next one.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn sample_kernel() -> Sample {
+    let t_ns = monotonic_ns();
+    let b = getrandom8();
+    Sample { t_ns, hex: b.iter().map(|x| format!("{x:02x}")).collect() }
+}
+
+fn getrandom8() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    loop {
+        let r = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if r == 8 {
+            return b;
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn uptime_ms() -> u64 {
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or(0)
+}
+
+struct XorShift64(u64);
+impl XorShift64 {
+    fn next(&mut self) -> u64 {
+        // xorshift64* (Vigna)
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Raw mode, 115200 baud: no echo (the host would read its own requests back) and no CR/LF
+/// translation.
+fn make_raw(f: &fs::File) {
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(f.as_raw_fd(), &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            t.c_cflag = (t.c_cflag & !libc::CBAUD) | libc::B115200;
+            libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t);
+        }
+    }
+}
+
+fn send(port: &mut fs::File, reply: &Reply) {
+    let mut s = serde_json::to_string(reply).expect("replies serialize");
+    s.push('\n');
+    if let Err(e) = port.write_all(s.as_bytes()) {
+        eprintln!("probe: write: {e}");
+    }
+}
+
+/// Bounded line reader: a line over MAX_LINE is dropped up to its newline and reported as None.
+#[derive(Default)]
+struct LineReader {
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl LineReader {
+    fn next_line(&mut self, r: &mut impl Read) -> std::io::Result<Option<String>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                if std::mem::take(&mut self.overflow) {
+                    return Ok(None);
+                }
+                return Ok(Some(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()));
+            }
+            if self.buf.len() > MAX_LINE {
+                self.buf.clear();
+                self.overflow = true;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = r.read(&mut chunk)?;
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

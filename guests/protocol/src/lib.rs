@@ -1,0 +1,135 @@
+//! The probe protocol: one JSON object per line, over a serial port that is not the console.
+//!
+//! ```text
+//!   host                                   guest probe (/dev/ttyS1)
+//!    |  <------------------------------  {"event":"ready",...}        (once, at probe start)
+//!    |  {"op":"hold"}  ---------------->  reads 8 bytes of getrandom, then
+//!    |  <------------------------------  {"event":"held"}             and blocks on the next line
+//!    |        ... host stops the VM, snapshots it, restores clones ...
+//!    |  {"op":"go"}    ---------------->  getrandom() FIRST, then the PRNG, then more samples
+//!    |  <------------------------------  {"event":"resumed",...}       (first samples)
+//!    |  {"op":"samples"} -------------->  more kernel RNG samples, at fixed offsets
+//!    |  <------------------------------  {"event":"samples",...}
+//!    |  {"op":"report"} --------------->
+//!    |  <------------------------------  {"event":"report",...}
+//! ```
+//!
+//! The guest controls its side of the channel, so the host treats every line as untrusted:
+//! lines are bounded by [`MAX_LINE`] and anything that does not parse is an error, not a panic.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest line either side accepts, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The kernel log line that a vmgenid-triggered reseed produces (drivers/char/random.c,
+/// `add_vmfork_randomness`).
+pub const VMFORK_RESEED_MSG: &str = "crng reseeded due to virtual machine fork";
+
+/// Requests from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Touch the kernel RNG (so any due reseed happens now), answer `held`, and wait.
+    Hold,
+    /// Sample the kernel RNG before anything else, then the userspace PRNG; answer at once.
+    Go,
+    /// Take the remaining kernel RNG samples, at [`KERNEL_RNG_SAMPLE_OFFSETS_MS`] after the
+    /// first sample of the last `go`.
+    Samples,
+    /// Report the guest-visible identity.
+    Report,
+    /// Write `data` to `path` (must be under `/data`), then fsync.
+    WriteFile { path: String, data: String },
+    /// Read `path` (must be under `/data`); `data` is null when absent.
+    ReadFile { path: String },
+}
+
+/// One random sample and the guest's CLOCK_MONOTONIC time when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_ns: u64,
+    pub hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub name: String,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub name: String,
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKey {
+    pub file: String,
+    /// OpenSSH-style `SHA256:<base64>` of the public key blob.
+    pub fingerprint: String,
+}
+
+/// Everything the guest can tell about who it is. A value the probe could not read is `None`
+/// with the reason in `errors`, keyed by field name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub nics: Vec<Nic>,
+    pub product_uuid: Option<String>,
+    pub disks: Vec<Disk>,
+    pub machine_id: Option<String>,
+    pub hostname: Option<String>,
+    pub boot_id: Option<String>,
+    pub ssh_host_keys: Vec<HostKey>,
+    /// How many times the kernel log says the CRNG was reseeded because of a VM fork.
+    pub vmfork_reseeds: u32,
+    pub uptime_ms: u64,
+    pub errors: Vec<(String, String)>,
+}
+
+/// Messages from the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    Ready { probe_version: String, uptime_ms: u64 },
+    Held,
+    Resumed { kernel_rng: Vec<Sample>, userspace_rng: Vec<Sample> },
+    Samples { kernel_rng: Vec<Sample> },
+    Report { identity: Identity },
+    Written { path: String },
+    File { path: String, data: Option<String> },
+    Error { message: String },
+}
+
+/// Offsets from the first post-`go` sample at which kernel RNG samples are taken, in ms
+/// (the first, 0, is taken by `go` itself; the rest by `samples`).
+pub const KERNEL_RNG_SAMPLE_OFFSETS_MS: &[u64] = &[0, 1, 5, 20, 100, 300];
+
+/// Number of userspace PRNG outputs reported after `go`.
+pub const USERSPACE_RNG_SAMPLES: usize = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_use_the_documented_wire_form() {
+        assert_eq!(serde_json::to_string(&Request::Hold).unwrap(), r#"{"op":"hold"}"#);
+        let r: Request = serde_json::from_str(r#"{"op":"read_file","path":"/data/x"}"#).unwrap();
+        assert_eq!(r, Request::ReadFile { path: "/data/x".into() });
+        assert!(serde_json::from_str::<Request>(r#"{"op":"read_file","path":"/data/x","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let r = Reply::Resumed {
+            kernel_rng: vec![Sample { t_ns: 5, hex: "00ff".into() }],
+            userspace_rng: vec![],
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.starts_with(r#"{"event":"resumed""#), "{s}");
+        assert_eq!(serde_json::from_str::<Reply>(&s).unwrap(), r);
+    }
+}

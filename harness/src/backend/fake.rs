@@ -1,0 +1,183 @@
+//! An in-process fake backend for unit-testing the runner. Its "guest" answers the real probe
+//! protocol over an in-memory pipe, and its snapshot copies guest state the way a memory
+//! snapshot does, so naive clones share it. Never used for verdicts about real VMs.
+
+use super::{Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
+use crate::identity::HostIdentity;
+use crate::probes::ProbeChannel;
+use async_trait::async_trait;
+use clonesafe_protocol::{Disk, Identity, Nic, Reply, Request, Sample};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Guest memory, as far as the fake is concerned.
+#[derive(Debug, Clone)]
+struct GuestState {
+    machine_id: String,
+    boot_id: String,
+    product_uuid: String,
+    mac: String,
+    rng: u64,
+}
+
+#[derive(Default)]
+pub struct FakeBackend {
+    /// VMs alive right now: tests assert it returns to zero.
+    pub live: Arc<AtomicUsize>,
+    /// Make the n-th boot (0-based) hang past its timeout.
+    pub hang_boot: Option<usize>,
+    boots: AtomicUsize,
+    snapshots: Snapshots,
+}
+
+type Snapshots = Arc<Mutex<Vec<(String, GuestState)>>>;
+
+pub struct FakeVm {
+    identity: HostIdentity,
+    probe: ProbeChannel,
+    state: Arc<Mutex<GuestState>>,
+    live: Arc<AtomicUsize>,
+    snapshots: Snapshots,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeVm {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn fresh_state(id: &HostIdentity) -> GuestState {
+    GuestState {
+        machine_id: uuid::Uuid::new_v4().simple().to_string(),
+        boot_id: uuid::Uuid::new_v4().to_string(),
+        product_uuid: id.uuid.to_string(),
+        mac: id.mac.to_string(),
+        rng: u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap()),
+    }
+}
+
+impl FakeBackend {
+    fn start(&self, id: HostIdentity, state: GuestState, announce: bool) -> FakeVm {
+        let (host, guest) = tokio::io::duplex(1 << 16);
+        let state = Arc::new(Mutex::new(state));
+        let st = state.clone();
+        let serial = id.disk_serial.as_str().to_string();
+        let task = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(guest);
+            let mut lines = BufReader::new(r).lines();
+            if announce {
+                let _ = w.write_all(b"{\"event\":\"ready\",\"probe_version\":\"fake\",\"uptime_ms\":1}\n").await;
+            }
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => answer(&st, &serial, req),
+                    Err(e) => Reply::Error { message: e.to_string() },
+                };
+                let mut s = serde_json::to_string(&reply).unwrap();
+                s.push('\n');
+                if w.write_all(s.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.live.fetch_add(1, Ordering::SeqCst);
+        FakeVm { identity: id, probe: ProbeChannel::new(host), state, live: self.live.clone(), snapshots: self.snapshots.clone(), task }
+    }
+}
+
+fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
+    let mut s = st.lock().unwrap();
+    let mut next = || {
+        s.rng = s.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        Sample { t_ns: 0, hex: format!("{:016x}", s.rng) }
+    };
+    match req {
+        Request::Hold => Reply::Held,
+        Request::Go => Reply::Resumed { kernel_rng: vec![next()], userspace_rng: vec![next()] },
+        Request::Samples => Reply::Samples { kernel_rng: vec![next()] },
+        Request::Report => Reply::Report {
+            identity: Identity {
+                nics: vec![Nic { name: "eth0".into(), mac: s.mac.clone() }],
+                product_uuid: Some(s.product_uuid.clone()),
+                disks: vec![Disk { name: "vda".into(), serial: serial.into() }],
+                machine_id: Some(s.machine_id.clone()),
+                hostname: Some(format!("fake-{}", &s.machine_id[..6])),
+                boot_id: Some(s.boot_id.clone()),
+                ..Default::default()
+            },
+        },
+        Request::WriteFile { path, .. } => Reply::Written { path },
+        Request::ReadFile { path } => Reply::File { path, data: None },
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
+        let n = self.boots.fetch_add(1, Ordering::SeqCst);
+        let state = fresh_state(&spec.identity);
+        let mut vm = self.start(spec.identity.clone(), state, self.hang_boot != Some(n));
+        if let Err(e) = vm.probe.wait_ready(spec.timeouts.boot).await {
+            let _ = e;
+            return Err(BackendError::Timeout {
+                vm: spec.identity.name,
+                phase: Phase::Boot,
+                after: spec.timeouts.boot,
+                console_tail: "fake console: kernel stuck".into(),
+            });
+        }
+        Ok(Box::new(vm))
+    }
+
+    async fn restore(&self, snap: &Snapshot, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
+        let state = self
+            .snapshots
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| *p == snap.memory.display().to_string())
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| BackendError::Other(format!("no fake snapshot at {}", snap.memory.display())))?;
+        Ok(Box::new(self.start(spec.identity, state, false)))
+    }
+}
+
+#[async_trait]
+impl Vm for FakeVm {
+    fn name(&self) -> &str {
+        &self.identity.name
+    }
+    fn identity(&self) -> &HostIdentity {
+        &self.identity
+    }
+    fn probe(&mut self) -> &mut ProbeChannel {
+        &mut self.probe
+    }
+    fn console_tail(&self, _: usize) -> String {
+        "fake console".into()
+    }
+    async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
+        let path = dir.join(format!("{}.mem", self.identity.name));
+        let state = self.state.lock().unwrap().clone();
+        self.snapshots.lock().unwrap().push((path.display().to_string(), state));
+        Ok(Snapshot {
+            source: self.identity.name.clone(),
+            disk: path.clone(),
+            memory: path,
+            memory_mib: 256,
+            accel: super::Accel::Tcg,
+            vmgenid_device: false,
+        })
+    }
+    async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

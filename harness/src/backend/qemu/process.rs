@@ -1,0 +1,201 @@
+//! One QEMU process: spawned so that it can never outlive the harness, with its QMP and probe
+//! channels connected before anything else happens.
+
+use super::qmp::{Qmp, QmpError};
+use crate::backend::{BackendError, Phase, VmSpec};
+use crate::probes::{ProbeChannel, ProbeError};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::process::{Child, Command};
+
+pub struct QemuProcess {
+    name: String,
+    child: Child,
+    qmp: Qmp,
+    pub probe: ProbeChannel,
+    console: PathBuf,
+    stderr: PathBuf,
+}
+
+impl QemuProcess {
+    pub async fn spawn(spec: &VmSpec, args: &[String]) -> Result<Self, BackendError> {
+        let name = spec.identity.name.clone();
+        let dir = &spec.dir;
+        let listen = |file: &str| -> Result<UnixListener, BackendError> {
+            let p = dir.join(file);
+            let _ = std::fs::remove_file(&p);
+            UnixListener::bind(&p).map_err(crate::backend::io_err(format!("bind {}", p.display())))
+        };
+        let probe_l = listen("probe.sock")?;
+        let qmp_l = listen("qmp.sock")?;
+        let stderr = dir.join("qemu.stderr");
+        let console = dir.join("console.log");
+        let err_file = std::fs::File::create(&stderr).map_err(crate::backend::io_err(format!("create {}", stderr.display())))?;
+
+        let mut cmd = Command::new(super::qemu_binary());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file).kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe. If the harness dies, even by SIGKILL, the kernel
+        // kills QEMU too: no VM outlives the run that started it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(crate::backend::io_err(format!(
+            "start {} (is qemu-system-x86 installed?)",
+            super::qemu_binary().display()
+        )))?;
+
+        let connect = async {
+            let (probe, _) = probe_l.accept().await?;
+            let (qmp, _) = qmp_l.accept().await?;
+            Ok::<_, std::io::Error>((probe, qmp))
+        };
+        let t = spec.timeouts.start;
+        let (probe, qmp) = tokio::select! {
+            r = tokio::time::timeout(t, connect) => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(BackendError::Io { what: format!("{name}: accept QEMU's connection"), source: e }),
+                Err(_) => {
+                    let _ = child.start_kill();
+                    return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t, console_tail: read_tail(&console, 20) });
+                }
+            },
+            status = child.wait() => {
+                return Err(BackendError::Exited {
+                    vm: name,
+                    phase: Phase::Start,
+                    status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                    stderr: read_tail(&stderr, 20),
+                    console_tail: read_tail(&console, 20),
+                });
+            }
+        };
+        let qmp = match tokio::time::timeout(t, Qmp::handshake(qmp)).await {
+            Ok(Ok(q)) => q,
+            Ok(Err(e)) => return Err(BackendError::Qmp { vm: name, phase: Phase::Start, source: e }),
+            Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t, console_tail: String::new() }),
+        };
+        Ok(QemuProcess { name, child, qmp, probe: ProbeChannel::new(probe), console, stderr })
+    }
+
+    /// Migration events on, bandwidth unthrottled (the guest is stopped while it migrates).
+    pub async fn init_migration(&mut self) -> Result<(), BackendError> {
+        self.qmp(Phase::Start, "migrate-set-capabilities", json!({ "capabilities": [{ "capability": "events", "state": true }] }))
+            .await?;
+        self.qmp(Phase::Start, "migrate-set-parameters", json!({ "max-bandwidth": 100u64 << 30 })).await?;
+        Ok(())
+    }
+
+    pub async fn qmp(&mut self, phase: Phase, cmd: &str, args: Value) -> Result<Value, BackendError> {
+        match self.qmp.execute(cmd, args).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.fail_qmp(phase, Duration::ZERO, e).await),
+        }
+    }
+
+    pub async fn qmp_wait_migration(&mut self, t: Duration) -> Result<(), QmpError> {
+        self.qmp.wait_migration(t).await
+    }
+
+    /// Turn a QMP failure into the most telling error: QEMU's exit, a timeout, or the QMP error.
+    pub async fn fail_qmp(&mut self, phase: Phase, after: Duration, e: QmpError) -> BackendError {
+        if let Some(exited) = self.exited(phase).await {
+            return exited;
+        }
+        match e {
+            QmpError::Timeout(..) => {
+                BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail: self.console_tail(20) }
+            }
+            e => BackendError::Qmp { vm: self.name.clone(), phase, source: e },
+        }
+    }
+
+    /// Turn a probe failure into the most telling error, the same way.
+    pub async fn fail(&mut self, phase: Phase, after: Duration, e: ProbeError) -> BackendError {
+        if let Some(exited) = self.exited(phase).await {
+            return exited;
+        }
+        let console_tail = self.console_tail(20);
+        match e {
+            ProbeError::Timeout(..) => BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail },
+            source => BackendError::Probe { vm: self.name.clone(), phase, console_tail, source },
+        }
+    }
+
+    async fn exited(&mut self, phase: Phase) -> Option<BackendError> {
+        // Give a dying QEMU a moment to be reaped, so its exit is what we report.
+        let status = tokio::time::timeout(Duration::from_millis(200), self.child.wait()).await.ok()?;
+        Some(BackendError::Exited {
+            vm: self.name.clone(),
+            phase,
+            status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            stderr: read_tail(&self.stderr, 20),
+            console_tail: self.console_tail(20),
+        })
+    }
+
+    pub fn console_tail(&self, lines: usize) -> String {
+        read_tail(&self.console, lines)
+    }
+
+    /// `quit` over QMP, then wait; SIGKILL if QEMU does not go within 5 s.
+    pub async fn shutdown(mut self) -> Result<(), BackendError> {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.qmp.execute("quit", json!({}))).await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+        Ok(())
+    }
+}
+
+/// The last `lines` lines of a log, with terminal escape sequences and control bytes removed.
+pub fn read_tail(path: &std::path::Path, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else { return String::new() };
+    let text = String::from_utf8_lossy(&bytes);
+    let clean = strip_control(&text);
+    let all: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn strip_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ params final-byte; other escapes: ESC + one char.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for n in chars.by_ref() {
+                    if ('@'..='~').contains(&n) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\n' || c == '\t' || !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_strips_escapes_and_keeps_the_last_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        std::fs::write(&p, "a\n\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\nb\nc\n").unwrap();
+        assert_eq!(read_tail(&p, 2), "b\nc");
+        assert_eq!(read_tail(&p, 10), "a\nSeaBIOS\nb\nc");
+        assert_eq!(read_tail(&d.path().join("none"), 3), "");
+    }
+}

@@ -1,0 +1,125 @@
+use super::*;
+use clonesafe_protocol::{Identity, Nic};
+use proptest::prelude::*;
+
+proptest! {
+    /// unique iff the values are pairwise distinct; duplicate iff some pair is equal.
+    #[test]
+    fn verdict_matches_pairwise_equality(values in prop::collection::vec("[a-c]{1,2}", 2..8)) {
+        let c = compare(&values.iter().cloned().map(Some).collect::<Vec<_>>());
+        let any_equal = (0..values.len()).any(|i| (i + 1..values.len()).any(|j| values[i] == values[j]));
+        prop_assert_eq!(c.verdict, if any_equal { Verdict::Duplicate } else { Verdict::Unique });
+        let distinct: std::collections::HashSet<_> = values.iter().collect();
+        prop_assert_eq!(c.distinct, distinct.len());
+    }
+
+    /// Groups are exactly the classes of equal values with two or more members.
+    #[test]
+    fn groups_partition_the_duplicates(values in prop::collection::vec("[a-d]", 0..10)) {
+        let c = compare(&values.iter().cloned().map(Some).collect::<Vec<_>>());
+        let mut seen = std::collections::HashSet::new();
+        for g in &c.groups {
+            prop_assert!(g.len() >= 2);
+            for &i in g {
+                prop_assert!(seen.insert(i), "index {} in two groups", i);
+                prop_assert_eq!(&values[i], &values[g[0]]);
+            }
+        }
+        for i in 0..values.len() {
+            let shared = values.iter().filter(|v| **v == values[i]).count() > 1;
+            prop_assert_eq!(shared, seen.contains(&i));
+        }
+    }
+
+    /// The verdict does not depend on VM order.
+    #[test]
+    fn verdict_is_order_independent(mut values in prop::collection::vec("[a-e]", 2..8), seed in any::<u64>()) {
+        let before = compare(&values.iter().cloned().map(Some).collect::<Vec<_>>()).verdict;
+        let n = values.len();
+        values.rotate_left((seed as usize) % n);
+        values.swap(0, (seed as usize / 7) % n);
+        prop_assert_eq!(before, compare(&values.iter().cloned().map(Some).collect::<Vec<_>>()).verdict);
+    }
+
+    /// One missing value is an error, never a verdict about uniqueness.
+    #[test]
+    fn a_missing_value_is_an_error(values in prop::collection::vec("[a-z]{4}", 2..6), hole in any::<usize>()) {
+        let mut v: Vec<Option<String>> = values.into_iter().map(Some).collect();
+        let i = hole % v.len();
+        v[i] = None;
+        prop_assert_eq!(compare(&v).verdict, Verdict::Error);
+    }
+}
+
+fn sample(t_ms: u64, hex: &str) -> Sample {
+    Sample { t_ns: t_ms * 1_000_000, hex: hex.into() }
+}
+
+fn obs(vm: &str, mac: &str, krng: &[&str]) -> Observation {
+    Observation {
+        vm: vm.into(),
+        kernel_rng: krng.iter().enumerate().map(|(i, h)| sample(1000 + i as u64 * 10, h)).collect(),
+        userspace_rng: vec![sample(1000, "aa")],
+        identity: Some(Identity {
+            nics: vec![Nic { name: "eth0".into(), mac: mac.into() }],
+            product_uuid: Some("u".into()),
+            machine_id: None,
+            errors: vec![("machine_id".into(), "/data/etc/machine-id: No such file".into())],
+            ..Default::default()
+        }),
+        error: None,
+    }
+}
+
+#[test]
+fn checks_report_values_and_reasons() {
+    let o = vec![obs("a", "52:54:00:00:00:01", &["01", "02"]), obs("b", "52:54:00:00:00:02", &["01", "03"])];
+    let r = run_all(&o, CheckContext { restored: true });
+    let get = |id| r.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(get(CheckId::Mac).verdict, Verdict::Unique);
+    assert_eq!(get(CheckId::Mac).values, vec![json!("eth0=52:54:00:00:00:01"), json!("eth0=52:54:00:00:00:02")]);
+    assert_eq!(get(CheckId::SmbiosUuid).verdict, Verdict::Duplicate);
+    assert!(get(CheckId::SmbiosUuid).detail.contains("2 of 2 VMs share"));
+    // A value the guest could not read is an error carrying the guest's reason.
+    let m = get(CheckId::MachineId);
+    assert_eq!(m.verdict, Verdict::Error);
+    assert!(m.detail.contains("No such file"), "{}", m.detail);
+    // Kernel RNG: first samples equal, second differ: duplicate, identical only at sample 1.
+    let k = get(CheckId::KernelRng);
+    assert_eq!(k.verdict, Verdict::Duplicate);
+    assert_eq!(k.evidence.as_ref().unwrap()["identical_until_ms"], json!(0.0));
+    assert_eq!(get(CheckId::Vmgenid).verdict, Verdict::Duplicate);
+    assert_eq!(r.len(), CheckId::ALL.len());
+}
+
+#[test]
+fn kernel_rng_late_duplicate_still_counts_and_reports_the_span() {
+    let o = vec![obs("a", "m1", &["01", "02", "09"]), obs("b", "m2", &["03", "04", "09"])];
+    let k = run_all(&o, CheckContext { restored: true }).into_iter().find(|c| c.id == CheckId::KernelRng).unwrap();
+    assert_eq!(k.verdict, Verdict::Duplicate);
+    assert_eq!(k.evidence.unwrap()["identical_until_ms"], json!(20.0));
+}
+
+#[test]
+fn vmgenid_needs_every_clone_to_log_the_reseed_and_is_skipped_for_boots() {
+    let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+    for x in &mut o {
+        x.identity.as_mut().unwrap().vmfork_reseeds = 1;
+    }
+    let v = |o: &[Observation], restored| run_all(o, CheckContext { restored }).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
+    assert_eq!(v(&o, true).verdict, Verdict::Unique);
+    assert_eq!(v(&o, false).verdict, Verdict::Skipped);
+    o[1].identity.as_mut().unwrap().vmfork_reseeds = 0;
+    assert_eq!(v(&o, true).verdict, Verdict::Duplicate);
+}
+
+#[test]
+fn an_unprobed_vm_makes_every_check_an_error() {
+    let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+    o[1].error = Some("timed out".into());
+    o[1].identity = None;
+    for c in run_all(&o, CheckContext { restored: false }) {
+        assert_eq!(c.verdict, Verdict::Error, "{}", c.id);
+        assert!(c.detail.contains("b could not be probed"));
+    }
+}

@@ -1,0 +1,70 @@
+//! Leftovers from a run that was killed: QEMU processes named `clonesafe-<pid>-...` whose
+//! harness `<pid>` is gone. (PR_SET_PDEATHSIG normally makes them die with the harness; this
+//! covers QEMUs started by other means, e.g. a harness killed between fork and prctl.)
+
+use crate::identity::NAME_PREFIX;
+
+/// A clonesafe VM process found on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundVm {
+    pub pid: i32,
+    pub name: String,
+    /// The harness process that started it.
+    pub owner: i32,
+}
+
+/// Every QEMU process whose `-name` starts with the clonesafe prefix.
+pub fn find_vms() -> Vec<FoundVm> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if let Some(vm) = parse_cmdline(pid, &args) {
+            out.push(vm);
+        }
+    }
+    out
+}
+
+fn parse_cmdline(pid: i32, args: &[String]) -> Option<FoundVm> {
+    if !args.first()?.contains("qemu-system") {
+        return None;
+    }
+    let i = args.iter().position(|a| a == "-name")?;
+    let name = args.get(i + 1)?.split(',').next()?.trim_start_matches("guest=").to_string();
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let owner = rest.split('-').next()?.parse().ok()?;
+    Some(FoundVm { pid, name, owner })
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Kill clonesafe VMs whose owning harness is no longer running. Returns what was killed.
+pub fn reap_stale() -> Vec<FoundVm> {
+    let me = std::process::id() as i32;
+    let stale: Vec<FoundVm> = find_vms().into_iter().filter(|v| v.owner != me && !alive(v.owner)).collect();
+    for v in &stale {
+        unsafe { libc::kill(v.pid, libc::SIGKILL) };
+    }
+    stale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_clonesafe_qemus_only() {
+        let a = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_cmdline(7, &a("qemu-system-x86_64 -name clonesafe-123-naive-clone1,process=x -m 1")),
+            Some(FoundVm { pid: 7, name: "clonesafe-123-naive-clone1".into(), owner: 123 })
+        );
+        assert_eq!(parse_cmdline(7, &a("qemu-system-x86_64 -name other -m 1")), None);
+        assert_eq!(parse_cmdline(7, &a("bash -name clonesafe-1-x")), None);
+    }
+}

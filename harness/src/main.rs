@@ -1,0 +1,155 @@
+use clap::{Parser, Subcommand};
+use clonesafe::backend::accel::AccelChoice;
+use clonesafe::backend::{Backend, BackendKind, Timeouts};
+use clonesafe::report::{exit, terminal};
+use clonesafe::runner::{self, Backends, RunOptions};
+use clonesafe::scenario::Plan;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  every expectation in every scenario was met
+  1  a scenario ran but some expectation was not met
+  2  the harness could not run (bad scenario file, missing guest image, a VM that failed)
+  130  interrupted (Ctrl-C); every VM started was torn down";
+
+#[derive(Parser)]
+#[command(name = "clonesafe", version, about = "Settles, with evidence, whether cloning a running VM is safe",
+    long_about = "clonesafe boots real guests, takes live snapshots, restores clones from them, and reads each \
+clone's identity from inside the guest (MAC, SMBIOS UUID, disk serial, machine-id, boot_id, hostname, \
+SSH host keys, kernel and userspace RNG output, vmgenid). It then says, per identity, whether the clones \
+are unique or duplicates, with the values as evidence.",
+    after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run scenario files and write DIR/report.json
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// Scenario files (TOML), e.g. scenarios/smoke.toml
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where report.json goes
+        #[arg(long, default_value = "clonesafe-out")]
+        out: PathBuf,
+        /// Run every scenario on this backend, whatever its file says
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+        /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// VMs booted or restored at once (keep it low under TCG on few cores)
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Directory of built guest images [default: $CLONESAFE_GUESTS or /var/lib/clonesafe/guests]
+        #[arg(long)]
+        guests: Option<PathBuf>,
+        /// Where private run directories (snapshots, overlays) go; removed after the run
+        /// [default: $CLONESAFE_WORKDIR or /var/lib/clonesafe/runs]
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Seconds a guest may take to boot before the run fails, showing its console
+        #[arg(long, default_value_t = 90)]
+        boot_timeout: u64,
+    },
+    /// Report what this machine offers: QEMU, KVM, libvirtd, built guests
+    Doctor {
+        /// Boot a trial guest under KVM now (otherwise a cached result is shown)
+        #[arg(long)]
+        trial_boot: bool,
+        #[arg(long)]
+        guests: Option<PathBuf>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+struct CliBackends;
+
+impl Backends for CliBackends {
+    fn get(&self, kind: BackendKind) -> Result<Arc<dyn Backend>, String> {
+        match kind {
+            BackendKind::Qemu => Ok(Arc::new(clonesafe::backend::qemu::QemuBackend)),
+            BackendKind::Libvirt => Err("the libvirt backend is not implemented yet; use --backend qemu".into()),
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let code = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            code = dispatch(cli) => code,
+            // Dropping the command's future drops every VM (QEMU is killed on drop) and the run
+            // directory (snapshots are deleted).
+            _ = tokio::signal::ctrl_c() => { eprintln!("\ninterrupted: tearing down every VM of this run"); 130 }
+            _ = term.recv() => { eprintln!("\nterminated: tearing down every VM of this run"); 143 }
+        }
+    });
+    drop(rt);
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    match cli.cmd {
+        Cmd::Run { files, out, backend, accel, jobs, guests, workdir, boot_timeout } => {
+            let mut plan = match Plan::load(&files) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::HARNESS_ERROR;
+                }
+            };
+            if let Some(b) = backend {
+                plan.override_backend(b);
+            }
+            let opts = RunOptions {
+                accel,
+                jobs,
+                guests_dir: guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
+                work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
+                timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
+            };
+            let progress = terminal::Progress::new();
+            let r = runner::run_plan(&plan, &opts, &CliBackends, &progress).await;
+            progress.finish();
+            let report = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}", clonesafe::error_chain(&e));
+                    return exit::HARNESS_ERROR;
+                }
+            };
+            print!("{}", terminal::render(&report));
+            match report.write_json(&out) {
+                Ok(p) => println!("report: {}", p.display()),
+                Err(e) => {
+                    eprintln!("error: cannot write {}/report.json: {e}", out.display());
+                    return exit::HARNESS_ERROR;
+                }
+            }
+            report.exit_code()
+        }
+        Cmd::Doctor { trial_boot, guests, json } => {
+            let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
+            let work = std::env::temp_dir().join(format!("clonesafe-doctor-{}", std::process::id()));
+            let items = clonesafe::doctor::run(&guests, trial_boot, &work).await;
+            let _ = std::fs::remove_dir_all(&work);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
+            } else {
+                for i in &items {
+                    println!("{:<4} {:<11} {}", if i.ok { "ok" } else { "NO" }, i.what, i.detail);
+                }
+            }
+            if items.iter().all(|i| i.ok || i.what == "kvm") { 0 } else { exit::HARNESS_ERROR }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+use super::*;
+
+const GOOD: &str = r#"
+[[scenario]]
+name = "naive"
+strategy = "naive"
+clones = 3
+
+[scenario.expect]
+mac = "duplicate"
+kernel_rng = "any"
+
+[[scenario]]
+name = "boot"
+strategy = "cold-boot"
+backend = "libvirt"
+clones = 2
+memory_mib = 512
+"#;
+
+fn err(src: &str) -> ScenarioError {
+    parse(Path::new("s.toml"), src).unwrap_err()
+}
+
+#[test]
+fn a_good_file_becomes_a_plan_with_defaults() {
+    let p = parse(Path::new("s.toml"), GOOD).unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!((p[0].guest.as_str(), p[0].backend, p[0].memory_mib, p[0].clones), ("tiny", BackendKind::Qemu, 256, 3));
+    assert_eq!(p[0].expect[&CheckId::Mac], Expectation::Verdict(crate::checks::Verdict::Duplicate));
+    assert_eq!(p[0].expect[&CheckId::KernelRng], Expectation::Any);
+    assert_eq!((p[1].strategy, p[1].backend, p[1].memory_mib), (Strategy::ColdBoot, BackendKind::Libvirt, 512));
+}
+
+#[test]
+fn unknown_fields_name_the_line_and_field() {
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\ncolor = \"red\"\n");
+    assert_eq!(e.line, 5, "{e}");
+    assert!(e.to_string().starts_with("s.toml:5:"), "{e}");
+    assert!(e.message.contains("unknown field `color`"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_line_and_field() {
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 99\n");
+    assert_eq!((e.line, e.field.as_deref()), (4, Some("scenario[0].clones")), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"teleport\"\nclones = 2\n");
+    assert_eq!((e.line, e.field.as_deref()), (3, Some("scenario[0].strategy")), "{e}");
+    assert!(e.message.contains("cold-boot, naive"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = \"three\"\n");
+    assert_eq!((e.line, e.field.as_deref()), (4, Some("clones")), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmac = \"same\"\n");
+    assert_eq!((e.line, e.field.as_deref()), (6, Some("scenario[0].expect.mac")), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\ncpu = \"unique\"\n");
+    assert!(e.message.contains("unknown check \"cpu\""), "{e}");
+}
+
+#[test]
+fn structure_errors_are_caught() {
+    assert!(err("").message.contains("no [[scenario]]"));
+    let e = err("[[scenario]]\nname = \"a\"\nclones = 2\n");
+    assert!(e.message.contains("missing field `strategy`"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n");
+    assert_eq!(e.line, 6, "{e}");
+    assert!(err("[[scenario]\n").line >= 1);
+    assert!(err("[[scenario]]\nname = \"Bad Name\"\nstrategy = \"naive\"\nclones = 2\n").message.contains("not a valid name"));
+}
+
+#[test]
+fn the_shipped_scenarios_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            load(&p).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

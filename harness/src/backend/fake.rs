@@ -61,6 +61,11 @@ fn fresh_state(id: &HostIdentity) -> GuestState {
 }
 
 impl FakeBackend {
+    /// A fake whose `n`-th boot (0-based) never becomes ready.
+    pub fn hanging_boot(n: usize) -> Self {
+        FakeBackend { hang_boot: Some(n), ..Default::default() }
+    }
+
     fn start(&self, id: HostIdentity, state: GuestState, announce: bool) -> FakeVm {
         let (host, guest) = tokio::io::duplex(1 << 16);
         let state = Arc::new(Mutex::new(state));

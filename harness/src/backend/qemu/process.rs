@@ -77,8 +77,21 @@ impl QemuProcess {
         };
         let qmp = match tokio::time::timeout(t, Qmp::handshake(qmp)).await {
             Ok(Ok(q)) => q,
-            Ok(Err(e)) => return Err(BackendError::Qmp { vm: name, phase: Phase::Start, source: e }),
-            Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t, console_tail: String::new() }),
+            Ok(Err(e)) => {
+                // QEMU connects its chardevs before it loads the kernel, so a bad -kernel shows
+                // up here as a closed QMP connection: report QEMU's exit and stderr instead.
+                if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                    return Err(BackendError::Exited {
+                        vm: name,
+                        phase: Phase::Start,
+                        status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                        stderr: read_tail(&stderr, 20),
+                        console_tail: read_tail(&console, 20),
+                    });
+                }
+                return Err(BackendError::Qmp { vm: name, phase: Phase::Start, source: e });
+            }
+            Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t, console_tail: read_tail(&console, 20) }),
         };
         Ok(QemuProcess { name, child, qmp, probe: ProbeChannel::new(probe), console, stderr })
     }

@@ -24,6 +24,9 @@ fn main() {
     // The userspace PRNG stands for any long-lived program's random state: seeded once, here,
     // before any snapshot can happen.
     let mut prng = XorShift64(u64::from_ne_bytes(getrandom8()) | 1);
+    // The kernel makes boot_id lazily, at its first read. On a real system journald reads it
+    // during boot; do the same, so that a snapshot taken later carries it as a real one would.
+    let _ = fs::read_to_string("/proc/sys/kernel/random/boot_id");
     let dev = arg.unwrap_or_else(|| "/dev/ttyS1".into());
     let mut port = match fs::OpenOptions::new().read(true).write(true).open(&dev) {
         Ok(f) => f,

@@ -169,6 +169,9 @@ impl Vm for FakeVm {
     fn console_tail(&self, _: usize) -> String {
         "fake console".into()
     }
+    fn notes(&self) -> Vec<String> {
+        vec![]
+    }
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         let path = dir.join(format!("{}.mem", self.identity.name));
         let state = self.state.lock().unwrap().clone();
@@ -180,6 +183,9 @@ impl Vm for FakeVm {
             memory_mib: 256,
             accel: super::Accel::Tcg,
             vmgenid_device: false,
+            source_identity: self.identity.clone(),
+            source_dir: dir.to_path_buf(),
+            libvirt_tried: Default::default(),
         })
     }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {

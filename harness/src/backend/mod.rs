@@ -7,6 +7,7 @@
 
 pub mod accel;
 pub mod fake;
+pub mod libvirt;
 pub mod qemu;
 
 use crate::guest::GuestImage;
@@ -108,6 +109,13 @@ pub struct Snapshot {
     pub accel: Accel,
     /// Whether the source had a vmgenid device (clones must have the same devices).
     pub vmgenid_device: bool,
+    /// The source's host-side identity and directory, which a clone's copy of the device
+    /// configuration still names (libvirt embeds them in the image).
+    pub source_identity: HostIdentity,
+    pub source_dir: PathBuf,
+    /// Whether libvirt's own restore route was already tried (and refused) for this snapshot.
+    #[serde(skip)]
+    pub libvirt_tried: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +178,8 @@ pub trait Vm: Send {
     fn probe(&mut self) -> &mut ProbeChannel;
     /// The last `lines` lines of the guest's serial console.
     fn console_tail(&self, lines: usize) -> String;
+    /// What the backend had to do unusually to make this VM, for the report.
+    fn notes(&self) -> Vec<String>;
     /// Stop the VM, freeze its disk, write memory and device state under `dir`, and let the
     /// VM run on (on a new disk overlay of its own). The guest probe should be holding.
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError>;

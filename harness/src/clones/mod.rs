@@ -226,10 +226,15 @@ async fn naive_inner(ctx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, Backen
         observations.push(observe(ctx, vm.as_mut(), Some(go.clone())).await?);
         vms.push(record("clone", vm.as_ref()));
     }
-    fleet.0.extend(clones.into_iter().map(|(vm, _)| vm));
-    let notes = vec![format!(
+    let mut notes = vec![format!(
         "{n} clones restored from one live snapshot of {}; each started with a new UUID, MAC and disk serial",
         snap.source
     )];
+    fleet.0.extend(clones.into_iter().map(|(vm, _)| vm));
+    for note in fleet.0.iter().flat_map(|vm| vm.notes()) {
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
     Ok(Outcome { observations, vms, timing, notes })
 }

@@ -8,6 +8,8 @@
 //! VM templating uses (`-incoming defer`, `migrate-incoming exec:cat`).
 
 mod process;
+
+pub use process::read_tail;
 mod qmp;
 
 pub use qmp::{Qmp, QmpError};
@@ -184,6 +186,9 @@ impl Vm for QemuVm {
     fn console_tail(&self, lines: usize) -> String {
         self.proc.console_tail(lines)
     }
+    fn notes(&self) -> Vec<String> {
+        vec![]
+    }
 
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         let t = self.spec.timeouts.snapshot;
@@ -217,6 +222,9 @@ impl Vm for QemuVm {
             memory_mib: self.spec.memory_mib,
             accel: self.spec.accel,
             vmgenid_device: self.vmgenid_device,
+            source_identity: self.identity.clone(),
+            source_dir: self.spec.dir.clone(),
+            libvirt_tried: Default::default(),
         })
     }
 

@@ -1,0 +1,232 @@
+//! The libvirt QEMU save-image format (libvirt `src/qemu/qemu_saveimage.h` and `.c`,
+//! `virQEMUSaveDataWrite`), as written by `virsh save`, `virDomainSaveFlags` and external memory
+//! snapshots. Only the header and the XML region are ever read or rewritten here; the QEMU
+//! migration stream that follows is never copied or touched.
+//!
+//! ```text
+//! offset 0   magic[16]      "LibvirtQemudSave" (complete) | "LibvirtQemudPart" (being written)
+//!        16  u32 version    2 (1 = no cookie)
+//!        20  u32 data_len   bytes of the data region below
+//!        24  u32 was_running
+//!        28  u32 compressed 0 = raw stream
+//!        32  u32 cookieOffset  offset of the cookie in the data region (0 = none)
+//!        36  u32 unused[14]
+//!        92  data region, data_len bytes:
+//!              domain XML, NUL  | cookie XML, NUL (at cookieOffset) | zero padding
+//!            (libvirt leaves 64 KiB of padding on first write so the XML can grow)
+//! 92+data_len  QEMU migration stream
+//! ```
+//! All integers are little-endian on x86 (libvirt writes host order).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+pub const MAGIC: &[u8; 16] = b"LibvirtQemudSave";
+pub const MAGIC_PARTIAL: &[u8; 16] = b"LibvirtQemudPart";
+pub const HEADER_LEN: usize = 92;
+pub const MAX_VERSION: u32 = 2;
+/// Refuse absurd data regions instead of allocating them (libvirt's own slack is 64 KiB).
+pub const MAX_DATA_LEN: u32 = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SaveImageError {
+    #[error("Not a libvirt save image: the file is {0} bytes, shorter than the {HEADER_LEN}-byte header")]
+    TooShort(u64),
+    #[error("Not a libvirt save image: bad magic {0:?}")]
+    InvalidMagic(String),
+    #[error("Save image is incomplete: libvirt was still writing it (magic LibvirtQemudPart)")]
+    Incomplete,
+    #[error("Unsupported save image version {0} (this reads versions 1 and 2)")]
+    InvalidFormatVersion(u32),
+    #[error("Invalid data length {data_len} (file is {file_len} bytes)")]
+    InvalidDataLength { data_len: u32, file_len: u64 },
+    #[error("Domain XML is not NUL-terminated inside the data region")]
+    XmlNotTerminated,
+    #[error("Cookie offset {cookie_offset} is outside the data region ({data_len} bytes) or inside the XML")]
+    InvalidCookieOffset { cookie_offset: u32, data_len: u32 },
+    #[error("Cookie is not NUL-terminated inside the data region")]
+    CookieNotTerminated,
+    #[error("The {0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    #[error("New XML needs {need} bytes but the image has room for {have}: it cannot be rewritten in place")]
+    XmlTooLarge { need: usize, have: usize },
+    #[error("New XML contains a NUL byte")]
+    XmlHasNul,
+    #[error("Save image I/O failed: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for SaveImageError {
+    fn from(e: std::io::Error) -> Self {
+        SaveImageError::Io(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    pub data_len: u32,
+    pub was_running: u32,
+    pub compressed: u32,
+    pub cookie_offset: u32,
+    /// The 14 unused words, kept so a rewrite preserves them.
+    pub unused: [u32; 14],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveImage {
+    pub header: Header,
+    pub xml: String,
+    pub cookie: Option<String>,
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+impl SaveImage {
+    /// Parse and validate the header and data region. `file_len` is the whole file's length.
+    pub fn parse(head: &[u8], file_len: u64) -> Result<Self, SaveImageError> {
+        if head.len() < HEADER_LEN || file_len < HEADER_LEN as u64 {
+            return Err(SaveImageError::TooShort(file_len.min(head.len() as u64)));
+        }
+        let magic = &head[..16];
+        if magic == MAGIC_PARTIAL {
+            return Err(SaveImageError::Incomplete);
+        }
+        if magic != MAGIC {
+            return Err(SaveImageError::InvalidMagic(String::from_utf8_lossy(magic).into_owned()));
+        }
+        let version = u32_at(head, 16);
+        if version == 0 || version > MAX_VERSION {
+            return Err(SaveImageError::InvalidFormatVersion(version));
+        }
+        let data_len = u32_at(head, 20);
+        if data_len == 0 || data_len > MAX_DATA_LEN || HEADER_LEN as u64 + data_len as u64 > file_len {
+            return Err(SaveImageError::InvalidDataLength { data_len, file_len });
+        }
+        let mut unused = [0u32; 14];
+        for (i, u) in unused.iter_mut().enumerate() {
+            *u = u32_at(head, 36 + 4 * i);
+        }
+        let header = Header {
+            version,
+            data_len,
+            was_running: u32_at(head, 24),
+            compressed: u32_at(head, 28),
+            cookie_offset: if version >= 2 { u32_at(head, 32) } else { 0 },
+            unused,
+        };
+        let end = HEADER_LEN + data_len as usize;
+        if head.len() < end {
+            return Err(SaveImageError::InvalidDataLength { data_len, file_len });
+        }
+        let data = &head[HEADER_LEN..end];
+        let xml_end = data.iter().position(|&b| b == 0).ok_or(SaveImageError::XmlNotTerminated)?;
+        let xml = std::str::from_utf8(&data[..xml_end]).map_err(|_| SaveImageError::NotUtf8("domain XML"))?.to_string();
+        let cookie = match header.cookie_offset {
+            0 => None,
+            off if (off as usize) <= xml_end || off >= data_len => {
+                return Err(SaveImageError::InvalidCookieOffset { cookie_offset: off, data_len })
+            }
+            off => {
+                let c = &data[off as usize..];
+                let n = c.iter().position(|&b| b == 0).ok_or(SaveImageError::CookieNotTerminated)?;
+                Some(std::str::from_utf8(&c[..n]).map_err(|_| SaveImageError::NotUtf8("cookie"))?.to_string())
+            }
+        };
+        Ok(SaveImage { header, xml, cookie })
+    }
+
+    /// Read the header and data region of a file (not the stream).
+    pub fn read(path: &Path) -> Result<Self, SaveImageError> {
+        let mut f = std::fs::File::open(path)?;
+        let file_len = f.metadata()?.len();
+        let mut head = vec![0u8; HEADER_LEN.min(file_len as usize)];
+        f.read_exact(&mut head)?;
+        if head.len() == HEADER_LEN && &head[..16] == MAGIC {
+            let data_len = u32_at(&head, 20);
+            if data_len > 0 && data_len <= MAX_DATA_LEN && HEADER_LEN as u64 + data_len as u64 <= file_len {
+                let mut rest = vec![0u8; data_len as usize];
+                f.read_exact(&mut rest)?;
+                head.extend_from_slice(&rest);
+            }
+        }
+        Self::parse(&head, file_len)
+    }
+
+    /// Where the QEMU migration stream starts.
+    pub fn stream_offset(&self) -> u64 {
+        HEADER_LEN as u64 + self.header.data_len as u64
+    }
+
+    /// Header and data region with `xml` in place of the domain XML: exactly
+    /// `stream_offset()` bytes, so the stream after it is untouched.
+    pub fn encode_with_xml(&self, xml: &str) -> Result<Vec<u8>, SaveImageError> {
+        if xml.as_bytes().contains(&0) {
+            return Err(SaveImageError::XmlHasNul);
+        }
+        let xml_len = xml.len() + 1;
+        let cookie_len = self.cookie.as_ref().map(|c| c.len() + 1).unwrap_or(0);
+        let have = self.header.data_len as usize;
+        if xml_len + cookie_len > have {
+            return Err(SaveImageError::XmlTooLarge { need: xml_len + cookie_len, have });
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + have);
+        out.extend_from_slice(MAGIC);
+        let h = &self.header;
+        let cookie_offset = if self.cookie.is_some() { xml_len as u32 } else { 0 };
+        for v in [h.version, h.data_len, h.was_running, h.compressed, cookie_offset] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for u in h.unused {
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+        out.extend_from_slice(xml.as_bytes());
+        out.push(0);
+        if let Some(c) = &self.cookie {
+            out.extend_from_slice(c.as_bytes());
+            out.push(0);
+        }
+        out.resize(HEADER_LEN + have, 0);
+        Ok(out)
+    }
+
+    /// Rewrite the domain XML of the image at `path` in place, within its existing data region.
+    /// Refuses (changing nothing) if it does not fit.
+    pub fn rewrite_xml(path: &Path, xml: &str) -> Result<SaveImage, SaveImageError> {
+        let img = Self::read(path)?;
+        let bytes = img.encode_with_xml(xml)?;
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+        Ok(SaveImage { xml: xml.to_string(), header: Header { cookie_offset: if img.cookie.is_some() { xml.len() as u32 + 1 } else { 0 }, ..img.header }, cookie: img.cookie })
+    }
+}
+
+/// What `clonesafe save-image show` reports about a domain XML.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DomainSummary {
+    pub name: Option<String>,
+    pub uuid: Option<String>,
+    pub macs: Vec<String>,
+    pub genid: Option<String>,
+}
+
+impl DomainSummary {
+    pub fn of(xml: &str) -> Result<Self, String> {
+        let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML does not parse: {e}"))?;
+        let root = doc.root_element();
+        let child_text = |n: &str| root.children().find(|c| c.has_tag_name(n)).and_then(|c| c.text()).map(|t| t.trim().to_string());
+        let macs = root
+            .descendants()
+            .filter(|n| n.has_tag_name("mac") && n.parent().is_some_and(|p| p.has_tag_name("interface")))
+            .filter_map(|n| n.attribute("address").map(str::to_string))
+            .collect();
+        Ok(DomainSummary { name: child_text("name"), uuid: child_text("uuid"), macs, genid: child_text("genid") })
+    }
+}
+
+#[cfg(test)]
+mod tests;

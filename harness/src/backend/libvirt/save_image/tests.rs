@@ -1,0 +1,125 @@
+use super::*;
+use proptest::prelude::*;
+
+fn image(xml: &str, cookie: Option<&str>, slack: usize, stream: &[u8]) -> Vec<u8> {
+    let data_len = xml.len() + 1 + cookie.map(|c| c.len() + 1).unwrap_or(0) + slack;
+    let mut b = Vec::new();
+    b.extend_from_slice(MAGIC);
+    let cookie_off = if cookie.is_some() { xml.len() as u32 + 1 } else { 0 };
+    for v in [2u32, data_len as u32, 1, 0, cookie_off] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&[0u8; 56]);
+    b.extend_from_slice(xml.as_bytes());
+    b.push(0);
+    if let Some(c) = cookie {
+        b.extend_from_slice(c.as_bytes());
+        b.push(0);
+    }
+    b.resize(HEADER_LEN + data_len, 0);
+    b.extend_from_slice(stream);
+    b
+}
+
+const XML: &str = "<domain type='qemu'><name>a</name><uuid>u-1</uuid><genid>g-1</genid><devices><interface type='user'><mac address='52:54:00:00:00:01'/></interface></devices></domain>";
+
+#[test]
+fn parses_every_field() {
+    let b = image(XML, Some("<qemu-migration/>"), 65536, b"QEVM");
+    let img = SaveImage::parse(&b, b.len() as u64).unwrap();
+    assert_eq!(img.header.version, 2);
+    assert_eq!(img.header.was_running, 1);
+    assert_eq!(img.xml, XML);
+    assert_eq!(img.cookie.as_deref(), Some("<qemu-migration/>"));
+    assert_eq!(&b[img.stream_offset() as usize..], b"QEVM");
+    let s = DomainSummary::of(&img.xml).unwrap();
+    assert_eq!(s.name.as_deref(), Some("a"));
+    assert_eq!(s.uuid.as_deref(), Some("u-1"));
+    assert_eq!(s.genid.as_deref(), Some("g-1"));
+    assert_eq!(s.macs, vec!["52:54:00:00:00:01"]);
+}
+
+#[test]
+fn named_errors_for_each_corruption() {
+    let good = image(XML, Some("<c/>"), 100, b"S");
+    let p = |b: &[u8]| SaveImage::parse(b, b.len() as u64).unwrap_err();
+    assert_eq!(p(&good[..50]), SaveImageError::TooShort(50));
+    let mut b = good.clone();
+    b[..16].copy_from_slice(MAGIC_PARTIAL);
+    assert_eq!(p(&b), SaveImageError::Incomplete);
+    b[..16].copy_from_slice(b"NotASaveImage!!!");
+    assert!(matches!(p(&b), SaveImageError::InvalidMagic(_)));
+    let mut b = good.clone();
+    b[16..20].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(p(&b), SaveImageError::InvalidFormatVersion(7));
+    let mut b = good.clone();
+    b[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(p(&b), SaveImageError::InvalidDataLength { .. }));
+    let mut b = good.clone();
+    b[32..36].copy_from_slice(&3u32.to_le_bytes());
+    assert!(matches!(p(&b), SaveImageError::InvalidCookieOffset { .. }));
+    // XML filling the whole region with no NUL.
+    let mut b = image("x", None, 0, b"");
+    b[HEADER_LEN + 1] = b'y';
+    assert_eq!(p(&b), SaveImageError::XmlNotTerminated);
+}
+
+#[test]
+fn rewrite_in_place_keeps_the_stream_and_refuses_what_does_not_fit() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("img");
+    let stream: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    std::fs::write(&f, image(XML, Some("<c/>"), 64, &stream)).unwrap();
+    let bigger = XML.replace("<name>a</name>", "<name>a-longer-name</name>");
+    let img = SaveImage::rewrite_xml(&f, &bigger).unwrap();
+    let back = SaveImage::read(&f).unwrap();
+    assert_eq!(back, img);
+    assert_eq!(back.xml, bigger);
+    assert_eq!(back.cookie.as_deref(), Some("<c/>"));
+    let bytes = std::fs::read(&f).unwrap();
+    assert_eq!(&bytes[back.stream_offset() as usize..], &stream[..]);
+    let huge = XML.replace("<name>a</name>", &format!("<name>{}</name>", "n".repeat(200)));
+    let before = std::fs::read(&f).unwrap();
+    assert!(matches!(SaveImage::rewrite_xml(&f, &huge), Err(SaveImageError::XmlTooLarge { .. })));
+    assert_eq!(std::fs::read(&f).unwrap(), before, "a refused rewrite changes nothing");
+}
+
+proptest! {
+    /// Encoding any XML that fits, then parsing, gives back that XML, the cookie and the stream.
+    #[test]
+    fn round_trip(xml in "[ -~]{1,300}", cookie in proptest::option::of("[ -~]{0,50}"), slack in 0usize..200, new in "[ -~]{1,300}", stream in prop::collection::vec(any::<u8>(), 0..64)) {
+        let b = image(&xml, cookie.as_deref(), slack, &stream);
+        let img = SaveImage::parse(&b, b.len() as u64).unwrap();
+        prop_assert_eq!(&img.xml, &xml);
+        prop_assert_eq!(img.cookie.as_deref(), cookie.as_deref());
+        match img.encode_with_xml(&new) {
+            Ok(region) => {
+                prop_assert_eq!(region.len() as u64, img.stream_offset());
+                let mut whole = region;
+                whole.extend_from_slice(&stream);
+                let again = SaveImage::parse(&whole, whole.len() as u64).unwrap();
+                prop_assert_eq!(&again.xml, &new);
+                prop_assert_eq!(again.cookie.as_deref(), cookie.as_deref());
+                prop_assert_eq!(&again.header.data_len, &img.header.data_len);
+                prop_assert_eq!(&whole[again.stream_offset() as usize..], &stream[..]);
+            }
+            Err(SaveImageError::XmlTooLarge { need, have }) => prop_assert!(need > have),
+            Err(e) => prop_assert!(false, "unexpected {}", e),
+        }
+    }
+
+    /// Any corruption of the header or data region is an error or a valid parse, never a panic;
+    /// a parse never reads past the data region.
+    #[test]
+    fn corruption_never_panics(flips in prop::collection::vec((0usize..400, any::<u8>()), 1..8), cut in 0usize..450) {
+        let mut b = image(XML, Some("<c/>"), 32, b"STREAM");
+        for (i, v) in flips {
+            let n = b.len();
+            b[i % n] = v;
+        }
+        b.truncate(cut.min(b.len()));
+        if let Ok(img) = SaveImage::parse(&b, b.len() as u64) {
+            prop_assert!(img.stream_offset() <= b.len() as u64);
+        }
+    }
+}

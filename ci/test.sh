@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run every test, including the ones that boot real guests under QEMU
-# and drive a real libvirtd.
+# and drive a real libvirtd, then fuzz the save-image codec briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-export CLONESAFE_REQUIRE_VMS=1   # VM tests fail, rather than skip, when QEMU or the guest is missing
+export CLONESAFE_REQUIRE_VMS=1   # VM tests fail, rather than skip, when QEMU, the guest or libvirtd is missing
 cargo test --workspace --locked -- --test-threads=1
+bash ci/fuzz.sh

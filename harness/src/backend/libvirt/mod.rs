@@ -229,6 +229,16 @@ impl Backend for LibvirtBackend {
         let img = image.display().to_string();
         let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(verr("restore the rewritten image"));
         let mut vm = self.launch(&spec, disk, snap.vmgenid_device, start, Phase::IncomingMigration).await?;
+        if snap.vmgenid_device {
+            // libvirt's source says it regenerates <genid> on restore (qemuProcessGenID); record
+            // what it did. The vmgenid check shows what the guest made of it.
+            let before = save_image::DomainSummary::of(&xml).ok().and_then(|d| d.genid);
+            let after = vm.genid();
+            notes.push(match (before, after) {
+                (Some(b), Some(a)) if a != b => format!("libvirt regenerated <genid> on restore by itself (image {b}, domain now {a})"),
+                (b, a) => format!("libvirt kept <genid> on restore (image {b:?}, domain {a:?})"),
+            });
+        }
         vm.notes = notes;
         let dom_name = name.clone();
         let conn = self.conn.clone();
@@ -362,8 +372,10 @@ impl Vm for LibvirtVm {
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
         if std::mem::take(&mut self.alive) {
             let (conn, name) = (self.conn.clone(), self.identity.name.clone());
-            blocking(&name.clone(), Phase::Shutdown, Duration::from_secs(30), move || {
-                conn.lookup_domain_by_name(&name).and_then(|d| d.destroy()).map_err(verr("destroy"))
+            blocking(&name.clone(), Phase::Shutdown, Duration::from_secs(30), move || match conn.lookup_domain_by_name(&name) {
+                // Already gone (stopped by a save outside clonesafe, or crashed): nothing to do.
+                Err(_) => Ok(()),
+                Ok(d) => d.destroy().map_err(verr("destroy")),
             })
             .await?;
         }

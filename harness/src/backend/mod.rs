@@ -170,6 +170,25 @@ pub fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Backend
     move |source| BackendError::Io { what, source }
 }
 
+/// A qcow2 overlay on `backing`: every VM writes to one of its own, never to a shared image.
+pub async fn create_overlay(backing: &Path, overlay: &Path) -> Result<(), BackendError> {
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(backing)
+        .arg(overlay)
+        .output()
+        .await
+        .map_err(io_err("run qemu-img (is qemu-utils installed?)"))?;
+    if !out.status.success() {
+        return Err(BackendError::Other(format!(
+            "qemu-img create {} failed: {}",
+            overlay.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// A running VM. Dropping it kills it; [`Vm::destroy`] shuts it down politely first.
 #[async_trait]
 pub trait Vm: Send {

@@ -14,7 +14,7 @@
 pub mod domain;
 pub mod save_image;
 
-use super::{io_err, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
+use super::{create_overlay, io_err, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
 use crate::identity::{HostIdentity, NAME_PREFIX};
 use crate::probes::ProbeChannel;
 use async_trait::async_trait;
@@ -143,20 +143,6 @@ impl LibvirtBackend {
         }
         Ok(vm)
     }
-}
-
-async fn create_overlay(backing: &Path, overlay: &Path) -> Result<(), BackendError> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(backing)
-        .arg(overlay)
-        .output()
-        .await
-        .map_err(io_err("run qemu-img"))?;
-    if !out.status.success() {
-        return Err(BackendError::Other(format!("qemu-img create {}: {}", overlay.display(), String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -14,7 +14,7 @@ mod qmp;
 
 pub use qmp::{Qmp, QmpError};
 
-use super::{io_err, Accel, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
+use super::{create_overlay, io_err, Accel, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
 use crate::identity::HostIdentity;
 use crate::probes::ProbeChannel;
 use async_trait::async_trait;
@@ -101,26 +101,6 @@ fn machine_args(spec: &VmSpec, disk: &Path, vmgenid_device: bool) -> Vec<String>
     a
 }
 
-impl QemuBackend {
-    async fn create_overlay(&self, backing: &Path, overlay: &Path) -> Result<(), BackendError> {
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(backing)
-            .arg(overlay)
-            .output()
-            .await
-            .map_err(io_err("run qemu-img (is qemu-utils installed?)"))?;
-        if !out.status.success() {
-            return Err(BackendError::Other(format!(
-                "qemu-img create {} failed: {}",
-                overlay.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Backend for QemuBackend {
     fn kind(&self) -> BackendKind {
@@ -130,7 +110,7 @@ impl Backend for QemuBackend {
     async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
         std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
         let disk = spec.dir.join("disk.qcow2");
-        self.create_overlay(&spec.guest.disk, &disk).await?;
+        create_overlay(&spec.guest.disk, &disk).await?;
         let vmgenid_device = spec.identity.vmgenid.is_some();
         let args = machine_args(&spec, &disk, vmgenid_device);
         let mut proc = QemuProcess::spawn(&spec, &args).await?;
@@ -147,7 +127,7 @@ impl Backend for QemuBackend {
         std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
         // Clones get their own overlay on the frozen disk: no two VMs share a writable image.
         let disk = spec.dir.join("disk.qcow2");
-        self.create_overlay(&snap.disk, &disk).await?;
+        create_overlay(&snap.disk, &disk).await?;
         spec.memory_mib = snap.memory_mib;
         spec.accel = snap.accel;
         let mut args = machine_args(&spec, &disk, snap.vmgenid_device);

@@ -5,7 +5,7 @@ use super::qmp::{Qmp, QmpError};
 use crate::backend::{BackendError, Phase, VmSpec};
 use crate::probes::{ProbeChannel, ProbeError};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -66,13 +66,7 @@ impl QemuProcess {
                 }
             },
             status = child.wait() => {
-                return Err(BackendError::Exited {
-                    vm: name,
-                    phase: Phase::Start,
-                    status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                    stderr: read_tail(&stderr, 20),
-                    console_tail: read_tail(&console, 20),
-                });
+                return Err(exited_error(name, Phase::Start, status, &stderr, &console));
             }
         };
         let qmp = match tokio::time::timeout(t, Qmp::handshake(qmp)).await {
@@ -81,13 +75,7 @@ impl QemuProcess {
                 // QEMU connects its chardevs before it loads the kernel, so a bad -kernel shows
                 // up here as a closed QMP connection: report QEMU's exit and stderr instead.
                 if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-                    return Err(BackendError::Exited {
-                        vm: name,
-                        phase: Phase::Start,
-                        status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                        stderr: read_tail(&stderr, 20),
-                        console_tail: read_tail(&console, 20),
-                    });
+                    return Err(exited_error(name, Phase::Start, status, &stderr, &console));
                 }
                 return Err(BackendError::Qmp { vm: name, phase: Phase::Start, source: e });
             }
@@ -143,13 +131,7 @@ impl QemuProcess {
     async fn exited(&mut self, phase: Phase) -> Option<BackendError> {
         // Give a dying QEMU a moment to be reaped, so its exit is what we report.
         let status = tokio::time::timeout(Duration::from_millis(200), self.child.wait()).await.ok()?;
-        Some(BackendError::Exited {
-            vm: self.name.clone(),
-            phase,
-            status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-            stderr: read_tail(&self.stderr, 20),
-            console_tail: self.console_tail(20),
-        })
+        Some(exited_error(self.name.clone(), phase, status, &self.stderr, &self.console))
     }
 
     pub fn console_tail(&self, lines: usize) -> String {
@@ -163,6 +145,17 @@ impl QemuProcess {
             let _ = self.child.kill().await;
         }
         Ok(())
+    }
+}
+
+/// "QEMU exited", with its exit status, the tail of its stderr and of the guest's console.
+fn exited_error(vm: String, phase: Phase, status: std::io::Result<std::process::ExitStatus>, stderr: &Path, console: &Path) -> BackendError {
+    BackendError::Exited {
+        vm,
+        phase,
+        status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+        stderr: read_tail(stderr, 20),
+        console_tail: read_tail(console, 20),
     }
 }
 

@@ -112,3 +112,66 @@ pub fn rewrite_identity(xml: &str, from: &HostIdentity, from_dir: &Path, to: &Ho
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Timeouts;
+    use crate::guest::GuestImage;
+
+    fn spec(name: &str, vmgenid: bool) -> VmSpec {
+        let guest = GuestImage {
+            name: "tiny".into(),
+            dir: "/g".into(),
+            kernel: "/g/vmlinuz".into(),
+            initrd: "/g/initrd.img".into(),
+            disk: "/g/data.qcow2".into(),
+            cmdline: "console=ttyS0".into(),
+            kernel_release: None,
+        };
+        VmSpec {
+            identity: HostIdentity::fresh(name.into(), vmgenid),
+            guest,
+            memory_mib: 256,
+            accel: Accel::Tcg,
+            dir: format!("/runs/{name}").into(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// libvirt's in-process test driver parses and validates the XML we generate, and reads back
+    /// the identity we put in (no libvirtd needed).
+    #[test]
+    fn the_test_driver_accepts_our_domain_xml() {
+        virt::error::clear_error_callback();
+        let conn = virt::connect::Connect::open(Some("test:///default")).unwrap();
+        let s = spec("clonesafe-1-unit", true);
+        let xml = domain_xml(&s, Path::new("/runs/clonesafe-1-unit/disk.qcow2"), true);
+        let d = conn.define_domain_xml(&xml).unwrap_or_else(|e| panic!("{}\n{xml}", e.message()));
+        let back = d.xml_desc(0).unwrap();
+        let sum = crate::backend::libvirt::save_image::DomainSummary::of(&back).unwrap();
+        assert_eq!(sum.name.as_deref(), Some("clonesafe-1-unit"));
+        assert_eq!(sum.uuid, Some(s.identity.uuid.to_string()));
+        assert_eq!(sum.macs, vec![s.identity.mac.to_string()]);
+        assert_eq!(sum.genid, s.identity.vmgenid.map(|g| g.to_string()));
+        assert!(back.contains(s.identity.disk_serial.as_str()));
+        d.undefine().unwrap();
+    }
+
+    /// A clone's image XML names the clone's identity and files, and none of the source's.
+    #[test]
+    fn rewrite_replaces_every_source_identity_and_path() {
+        let src = spec("clonesafe-1-src", false);
+        let xml = domain_xml(&src, &src.dir.join("disk.qcow2"), false);
+        let clone = spec("clonesafe-1-clone", false);
+        let out = rewrite_identity(&xml, &src.identity, &src.dir, &clone.identity, &clone.dir).unwrap();
+        for old in [src.identity.name.clone(), src.identity.uuid.to_string(), src.identity.mac.to_string(), src.identity.disk_serial.as_str().to_string(), format!("{}/", src.dir.display())] {
+            assert!(!out.contains(&old), "{old} survived:\n{out}");
+        }
+        assert!(out.contains(&format!("{}/disk.qcow2", clone.dir.display())));
+        assert!(out.contains(&format!("{}/probe.sock", clone.dir.display())));
+        // An image that is not the source's is refused rather than half-rewritten.
+        let other = spec("clonesafe-1-other", false);
+        assert!(rewrite_identity(&xml, &other.identity, &other.dir, &clone.identity, &clone.dir).is_err());
+    }
+}

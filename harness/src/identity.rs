@@ -113,6 +113,19 @@ impl HostIdentity {
     }
 }
 
+/// `n` bytes from the host kernel's CRNG (getrandom(2)), for the agent to credit in a clone.
+pub fn host_entropy(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        let r = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), n - filled, 0) };
+        if r > 0 {
+            filled += r as usize;
+        }
+    }
+    b
+}
+
 /// Prefix of every VM (QEMU process name, libvirt domain) that clonesafe creates.
 pub const NAME_PREFIX: &str = "clonesafe-";
 

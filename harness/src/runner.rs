@@ -85,9 +85,14 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
             BackendKind::Qemu => bks["qemu"].clone(),
             BackendKind::Libvirt => bks["libvirt"].clone(),
         };
+        let mut guest = guests[&s.guest].clone();
+        if s.mitigate_remanence {
+            // Freed pages are zeroed, so a deleted file's page-cache copy does not linger in RAM.
+            guest.cmdline.push_str(" init_on_free=1");
+        }
         let ctx = Ctx {
             backend: backend.as_ref(),
-            guest: guests[&s.guest].clone(),
+            guest,
             accel: decision.accel,
             dir: work.path().join(&s.name),
             timeouts: opts.timeouts,
@@ -133,7 +138,8 @@ pub async fn run_scenario(ctx: &Ctx<'_>) -> ScenarioReport {
     };
     match clones::run(ctx).await {
         Ok(outcome) => {
-            let results = checks::run_all(&outcome.observations, CheckContext { restored: s.strategy.restores() });
+            let cx = CheckContext { strategy: s.strategy, remanence: outcome.remanence.as_ref() };
+            let results = checks::run_all(&outcome.observations, cx);
             report.checks = results.into_iter().map(|r| { let e = s.expect.get(&r.id).copied(); CheckReport::new(r, e) }).collect();
             report.expectations_met = report.checks.iter().all(|c| c.met);
             report.timing = outcome.timing;

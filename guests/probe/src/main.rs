@@ -38,7 +38,7 @@ fn main() {
     make_raw(&port);
     send(&mut port, &Reply::Ready { probe_version: env!("CARGO_PKG_VERSION").into(), uptime_ms: uptime_ms() });
     let mut reader = LineReader::default();
-    let mut go_t0 = monotonic_ns();
+    let mut sampler = None;
     loop {
         let line = match reader.next_line(&mut port) {
             Ok(Some(l)) => l,
@@ -57,14 +57,14 @@ fn main() {
             continue;
         }
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(req, &mut prng, &mut go_t0),
+            Ok(req) => handle(req, &mut prng, &mut sampler),
             Err(e) => Reply::Error { message: format!("bad request: {e}") },
         };
         send(&mut port, &reply);
     }
 }
 
-fn handle(req: Request, prng: &mut XorShift64, go_t0: &mut u64) -> Reply {
+fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread::JoinHandle<Vec<Sample>>>) -> Reply {
     match req {
         Request::Hold => {
             getrandom8();
@@ -73,24 +73,31 @@ fn handle(req: Request, prng: &mut XorShift64, go_t0: &mut u64) -> Reply {
         Request::Go => {
             // First thing after resume: the kernel RNG.
             let first = sample_kernel();
-            *go_t0 = first.t_ns;
+            let t0 = first.t_ns;
             let userspace_rng = (0..USERSPACE_RNG_SAMPLES)
                 .map(|_| Sample { t_ns: monotonic_ns(), hex: format!("{:016x}", prng.next()) })
                 .collect();
+            // The later samples are taken on their own thread, at exact offsets from the first,
+            // while the host goes on (new NIC, agent fix-up); `samples` collects them.
+            *sampler = Some(std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for &off in &KERNEL_RNG_SAMPLE_OFFSETS_MS[1..] {
+                    let due = t0 + off * 1_000_000;
+                    let now = monotonic_ns();
+                    if due > now {
+                        std::thread::sleep(Duration::from_nanos(due - now));
+                    }
+                    out.push(sample_kernel());
+                }
+                out
+            }));
             Reply::Resumed { kernel_rng: vec![first], userspace_rng }
         }
-        Request::Samples => {
-            let mut kernel_rng = Vec::new();
-            for &off in &KERNEL_RNG_SAMPLE_OFFSETS_MS[1..] {
-                let due = *go_t0 + off * 1_000_000;
-                let now = monotonic_ns();
-                if due > now {
-                    std::thread::sleep(Duration::from_nanos(due - now));
-                }
-                kernel_rng.push(sample_kernel());
-            }
-            Reply::Samples { kernel_rng }
-        }
+        Request::Samples => match sampler.take().map(|h| h.join()) {
+            Some(Ok(kernel_rng)) => Reply::Samples { kernel_rng },
+            Some(Err(_)) => Reply::Error { message: "sampler thread panicked".into() },
+            None => Reply::Error { message: "samples before go".into() },
+        },
         Request::Report => Reply::Report { identity: identity() },
         Request::WriteFile { path, data } => match data_path(&path).and_then(|p| {
             let mut f = fs::File::create(p).map_err(|e| e.to_string())?;
@@ -99,6 +106,62 @@ fn handle(req: Request, prng: &mut XorShift64, go_t0: &mut u64) -> Reply {
             Ok(()) => Reply::Written { path },
             Err(message) => Reply::Error { message },
         },
+        Request::Fixup { entropy_hex } => fixup(&entropy_hex, prng),
+        Request::WaitNic { mac, timeout_ms } => {
+            let deadline = monotonic_ns() + timeout_ms * 1_000_000;
+            loop {
+                let now = monotonic_ns();
+                let seen = sorted_dir("/sys/class/net").iter().any(|n| {
+                    fs::read_to_string(format!("/sys/class/net/{n}/address")).is_ok_and(|a| a.trim().eq_ignore_ascii_case(&mac))
+                });
+                if seen {
+                    break Reply::NicSeen { mac, t_ns: Some(now) };
+                }
+                if now > deadline {
+                    break Reply::NicSeen { mac, t_ns: None };
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Request::Canary { mut secret_xff_hex } => {
+            let p = "/data/canary.tmp";
+            let mut secret: Vec<u8> = (0..secret_xff_hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&secret_xff_hex[2 * i..2 * i + 2], 16).ok())
+                .map(|b| b ^ 0xff)
+                .collect();
+            let r = fs::write(p, &secret)
+                .and_then(|_| fs::File::open(p)?.sync_all())
+                .and_then(|_| fs::read(p).map(drop))
+                .and_then(|_| fs::remove_file(p));
+            unsafe { libc::sync() };
+            // Leave no copy of our own behind (volatile writes survive optimisation).
+            for b in secret.iter_mut() {
+                unsafe { std::ptr::write_volatile(b, 0) };
+            }
+            unsafe { secret_xff_hex.as_bytes_mut().iter_mut().for_each(|b| std::ptr::write_volatile(b, b'0')) };
+            match r {
+                Ok(()) => Reply::CanaryPlanted,
+                Err(e) => Reply::Error { message: format!("canary: {e}") },
+            }
+        }
+        Request::Scrub => {
+            // Zero the free space first (what virt-sparsify does): a trim alone cannot free a
+            // qcow2 cluster that still holds live blocks beside the deleted ones.
+            let z = "/data/.zero-fill";
+            let zeros = vec![0u8; 1 << 20];
+            if let Ok(mut f) = fs::File::create(z) {
+                while f.write_all(&zeros).is_ok() {}
+                let _ = f.sync_all();
+            }
+            let _ = fs::remove_file(z);
+            unsafe { libc::sync() };
+            let out = std::process::Command::new("/bin/fstrim").args(["-v", "/data"]).output();
+            let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+            match out {
+                Ok(o) => Reply::Scrubbed { output: format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)).trim().to_string() },
+                Err(e) => Reply::Error { message: format!("fstrim: {e}") },
+            }
+        }
         Request::ReadFile { path } => match data_path(&path) {
             Ok(p) => match fs::read_to_string(p) {
                 Ok(data) => Reply::File { path, data: Some(data) },
@@ -108,6 +171,71 @@ fn handle(req: Request, prng: &mut XorShift64, go_t0: &mut u64) -> Reply {
             Err(message) => Reply::Error { message },
         },
     }
+}
+
+/// The agent's fix-up. Order matters: the kernel CRNG first (everything after draws on it), then
+/// the identities, then the PRNG.
+fn fixup(entropy_hex: &str, prng: &mut XorShift64) -> Reply {
+    let t_start_ns = monotonic_ns();
+    let mut steps = Vec::new();
+    let bytes: Vec<u8> = (0..entropy_hex.len() / 2).filter_map(|i| u8::from_str_radix(&entropy_hex[2 * i..2 * i + 2], 16).ok()).collect();
+    match add_entropy_and_reseed(&bytes) {
+        Ok(()) => steps.push(format!("credited {} bytes of host entropy (RNDADDENTROPY) and reseeded the CRNG (RNDRESEEDCRNG)", bytes.len())),
+        Err(e) => return Reply::Error { message: format!("fixup: kernel RNG: {e}") },
+    }
+    let t_rng_ns = monotonic_ns();
+    let hex = |n: usize| (0..n).map(|_| format!("{:02x}", getrandom8()[0])).collect::<String>();
+    let id = hex(16);
+    let host = format!("tiny-{}", hex(4));
+    let r = fs::write("/data/etc/machine-id.new", &id)
+        .and_then(|_| fs::rename("/data/etc/machine-id.new", "/data/etc/machine-id"))
+        .and_then(|_| fs::write("/data/etc/hostname", &host))
+        .and_then(|_| fs::write("/proc/sys/kernel/hostname", &host));
+    if let Err(e) = r {
+        return Reply::Error { message: format!("fixup: machine-id/hostname: {e}") };
+    }
+    steps.push("new machine-id and hostname".into());
+    for t in ["ed25519", "ecdsa"] {
+        let k = format!("/data/etc/ssh/ssh_host_{t}_key");
+        let _ = fs::remove_file(&k);
+        let gen = std::process::Command::new("/usr/bin/dropbearkey").args(["-t", t, "-f", &k]).output();
+        let public = std::process::Command::new("/usr/bin/dropbearkey").args(["-y", "-f", &k]).output();
+        match (gen, public) {
+            (Ok(g), Ok(p)) if g.status.success() && p.status.success() => {
+                let line = String::from_utf8_lossy(&p.stdout).lines().find(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-")).unwrap_or("").to_string();
+                if let Err(e) = fs::write(format!("{k}.pub"), line + "\n") {
+                    return Reply::Error { message: format!("fixup: {k}.pub: {e}") };
+                }
+            }
+            _ => return Reply::Error { message: format!("fixup: dropbearkey {t} failed") },
+        }
+    }
+    steps.push("new SSH host keys (dropbearkey ed25519, ecdsa)".into());
+    *prng = XorShift64(u64::from_ne_bytes(getrandom8()) | 1);
+    steps.push("reseeded the probe's PRNG".into());
+    unsafe { libc::sync() };
+    Reply::FixedUp { t_start_ns, t_rng_ns, t_done_ns: monotonic_ns(), steps }
+}
+
+/// RNDADDENTROPY then RNDRESEEDCRNG on /dev/urandom (linux/random.h). Needs CAP_SYS_ADMIN; the
+/// probe runs as root from init.
+fn add_entropy_and_reseed(bytes: &[u8]) -> std::io::Result<()> {
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203; // _IOW('R', 0x03, int[2])
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207; // _IO('R', 0x07)
+    let f = fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info: Vec<u8> = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    info.resize(8 + bytes.len().div_ceil(4) * 4, 0);
+    if unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG as _) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The host may only touch files under /data, the guest's persistent disk.

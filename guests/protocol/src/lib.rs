@@ -34,8 +34,8 @@ pub enum Request {
     Hold,
     /// Sample the kernel RNG before anything else, then the userspace PRNG; answer at once.
     Go,
-    /// Take the remaining kernel RNG samples, at [`KERNEL_RNG_SAMPLE_OFFSETS_MS`] after the
-    /// first sample of the last `go`.
+    /// Collect the remaining kernel RNG samples, which a probe thread takes at
+    /// [`KERNEL_RNG_SAMPLE_OFFSETS_MS`] after the first sample of the last `go`.
     Samples,
     /// Report the guest-visible identity.
     Report,
@@ -43,6 +43,19 @@ pub enum Request {
     WriteFile { path: String, data: String },
     /// Read `path` (must be under `/data`); `data` is null when absent.
     ReadFile { path: String },
+    /// Agent fix-up after a clone resumes: credit `entropy_hex` (host entropy) to the kernel
+    /// pool (RNDADDENTROPY) and force a CRNG reseed (RNDRESEEDCRNG), then regenerate machine-id,
+    /// hostname and SSH host keys, then reseed the probe's own PRNG (standing in for any
+    /// long-lived program's random state).
+    Fixup { entropy_hex: String },
+    /// Poll the guest's NICs until one has `mac`, for at most `timeout_ms`.
+    WaitNic { mac: String, timeout_ms: u64 },
+    /// Decode `secret_xff_hex` (each byte XOR 0xff, hex), write it to a file on /data, read it
+    /// back, delete it, sync, and wipe the probe's own copies: a deleted secret whose only traces
+    /// are the file's.
+    Canary { secret_xff_hex: String },
+    /// Mitigate remanence: fstrim /data (discard freed blocks) and drop the page cache.
+    Scrub,
 }
 
 /// One random sample and the guest's CLOCK_MONOTONIC time when it was taken.
@@ -99,6 +112,11 @@ pub enum Reply {
     Report { identity: Identity },
     Written { path: String },
     File { path: String, data: Option<String> },
+    FixedUp { t_start_ns: u64, t_rng_ns: u64, t_done_ns: u64, steps: Vec<String> },
+    /// `t_ns` is the guest's monotonic time when the NIC was first seen; null on timeout.
+    NicSeen { mac: String, t_ns: Option<u64> },
+    CanaryPlanted,
+    Scrubbed { output: String },
     Error { message: String },
 }
 

@@ -117,6 +117,16 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
         },
         Request::WriteFile { path, .. } => Reply::Written { path },
         Request::ReadFile { path } => Reply::File { path, data: None },
+        Request::Fixup { .. } => {
+            s.machine_id = uuid::Uuid::new_v4().simple().to_string();
+            Reply::FixedUp { t_start_ns: 0, t_rng_ns: 1, t_done_ns: 2, steps: vec![] }
+        }
+        Request::WaitNic { mac, .. } => {
+            s.mac = mac.clone();
+            Reply::NicSeen { mac, t_ns: Some(5_000_000) }
+        }
+        Request::Canary { .. } => Reply::CanaryPlanted,
+        Request::Scrub => Reply::Scrubbed { output: String::new() },
     }
 }
 
@@ -172,6 +182,15 @@ impl Vm for FakeVm {
     fn notes(&self) -> Vec<String> {
         vec![]
     }
+    fn disk(&self) -> &Path {
+        Path::new("/fake/disk.qcow2")
+    }
+    async fn unplug_nic(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn plug_nic(&mut self, _mac: crate::identity::MacAddr) -> Result<(), BackendError> {
+        Ok(())
+    }
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         let path = dir.join(format!("{}.mem", self.identity.name));
         let state = self.state.lock().unwrap().clone();
@@ -183,6 +202,7 @@ impl Vm for FakeVm {
             memory_mib: 256,
             accel: super::Accel::Tcg,
             vmgenid_device: false,
+            nic: true,
             source_identity: self.identity.clone(),
             source_dir: dir.to_path_buf(),
             libvirt_tried: Default::default(),

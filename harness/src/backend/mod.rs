@@ -109,6 +109,8 @@ pub struct Snapshot {
     pub accel: Accel,
     /// Whether the source had a vmgenid device (clones must have the same devices).
     pub vmgenid_device: bool,
+    /// Whether the source still had its NIC at the snapshot (nic-replug unplugs it first).
+    pub nic: bool,
     /// The source's host-side identity and directory, which a clone's copy of the device
     /// configuration still names (libvirt embeds them in the image).
     pub source_identity: HostIdentity,
@@ -199,6 +201,12 @@ pub trait Vm: Send {
     fn console_tail(&self, lines: usize) -> String;
     /// What the backend had to do unusually to make this VM, for the report.
     fn notes(&self) -> Vec<String>;
+    /// The disk image this VM writes to now.
+    fn disk(&self) -> &Path;
+    /// Hot-unplug the NIC, returning once the guest has released it.
+    async fn unplug_nic(&mut self) -> Result<(), BackendError>;
+    /// Hot-plug a new virtio NIC with `mac` (the host side returns; the guest sees it later).
+    async fn plug_nic(&mut self, mac: crate::identity::MacAddr) -> Result<(), BackendError>;
     /// Stop the VM, freeze its disk, write memory and device state under `dir`, and let the
     /// VM run on (on a new disk overlay of its own). The guest probe should be holding.
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError>;

@@ -6,7 +6,9 @@ mod compare;
 
 pub use compare::{compare, Comparison};
 
+use crate::clones::remanence::Scan;
 use crate::probes::Observation;
+use crate::scenario::Strategy;
 use clonesafe_protocol::Sample;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -25,10 +27,12 @@ pub enum CheckId {
     KernelRng,
     UserspaceRng,
     Vmgenid,
+    HwMismatchMs,
+    SecretRemanence,
 }
 
 impl CheckId {
-    pub const ALL: [CheckId; 10] = [
+    pub const ALL: [CheckId; 12] = [
         CheckId::Mac,
         CheckId::SmbiosUuid,
         CheckId::DiskSerial,
@@ -39,6 +43,8 @@ impl CheckId {
         CheckId::KernelRng,
         CheckId::UserspaceRng,
         CheckId::Vmgenid,
+        CheckId::HwMismatchMs,
+        CheckId::SecretRemanence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +59,8 @@ impl CheckId {
             CheckId::KernelRng => "kernel_rng",
             CheckId::UserspaceRng => "userspace_rng",
             CheckId::Vmgenid => "vmgenid",
+            CheckId::HwMismatchMs => "hw_mismatch_ms",
+            CheckId::SecretRemanence => "secret_remanence",
         }
     }
 
@@ -101,9 +109,17 @@ pub struct CheckResult {
 
 /// What the checks need to know about how the VMs came to be.
 #[derive(Debug, Clone, Copy)]
-pub struct CheckContext {
+pub struct CheckContext<'a> {
+    pub strategy: Strategy,
+    /// The canary scan, when the scenario planted one.
+    pub remanence: Option<&'a Scan>,
+}
+
+impl CheckContext<'_> {
     /// True when the VMs were restored from one snapshot (so a vmgenid fork is meaningful).
-    pub restored: bool,
+    pub fn restored(&self) -> bool {
+        self.strategy.restores()
+    }
 }
 
 pub fn run_all(obs: &[Observation], ctx: CheckContext) -> Vec<CheckResult> {
@@ -117,6 +133,8 @@ fn run(id: CheckId, obs: &[Observation], ctx: CheckContext) -> CheckResult {
     match id {
         CheckId::KernelRng => return kernel_rng(obs),
         CheckId::Vmgenid => return vmgenid(obs, ctx),
+        CheckId::HwMismatchMs => return hw_mismatch(obs, ctx),
+        CheckId::SecretRemanence => return remanence(obs, ctx),
         _ => {}
     }
     let mut values = Vec::with_capacity(obs.len());
@@ -150,7 +168,7 @@ fn extract(id: CheckId, o: &Observation) -> Result<String, String> {
         CheckId::BootId => ident.boot_id.clone().ok_or_else(|| guest_error("boot_id")),
         CheckId::Hostname => ident.hostname.clone().ok_or_else(|| guest_error("hostname")),
         CheckId::UserspaceRng => o.userspace_rng.first().map(|s| s.hex.clone()).ok_or_else(|| "no userspace PRNG sample".into()),
-        CheckId::KernelRng | CheckId::Vmgenid => unreachable!("handled separately"),
+        CheckId::KernelRng | CheckId::Vmgenid | CheckId::HwMismatchMs | CheckId::SecretRemanence => unreachable!("handled separately"),
     }
 }
 
@@ -258,7 +276,7 @@ fn vmgenid(obs: &[Observation], ctx: CheckContext) -> CheckResult {
         }
     }
     let values = counts.iter().map(|c| json!(c)).collect();
-    if !ctx.restored {
+    if !ctx.restored() {
         return CheckResult {
             id,
             verdict: Verdict::Skipped,
@@ -278,6 +296,74 @@ fn vmgenid(obs: &[Observation], ctx: CheckContext) -> CheckResult {
         )
     };
     CheckResult { id, verdict, values, detail, evidence: None }
+}
+
+/// Does each clone run on hardware that matches what its memory believes? The guest's NIC MAC
+/// is compared with the one the host gave it; values are the ms from resume until they matched
+/// (0 when the clone was restored without a NIC to mismatch and saw its new one at once), null
+/// when they never did. `duplicate`: some clone still runs with the source's hardware identity.
+fn hw_mismatch(obs: &[Observation], ctx: CheckContext) -> CheckResult {
+    let id = CheckId::HwMismatchMs;
+    if !ctx.restored() {
+        let values = obs.iter().map(|_| json!(0)).collect();
+        return CheckResult {
+            id,
+            verdict: Verdict::Skipped,
+            values,
+            detail: "VMs were booted, not restored: hardware and memory agree from the first instruction".into(),
+            evidence: None,
+        };
+    }
+    let mut values = Vec::new();
+    let mut unresolved = Vec::new();
+    for o in obs {
+        let Some(ident) = &o.identity else { return error(id, obs, format!("{}: no identity report", o.vm)) };
+        let host = o.host_mac.clone().unwrap_or_default();
+        let sees_own = ident.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(&host));
+        if sees_own {
+            values.push(json!(o.nic_window_ms.unwrap_or(0.0)));
+        } else {
+            values.push(Value::Null);
+            let seen: Vec<&str> = ident.nics.iter().map(|n| n.mac.as_str()).collect();
+            unresolved.push(format!("{} sees {} but was given {host}", o.vm, if seen.is_empty() { "no NIC".into() } else { seen.join(",") }));
+        }
+    }
+    if unresolved.is_empty() {
+        let max = values.iter().filter_map(Value::as_f64).fold(0.0, f64::max);
+        let detail = if ctx.strategy.nic_replug() {
+            format!("every clone saw its new NIC; the longest window from resume was {max:.1} ms")
+        } else {
+            "every clone sees the hardware it was given".into()
+        };
+        CheckResult { id, verdict: Verdict::Unique, values, detail, evidence: None }
+    } else {
+        let detail = format!("mismatch never resolved: {} (the MAC is migrated device state)", unresolved.join("; "));
+        CheckResult { id, verdict: Verdict::Duplicate, values, detail, evidence: None }
+    }
+}
+
+/// Was the deleted canary found in the snapshot's artifacts? `duplicate`: the secret survived
+/// deletion into something every clone is made from. Values: one per artifact.
+fn remanence(obs: &[Observation], ctx: CheckContext) -> CheckResult {
+    let id = CheckId::SecretRemanence;
+    let Some(scan) = ctx.remanence else {
+        return CheckResult {
+            id,
+            verdict: Verdict::Skipped,
+            values: vec![],
+            detail: "no canary planted (set canary = true in the scenario)".into(),
+            evidence: None,
+        };
+    };
+    let _ = obs;
+    let values = scan.hits.iter().map(|h| json!({ "artifact": h.artifact, "found": h.found, "offsets": h.offsets })).collect();
+    let found = scan.found_in();
+    let (verdict, detail) = if found.is_empty() {
+        (Verdict::Unique, format!("the deleted canary was in none of: {}", scan.hits.iter().map(|h| h.artifact.as_str()).collect::<Vec<_>>().join(", ")))
+    } else {
+        (Verdict::Duplicate, format!("the deleted canary survived in: {}", found.join(", ")))
+    };
+    CheckResult { id, verdict, values, detail, evidence: serde_json::to_value(scan).ok() }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use super::*;
 use clonesafe_protocol::{Identity, Nic};
 use proptest::prelude::*;
+use crate::scenario::Strategy;
 
 proptest! {
     /// unique iff the values are pairwise distinct; duplicate iff some pair is equal.
@@ -68,13 +69,15 @@ fn obs(vm: &str, mac: &str, krng: &[&str]) -> Observation {
             ..Default::default()
         }),
         error: None,
+        host_mac: Some(mac.into()),
+        ..Default::default()
     }
 }
 
 #[test]
 fn checks_report_values_and_reasons() {
     let o = vec![obs("a", "52:54:00:00:00:01", &["01", "02"]), obs("b", "52:54:00:00:00:02", &["01", "03"])];
-    let r = run_all(&o, CheckContext { restored: true });
+    let r = run_all(&o, CheckContext { strategy: Strategy::Naive, remanence: None });
     let get = |id| r.iter().find(|c| c.id == id).unwrap();
     assert_eq!(get(CheckId::Mac).verdict, Verdict::Unique);
     assert_eq!(get(CheckId::Mac).values, vec![json!("eth0=52:54:00:00:00:01"), json!("eth0=52:54:00:00:00:02")]);
@@ -95,7 +98,7 @@ fn checks_report_values_and_reasons() {
 #[test]
 fn kernel_rng_late_duplicate_still_counts_and_reports_the_span() {
     let o = vec![obs("a", "m1", &["01", "02", "09"]), obs("b", "m2", &["03", "04", "09"])];
-    let k = run_all(&o, CheckContext { restored: true }).into_iter().find(|c| c.id == CheckId::KernelRng).unwrap();
+    let k = run_all(&o, CheckContext { strategy: Strategy::Naive, remanence: None }).into_iter().find(|c| c.id == CheckId::KernelRng).unwrap();
     assert_eq!(k.verdict, Verdict::Duplicate);
     assert_eq!(k.evidence.unwrap()["identical_until_ms"], json!(20.0));
 }
@@ -106,7 +109,7 @@ fn vmgenid_needs_every_clone_to_log_the_reseed_and_is_skipped_for_boots() {
     for x in &mut o {
         x.identity.as_mut().unwrap().vmfork_reseeds = 1;
     }
-    let v = |o: &[Observation], restored| run_all(o, CheckContext { restored }).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
+    let v = |o: &[Observation], restored| run_all(o, CheckContext { strategy: if restored { Strategy::Naive } else { Strategy::ColdBoot }, remanence: None }).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
     assert_eq!(v(&o, true).verdict, Verdict::Unique);
     assert_eq!(v(&o, false).verdict, Verdict::Skipped);
     o[1].identity.as_mut().unwrap().vmfork_reseeds = 0;
@@ -118,7 +121,7 @@ fn an_unprobed_vm_makes_every_check_an_error() {
     let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
     o[1].error = Some("timed out".into());
     o[1].identity = None;
-    for c in run_all(&o, CheckContext { restored: false }) {
+    for c in run_all(&o, CheckContext { strategy: Strategy::ColdBoot, remanence: None }) {
         assert_eq!(c.verdict, Verdict::Error, "{}", c.id);
         assert!(c.detail.contains("b could not be probed"));
     }

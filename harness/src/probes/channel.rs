@@ -117,6 +117,10 @@ impl ProbeChannel {
             Request::Report => "report",
             Request::WriteFile { .. } => "written",
             Request::ReadFile { .. } => "file",
+            Request::Fixup { .. } => "fixed_up",
+            Request::WaitNic { .. } => "nic_seen",
+            Request::Canary { .. } => "canary_planted",
+            Request::Scrub => "scrubbed",
         };
         match self.recv_within(timeout, want).await? {
             Reply::Error { message } => Err(ProbeError::Guest(message)),

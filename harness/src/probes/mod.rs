@@ -19,4 +19,11 @@ pub struct Observation {
     pub identity: Option<Identity>,
     /// Why this VM could not be probed, if it could not.
     pub error: Option<String>,
+    /// The MAC the host gave this VM's NIC.
+    pub host_mac: Option<String>,
+    /// nic-replug: ms from resume until the guest saw its new NIC (None: never, or no replug).
+    pub nic_window_ms: Option<f64>,
+    /// agent-fixup: how long the fix-up took, and ms from resume until it had landed.
+    pub fixup_ms: Option<f64>,
+    pub fixup_window_ms: Option<f64>,
 }

@@ -7,9 +7,12 @@
 //! name = "naive"            # unique; [a-z0-9_-]
 //! guest = "tiny"            # default "tiny"
 //! backend = "qemu"          # qemu | libvirt (default qemu; `--backend` overrides)
-//! strategy = "naive"        # cold-boot | naive
+//! strategy = "naive"        # cold-boot | image-clone | image-clone-sysprep | naive |
+//!                           # nic-replug | vmgenid | agent-fixup | full
 //! clones = 3                # VMs compared, 2..=16
 //! memory_mib = 256          # 128..=16384, default 256
+//! canary = true             # plant a deleted secret and scan the artifacts for it
+//! mitigate_remanence = true # fstrim + drop caches in the guest, compact disks (implies canary)
 //! [scenario.expect]         # check id = unique | duplicate | skipped | error | any
 //! mac = "duplicate"
 //! ```
@@ -69,6 +72,10 @@ struct RawScenario {
     memory_mib: Option<Spanned<i64>>,
     #[serde(default)]
     expect: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    canary: bool,
+    #[serde(default)]
+    mitigate_remanence: bool,
 }
 
 /// Read and validate one scenario file.
@@ -172,6 +179,8 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             clones: clones as u32,
             memory_mib: memory_mib as u32,
             expect,
+            canary: s.canary || s.mitigate_remanence,
+            mitigate_remanence: s.mitigate_remanence,
         });
     }
     Ok(out)

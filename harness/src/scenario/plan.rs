@@ -12,17 +12,45 @@ use std::path::PathBuf;
 pub enum Strategy {
     /// N independent first boots of the same never-booted image: the baseline.
     ColdBoot,
+    /// virt-clone's offline clone: boot a template once, shut it down, copy its disk; each clone
+    /// gets a new name, UUID and MAC. Nothing inside the guest changes.
+    ImageClone,
+    /// The same, with the template's disk sanitized offline before the copies.
+    ImageCloneSysprep,
     /// Live snapshot, then N restores with only the host-side identity changed.
     Naive,
+    /// Hot-unplug every NIC before the snapshot; hot-plug a new one into each clone on resume.
+    NicReplug,
+    /// Each clone gets a fresh VM generation ID.
+    Vmgenid,
+    /// After resume, the in-guest agent reseeds the CRNG and regenerates identities.
+    AgentFixup,
+    /// nic-replug, vmgenid and agent-fixup together.
+    Full,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 2] = [Strategy::ColdBoot, Strategy::Naive];
+    pub const ALL: [Strategy; 8] = [
+        Strategy::ColdBoot,
+        Strategy::ImageClone,
+        Strategy::ImageCloneSysprep,
+        Strategy::Naive,
+        Strategy::NicReplug,
+        Strategy::Vmgenid,
+        Strategy::AgentFixup,
+        Strategy::Full,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::ColdBoot => "cold-boot",
+            Strategy::ImageClone => "image-clone",
+            Strategy::ImageCloneSysprep => "image-clone-sysprep",
             Strategy::Naive => "naive",
+            Strategy::NicReplug => "nic-replug",
+            Strategy::Vmgenid => "vmgenid",
+            Strategy::AgentFixup => "agent-fixup",
+            Strategy::Full => "full",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -31,9 +59,18 @@ impl Strategy {
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|s| s.as_str()).collect()
     }
-    /// Whether the VMs compared are clones restored from one snapshot.
+    /// Whether the VMs compared are clones restored from one live snapshot.
     pub fn restores(self) -> bool {
-        !matches!(self, Strategy::ColdBoot)
+        !matches!(self, Strategy::ColdBoot | Strategy::ImageClone | Strategy::ImageCloneSysprep)
+    }
+    pub fn nic_replug(self) -> bool {
+        matches!(self, Strategy::NicReplug | Strategy::Full)
+    }
+    pub fn vmgenid(self) -> bool {
+        matches!(self, Strategy::Vmgenid | Strategy::Full)
+    }
+    pub fn agent_fixup(self) -> bool {
+        matches!(self, Strategy::AgentFixup | Strategy::Full)
     }
 }
 
@@ -90,6 +127,11 @@ pub struct ScenarioPlan {
     pub clones: u32,
     pub memory_mib: u32,
     pub expect: BTreeMap<CheckId, Expectation>,
+    /// Plant a deleted canary secret before the snapshot (or template shutdown) and scan the
+    /// artifacts for it.
+    pub canary: bool,
+    /// Before the snapshot: fstrim and drop caches in the guest; after it: compact the disks.
+    pub mitigate_remanence: bool,
 }
 
 /// Every scenario of every file, in order, names unique across files.

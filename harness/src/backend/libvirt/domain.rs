@@ -45,16 +45,12 @@ pub fn domain_xml(spec: &VmSpec, disk: &Path, vmgenid: bool) -> String {
   <devices>
     <emulator>{emulator}</emulator>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
       <source file='{disk}'/>
       <target dev='vda' bus='virtio'/>
       <serial>{serial}</serial>
     </disk>
-    <interface type='user'>
-      <mac address='{mac}'/>
-      <model type='virtio'/>
-      <rom enabled='no'/>
-    </interface>
+    {nic}
     <serial type='file'><source path='{dir}/console.log'/><target port='0'/></serial>
     <serial type='unix'><source mode='connect' path='{dir}/probe.sock'/><target port='1'/></serial>
     <memballoon model='none'/>
@@ -71,9 +67,15 @@ pub fn domain_xml(spec: &VmSpec, disk: &Path, vmgenid: bool) -> String {
         emulator = esc(&emulator()),
         disk = esc(&disk.display().to_string()),
         serial = esc(id.disk_serial.as_str()),
-        mac = id.mac,
+        nic = interface_xml(&id.mac),
         dir = esc(&dir),
     )
+}
+
+/// The NIC: virtio on user networking (the guest never configures it, so no packet leaves),
+/// without an option ROM. The same XML plugs and unplugs it.
+pub fn interface_xml(mac: &crate::identity::MacAddr) -> String {
+    format!("<interface type='user'><mac address='{mac}'/><model type='virtio'/><rom enabled='no'/></interface>")
 }
 
 fn emulator() -> String {
@@ -91,7 +93,7 @@ fn emulator() -> String {
 /// Give the domain XML embedded in a save image a clone's identity: name, UUID, MAC, disk serial,
 /// the files in its own directory (disk overlay, console log, probe socket), and the genid when
 /// the clone has one. Each old value must be present, or the rewrite is refused.
-pub fn rewrite_identity(xml: &str, from: &HostIdentity, from_dir: &Path, to: &HostIdentity, to_dir: &Path) -> Result<String, String> {
+pub fn rewrite_identity(xml: &str, from: &HostIdentity, from_dir: &Path, to: &HostIdentity, to_dir: &Path, nic: bool) -> Result<String, String> {
     let mut out = xml.to_string();
     let mut swap = |what: &str, old: String, new: String| -> Result<(), String> {
         if !out.contains(&old) {
@@ -102,7 +104,9 @@ pub fn rewrite_identity(xml: &str, from: &HostIdentity, from_dir: &Path, to: &Ho
     };
     swap("name", format!("<name>{}</name>", esc(&from.name)), format!("<name>{}</name>", esc(&to.name)))?;
     swap("uuid", format!("<uuid>{}</uuid>", from.uuid), format!("<uuid>{}</uuid>", to.uuid))?;
-    swap("MAC", format!("address='{}'", from.mac), format!("address='{}'", to.mac))?;
+    if nic {
+        swap("MAC", format!("address='{}'", from.mac), format!("address='{}'", to.mac))?;
+    }
     swap("disk serial", format!("<serial>{}</serial>", esc(from.disk_serial.as_str())), format!("<serial>{}</serial>", esc(to.disk_serial.as_str())))?;
     swap("directory", format!("{}/", esc(&from_dir.display().to_string())), format!("{}/", esc(&to_dir.display().to_string())))?;
     if let Some(g) = to.vmgenid {
@@ -164,7 +168,7 @@ mod tests {
         let src = spec("clonesafe-1-src", false);
         let xml = domain_xml(&src, &src.dir.join("disk.qcow2"), false);
         let clone = spec("clonesafe-1-clone", false);
-        let out = rewrite_identity(&xml, &src.identity, &src.dir, &clone.identity, &clone.dir).unwrap();
+        let out = rewrite_identity(&xml, &src.identity, &src.dir, &clone.identity, &clone.dir, true).unwrap();
         for old in [src.identity.name.clone(), src.identity.uuid.to_string(), src.identity.mac.to_string(), src.identity.disk_serial.as_str().to_string(), format!("{}/", src.dir.display())] {
             assert!(!out.contains(&old), "{old} survived:\n{out}");
         }
@@ -172,6 +176,6 @@ mod tests {
         assert!(out.contains(&format!("{}/probe.sock", clone.dir.display())));
         // An image that is not the source's is refused rather than half-rewritten.
         let other = spec("clonesafe-1-other", false);
-        assert!(rewrite_identity(&xml, &other.identity, &other.dir, &clone.identity, &clone.dir).is_err());
+        assert!(rewrite_identity(&xml, &other.identity, &other.dir, &clone.identity, &clone.dir, true).is_err());
     }
 }

@@ -105,6 +105,7 @@ impl LibvirtBackend {
         spec: &VmSpec,
         disk: PathBuf,
         vmgenid_device: bool,
+        nic: bool,
         start: impl FnOnce(Arc<Connect>) -> Result<(), BackendError> + Send + 'static,
         phase: Phase,
     ) -> Result<LibvirtVm, BackendError> {
@@ -131,6 +132,7 @@ impl LibvirtBackend {
             alive: true,
             notes: vec![],
             mode: self.mode,
+            current_mac: nic.then_some(spec.identity.mac),
         };
         if let Err(e) = started {
             vm.alive = false;
@@ -158,7 +160,7 @@ impl Backend for LibvirtBackend {
         let vmgenid = spec.identity.vmgenid.is_some();
         let xml = domain::domain_xml(&spec, &disk, vmgenid);
         let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, 0).map(drop).map_err(verr("create domain"));
-        let mut vm = self.launch(&spec, disk, vmgenid, start, Phase::Start).await?;
+        let mut vm = self.launch(&spec, disk, vmgenid, true, start, Phase::Start).await?;
         let t = spec.timeouts.boot;
         if let Err(e) = vm.probe().wait_ready(t).await {
             let tail = vm.console_tail(20);
@@ -186,7 +188,7 @@ impl Backend for LibvirtBackend {
 
         // 1. libvirt's own route, once per snapshot, with the identity in dxml.
         if !snap.libvirt_tried.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let dxml = domain::rewrite_identity(&source_xml, &snap.source_identity, &snap.source_dir, &spec.identity, &spec.dir).map_err(BackendError::Other)?;
+            let dxml = domain::rewrite_identity(&source_xml, &snap.source_identity, &snap.source_dir, &spec.identity, &spec.dir, snap.nic).map_err(BackendError::Other)?;
             let conn = self.conn.clone();
             let img = image.display().to_string();
             let r = blocking(&name, Phase::IncomingMigration, spec.timeouts.restore, move || {
@@ -210,11 +212,11 @@ impl Backend for LibvirtBackend {
         }
 
         // 2. Rewrite the XML in the image and restore it as is.
-        let xml = domain::rewrite_identity(&source_xml, &snap.source_identity, &snap.source_dir, &spec.identity, &spec.dir).map_err(BackendError::Other)?;
+        let xml = domain::rewrite_identity(&source_xml, &snap.source_identity, &snap.source_dir, &spec.identity, &spec.dir, snap.nic).map_err(BackendError::Other)?;
         SaveImage::rewrite_xml(&image, &xml).map_err(|e| BackendError::Other(format!("{}: {e}", image.display())))?;
         let img = image.display().to_string();
         let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(verr("restore the rewritten image"));
-        let mut vm = self.launch(&spec, disk, snap.vmgenid_device, start, Phase::IncomingMigration).await?;
+        let mut vm = self.launch(&spec, disk, snap.vmgenid_device, snap.nic, start, Phase::IncomingMigration).await?;
         if snap.vmgenid_device {
             // libvirt's source says it regenerates <genid> on restore (qemuProcessGenID); record
             // what it did. The vmgenid check shows what the guest made of it.
@@ -249,6 +251,8 @@ pub struct LibvirtVm {
     alive: bool,
     notes: Vec<String>,
     mode: SnapshotMode,
+    /// The MAC of the NIC the domain has now, if any.
+    current_mac: Option<crate::identity::MacAddr>,
 }
 
 impl LibvirtVm {
@@ -290,6 +294,43 @@ impl Vm for LibvirtVm {
     }
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
+    }
+    fn disk(&self) -> &Path {
+        &self.disk
+    }
+
+    async fn unplug_nic(&mut self) -> Result<(), BackendError> {
+        let (conn, name) = (self.conn.clone(), self.identity.name.clone());
+        let xml = domain::interface_xml(&self.current_mac.expect("a NIC to unplug"));
+        let t = self.spec.timeouts.snapshot;
+        blocking(&name.clone(), Phase::Snapshot, t, move || {
+            let d = conn.lookup_domain_by_name(&name).map_err(verr("look up domain"))?;
+            d.detach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(verr("detach the NIC"))?;
+            // libvirt returns once QEMU reports DEVICE_DELETED, or after its own wait; confirm.
+            for _ in 0..300 {
+                let live = d.xml_desc(0).map_err(verr("read domain XML"))?;
+                if !live.contains("<interface") {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(BackendError::Other("libvirt: the guest did not release its NIC within 30 s".into()))
+        })
+        .await?;
+        self.current_mac = None;
+        Ok(())
+    }
+
+    async fn plug_nic(&mut self, mac: crate::identity::MacAddr) -> Result<(), BackendError> {
+        let (conn, name) = (self.conn.clone(), self.identity.name.clone());
+        let xml = domain::interface_xml(&mac);
+        blocking(&name.clone(), Phase::Resume, self.spec.timeouts.start, move || {
+            let d = conn.lookup_domain_by_name(&name).map_err(verr("look up domain"))?;
+            d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(verr("attach a NIC"))
+        })
+        .await?;
+        self.current_mac = Some(mac);
+        Ok(())
     }
 
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
@@ -349,6 +390,7 @@ impl Vm for LibvirtVm {
             memory_mib: self.spec.memory_mib,
             accel: self.spec.accel,
             vmgenid_device: self.vmgenid_device,
+            nic: self.current_mac.is_some(),
             source_identity: self.identity.clone(),
             source_dir: self.dir.clone(),
             libvirt_tried: Default::default(),

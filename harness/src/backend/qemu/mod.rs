@@ -38,11 +38,16 @@ pub struct QemuVm {
     disk: PathBuf,
     vmgenid_device: bool,
     snapshots: u32,
+    /// Whether the VM has a NIC now.
+    nic: bool,
 }
+
+/// The NIC: virtio-net on the hub, in a fixed slot, without an option ROM.
+const NIC_DEVICE: &str = "virtio-net-pci,netdev=net0,romfile=,addr=0x5";
 
 /// Arguments that describe the machine. A clone must use the same ones as its source, or the
 /// migration stream will not load.
-fn machine_args(spec: &VmSpec, disk: &Path, vmgenid_device: bool) -> Vec<String> {
+fn machine_args(spec: &VmSpec, disk: &Path, vmgenid_device: bool, nic: bool) -> Vec<String> {
     let id = &spec.identity;
     let mut a: Vec<String> = vec![
         "-name".into(),
@@ -80,18 +85,23 @@ fn machine_args(spec: &VmSpec, disk: &Path, vmgenid_device: bool) -> Vec<String>
         "-mon".into(),
         "chardev=qmp,mode=control".into(),
         "-drive".into(),
-        format!("if=none,id=drive0,file={},format=qcow2", disk.display()),
+        // discard=unmap: a guest fstrim frees clusters in the overlay (remanence mitigation).
+        format!("if=none,id=drive0,file={},format=qcow2,discard=unmap", disk.display()),
         "-device".into(),
-        format!("virtio-blk-pci,id=blk0,drive=drive0,serial={}", id.disk_serial.as_str()),
+        // Fixed PCI slots: a clone started without the NIC (nic-replug) keeps every other
+        // device where the migration stream expects it.
+        format!("virtio-blk-pci,id=blk0,drive=drive0,serial={},addr=0x4", id.disk_serial.as_str()),
         // A hub with no other port: the NIC exists, but no packet can leave the VM.
         "-netdev".into(),
         "hubport,id=net0,hubid=0".into(),
-        // romfile= drops the iPXE option ROM (not installed, and slow to run under TCG).
-        "-device".into(),
-        format!("virtio-net-pci,id=nic0,netdev=net0,mac={},romfile=", id.mac),
         "-uuid".into(),
         id.uuid.to_string(),
     ];
+    if nic {
+        // romfile= drops the iPXE option ROM (not installed, and slow to run under TCG).
+        a.push("-device".into());
+        a.push(format!("{},id=nic0,mac={}", NIC_DEVICE, id.mac));
+    }
     if vmgenid_device {
         // QEMU writes this guid into guest memory on load and notifies the guest (FACTS.md).
         let genid = id.vmgenid.map(|g| g.to_string()).unwrap_or_else(|| "auto".into());
@@ -112,7 +122,7 @@ impl Backend for QemuBackend {
         let disk = spec.dir.join("disk.qcow2");
         create_overlay(&spec.guest.disk, &disk).await?;
         let vmgenid_device = spec.identity.vmgenid.is_some();
-        let args = machine_args(&spec, &disk, vmgenid_device);
+        let args = machine_args(&spec, &disk, vmgenid_device, true);
         let mut proc = QemuProcess::spawn(&spec, &args).await?;
         proc.init_migration().await?;
         let timeout = spec.timeouts.boot;
@@ -120,7 +130,7 @@ impl Backend for QemuBackend {
         if let Err(e) = ready {
             return Err(proc.fail(Phase::Boot, timeout, e).await);
         }
-        Ok(Box::new(QemuVm { proc, identity: spec.identity.clone(), disk, spec, vmgenid_device, snapshots: 0 }))
+        Ok(Box::new(QemuVm { proc, identity: spec.identity.clone(), disk, spec, vmgenid_device, snapshots: 0, nic: true }))
     }
 
     async fn restore(&self, snap: &Snapshot, mut spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
@@ -130,7 +140,7 @@ impl Backend for QemuBackend {
         create_overlay(&snap.disk, &disk).await?;
         spec.memory_mib = snap.memory_mib;
         spec.accel = snap.accel;
-        let mut args = machine_args(&spec, &disk, snap.vmgenid_device);
+        let mut args = machine_args(&spec, &disk, snap.vmgenid_device, snap.nic);
         args.extend(["-S".into(), "-incoming".into(), "defer".into()]);
         let mut proc = QemuProcess::spawn(&spec, &args).await?;
         proc.init_migration().await?;
@@ -148,6 +158,7 @@ impl Backend for QemuBackend {
             vmgenid_device: snap.vmgenid_device,
             spec,
             snapshots: 0,
+            nic: snap.nic,
         }))
     }
 }
@@ -168,6 +179,32 @@ impl Vm for QemuVm {
     }
     fn notes(&self) -> Vec<String> {
         vec![]
+    }
+    fn disk(&self) -> &Path {
+        &self.disk
+    }
+
+    async fn unplug_nic(&mut self) -> Result<(), BackendError> {
+        let t = self.spec.timeouts.snapshot;
+        let p = &mut self.proc;
+        p.qmp(Phase::Snapshot, "device_del", json!({ "id": "nic0" })).await?;
+        // The guest must eject the device (ACPI hotplug) before QEMU reports it gone.
+        if let Err(e) = p.qmp_wait_event("DEVICE_DELETED for nic0", t, |e| e["event"] == "DEVICE_DELETED" && e["data"]["device"] == "nic0").await {
+            return Err(p.fail_qmp(Phase::Snapshot, t, e).await);
+        }
+        self.nic = false;
+        Ok(())
+    }
+
+    async fn plug_nic(&mut self, mac: crate::identity::MacAddr) -> Result<(), BackendError> {
+        let mut args = json!({ "driver": "virtio-net-pci", "id": "nic1", "mac": mac.to_string() });
+        for kv in NIC_DEVICE.split(',').skip(1) {
+            let (k, v) = kv.split_once('=').expect("key=value");
+            args[k] = json!(v);
+        }
+        self.proc.qmp(Phase::Resume, "device_add", args).await?;
+        self.nic = true;
+        Ok(())
     }
 
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
@@ -193,6 +230,15 @@ impl Vm for QemuVm {
         if let Err(e) = p.qmp_wait_migration(t).await {
             return Err(p.fail_qmp(Phase::Snapshot, t, e).await);
         }
+        // MIGRATION "completed" can arrive while the run state is still finish-migrate, when
+        // `cont` is refused ("Migration is not finalized yet"): wait for postmigrate first.
+        for _ in 0..500 {
+            let st = p.qmp(Phase::Snapshot, "query-status", json!({})).await?;
+            if st["status"] != "finish-migrate" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         // The source goes on running (QEMU re-activates its block devices on `cont`).
         p.qmp(Phase::Resume, "cont", json!({})).await?;
         Ok(Snapshot {
@@ -202,6 +248,7 @@ impl Vm for QemuVm {
             memory_mib: self.spec.memory_mib,
             accel: self.spec.accel,
             vmgenid_device: self.vmgenid_device,
+            nic: self.nic,
             source_identity: self.identity.clone(),
             source_dir: self.spec.dir.clone(),
             libvirt_tried: Default::default(),

@@ -99,6 +99,10 @@ impl QemuProcess {
         }
     }
 
+    pub async fn qmp_wait_event(&mut self, what: &str, t: Duration, pred: impl FnMut(&Value) -> bool) -> Result<Value, QmpError> {
+        self.qmp.wait_event(what, t, pred).await
+    }
+
     pub async fn qmp_wait_migration(&mut self, t: Duration) -> Result<(), QmpError> {
         self.qmp.wait_migration(t).await
     }

@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run scenario files and write DIR/report.json
+    /// Run scenario files and write DIR/report.json, DIR/junit.xml and DIR/report.html
     #[command(after_help = EXIT_CODES)]
     Run {
         /// Scenario files (TOML), e.g. scenarios/smoke.toml
@@ -60,6 +60,9 @@ enum Cmd {
         /// (suspend and clone)
         #[arg(long, value_enum, default_value_t = SnapshotMode::External)]
         libvirt_snapshot: SnapshotMode,
+        /// Also write the reference form: summary.md and the plots as SVG files
+        #[arg(long)]
+        reference: bool,
     },
     /// Inspect libvirt save images (virsh save, external memory snapshots)
     SaveImage {
@@ -170,7 +173,7 @@ fn main() {
 async fn dispatch(cli: Cli) -> i32 {
     match cli.cmd {
         Cmd::SaveImage { cmd: SaveImageCmd::Show { file, json } } => save_image_show(&file, json),
-        Cmd::Run { files, out, backend, accel, jobs, guests, workdir, boot_timeout, libvirt_snapshot } => {
+        Cmd::Run { files, out, backend, accel, jobs, guests, workdir, boot_timeout, libvirt_snapshot, reference } => {
             let mut plan = match Plan::load(&files) {
                 Ok(p) => p,
                 Err(e) => {
@@ -199,10 +202,15 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
             };
             print!("{}", terminal::render(&report));
-            match report.write_json(&out) {
-                Ok(p) => println!("report: {}", p.display()),
+            let written = if reference { report.write_reference(&out) } else { report.write_all(&out) };
+            match written {
+                Ok(files) => {
+                    for p in files {
+                        println!("wrote {}", p.display());
+                    }
+                }
                 Err(e) => {
-                    eprintln!("error: cannot write {}/report.json: {e}", out.display());
+                    eprintln!("error: cannot write the report into {}: {e}", out.display());
                     return exit::HARNESS_ERROR;
                 }
             }

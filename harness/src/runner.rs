@@ -103,6 +103,11 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         };
         reports.push(run_scenario(&ctx).await);
     }
+    if std::env::var_os("CLONESAFE_KEEP_RUN").is_some() {
+        // Debugging only: the run directory holds guest memory (secrets). Say where it is.
+        let kept = work.keep();
+        sink.emit(Event { elapsed: started.elapsed(), scenario: None, kind: EventKind::Note { text: format!("CLONESAFE_KEEP_RUN: kept {} (it holds guest memory; delete it)", kept.display()) } });
+    }
     Ok(Report {
         clonesafe_version: env!("CARGO_PKG_VERSION").into(),
         host: Host {

@@ -217,7 +217,7 @@ async fn prepare_remanence(ctx: &Ctx<'_>, vm: &mut dyn Vm, notes: &mut Vec<Strin
     }
     if ctx.scenario.mitigate_remanence {
         match call(ctx, vm, Request::Scrub).await? {
-            Reply::Scrubbed { output } => notes.push(format!("mitigation in the guest: fstrim and drop_caches ({})", if output.is_empty() { "no output" } else { &output })),
+            Reply::Scrubbed { output } => notes.push(format!("mitigation in the guest: remount, zero-fill free space, fstrim, drop_caches ({})", if output.is_empty() { "no output" } else { &output })),
             other => return Err(probe_err(vm, Phase::Probe)(unexpected("scrubbed", &other))),
         }
     }

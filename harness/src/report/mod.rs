@@ -6,6 +6,11 @@
 //! "restore_ms": [..]}, "checks": [{"id", "verdict", "values": [..per VM..], "detail"}],
 //! "expectations_met"}]}`
 
+pub mod explain;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+pub mod plots;
 pub mod terminal;
 
 use crate::checks::{CheckId, CheckResult, Verdict};
@@ -93,11 +98,36 @@ impl Report {
     }
 
     pub fn write_json(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let p = dir.join("report.json");
-        let tmp = dir.join(".report.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self).expect("report serializes"))?;
-        std::fs::rename(&tmp, &p)?;
-        Ok(p)
+        write_atomic(dir, "report.json", &serde_json::to_string_pretty(self).expect("report serializes"))
     }
+
+    /// report.json, junit.xml and report.html (self-contained) in `dir`.
+    pub fn write_all(&self, dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        Ok(vec![
+            self.write_json(dir)?,
+            write_atomic(dir, "junit.xml", &junit::render(self))?,
+            write_atomic(dir, "report.html", &html::render(self))?,
+        ])
+    }
+
+    /// The committed reference form: report.json, summary.md and the plots as SVG files.
+    pub fn write_reference(&self, dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        let mut out = self.write_all(dir)?;
+        out.push(write_atomic(dir, "summary.md", &markdown::render(self))?);
+        for (name, svg) in [("boot-vs-restore.svg", plots::boot_vs_restore(&self.scenarios)), ("windows.svg", plots::windows(&self.scenarios))] {
+            if let Ok(svg) = svg {
+                out.push(write_atomic(dir, name, &svg)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(p)
 }

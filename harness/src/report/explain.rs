@@ -1,0 +1,19 @@
+//! Why an identity stays duplicated under a recipe: the explanations a reviewer needs next to
+//! the verdicts. Keyed by check id; a report uses them for whatever `full` still duplicates.
+
+use crate::checks::CheckId;
+
+pub fn why_duplicate(id: CheckId) -> &'static str {
+    match id {
+        CheckId::SmbiosUuid => "The guest read its SMBIOS/DMI table at boot and keeps the copy in memory (/sys/class/dmi/id reads it). A new -uuid changes the table in the new VM's firmware area, but the restored kernel never reads it again. Only a reboot, or a guest that re-reads DMI, changes it.",
+        CheckId::BootId => "boot_id is created once per boot by the kernel and lives in memory. By definition every clone of one running system shares its boot. Nothing short of a reboot changes it, and software that keys on boot_id (journald, for example) treats the clones as one boot.",
+        CheckId::Mac => "The virtio-net MAC is migrated device state, so the clone's NIC keeps the source's MAC whatever the host assigned. Only replacing the device (nic-replug) changes what the guest sees.",
+        CheckId::MachineId | CheckId::Hostname | CheckId::SshHostKeys => "These live on the guest's disk and in its memory. Nothing outside the guest changes them. A guest agent (agent-fixup) or an offline sysprep must regenerate them.",
+        CheckId::KernelRng => "The CRNG state is part of the guest's memory. It diverges only after a reseed: the vmgenid notification, an agent's RNDRESEEDCRNG, or enough interrupt entropy. A read before that returns the same bytes in every clone.",
+        CheckId::UserspaceRng => "A program's PRNG, seeded once before the snapshot, is copied into every clone. Only the program itself can reseed it, when it is told to (here by the agent). Output taken before that is shared.",
+        CheckId::DiskSerial => "The guest caches the disk serial.",
+        CheckId::Vmgenid => "The clones have no vmgenid device, or the new generation ID was not delivered, so no clone learns it is a copy.",
+        CheckId::HwMismatchMs => "The clone runs on virtual hardware that does not match its memory (the NIC's MAC), and nothing resolves the mismatch.",
+        CheckId::SecretRemanence => "A deleted file's data survives in freed disk blocks and page-cache pages, and every clone is made from those artifacts.",
+    }
+}

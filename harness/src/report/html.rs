@@ -1,0 +1,154 @@
+//! The self-contained HTML report: the matrix (strategies down the side, identities across) as a
+//! colour-coded table whose cells open to their evidence, timing, notes, and inline SVG plots.
+//! No scripts, fonts or anything else from the network.
+
+use super::{explain, plots, Report, ScenarioReport};
+use crate::checks::{CheckId, Verdict};
+use std::fmt::Write;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn class(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Unique => "unique",
+        Verdict::Duplicate => "duplicate",
+        Verdict::Error => "error",
+        Verdict::Skipped => "skipped",
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top}th{background:#eee}
+td.unique{background:#c8efc8}td.duplicate{background:#f6c1c1}td.skipped{background:#e6e6e6}td.error{background:#ffd591}
+td.unmet{outline:3px solid #b00;outline-offset:-3px}details summary{cursor:pointer;font-weight:bold}
+pre{white-space:pre-wrap;max-width:42em;font-size:11px;margin:4px 0}.legend span{padding:2px 8px;margin-right:6px}
+.note{font-size:12px;color:#444}";
+
+pub fn render(r: &Report) -> String {
+    let mut h = String::new();
+    let _ = write!(h, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>clonesafe report</title><style>{STYLE}</style></head><body>");
+    let _ = write!(h, "<h1>clonesafe: is cloning a running VM safe?</h1>");
+    let _ = write!(
+        h,
+        "<p>clonesafe {} &middot; accelerator <b>{}</b> ({}) &middot; {} &middot; host kernel {} &middot; guest kernel {} &middot; {} CPUs</p>",
+        esc(&r.clonesafe_version),
+        esc(&r.host.accel),
+        esc(&r.host.accel_reason),
+        esc(&r.host.qemu),
+        esc(&r.host.kernel),
+        esc(r.host.guest_kernel.as_deref().unwrap_or("?")),
+        r.host.cpus
+    );
+    let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">unique</span><span style=\"background:#f6c1c1\">duplicate</span><span style=\"background:#e6e6e6\">skipped</span><span style=\"background:#ffd591\">error</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
+    h.push_str("<h2>Matrix</h2><table id=\"matrix\"><tr><th>scenario</th><th>strategy</th><th>backend</th>");
+    for id in CheckId::ALL {
+        let _ = write!(h, "<th>{}</th>", id.as_str());
+    }
+    h.push_str("</tr>");
+    for s in &r.scenarios {
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td>", esc(&s.name), esc(&s.strategy), esc(&s.backend));
+        if let Some(e) = &s.error {
+            let _ = write!(h, "<td class=\"error\" colspan=\"{}\"><details><summary>could not run</summary><pre>{}</pre></details></td></tr>", CheckId::ALL.len(), esc(e));
+            continue;
+        }
+        for id in CheckId::ALL {
+            match s.checks.iter().find(|c| c.id() == id) {
+                None => h.push_str("<td></td>"),
+                Some(c) => {
+                    let unmet = if c.met { "" } else { " unmet" };
+                    let exp = c.expected.map(|e| format!("expected: {e}\n")).unwrap_or_default();
+                    let values = serde_json::to_string_pretty(&c.result.values).unwrap_or_default();
+                    let evidence = c.result.evidence.as_ref().map(|e| format!("\nevidence: {}", serde_json::to_string_pretty(e).unwrap_or_default())).unwrap_or_default();
+                    let _ = write!(
+                        h,
+                        "<td class=\"{}{unmet}\"><details><summary>{}</summary><pre>{}{}\nvalues: {}{}</pre></details></td>",
+                        class(c.verdict()),
+                        c.verdict(),
+                        esc(&exp),
+                        esc(&c.result.detail),
+                        esc(&values),
+                        esc(&evidence)
+                    );
+                }
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>What no recipe here fixes</h2>");
+    h.push_str(&still_duplicated_html(r));
+
+    h.push_str("<h2>Timing</h2><table><tr><th>scenario</th><th>boot_ms</th><th>snapshot_ms</th><th>restore_ms</th><th>NIC window ms</th><th>fix-up ms</th><th>fix-up window ms</th></tr>");
+    for s in r.scenarios.iter().filter(|s| s.error.is_none()) {
+        let t = &s.timing;
+        let list = |v: Vec<String>| v.join(", ");
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.name),
+            list(t.boot_ms.iter().map(|x| x.to_string()).collect()),
+            t.snapshot_ms.map(|x| x.to_string()).unwrap_or_default(),
+            list(t.restore_ms.iter().map(|x| x.to_string()).collect()),
+            list(t.nic_window_ms.iter().map(|x| x.map(|v| format!("{v:.0}")).unwrap_or("never".into())).collect()),
+            list(t.fixup_ms.iter().map(|x| format!("{x:.0}")).collect()),
+            list(t.fixup_window_ms.iter().map(|x| format!("{x:.0}")).collect()),
+        );
+    }
+    h.push_str("</table><h2>Plots</h2>");
+    for p in [plots::boot_vs_restore(&r.scenarios), plots::windows(&r.scenarios)] {
+        match p {
+            Ok(svg) => {
+                h.push_str("<div class=\"plot\">");
+                h.push_str(svg.trim_start_matches("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
+                h.push_str("</div>");
+            }
+            Err(e) => {
+                let _ = write!(h, "<p class=\"note\">plot not drawn: {}</p>", esc(&e));
+            }
+        }
+    }
+    h.push_str("<h2>Notes</h2>");
+    for s in &r.scenarios {
+        if s.notes.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "<h3>{}</h3><ul class=\"note\">", esc(&s.name));
+        for n in &s.notes {
+            let _ = write!(h, "<li>{}</li>", esc(n));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// For each scenario of strategy `full`: the identities still duplicated, and why.
+pub fn still_duplicated(r: &Report) -> Vec<(&ScenarioReport, Vec<(CheckId, &'static str)>)> {
+    r.scenarios
+        .iter()
+        .filter(|s| s.strategy == "full" && s.error.is_none())
+        .map(|s| (s, s.checks.iter().filter(|c| c.verdict() == Verdict::Duplicate).map(|c| (c.id(), explain::why_duplicate(c.id()))).collect()))
+        .collect()
+}
+
+fn still_duplicated_html(r: &Report) -> String {
+    let mut h = String::new();
+    let list = still_duplicated(r);
+    if list.is_empty() {
+        return "<p>No <code>full</code> scenario in this run.</p>".into();
+    }
+    for (s, dups) in list {
+        let _ = write!(h, "<h3>{} ({})</h3><ul>", esc(&s.name), esc(&s.backend));
+        if dups.is_empty() {
+            h.push_str("<li>Nothing: every identity was unique.</li>");
+        }
+        for (id, why) in dups {
+            let _ = write!(h, "<li><b>{}</b>: {}</li>", id.as_str(), esc(why));
+        }
+        h.push_str("</ul>");
+    }
+    h
+}

@@ -1,0 +1,90 @@
+//! The Markdown summary of a run, for `reports/` and for review without a browser.
+
+use super::{html::still_duplicated, Report};
+use crate::checks::{CheckId, Verdict};
+use std::fmt::Write;
+
+fn cell(v: Verdict, met: bool) -> String {
+    let s = match v {
+        Verdict::Unique => "unique",
+        Verdict::Duplicate => "**DUP**",
+        Verdict::Error => "error",
+        Verdict::Skipped => "-",
+    };
+    if met { s.to_string() } else { format!("{s} (unmet)") }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "# clonesafe reference report\n");
+    let _ = writeln!(
+        m,
+        "clonesafe {}, accelerator **{}** ({}), {}, host kernel {}, guest kernel {}, {} CPUs.\n",
+        r.clonesafe_version,
+        r.host.accel,
+        r.host.accel_reason,
+        r.host.qemu,
+        r.host.kernel,
+        r.host.guest_kernel.as_deref().unwrap_or("?"),
+        r.host.cpus
+    );
+    let _ = writeln!(m, "`unique`: every clone had its own value. **DUP**: at least two clones shared one. `-`: not applicable (skipped). The evidence for every cell is in `report.json` and `report.html`.\n");
+    let _ = write!(m, "| scenario | strategy | backend |");
+    for id in CheckId::ALL {
+        let _ = write!(m, " {} |", id.as_str());
+    }
+    let _ = write!(m, "\n|---|---|---|");
+    for _ in CheckId::ALL {
+        m.push_str("---|");
+    }
+    m.push('\n');
+    for s in &r.scenarios {
+        let _ = write!(m, "| {} | {} | {} |", s.name, s.strategy, s.backend);
+        match &s.error {
+            Some(e) => {
+                let _ = write!(m, " could not run: {} |", e.lines().next().unwrap_or_default().replace('|', "/"));
+            }
+            None => {
+                for id in CheckId::ALL {
+                    let c = s.checks.iter().find(|c| c.id() == id);
+                    let _ = write!(m, " {} |", c.map(|c| cell(c.verdict(), c.met)).unwrap_or_default());
+                }
+            }
+        }
+        m.push('\n');
+    }
+    let _ = writeln!(m, "\n## What stays duplicated under `full`, and why\n");
+    for (s, dups) in still_duplicated(r) {
+        let _ = writeln!(m, "### {} ({})\n", s.name, s.backend);
+        if dups.is_empty() {
+            let _ = writeln!(m, "Nothing: every identity was unique.\n");
+        }
+        for (id, why) in dups {
+            let _ = writeln!(m, "- **{}**: {}", id.as_str(), why);
+        }
+        m.push('\n');
+    }
+    let _ = writeln!(m, "## Timing (medians, ms)\n\n| scenario | boot | snapshot | restore | NIC window | fix-up | fix-up window |\n|---|---|---|---|---|---|---|");
+    let med = |v: Vec<f64>| super::plots::median(&v).map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
+    for s in r.scenarios.iter().filter(|s| s.error.is_none()) {
+        let t = &s.timing;
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            s.name,
+            med(t.boot_ms.iter().map(|&x| x as f64).collect()),
+            t.snapshot_ms.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+            med(t.restore_ms.iter().map(|&x| x as f64).collect()),
+            med(t.nic_window_ms.iter().flatten().copied().collect()),
+            med(t.fixup_ms.clone()),
+            med(t.fixup_window_ms.clone()),
+        );
+    }
+    let _ = writeln!(m, "\n## Notes\n");
+    for s in &r.scenarios {
+        for n in &s.notes {
+            let _ = writeln!(m, "- {}: {}", s.name, n);
+        }
+    }
+    m
+}

@@ -1,0 +1,120 @@
+//! Plots drawn with plotters into SVG strings: boot versus restore time per scenario, and the
+//! hardware-mismatch and fix-up windows. Text needs a font: DejaVu Sans from Debian's
+//! fonts-dejavu-core, registered once (without it, plots are skipped with a note).
+
+use super::ScenarioReport;
+use plotters::prelude::*;
+use std::sync::OnceLock;
+
+const FONT_PATHS: &[&str] = &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        for p in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// Grouped bars: one group per label, one bar per series (None values are left out).
+fn bars(title: &str, y_label: &str, labels: &[String], series: &[(&str, RGBColor, Vec<Option<f64>>)]) -> Result<String, String> {
+    if !font_ready() {
+        return Err("no font for plot text (install fonts-dejavu-core)".into());
+    }
+    let max = series.iter().flat_map(|s| s.2.iter().flatten()).fold(1.0f64, |a, &b| a.max(b)) * 1.15;
+    let mut svg = String::new();
+    {
+        let width = (160 + labels.len() as u32 * 70).max(560);
+        let root = SVGBackend::with_string(&mut svg, (width, 380)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let n = labels.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(90)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, 0f64..max)
+            .map_err(|e| e.to_string())?;
+        let lbl = labels.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&move |x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[i].clone() } else { String::new() }
+            })
+            .x_label_style(("sans-serif", 11).into_font().transform(FontTransform::Rotate90))
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let k = series.len() as f64;
+        for (si, (name, color, vals)) in series.iter().enumerate() {
+            let w = 0.8 / k;
+            let color = *color;
+            chart
+                .draw_series(vals.iter().enumerate().filter_map(|(i, v)| {
+                    v.map(|v| {
+                        let x0 = i as f64 + 0.1 + si as f64 * w;
+                        Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], color.filled())
+                    })
+                }))
+                .map_err(|e| e.to_string())?
+                .label(*name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn label(s: &ScenarioReport) -> String {
+    format!("{} / {}", s.strategy, s.backend)
+}
+
+/// Median boot_ms and restore_ms per scenario.
+pub fn boot_vs_restore(scenarios: &[ScenarioReport]) -> Result<String, String> {
+    let ok: Vec<&ScenarioReport> = scenarios.iter().filter(|s| s.error.is_none()).collect();
+    let labels: Vec<String> = ok.iter().map(|s| label(s)).collect();
+    let f = |v: &[u64]| median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
+    let boot = ok.iter().map(|s| f(&s.timing.boot_ms)).collect();
+    let restore = ok.iter().map(|s| f(&s.timing.restore_ms)).collect();
+    bars("Boot versus restore (median per scenario)", "ms", &labels, &[("boot_ms", RGBColor(90, 120, 200), boot), ("restore_ms", RGBColor(230, 140, 40), restore)])
+}
+
+/// Median hardware-mismatch (NIC) window and agent fix-up window per live scenario.
+pub fn windows(scenarios: &[ScenarioReport]) -> Result<String, String> {
+    let live: Vec<&ScenarioReport> = scenarios.iter().filter(|s| s.error.is_none() && (!s.timing.nic_window_ms.is_empty() || !s.timing.fixup_window_ms.is_empty())).collect();
+    let labels: Vec<String> = live.iter().map(|s| label(s)).collect();
+    let nic = live.iter().map(|s| median(&s.timing.nic_window_ms.iter().flatten().copied().collect::<Vec<_>>())).collect();
+    let fix = live.iter().map(|s| median(&s.timing.fixup_window_ms)).collect();
+    let dur = live.iter().map(|s| median(&s.timing.fixup_ms)).collect();
+    bars(
+        "Windows after resume (median, guest clock)",
+        "ms",
+        &labels,
+        &[
+            ("until the new NIC is seen", RGBColor(200, 60, 60), nic),
+            ("until the fix-up has landed", RGBColor(60, 160, 90), fix),
+            ("fix-up duration", RGBColor(150, 150, 150), dur),
+        ],
+    )
+}

@@ -7,10 +7,11 @@ say() { echo "setup: $*" >&2; }
 
 export DEBIAN_FRONTEND=noninteractive
 need_apt=0
-for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 depmod; do
+for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 debugfs depmod chromium; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 [ -f /usr/include/libvirt/libvirt.h ] || need_apt=1
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt=1
 if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
     say "installing Debian packages"
     apt-get update -q >/dev/null
@@ -20,7 +21,9 @@ if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
     apt-get install -y -q --no-install-recommends --allow-downgrades \
         "qemu-system-x86=$qv" "qemu-system-common=$qv" "qemu-utils=$qv" \
         libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
-        busybox-static cpio dropbear-bin e2fsprogs kmod >/dev/null
+        busybox-static cpio dropbear-bin e2fsprogs kmod \
+        chromium fonts-dejavu-core >/dev/null
+    # chromium: the HTML report's screenshot test; fonts-dejavu-core: text in the plots.
 else
     say "Debian packages already installed"
 fi

@@ -108,3 +108,21 @@ async fn a_boot_that_hangs_fails_the_scenario_not_the_run_and_tears_down_the_oth
     let e = r.scenarios[1].error.as_deref().unwrap();
     assert!(e.contains("boot (QEMU start to probe ready) timed out") && e.contains("kernel stuck"), "{e}");
 }
+
+/// The live fix-up plumbing on the fake: nic-replug makes the guest see the host's MAC (window
+/// recorded), agent-fixup regenerates machine-id (fix-up timing recorded).
+#[tokio::test]
+async fn full_strategy_runs_replug_and_fixup_on_every_clone() {
+    let p = plan("[[scenario]]\nname = \"f\"\nstrategy = \"full\"\nclones = 3\n[scenario.expect]\nmac = \"unique\"\nhw_mismatch_ms = \"unique\"\nmachine_id = \"unique\"\n");
+    let fake = Arc::new(FakeBackend::default());
+    let (r, _w) = run(&p, fake.clone(), Duration::from_secs(5)).await;
+    assert_eq!(fake.live.load(Ordering::SeqCst), 0);
+    assert_eq!(r.exit_code(), 0, "{:?}", r.scenarios[0].checks.iter().filter(|c| !c.met).map(|c| (c.id(), c.result.detail.clone())).collect::<Vec<_>>());
+    let t = &r.scenarios[0].timing;
+    assert_eq!(t.nic_window_ms.len(), 3);
+    assert_eq!(t.fixup_ms.len(), 3);
+    assert_eq!(t.fixup_window_ms.len(), 3);
+    // No canary was planted: the remanence check says so instead of guessing.
+    let rem = r.scenarios[0].checks.iter().find(|c| c.id() == CheckId::SecretRemanence).unwrap();
+    assert_eq!(rem.verdict(), Verdict::Skipped);
+}

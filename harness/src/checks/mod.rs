@@ -356,10 +356,20 @@ fn remanence(obs: &[Observation], ctx: CheckContext) -> CheckResult {
         };
     };
     let _ = obs;
+    if let Some(c) = scan.control.as_ref().filter(|c| !c.found) {
+        return CheckResult {
+            id,
+            verdict: Verdict::Error,
+            values: vec![],
+            detail: format!("the scan did not find a string known to be there ({:?} in the {}): its 'not found' cannot be trusted", c.needle, c.artifact),
+            evidence: serde_json::to_value(scan).ok(),
+        };
+    }
     let values = scan.hits.iter().map(|h| json!({ "artifact": h.artifact, "found": h.found, "offsets": h.offsets })).collect();
     let found = scan.found_in();
     let (verdict, detail) = if found.is_empty() {
-        (Verdict::Unique, format!("the deleted canary was in none of: {}", scan.hits.iter().map(|h| h.artifact.as_str()).collect::<Vec<_>>().join(", ")))
+        let control = scan.control.as_ref().map(|c| format!(" (the scan did find the guest's hostname in the {}, so it reads that artifact)", c.artifact)).unwrap_or_default();
+        (Verdict::Unique, format!("the deleted canary was in none of: {}{control}", scan.hits.iter().map(|h| h.artifact.as_str()).collect::<Vec<_>>().join(", ")))
     } else {
         (Verdict::Duplicate, format!("the deleted canary survived in: {}", found.join(", ")))
     };

@@ -126,3 +126,42 @@ fn an_unprobed_vm_makes_every_check_an_error() {
         assert!(c.detail.contains("b could not be probed"));
     }
 }
+
+#[test]
+fn hw_mismatch_compares_the_guests_mac_with_the_hosts() {
+    let mut o = vec![obs("a", "52:54:00:00:00:01", &["01"]), obs("b", "52:54:00:00:00:02", &["02"])];
+    let cx = CheckContext { strategy: Strategy::NicReplug, remanence: None };
+    let get = |o: &[Observation]| run_all(o, cx).into_iter().find(|c| c.id == CheckId::HwMismatchMs).unwrap();
+    o[0].nic_window_ms = Some(12.5);
+    let c = get(&o);
+    assert_eq!(c.verdict, Verdict::Unique);
+    assert_eq!(c.values[0], json!(12.5));
+    // The guest still sees the source's MAC while the host gave it another: unresolved.
+    o[1].host_mac = Some("52:54:00:00:00:99".into());
+    let c = get(&o);
+    assert_eq!(c.verdict, Verdict::Duplicate);
+    assert_eq!(c.values[1], Value::Null);
+    assert!(c.detail.contains("sees 52:54:00:00:00:02 but was given 52:54:00:00:00:99"), "{}", c.detail);
+    let boots = CheckContext { strategy: Strategy::ColdBoot, remanence: None };
+    assert_eq!(run_all(&o, boots).into_iter().find(|c| c.id == CheckId::HwMismatchMs).unwrap().verdict, Verdict::Skipped);
+}
+
+#[test]
+fn remanence_verdict_follows_the_scan() {
+    use crate::clones::remanence::{Hit, Scan};
+    let o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+    let hit = |a: &str, found| Hit { artifact: a.into(), path: "/x".into(), bytes: 1, found, offsets: if found { vec![7] } else { vec![] } };
+    let get = |scan: &Scan| {
+        let cx = CheckContext { strategy: Strategy::Naive, remanence: Some(scan) };
+        run_all(&o, cx).into_iter().find(|c| c.id == CheckId::SecretRemanence).unwrap()
+    };
+    let found = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", true)], control: None };
+    let c = get(&found);
+    assert_eq!(c.verdict, Verdict::Duplicate);
+    assert!(c.detail.contains("survived in: frozen disk"));
+    let clean = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", false)], control: None };
+    assert_eq!(get(&clean).verdict, Verdict::Unique);
+    // A failed positive control turns "not found" into an error.
+    let blind = Scan { control: Some(crate::clones::remanence::Control { needle: "tiny-1".into(), artifact: "memory snapshot".into(), found: false }), ..clean };
+    assert_eq!(get(&blind).verdict, Verdict::Error);
+}

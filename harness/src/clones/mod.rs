@@ -251,7 +251,7 @@ async fn image_clone(ctx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, Backen
     guest.disk = copy.clone();
     let (observations, vms) = boot_many(ctx, fleet, &guest, "clone", &mut timing).await?;
     let scan = match secret {
-        Some(s) => Some(remanence::scan(&s, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())]).await?),
+        Some(s) => Some(remanence::scan(&s, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())], None).await?),
         None => None,
     };
     Ok(Outcome { observations, vms, timing, notes, remanence: scan })
@@ -269,6 +269,11 @@ async fn live(ctx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, BackendError>
     let (mut source, ms) = boot_one(ctx, ctx.spec(ctx.vm_name("source", 0), strategy.vmgenid())).await?;
     timing.boot_ms.push(ms);
     let secret = prepare_remanence(ctx, source.as_mut(), &mut notes).await;
+    // The source's hostname is in its kernel memory: the positive control for the memory scan.
+    let control_hostname = match (&secret, call(ctx, source.as_mut(), Request::Report).await) {
+        (Ok(Some(_)), Ok(Reply::Report { identity })) => identity.hostname,
+        _ => None,
+    };
     let secret = match secret {
         Ok(s) => s,
         Err(e) => {
@@ -347,7 +352,8 @@ async fn live(ctx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, BackendError>
                 remanence::compact(&snap.disk, &ctx.dir).await?;
                 notes.push("mitigation: the frozen disk was compacted (qemu-img convert) after fstrim in the guest".into());
             }
-            Some(remanence::scan(&s, &[("memory snapshot", snap.memory.as_path()), ("frozen disk", snap.disk.as_path())]).await?)
+            let control = control_hostname.as_deref().map(|h| (h, "memory snapshot"));
+            Some(remanence::scan(&s, &[("memory snapshot", snap.memory.as_path()), ("frozen disk", snap.disk.as_path())], control).await?)
         }
         None => None,
     };

@@ -33,6 +33,16 @@ pub struct Hit {
 #[derive(Debug, Clone, Serialize)]
 pub struct Scan {
     pub hits: Vec<Hit>,
+    /// A positive control: a string known to be in one artifact (the guest's hostname is in
+    /// kernel memory). If the scan cannot find it there, "not found" means nothing.
+    pub control: Option<Control>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Control {
+    pub needle: String,
+    pub artifact: String,
+    pub found: bool,
 }
 
 impl Scan {
@@ -42,7 +52,17 @@ impl Scan {
 }
 
 /// Stream each file looking for `needle`, with an overlap so a match across chunks is found.
-pub async fn scan(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, BackendError> {
+pub async fn scan(needle: &str, artifacts: &[(&str, &Path)], control: Option<(&str, &str)>) -> Result<Scan, BackendError> {
+    let mut s = scan_for(needle, artifacts).await?;
+    if let Some((text, artifact)) = control {
+        let target: Vec<(&str, &Path)> = artifacts.iter().filter(|(n, _)| *n == artifact).copied().collect();
+        let found = scan_for(text, &target).await?.hits.iter().any(|h| h.found);
+        s.control = Some(Control { needle: text.to_string(), artifact: artifact.to_string(), found });
+    }
+    Ok(s)
+}
+
+async fn scan_for(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, BackendError> {
     let needle = needle.as_bytes().to_vec();
     let list: Vec<(String, std::path::PathBuf)> = artifacts.iter().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
     tokio::task::spawn_blocking(move || {
@@ -76,7 +96,7 @@ pub async fn scan(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, Bac
             }
             hits.push(Hit { artifact: name, path: path.display().to_string(), bytes, found: !offsets.is_empty(), offsets });
         }
-        Ok(Scan { hits })
+        Ok(Scan { hits, control: None })
     })
     .await
     .map_err(|e| BackendError::Other(format!("scan panicked: {e}")))?
@@ -131,7 +151,8 @@ mod tests {
         let without = d.path().join("without");
         std::fs::write(&with, &data).unwrap();
         std::fs::write(&without, encode_for_guest(&c)).unwrap();
-        let s = scan(&c, &[("a", with.as_path()), ("b", without.as_path())]).await.unwrap();
+        let s = scan(&c, &[("a", with.as_path()), ("b", without.as_path())], Some(("CLONESAFE-CANARY", "b"))).await.unwrap();
+        assert!(!s.control.as_ref().unwrap().found, "the control is searched in its artifact only");
         assert_eq!(s.hits[0].offsets, vec![(4 << 20) - 5]);
         assert!(!s.hits[1].found, "the encoded form must not match");
         assert_eq!(s.found_in(), vec!["a"]);

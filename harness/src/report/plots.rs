@@ -33,54 +33,63 @@ pub fn median(v: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
-/// Grouped bars: one group per label, one bar per series (None values are left out).
-fn bars(title: &str, y_label: &str, labels: &[String], series: &[(&str, RGBColor, Vec<Option<f64>>)]) -> Result<String, String> {
+/// Grouped horizontal bars: one group per label (read down the side), one bar per series
+/// (None values are left out).
+fn bars(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor, Vec<Option<f64>>)]) -> Result<String, String> {
     if !font_ready() {
         return Err("no font for plot text (install fonts-dejavu-core)".into());
     }
     let max = series.iter().flat_map(|s| s.2.iter().flatten()).fold(1.0f64, |a, &b| a.max(b)) * 1.15;
+    let n = labels.len().max(1);
     let mut svg = String::new();
     {
-        let width = (160 + labels.len() as u32 * 70).max(560);
-        let root = SVGBackend::with_string(&mut svg, (width, 380)).into_drawing_area();
+        let height = (90 + n as u32 * 22 * series.len().max(1) as u32).max(260);
+        let root = SVGBackend::with_string(&mut svg, (860, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let n = labels.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(90)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n as f64, 0f64..max)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(230)
+            .build_cartesian_2d(0f64..max, 0f64..n as f64)
             .map_err(|e| e.to_string())?;
         let lbl = labels.to_vec();
         chart
             .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n * 2 + 1)
-            .x_label_formatter(&move |x| {
-                let i = x.floor() as usize;
-                if (x - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[i].clone() } else { String::new() }
+            .disable_y_mesh()
+            .y_labels(n * 2 + 1)
+            .y_label_formatter(&move |y| {
+                let i = y.floor() as usize;
+                // Group i sits at y in [i, i+1); the first group at the top.
+                if (y - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[lbl.len() - 1 - i].clone() } else { String::new() }
             })
-            .x_label_style(("sans-serif", 11).into_font().transform(FontTransform::Rotate90))
-            .y_desc(y_label)
+            .y_label_style(("sans-serif", 12))
+            .x_desc(x_label)
             .draw()
             .map_err(|e| e.to_string())?;
         let k = series.len() as f64;
         for (si, (name, color, vals)) in series.iter().enumerate() {
-            let w = 0.8 / k;
+            let h = 0.8 / k;
             let color = *color;
             chart
                 .draw_series(vals.iter().enumerate().filter_map(|(i, v)| {
                     v.map(|v| {
-                        let x0 = i as f64 + 0.1 + si as f64 * w;
-                        Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], color.filled())
+                        let row = (n - 1 - i) as f64;
+                        let y0 = row + 0.9 - (si as f64 + 1.0) * h;
+                        Rectangle::new([(0.0, y0), (v, y0 + h * 0.9)], color.filled())
                     })
                 }))
                 .map_err(|e| e.to_string())?
                 .label(*name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
         }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
@@ -97,7 +106,7 @@ pub fn boot_vs_restore(scenarios: &[ScenarioReport]) -> Result<String, String> {
     let f = |v: &[u64]| median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
     let boot = ok.iter().map(|s| f(&s.timing.boot_ms)).collect();
     let restore = ok.iter().map(|s| f(&s.timing.restore_ms)).collect();
-    bars("Boot versus restore (median per scenario)", "ms", &labels, &[("boot_ms", RGBColor(90, 120, 200), boot), ("restore_ms", RGBColor(230, 140, 40), restore)])
+    bars("Boot versus restore (median per scenario)", "ms (QEMU start to probe ready)", &labels, &[("boot_ms", RGBColor(90, 120, 200), boot), ("restore_ms", RGBColor(230, 140, 40), restore)])
 }
 
 /// Median hardware-mismatch (NIC) window and agent fix-up window per live scenario.
@@ -109,7 +118,7 @@ pub fn windows(scenarios: &[ScenarioReport]) -> Result<String, String> {
     let dur = live.iter().map(|s| median(&s.timing.fixup_ms)).collect();
     bars(
         "Windows after resume (median, guest clock)",
-        "ms",
+        "ms after resume",
         &labels,
         &[
             ("until the new NIC is seen", RGBColor(200, 60, 60), nic),
@@ -117,4 +126,28 @@ pub fn windows(scenarios: &[ScenarioReport]) -> Result<String, String> {
             ("fix-up duration", RGBColor(150, 150, 150), dur),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn bars_draw_every_label_when_a_font_exists() {
+        let labels = vec!["naive / qemu".to_string(), "full / libvirt".to_string()];
+        match bars("t", "ms", &labels, &[("a", RGBColor(1, 2, 3), vec![Some(10.0), None])]) {
+            Ok(svg) => {
+                assert!(svg.contains("<svg") && svg.contains("naive / qemu") && svg.contains("full / libvirt"));
+                assert_eq!(svg.matches("#010203").count(), 2, "one bar and one legend box");
+            }
+            Err(e) => assert!(!font_ready(), "{e}"),
+        }
+    }
 }

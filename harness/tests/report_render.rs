@@ -1,0 +1,100 @@
+//! The HTML report in a real headless browser (Debian's chromium): it renders the matrix with
+//! its verdict colours, and the page needs nothing from the network.
+
+use clonesafe::backend::fake::FakeBackend;
+use clonesafe::backend::{accel::AccelChoice, Backend, BackendKind, Timeouts};
+use clonesafe::events::NullSink;
+use clonesafe::runner::{run_plan, Backends, RunOptions};
+use clonesafe::scenario::{parse, Plan};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+struct Fake(Arc<FakeBackend>);
+impl Backends for Fake {
+    fn get(&self, _: BackendKind) -> Result<Arc<dyn Backend>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+async fn fake_report(dir: &Path) -> clonesafe::report::Report {
+    let guests = dir.join("guests/tiny");
+    std::fs::create_dir_all(&guests).unwrap();
+    for f in ["vmlinuz", "initrd.img", "data.qcow2", "manifest.json"] {
+        std::fs::write(guests.join(f), "{}").unwrap();
+    }
+    let src = "[[scenario]]\nname = \"naive\"\nstrategy = \"naive\"\nclones = 3\n[scenario.expect]\nmac = \"unique\"\n\n[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n";
+    let plan = Plan { scenarios: parse(Path::new("t.toml"), src).unwrap() };
+    let opts = RunOptions {
+        accel: AccelChoice::Tcg,
+        jobs: 2,
+        guests_dir: dir.join("guests"),
+        work_root: dir.join("runs"),
+        timeouts: Timeouts::default(),
+    };
+    run_plan(&plan, &opts, &Fake(Arc::new(FakeBackend::default())), &NullSink).await.unwrap()
+}
+
+#[tokio::test]
+async fn report_files_are_self_contained_and_consistent() {
+    let d = tempfile::tempdir().unwrap();
+    let r = fake_report(d.path()).await;
+    let out = d.path().join("out");
+    r.write_reference(&out).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("id=\"matrix\"") && html.contains("<details>"));
+    // (SVG's xmlns="http://www.w3.org/2000/svg" is a name, not a fetch.)
+    for banned in ["src=\"http", "href=\"http", "url(http", "@import", "<script", "<link"] {
+        assert!(!html.contains(banned), "report.html must be self-contained: found {banned}");
+    }
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    // 2 scenarios x 12 checks; the unmet `mac = unique` is the one failure.
+    assert_eq!(junit.matches("<testcase ").count(), 24);
+    assert_eq!(junit.matches("<failure ").count(), 1);
+    assert!(junit.contains("classname=\"naive\" name=\"mac\"><failure"));
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("| naive | naive | qemu |"));
+}
+
+/// Screenshot in headless Chromium, then count the verdict colours' pixels.
+#[tokio::test]
+async fn report_renders_in_headless_chromium() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists()) else {
+        assert!(std::env::var("CLONESAFE_REQUIRE_VMS").map_or(true, |v| v != "1"), "chromium is required in CI (ci/setup.sh installs it)");
+        eprintln!("skipping: no chromium");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let r = fake_report(d.path()).await;
+    let out = d.path().join("out");
+    r.write_all(&out).unwrap();
+    let shot = d.path().join("shot.png");
+    let profile = d.path().join("profile");
+    let status = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", out.join("report.html").display()))
+        .output()
+        .unwrap();
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bpp = info.color_type.samples();
+    let count = |rgb: [u8; 3]| buf[..info.buffer_size()].chunks(bpp).filter(|p| p[0] == rgb[0] && p[1] == rgb[1] && p[2] == rgb[2]).count();
+    let green = count([0xc8, 0xef, 0xc8]);
+    let red = count([0xf6, 0xc1, 0xc1]);
+    assert!(green > 2000 && red > 2000, "matrix cells not rendered: {green} green, {red} red pixels");
+}

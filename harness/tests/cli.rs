@@ -75,14 +75,6 @@ fn smoke_suite_passes_and_writes_the_report_contract() {
     assert_eq!(runs_left(work.path()), 0, "run directory (with snapshots) left behind");
 }
 
-trait Blocking {
-    fn await_blocking(self) -> Vec<String>;
-}
-impl<F: std::future::Future<Output = Vec<String>>> Blocking for F {
-    fn await_blocking(self) -> Vec<String> {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(self)
-    }
-}
 
 /// An expectation that reality contradicts: exit 1, and still nothing left running.
 #[test]
@@ -103,7 +95,7 @@ fn an_unmet_expectation_exits_1_and_leaks_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("EXPECTATIONS NOT MET"), "{stdout}");
-    assert!(settle(pid).await_blocking().is_empty(), "VMs left behind");
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind");
     assert_eq!(runs_left(work.path()), 0);
 }
 
@@ -129,7 +121,7 @@ fn ctrl_c_tears_everything_down() {
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(settle(pid).await_blocking().is_empty(), "VMs left behind after Ctrl-C");
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind after Ctrl-C");
     assert_eq!(runs_left(work.path()), 0, "run directory left behind after Ctrl-C");
 }
 

@@ -64,7 +64,7 @@ async fn clones_have_private_disks_and_snapshots_are_private_files() {
     })
     .await
     .expect("test bound");
-    assert!(settle(std::process::id()).await.is_empty());
+    assert!(settle_roles(&["source", "clone0", "clone1"]).await.is_empty());
 }
 
 /// A guest that never brings its probe up: the error names the phase, carries the console's
@@ -87,7 +87,7 @@ async fn a_guest_that_never_boots_times_out_naming_the_phase_and_leaks_nothing()
     }
     let msg = err.to_string();
     assert!(msg.contains("boot (QEMU start to probe ready) timed out") && msg.contains("serial console"), "{msg}");
-    assert!(settle(std::process::id()).await.is_empty(), "QEMU left running after a failed boot");
+    assert!(settle_roles(&["stuck"]).await.is_empty(), "QEMU left running after a failed boot");
 }
 
 /// A kernel that does not exist: QEMU exits at once, and the error says so with QEMU's stderr.
@@ -104,5 +104,5 @@ async fn a_missing_kernel_is_a_clear_error() {
     let msg = err.to_string();
     assert!(matches!(err, BackendError::Exited { .. }), "{msg}");
     assert!(msg.contains("/nonexistent/vmlinuz"), "{msg}");
-    assert!(settle(std::process::id()).await.is_empty());
+    assert!(settle_roles(&["nokernel"]).await.is_empty());
 }

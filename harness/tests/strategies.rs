@@ -97,14 +97,6 @@ fn every_strategy_shows_what_its_recipe_fixes() {
     assert_eq!(fix["timing"]["fixup_ms"].as_array().unwrap().len(), 2);
     let sysprep = get("image-clone-sysprep");
     assert!(sysprep["notes"].to_string().contains("virt-sysprep operations covered"));
-    assert!(settle(pid).await_blocking().is_empty(), "VMs left behind");
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind");
 }
 
-trait Blocking {
-    fn await_blocking(self) -> Vec<String>;
-}
-impl<F: std::future::Future<Output = Vec<String>>> Blocking for F {
-    fn await_blocking(self) -> Vec<String> {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(self)
-    }
-}

@@ -194,6 +194,14 @@ pub async fn create_overlay(backing: &Path, overlay: &Path) -> Result<(), Backen
     Ok(())
 }
 
+/// Make the VM's directory and its own writable overlay (`disk.qcow2`) on `backing`.
+pub async fn vm_disk(spec: &VmSpec, backing: &Path) -> Result<PathBuf, BackendError> {
+    std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
+    let disk = spec.dir.join("disk.qcow2");
+    create_overlay(backing, &disk).await?;
+    Ok(disk)
+}
+
 /// A running VM. Dropping it kills it; [`Vm::destroy`] shuts it down politely first.
 #[async_trait]
 pub trait Vm: Send {

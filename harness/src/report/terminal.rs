@@ -110,12 +110,12 @@ pub fn scenario_table(s: &ScenarioReport) -> String {
         let _ = write!(out, "  restore_ms [{}]", list(&t.restore_ms));
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "   {:<14} {:<10} {:<10} {:<3} {:<26} {}", "check", "verdict", "expected", "ok", "values (first VMs)", "detail");
+    let _ = writeln!(out, "   {:<16} {:<10} {:<10} {:<3} {:<26} detail", "check", "verdict", "expected", "ok", "values (first VMs)");
     for c in &s.checks {
         let vals: Vec<String> = c.result.values.iter().take(3).map(|v| short(v, 8)).collect();
         let _ = writeln!(
             out,
-            "   {:<14} {:<10} {:<10} {:<3} {:<26} {}",
+            "   {:<16} {:<10} {:<10} {:<3} {:<26} {}",
             c.id().as_str(),
             c.verdict().to_string(),
             c.expected.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),

@@ -53,5 +53,23 @@ pub async fn settle(owner: u32) -> Vec<String> {
     vms_of(owner)
 }
 
+/// Like [`settle`], for the VMs this test named with `roles` only (tests in one process run in
+/// parallel unless --test-threads=1, and share the owner pid).
+pub async fn settle_roles(roles: &[&str]) -> Vec<String> {
+    let mine = |n: &String| roles.iter().any(|r| n.ends_with(&format!("-test-{r}")));
+    for _ in 0..50 {
+        if !vms_of(std::process::id()).iter().any(mine) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    vms_of(std::process::id()).into_iter().filter(|n| mine(n)).collect()
+}
+
+/// [`settle`] from a synchronous test.
+pub fn settle_blocking(owner: u32) -> Vec<String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(settle(owner))
+}
+
 /// Every VM-level test runs under its own bound.
 pub const VM_TEST_BOUND: Duration = Duration::from_secs(300);

@@ -14,7 +14,7 @@
 pub mod domain;
 pub mod save_image;
 
-use super::{create_overlay, io_err, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
+use super::{io_err, vm_disk, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
 use crate::identity::{HostIdentity, NAME_PREFIX};
 use crate::probes::ProbeChannel;
 use async_trait::async_trait;
@@ -154,9 +154,7 @@ impl Backend for LibvirtBackend {
     }
 
     async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
-        let disk = spec.dir.join("disk.qcow2");
-        create_overlay(&spec.guest.disk, &disk).await?;
+        let disk = vm_disk(&spec, &spec.guest.disk).await?;
         let vmgenid = spec.identity.vmgenid.is_some();
         let xml = domain::domain_xml(&spec, &disk, vmgenid);
         let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, 0).map(drop).map_err(verr("create domain"));
@@ -173,9 +171,7 @@ impl Backend for LibvirtBackend {
     }
 
     async fn restore(&self, snap: &Snapshot, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
-        let disk = spec.dir.join("disk.qcow2");
-        create_overlay(&snap.disk, &disk).await?;
+        let disk = vm_disk(&spec, &snap.disk).await?;
         let mut originals = self.restore_lock.lock().await;
         let image = snap.memory.clone();
         let name = spec.identity.name.clone();

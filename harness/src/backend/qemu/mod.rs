@@ -14,7 +14,7 @@ mod qmp;
 
 pub use qmp::{Qmp, QmpError};
 
-use super::{create_overlay, io_err, Accel, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
+use super::{vm_disk, Accel, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
 use crate::identity::HostIdentity;
 use crate::probes::ProbeChannel;
 use async_trait::async_trait;
@@ -118,9 +118,7 @@ impl Backend for QemuBackend {
     }
 
     async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
-        let disk = spec.dir.join("disk.qcow2");
-        create_overlay(&spec.guest.disk, &disk).await?;
+        let disk = vm_disk(&spec, &spec.guest.disk).await?;
         let vmgenid_device = spec.identity.vmgenid.is_some();
         let args = machine_args(&spec, &disk, vmgenid_device, true);
         let mut proc = QemuProcess::spawn(&spec, &args).await?;
@@ -134,10 +132,8 @@ impl Backend for QemuBackend {
     }
 
     async fn restore(&self, snap: &Snapshot, mut spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        std::fs::create_dir_all(&spec.dir).map_err(io_err(format!("create {}", spec.dir.display())))?;
         // Clones get their own overlay on the frozen disk: no two VMs share a writable image.
-        let disk = spec.dir.join("disk.qcow2");
-        create_overlay(&snap.disk, &disk).await?;
+        let disk = vm_disk(&spec, &snap.disk).await?;
         spec.memory_mib = snap.memory_mib;
         spec.accel = snap.accel;
         let mut args = machine_args(&spec, &disk, snap.vmgenid_device, snap.nic);

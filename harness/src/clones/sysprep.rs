@@ -1,9 +1,11 @@
 //! Offline sanitizing of a copied image, for `image-clone-sysprep`.
 //!
-//! virt-sysprep (libguestfs) cannot be used on this guest: it inspects the image for an
-//! operating system, and the tiny guest's disk is a data filesystem (its OS is the initramfs),
-//! so it finds none. The identity operations are done here instead, on the ext4 filesystem
-//! with e2fsprogs' `debugfs -w` on a raw copy (no kernel module, no mount, no nbd).
+//! virt-sysprep (libguestfs) works on a guest whose OS it can inspect on the disk; the tiny
+//! guest's OS lives in its initramfs and its disk is a bare data filesystem, so its operations
+//! are done here instead (virt-sysprep itself was not run). The fallback, qemu-nbd, needs
+//! the nbd kernel module, and this host kernel has none (`modprobe nbd`: "Module nbd not found",
+//! measured). So the files are removed from the ext4 filesystem with e2fsprogs' `debugfs -w` on a
+//! raw copy: no kernel module, no mount.
 
 use super::remanence::qemu_img;
 use crate::backend::{io_err, BackendError};

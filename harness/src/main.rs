@@ -214,6 +214,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     return exit::HARNESS_ERROR;
                 }
             }
+            println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
         Cmd::Doctor { trial_boot, guests, json } => {

@@ -27,6 +27,11 @@ if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
 else
     say "Debian packages already installed"
 fi
+# The guest is built from packages fetched with apt-get download: it needs package lists.
+if ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    say "refreshing package lists for the guest build"
+    apt-get update -q >/dev/null
+fi
 
 # libvirt's QEMU runs as libvirt-qemu (group kvm). Debian's udev rule would set this; without
 # udev, libvirt re-probes QEMU on every start (about 50 s each, FACTS.md).

@@ -266,44 +266,33 @@ async fn live(ctx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, BackendError>
     let strategy = ctx.scenario.strategy;
     let mut timing = Timing::default();
     let mut notes = Vec::new();
-    let (mut source, ms) = boot_one(ctx, ctx.spec(ctx.vm_name("source", 0), strategy.vmgenid())).await?;
+    let (source, ms) = boot_one(ctx, ctx.spec(ctx.vm_name("source", 0), strategy.vmgenid())).await?;
     timing.boot_ms.push(ms);
-    let secret = prepare_remanence(ctx, source.as_mut(), &mut notes).await;
+    // In the fleet from the start: every error path below tears it down with the rest.
+    fleet.0.push(source);
+    let source = fleet.0[0].as_mut();
+    let secret = prepare_remanence(ctx, source, &mut notes).await?;
     // The source's hostname is in its kernel memory: the positive control for the memory scan.
-    let control_hostname = match (&secret, call(ctx, source.as_mut(), Request::Report).await) {
-        (Ok(Some(_)), Ok(Reply::Report { identity })) => identity.hostname,
-        _ => None,
-    };
-    let secret = match secret {
-        Ok(s) => s,
-        Err(e) => {
-            fleet.0.push(source);
-            return Err(e);
-        }
+    let control_hostname = match secret {
+        Some(_) => match call(ctx, source, Request::Report).await {
+            Ok(Reply::Report { identity }) => identity.hostname,
+            _ => None,
+        },
+        None => None,
     };
     if strategy.nic_replug() {
-        if let Err(e) = source.unplug_nic().await {
-            fleet.0.push(source);
-            return Err(e);
-        }
+        source.unplug_nic().await?;
     }
     // Hold the probe at a known point: it reads the kernel RNG (so any due reseed happens now)
     // and blocks, so that clones resume exactly at their next request.
-    let held = call(ctx, source.as_mut(), Request::Hold).await;
-    if !matches!(held, Ok(Reply::Held)) {
-        let e = match held {
-            Err(e) => e,
-            Ok(other) => probe_err(source.as_ref(), Phase::Probe)(unexpected("held", &other)),
-        };
-        fleet.0.push(source);
-        return Err(e);
+    match call(ctx, source, Request::Hold).await? {
+        Reply::Held => {}
+        other => return Err(probe_err(source, Phase::Probe)(unexpected("held", &other))),
     }
-    ctx.emit(EventKind::Snapshotting { vm: source.name().to_string() });
-    let t = Instant::now();
-    let snap = source.snapshot(&ctx.dir).await;
     let name = source.name().to_string();
-    fleet.0.push(source);
-    let snap = snap?;
+    ctx.emit(EventKind::Snapshotting { vm: name.clone() });
+    let t = Instant::now();
+    let snap = source.snapshot(&ctx.dir).await?;
     let ms = t.elapsed().as_millis() as u64;
     let bytes = std::fs::metadata(&snap.memory).map(|m| m.len()).unwrap_or(0);
     timing.snapshot_ms = Some(ms);

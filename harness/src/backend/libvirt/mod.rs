@@ -122,8 +122,6 @@ impl LibvirtBackend {
         // From here on the domain may exist: the guard destroys it on every error path.
         let mut vm = LibvirtVm {
             conn: self.conn.clone(),
-            identity: spec.identity.clone(),
-            dir: spec.dir.clone(),
             probe: None,
             disk,
             vmgenid_device,
@@ -163,8 +161,8 @@ impl Backend for LibvirtBackend {
         if let Err(e) = vm.probe().wait_ready(t).await {
             let tail = vm.console_tail(20);
             return Err(match e {
-                crate::probes::ProbeError::Timeout(..) => BackendError::Timeout { vm: vm.identity.name.clone(), phase: Phase::Boot, after: t, console_tail: tail },
-                e => BackendError::Probe { vm: vm.identity.name.clone(), phase: Phase::Boot, console_tail: tail, source: e },
+                crate::probes::ProbeError::Timeout(..) => BackendError::Timeout { vm: vm.spec.identity.name.clone(), phase: Phase::Boot, after: t, console_tail: tail },
+                e => BackendError::Probe { vm: vm.spec.identity.name.clone(), phase: Phase::Boot, console_tail: tail, source: e },
             });
         }
         Ok(Box::new(vm))
@@ -224,20 +222,13 @@ impl Backend for LibvirtBackend {
             });
         }
         vm.notes = notes;
-        let dom_name = name.clone();
-        let conn = self.conn.clone();
-        blocking(&name, Phase::Resume, spec.timeouts.start, move || {
-            conn.lookup_domain_by_name(&dom_name).and_then(|d| d.resume()).map_err(verr("resume"))
-        })
-        .await?;
+        vm.on_domain(Phase::Resume, spec.timeouts.start, |d| d.resume().map_err(verr("resume"))).await?;
         Ok(Box::new(vm))
     }
 }
 
 pub struct LibvirtVm {
     conn: Arc<Connect>,
-    identity: HostIdentity,
-    dir: PathBuf,
     probe: Option<ProbeChannel>,
     disk: PathBuf,
     vmgenid_device: bool,
@@ -252,9 +243,24 @@ pub struct LibvirtVm {
 }
 
 impl LibvirtVm {
+    /// Run `f` on this VM's domain, on the blocking pool, bounded by `t`. The future does not
+    /// borrow `self` (a `LibvirtVm` is not `Sync`, and the backend's futures must be `Send`).
+    fn on_domain<T: Send + 'static>(
+        &self,
+        phase: Phase,
+        t: Duration,
+        f: impl FnOnce(&virt::domain::Domain) -> Result<T, BackendError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, BackendError>> + Send + 'static {
+        let (conn, name) = (self.conn.clone(), self.spec.identity.name.clone());
+        async move {
+            let vm = name.clone();
+            blocking(&vm, phase, t, move || f(&conn.lookup_domain_by_name(&name).map_err(verr("look up domain"))?)).await
+        }
+    }
+
     fn destroy_now(&mut self) {
         if std::mem::take(&mut self.alive) {
-            if let Ok(d) = self.conn.lookup_domain_by_name(&self.identity.name) {
+            if let Ok(d) = self.conn.lookup_domain_by_name(&self.spec.identity.name) {
                 let _ = d.destroy();
             }
         }
@@ -262,7 +268,7 @@ impl LibvirtVm {
 
     /// The domain's genid as libvirt reports it now.
     pub fn genid(&self) -> Option<String> {
-        let d = self.conn.lookup_domain_by_name(&self.identity.name).ok()?;
+        let d = self.conn.lookup_domain_by_name(&self.spec.identity.name).ok()?;
         save_image::DomainSummary::of(&d.xml_desc(0).ok()?).ok()?.genid
     }
 }
@@ -277,16 +283,16 @@ impl Drop for LibvirtVm {
 #[async_trait]
 impl Vm for LibvirtVm {
     fn name(&self) -> &str {
-        &self.identity.name
+        &self.spec.identity.name
     }
     fn identity(&self) -> &HostIdentity {
-        &self.identity
+        &self.spec.identity
     }
     fn probe(&mut self) -> &mut ProbeChannel {
         self.probe.as_mut().expect("a launched VM has a probe channel")
     }
     fn console_tail(&self, lines: usize) -> String {
-        super::qemu::read_tail(&self.dir.join("console.log"), lines)
+        super::qemu::read_tail(&self.spec.dir.join("console.log"), lines)
     }
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
@@ -296,11 +302,8 @@ impl Vm for LibvirtVm {
     }
 
     async fn unplug_nic(&mut self) -> Result<(), BackendError> {
-        let (conn, name) = (self.conn.clone(), self.identity.name.clone());
         let xml = domain::interface_xml(&self.current_mac.expect("a NIC to unplug"));
-        let t = self.spec.timeouts.snapshot;
-        blocking(&name.clone(), Phase::Snapshot, t, move || {
-            let d = conn.lookup_domain_by_name(&name).map_err(verr("look up domain"))?;
+        self.on_domain(Phase::Snapshot, self.spec.timeouts.snapshot, move |d| {
             d.detach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(verr("detach the NIC"))?;
             // libvirt returns once QEMU reports DEVICE_DELETED, or after its own wait; confirm.
             for _ in 0..300 {
@@ -318,10 +321,8 @@ impl Vm for LibvirtVm {
     }
 
     async fn plug_nic(&mut self, mac: crate::identity::MacAddr) -> Result<(), BackendError> {
-        let (conn, name) = (self.conn.clone(), self.identity.name.clone());
         let xml = domain::interface_xml(&mac);
-        blocking(&name.clone(), Phase::Resume, self.spec.timeouts.start, move || {
-            let d = conn.lookup_domain_by_name(&name).map_err(verr("look up domain"))?;
+        self.on_domain(Phase::Resume, self.spec.timeouts.start, move |d| {
             d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(verr("attach a NIC"))
         })
         .await?;
@@ -331,23 +332,20 @@ impl Vm for LibvirtVm {
 
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         self.snapshots += 1;
-        let name = self.identity.name.clone();
+        let name = self.spec.identity.name.clone();
         let memory = dir.join(format!("{name}.save"));
         let frozen = self.disk.clone();
-        let conn = self.conn.clone();
         let t = self.spec.timeouts.snapshot;
         let mem = memory.display().to_string();
-        let dom_name = name.clone();
         let mut note = String::new();
         match self.mode {
             SnapshotMode::External => {
-                let next = self.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
+                let next = self.spec.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
                 let xml = format!(
                     "<domainsnapshot><name>clonesafe-{}</name><memory snapshot='external' file='{}'/><disks><disk name='vda' snapshot='external'><source file='{}'/></disk></disks></domainsnapshot>",
                     self.snapshots, mem, next.display()
                 );
-                blocking(&name, Phase::Snapshot, t, move || {
-                    let d = conn.lookup_domain_by_name(&dom_name).map_err(verr("look up domain"))?;
+                self.on_domain(Phase::Snapshot, t, move |d| {
                     d.create_snapshot_xml(&xml, sys::VIR_DOMAIN_SNAPSHOT_CREATE_LIVE | sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
                         .map(drop)
                         .map_err(verr("external memory snapshot"))
@@ -356,8 +354,7 @@ impl Vm for LibvirtVm {
                 self.disk = next;
             }
             SnapshotMode::Save => {
-                blocking(&name, Phase::Snapshot, t, move || {
-                    let d = conn.lookup_domain_by_name(&dom_name).map_err(verr("look up domain"))?;
+                self.on_domain(Phase::Snapshot, t, move |d| {
                     let p = std::ffi::CString::new(mem).map_err(|e| BackendError::Other(e.to_string()))?;
                     // SAFETY: d is a live domain handle; virt 0.5 has no safe wrapper for
                     // virDomainSaveFlags. NULL dxml keeps the domain's own XML.
@@ -387,15 +384,15 @@ impl Vm for LibvirtVm {
             accel: self.spec.accel,
             vmgenid_device: self.vmgenid_device,
             nic: self.current_mac.is_some(),
-            source_identity: self.identity.clone(),
-            source_dir: self.dir.clone(),
+            source_identity: self.spec.identity.clone(),
+            source_dir: self.spec.dir.clone(),
             libvirt_tried: Default::default(),
         })
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
         if std::mem::take(&mut self.alive) {
-            let (conn, name) = (self.conn.clone(), self.identity.name.clone());
+            let (conn, name) = (self.conn.clone(), self.spec.identity.name.clone());
             blocking(&name.clone(), Phase::Shutdown, Duration::from_secs(30), move || match conn.lookup_domain_by_name(&name) {
                 // Already gone (stopped by a save outside clonesafe, or crashed): nothing to do.
                 Err(_) => Ok(()),

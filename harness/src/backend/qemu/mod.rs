@@ -32,7 +32,6 @@ pub struct QemuBackend;
 
 pub struct QemuVm {
     proc: QemuProcess,
-    identity: HostIdentity,
     spec: VmSpec,
     /// The overlay this VM writes to now.
     disk: PathBuf,
@@ -128,7 +127,7 @@ impl Backend for QemuBackend {
         if let Err(e) = ready {
             return Err(proc.fail(Phase::Boot, timeout, e).await);
         }
-        Ok(Box::new(QemuVm { proc, identity: spec.identity.clone(), disk, spec, vmgenid_device, snapshots: 0, nic: true }))
+        Ok(Box::new(QemuVm { proc, disk, spec, vmgenid_device, snapshots: 0, nic: true }))
     }
 
     async fn restore(&self, snap: &Snapshot, mut spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
@@ -149,7 +148,6 @@ impl Backend for QemuBackend {
         proc.qmp(Phase::Resume, "cont", json!({})).await?;
         Ok(Box::new(QemuVm {
             proc,
-            identity: spec.identity.clone(),
             disk,
             vmgenid_device: snap.vmgenid_device,
             spec,
@@ -162,10 +160,10 @@ impl Backend for QemuBackend {
 #[async_trait]
 impl Vm for QemuVm {
     fn name(&self) -> &str {
-        &self.identity.name
+        &self.spec.identity.name
     }
     fn identity(&self) -> &HostIdentity {
-        &self.identity
+        &self.spec.identity
     }
     fn probe(&mut self) -> &mut ProbeChannel {
         &mut self.proc.probe
@@ -205,7 +203,7 @@ impl Vm for QemuVm {
 
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         let t = self.spec.timeouts.snapshot;
-        let name = self.identity.name.clone();
+        let name = self.spec.identity.name.clone();
         let memory = dir.join(format!("{name}.mem"));
         // The stream is guest memory: create it 0600 before QEMU's `cat` writes into it.
         crate::secrets::create_private(&memory)?;
@@ -245,7 +243,7 @@ impl Vm for QemuVm {
             accel: self.spec.accel,
             vmgenid_device: self.vmgenid_device,
             nic: self.nic,
-            source_identity: self.identity.clone(),
+            source_identity: self.spec.identity.clone(),
             source_dir: self.spec.dir.clone(),
             libvirt_tried: Default::default(),
         })

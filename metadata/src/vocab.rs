@@ -1,0 +1,335 @@
+//! The shared vocabulary: every enum here is written in scenario files, printed in reports and
+//! matched on by the engine, always by the same spelling ([`as_str`](CheckId::as_str)).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An enum whose variants have one spelling each, used for serde, `Display`, `FromStr`, the
+/// JSON Schema and the "use one of ..." lists in error messages.
+macro_rules! named {
+    ($(#[$m:meta])* pub enum $T:ident : $what:literal { $($(#[$vm:meta])* $V:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        pub enum $T {
+            $($(#[$vm])* #[serde(rename = $s)] $V,)+
+        }
+
+        impl $T {
+            /// Every value, in the order reports list them.
+            pub const ALL: &'static [$T] = &[$($T::$V,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($T::$V => $s,)+ }
+            }
+
+            pub fn parse(s: &str) -> Option<$T> {
+                Self::ALL.iter().copied().find(|x| x.as_str() == s)
+            }
+
+            /// Every spelling, for "use one of ..." messages.
+            pub fn names() -> Vec<&'static str> {
+                Self::ALL.iter().map(|x| x.as_str()).collect()
+            }
+        }
+
+        impl fmt::Display for $T {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $T {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $T::parse(s).ok_or_else(|| format!("unknown {} {s:?}; use one of: {}", $what, $T::names().join(", ")))
+            }
+        }
+    };
+}
+
+named! {
+    /// The software that runs the VMs.
+    pub enum BackendKind: "backend" {
+        /// QEMU driven directly over QMP.
+        Qemu = "qemu",
+        /// QEMU through a libvirtd, with the `virt` crate.
+        Libvirt = "libvirt",
+    }
+}
+
+named! {
+    /// The accelerator the VMs ran under.
+    pub enum Accel: "accelerator" {
+        Kvm = "kvm",
+        Tcg = "tcg",
+    }
+}
+
+named! {
+    /// How the VMs that get compared come to exist.
+    pub enum Method: "clone method" {
+        /// N independent first boots of the never-booted image: the baseline.
+        ColdBoot = "cold-boot",
+        /// The offline clone, as virt-clone does it: a template boots once and is shut down, and
+        /// its disk is copied for each clone.
+        ImageCopy = "image-copy",
+        /// One live snapshot (memory, device state, disk) restored N times.
+        Live = "live",
+    }
+}
+
+impl Method {
+    /// Whether the VMs compared are restored from one snapshot (so a VM fork happened).
+    pub fn restores(self) -> bool {
+        matches!(self, Method::Live)
+    }
+}
+
+named! {
+    /// A fix-up: one step a recipe adds to its clone method.
+    pub enum FixupId: "fix-up" {
+        /// Hot-unplug every NIC before the snapshot; hot-plug a new one, with the clone's own
+        /// MAC, on resume.
+        NicReplug = "nic-replug",
+        /// Give every VM a VM generation ID device, and each clone a fresh generation ID.
+        Vmgenid = "vmgenid",
+        /// On resume, the in-guest agent credits host entropy, reseeds the CRNG, and regenerates
+        /// machine-id, hostname, SSH host keys and its own PRNG.
+        Agent = "agent",
+        /// Sanitize the copied image offline before any clone boots it.
+        Sysprep = "sysprep",
+        /// Before the snapshot (or the template's shutdown), scrub deleted data from the guest's
+        /// disk and page cache; afterwards, compact the disk images clones are made from.
+        MitigateRemanence = "mitigate-remanence",
+    }
+}
+
+impl FixupId {
+    /// The clone methods this fix-up composes with.
+    pub fn methods(self) -> &'static [Method] {
+        match self {
+            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent => &[Method::Live],
+            FixupId::Sysprep => &[Method::ImageCopy],
+            FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live],
+        }
+    }
+}
+
+named! {
+    /// The named recipes (presets) of a scenario's `strategy` key; `custom` marks a recipe
+    /// composed with `method` and `fixups` that matches no preset.
+    pub enum Strategy: "strategy" {
+        ColdBoot = "cold-boot",
+        ImageClone = "image-clone",
+        ImageCloneSysprep = "image-clone-sysprep",
+        Naive = "naive",
+        NicReplug = "nic-replug",
+        Vmgenid = "vmgenid",
+        AgentFixup = "agent-fixup",
+        Full = "full",
+        Custom = "custom",
+    }
+}
+
+impl Strategy {
+    /// The presets a scenario file may name (every strategy but `custom`).
+    pub fn presets() -> impl Iterator<Item = Strategy> {
+        Strategy::ALL.iter().copied().filter(|s| *s != Strategy::Custom)
+    }
+
+    /// The recipe a preset stands for; `None` for `custom`.
+    pub fn recipe(self) -> Option<Recipe> {
+        use FixupId::*;
+        let (method, fixups): (Method, &[FixupId]) = match self {
+            Strategy::ColdBoot => (Method::ColdBoot, &[]),
+            Strategy::ImageClone => (Method::ImageCopy, &[]),
+            Strategy::ImageCloneSysprep => (Method::ImageCopy, &[Sysprep]),
+            Strategy::Naive => (Method::Live, &[]),
+            Strategy::NicReplug => (Method::Live, &[NicReplug]),
+            Strategy::Vmgenid => (Method::Live, &[Vmgenid]),
+            Strategy::AgentFixup => (Method::Live, &[Agent]),
+            Strategy::Full => (Method::Live, &[NicReplug, Vmgenid, Agent]),
+            Strategy::Custom => return None,
+        };
+        Some(Recipe { method, fixups: fixups.to_vec() })
+    }
+
+    /// The preset a recipe is, if any. `mitigate-remanence` is orthogonal to the presets (a
+    /// scenario adds it with `mitigate_remanence = true`), so it is ignored here; the order of
+    /// the other fix-ups is not.
+    pub fn of(recipe: &Recipe) -> Strategy {
+        let core: Vec<FixupId> = recipe.fixups.iter().copied().filter(|f| *f != FixupId::MitigateRemanence).collect();
+        Strategy::presets()
+            .find(|s| s.recipe().is_some_and(|r| r.method == recipe.method && r.fixups == core))
+            .unwrap_or(Strategy::Custom)
+    }
+}
+
+/// A clone method and the fix-ups applied with it, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Recipe {
+    pub method: Method,
+    pub fixups: Vec<FixupId>,
+}
+
+impl Recipe {
+    pub fn has(&self, f: FixupId) -> bool {
+        self.fixups.contains(&f)
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.method.as_str())?;
+        for x in &self.fixups {
+            write!(f, "+{x}")?;
+        }
+        Ok(())
+    }
+}
+
+named! {
+    /// One identity (or risk) that the checks compare across VMs.
+    pub enum CheckId: "check" {
+        /// The NIC MACs the guest sees (/sys/class/net/*/address).
+        Mac = "mac",
+        /// The SMBIOS system UUID the guest sees (/sys/class/dmi/id/product_uuid).
+        SmbiosUuid = "smbios_uuid",
+        /// virtio-blk serials (/sys/block/vd*/serial).
+        DiskSerial = "disk_serial",
+        MachineId = "machine_id",
+        /// /proc/sys/kernel/random/boot_id.
+        BootId = "boot_id",
+        Hostname = "hostname",
+        /// SHA-256 fingerprints of the SSH host keys.
+        SshHostKeys = "ssh_host_keys",
+        /// getrandom(2) output right after resume, sampled at fixed offsets.
+        KernelRng = "kernel_rng",
+        /// A program PRNG seeded before the snapshot.
+        UserspaceRng = "userspace_rng",
+        /// Whether each clone logged the vmgenid-triggered CRNG reseed.
+        Vmgenid = "vmgenid",
+        /// Whether, and how long after resume, each clone sees the hardware it was given.
+        HwMismatchMs = "hw_mismatch_ms",
+        /// Whether a deleted canary secret survives into the artifacts clones are made from.
+        SecretRemanence = "secret_remanence",
+    }
+}
+
+named! {
+    /// The outcome of one check.
+    pub enum Verdict: "verdict" {
+        /// Every VM had its own value.
+        Unique = "unique",
+        /// At least two VMs shared one value.
+        Duplicate = "duplicate",
+        /// A value could not be read, or a claim contradicts what the host knows.
+        Error = "error",
+        /// Not applicable, or not measurable with this guest or transport (the detail says why).
+        Skipped = "skipped",
+    }
+}
+
+/// What a scenario expects of a check. Serialized as `{"verdict": "unique"}` or `"any"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    Verdict(Verdict),
+    /// Measured and reported, not asserted (timing-dependent evidence such as kernel_rng).
+    Any,
+}
+
+impl Expectation {
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "any" {
+            return Some(Expectation::Any);
+        }
+        Verdict::parse(s).map(Expectation::Verdict)
+    }
+
+    pub fn is_met_by(self, v: Verdict) -> bool {
+        match self {
+            Expectation::Any => true,
+            Expectation::Verdict(want) => want == v,
+        }
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expectation::Any => f.write_str("any"),
+            Expectation::Verdict(v) => v.fmt(f),
+        }
+    }
+}
+
+named! {
+    /// A per-VM figure that a fix-up measures, in milliseconds.
+    pub enum MeasurementId: "measurement" {
+        /// nic-replug: from resume until the guest saw its new NIC.
+        NicWindowMs = "nic_window_ms",
+        /// agent: how long the fix-up took in the guest.
+        FixupMs = "fixup_ms",
+        /// agent: from resume until the fix-up had landed (the window of shared identity).
+        FixupWindowMs = "fixup_window_ms",
+    }
+}
+
+impl MeasurementId {
+    /// A short heading for tables and plots.
+    pub fn label(self) -> &'static str {
+        match self {
+            MeasurementId::NicWindowMs => "NIC window",
+            MeasurementId::FixupMs => "fix-up",
+            MeasurementId::FixupWindowMs => "fix-up window",
+        }
+    }
+}
+
+named! {
+    /// What a VM was in its scenario.
+    pub enum VmRole: "role" {
+        /// One of N cold boots.
+        Boot = "boot",
+        /// The image-copy template, booted once and shut down.
+        Template = "template",
+        /// The VM a live snapshot was taken of.
+        Source = "source",
+        /// A VM made from the source or the template.
+        Clone = "clone",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_round_trips_through_its_recipe() {
+        for s in Strategy::presets() {
+            let r = s.recipe().unwrap();
+            assert_eq!(Strategy::of(&r), s, "{r}");
+            let mut with = r.clone();
+            with.fixups.insert(0, FixupId::MitigateRemanence);
+            assert_eq!(Strategy::of(&with), s, "mitigation is orthogonal to the presets");
+        }
+        let r = Recipe { method: Method::Live, fixups: vec![FixupId::Agent, FixupId::Vmgenid] };
+        assert_eq!(Strategy::of(&r), Strategy::Custom);
+        assert_eq!(Strategy::parse("custom"), Some(Strategy::Custom));
+        assert!(Strategy::presets().all(|s| s != Strategy::Custom));
+    }
+
+    #[test]
+    fn spellings_match_serde() {
+        for c in CheckId::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+            assert_eq!(c.as_str().parse::<CheckId>().unwrap(), *c);
+        }
+        assert_eq!(serde_json::to_string(&Expectation::Verdict(Verdict::Unique)).unwrap(), r#"{"verdict":"unique"}"#);
+        assert_eq!(serde_json::to_string(&Expectation::Any).unwrap(), r#""any""#);
+        let e = "teleport".parse::<FixupId>().unwrap_err();
+        assert!(e.contains("nic-replug, vmgenid, agent, sysprep, mitigate-remanence"), "{e}");
+    }
+}

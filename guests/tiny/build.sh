@@ -6,6 +6,7 @@
 #                   the clonesafe probe (static), and ./init
 #   data.qcow2      a never-booted 64 MiB ext4 disk; identity is created on first boot
 #   manifest.json   package versions and the input hash
+#   guest.toml      how clonesafe boots and talks to it (copied from this folder)
 # It is cached: nothing is rebuilt while the inputs (package versions, this script, init, the
 # probe binary) hash the same. Use --force to rebuild anyway.
 set -euo pipefail
@@ -33,9 +34,9 @@ for p in $pkgs; do
     [ -n "$v" ] && [ "$v" != "(none)" ] || { say "no candidate for $p"; exit 1; }
     versions="$versions$p=$v "
 done
-hash=$( { echo "$versions"; sha256sum "$here/build.sh" "$here/init" "$probe" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
+hash=$( { echo "$versions"; sha256sum "$here/build.sh" "$here/init" "$here/guest.toml" "$probe" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
 if [ $force = 0 ] && [ -f "$out/manifest.json" ] && grep -q "\"input_hash\": \"$hash\"" "$out/manifest.json" \
-   && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ] && [ -f "$out/data.qcow2" ]; then
+   && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ] && [ -f "$out/data.qcow2" ] && [ -f "$out/guest.toml" ]; then
     say "up to date in $out"
     exit 0
 fi
@@ -100,6 +101,7 @@ chmod 755 "$(dirname "$out")" "$out"
 install -m 644 "rootfs/boot/vmlinuz-$kver" "$out/vmlinuz.new" && mv "$out/vmlinuz.new" "$out/vmlinuz"
 install -m 644 initrd.img "$out/initrd.img.new" && mv "$out/initrd.img.new" "$out/initrd.img"
 install -m 644 data.qcow2 "$out/data.qcow2.new" && mv "$out/data.qcow2.new" "$out/data.qcow2"
+install -m 644 "$here/guest.toml" "$out/guest.toml.new" && mv "$out/guest.toml.new" "$out/guest.toml"
 modules_json=$(printf '"%s",' "${order[@]##*/}")
 cat > "$out/manifest.json.new" <<JSON
 {

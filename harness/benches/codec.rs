@@ -3,7 +3,7 @@
 //! across clones (once per check). Run: cargo bench -p clonesafe --bench codec
 
 use clonesafe::backend::libvirt::save_image::SaveImage;
-use clonesafe::checks::compare;
+use clonesafe::checks::compare::compare;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 

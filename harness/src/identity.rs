@@ -1,7 +1,7 @@
-//! Host-side identity newtypes, and the split at the heart of cloning: what a clone *copies*
-//! from its snapshot (see [`crate::backend::Snapshot`]) versus what it must be *given fresh*
-//! ([`HostIdentity`]). This mirrors Firecracker's `Persist` split of `State` from
-//! `ConstructorArgs` (src/vmm/src/persist.rs).
+//! Host-side identity newtypes: what every VM is *given fresh* by the host, never copied from a
+//! snapshot (the `ConstructorArgs` half of Firecracker's `Persist` split, src/vmm/src/persist.rs;
+//! the copied half is [`crate::backend::snapshot::Snapshot`]). Also the naming rule every VM,
+//! domain and run directory follows, so that leftovers of a dead run can be found.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -102,14 +102,32 @@ pub struct HostIdentity {
 }
 
 impl HostIdentity {
-    pub fn fresh(name: String, with_vmgenid: bool) -> Self {
-        HostIdentity {
-            name,
-            uuid: SmbiosUuid(uuid::Uuid::new_v4()),
-            mac: MacAddr::random(),
-            disk_serial: DiskSerial::random(),
-            vmgenid: with_vmgenid.then(|| VmGenId(uuid::Uuid::new_v4())),
+    /// A fresh UUID, MAC and disk serial; no vmgenid (the `vmgenid` fix-up gives one).
+    pub fn fresh(name: String) -> Self {
+        HostIdentity { name, uuid: SmbiosUuid(uuid::Uuid::new_v4()), mac: MacAddr::random(), disk_serial: DiskSerial::random(), vmgenid: None }
+    }
+
+    /// The same, with a fresh VM generation ID.
+    pub fn fresh_with_vmgenid(name: String) -> Self {
+        HostIdentity { vmgenid: Some(VmGenId::fresh()), ..Self::fresh(name) }
+    }
+
+    /// The report's record of this identity.
+    pub fn record(&self, role: clonesafe_metadata::VmRole) -> clonesafe_metadata::VmRecord {
+        clonesafe_metadata::VmRecord {
+            role,
+            name: self.name.clone(),
+            uuid: self.uuid.to_string(),
+            mac: self.mac.to_string(),
+            disk_serial: self.disk_serial.as_str().to_string(),
+            vmgenid: self.vmgenid.map(|g| g.to_string()),
         }
+    }
+}
+
+impl VmGenId {
+    pub fn fresh() -> Self {
+        VmGenId(uuid::Uuid::new_v4())
     }
 }
 
@@ -126,8 +144,25 @@ pub fn host_entropy(n: usize) -> Vec<u8> {
     b
 }
 
-/// Prefix of every VM (QEMU process name, libvirt domain) that clonesafe creates.
+/// Prefix of every VM (QEMU process name, libvirt domain) that clonesafe creates. The pid of the
+/// harness process that made it follows: `clonesafe-<pid>-<scenario>-<role><n>`.
 pub const NAME_PREFIX: &str = "clonesafe-";
+
+/// `clonesafe-<pid>-...` for this process.
+pub fn run_prefix() -> String {
+    format!("{NAME_PREFIX}{}-", std::process::id())
+}
+
+/// The harness pid in a clonesafe name, if it is one.
+pub fn owner_of(name: &str) -> Option<u32> {
+    name.strip_prefix(NAME_PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// True when `name` is a clonesafe name whose harness is neither this process nor alive: a
+/// leftover of a run that was killed.
+pub fn is_stale(name: &str) -> bool {
+    owner_of(name).is_some_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
 
 #[cfg(test)]
 mod tests {
@@ -143,9 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn owners_are_parsed_from_names_only_when_they_are_ours() {
+        assert_eq!(owner_of("clonesafe-123-naive-clone1"), Some(123));
+        assert_eq!(owner_of("other-123"), None);
+        assert_eq!(owner_of("clonesafe-x-1"), None);
+        assert!(!is_stale(&format!("{}x", run_prefix())), "this process is alive");
+        assert!(is_stale("clonesafe-4000000000-x"), "no such pid");
+    }
+
+    #[test]
     fn fresh_identities_differ() {
-        let a = HostIdentity::fresh("a".into(), true);
-        let b = HostIdentity::fresh("b".into(), true);
+        let a = HostIdentity::fresh_with_vmgenid("a".into());
+        let b = HostIdentity::fresh_with_vmgenid("b".into());
         assert_ne!(a.uuid, b.uuid);
         assert_ne!(a.mac, b.mac);
         assert_ne!(a.disk_serial, b.disk_serial);

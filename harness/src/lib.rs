@@ -3,20 +3,25 @@
 //! Data flows one way, and the modules are named after its stages:
 //!
 //! ```text
-//! scenario (TOML) ─▶ plan ─▶ backend (qemu | libvirt) ─▶ clones (strategies) ─▶ probes ─▶ checks ─▶ report
+//! scenario (TOML) ─▶ plan ─▶ backend ─▶ clones (recipes) ─▶ probes ─▶ checks ─▶ report
 //! ```
 //!
 //! * [`scenario`]: parse and validate scenario files into a [`scenario::Plan`].
-//! * [`backend`]: boot, snapshot and restore VMs ([`backend::qemu`] over QMP).
-//! * [`clones`]: strategies that make the VMs to compare (cold boot, naive restore, ...).
-//! * [`probes`]: the host side of the in-guest probe; what each guest sees of itself.
+//! * [`guest`]: guests as profiles (how they boot, which agent they offer).
+//! * [`backend`]: boot, snapshot and restore VMs; capabilities; the Persist split.
+//! * [`agent`]: the typed interface to the in-guest agent, and its transports.
+//! * [`clones`]: recipes (a clone method and fix-ups) that make the VMs to compare.
+//! * [`probes`]: the probe step, what each guest sees of itself.
 //! * [`checks`]: compare VMs and give a verdict per identity, with evidence.
-//! * [`report`]: `report.json` (a stable contract) and the terminal table.
+//! * [`report`]: reporters (terminal, event stream, JSON, JUnit, HTML, Markdown, plots); the
+//!   report types are the contract crate [`clonesafe_metadata`].
 //! * [`runner`]: drives the stages for a whole plan; emits [`events`] and never prints.
+//!
+//! Below them: [`identity`], [`secrets`], [`text`] and [`tools`] (qemu-img, e2fsprogs).
 
+pub mod agent;
 pub mod backend;
 pub mod checks;
-pub mod cleanup;
 pub mod clones;
 pub mod doctor;
 pub mod events;
@@ -27,6 +32,8 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod secrets;
+pub mod text;
+pub mod tools;
 
 /// An error and its causes, one per line, without repeating a message.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -1,18 +1,14 @@
 use clap::{Parser, Subcommand};
 use clonesafe::backend::accel::AccelChoice;
 use clonesafe::backend::libvirt::{LibvirtBackend, SnapshotMode};
-use clonesafe::backend::{Backend, BackendKind, Timeouts};
-use clonesafe::report::{exit, terminal};
+use clonesafe::backend::lifecycle::Timeouts;
+use clonesafe::backend::Backend;
+use clonesafe::events::Fanout;
+use clonesafe::report::{self, terminal};
 use clonesafe::runner::{self, Backends, RunOptions};
-use clonesafe::scenario::Plan;
+use clonesafe_metadata::{exit_codes, BackendKind};
 use std::path::PathBuf;
 use std::sync::Arc;
-
-const EXIT_CODES: &str = "Exit codes:
-  0  every expectation in every scenario was met
-  1  a scenario ran but some expectation was not met
-  2  the harness could not run (bad scenario file, missing guest image, a VM that failed)
-  130  interrupted (Ctrl-C); every VM started was torn down";
 
 #[derive(Parser)]
 #[command(name = "clonesafe", version, about = "Settles, with evidence, whether cloning a running VM is safe",
@@ -20,7 +16,7 @@ const EXIT_CODES: &str = "Exit codes:
 clone's identity from inside the guest (MAC, SMBIOS UUID, disk serial, machine-id, boot_id, hostname, \
 SSH host keys, kernel and userspace RNG output, vmgenid). It then says, per identity, whether the clones \
 are unique or duplicates, with the values as evidence.",
-    after_help = EXIT_CODES)]
+    after_help = exit_codes::HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -28,17 +24,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run scenario files and write DIR/report.json, DIR/junit.xml and DIR/report.html
-    #[command(after_help = EXIT_CODES)]
+    /// Run scenario files and write DIR/report.json, DIR/junit.xml, DIR/report.html and
+    /// DIR/events.jsonl
+    #[command(after_help = exit_codes::HELP)]
     Run {
         /// Scenario files (TOML), e.g. scenarios/smoke.toml
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Where report.json goes
+        /// Where the report goes (created, and checked for writing, before any VM starts)
         #[arg(long, default_value = "clonesafe-out")]
         out: PathBuf,
-        /// Run every scenario on this backend, whatever its file says
-        #[arg(long, value_enum)]
+        /// Run every scenario on this backend (qemu or libvirt), whatever its file says
+        #[arg(long)]
         backend: Option<BackendKind>,
         /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
         #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
@@ -69,6 +66,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SaveImageCmd,
     },
+    /// The report contract
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
     /// Report what this machine offers: QEMU, KVM, libvirtd, built guests
     Doctor {
         /// Boot a trial guest under KVM now (otherwise a cached result is shown)
@@ -93,19 +95,23 @@ enum SaveImageCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Print the JSON Schema (draft 2020-12) of report.json, generated from the report types
+    Schema,
+}
+
 struct CliBackends {
     libvirt_mode: SnapshotMode,
 }
 
 impl Backends for CliBackends {
-    fn get(&self, kind: BackendKind) -> Result<Arc<dyn Backend>, String> {
+    fn get(&self, kind: BackendKind) -> Result<Arc<dyn Backend>, Box<dyn std::error::Error + Send + Sync>> {
         match kind {
             BackendKind::Qemu => Ok(Arc::new(clonesafe::backend::qemu::QemuBackend)),
             BackendKind::Libvirt => {
-                let b = LibvirtBackend::connect(clonesafe::backend::libvirt::DEFAULT_URI, self.libvirt_mode)?;
-                for name in b.reap_stale() {
-                    eprintln!("removed leftover libvirt domain {name} of a dead run");
-                }
+                let b = LibvirtBackend::connect(clonesafe::backend::libvirt::DEFAULT_URI, self.libvirt_mode)
+                    .map_err(|e| format!("cannot connect to {}: {e} (is libvirtd running? ci/start-libvirt.sh starts it)", clonesafe::backend::libvirt::DEFAULT_URI))?;
                 Ok(Arc::new(b))
             }
         }
@@ -117,15 +123,15 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
     let img = match SaveImage::read(file) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
-            return exit::HARNESS_ERROR;
+            eprintln!("error: {}: {}", file.display(), clonesafe::error_chain(&e));
+            return exit_codes::HARNESS_ERROR;
         }
     };
     let d = match DomainSummary::of(&img.xml) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
-            return exit::HARNESS_ERROR;
+            eprintln!("error: {}: the domain XML does not parse: {e}", file.display());
+            return exit_codes::HARNESS_ERROR;
         }
     };
     let h = &img.header;
@@ -150,7 +156,7 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
             println!("{k:<14} {}", match val { serde_json::Value::String(s) => s.clone(), o => o.to_string() });
         }
     }
-    exit::OK
+    exit_codes::OK
 }
 
 fn main() {
@@ -162,8 +168,8 @@ fn main() {
             code = dispatch(cli) => code,
             // Dropping the command's future drops every VM (QEMU is killed on drop) and the run
             // directory (snapshots are deleted).
-            _ = tokio::signal::ctrl_c() => { eprintln!("\ninterrupted: tearing down every VM of this run"); 130 }
-            _ = term.recv() => { eprintln!("\nterminated: tearing down every VM of this run"); 143 }
+            _ = tokio::signal::ctrl_c() => { eprintln!("\ninterrupted: tearing down every VM of this run"); exit_codes::INTERRUPTED }
+            _ = term.recv() => { eprintln!("\nterminated: tearing down every VM of this run"); exit_codes::TERMINATED }
         }
     });
     drop(rt);
@@ -173,17 +179,28 @@ fn main() {
 async fn dispatch(cli: Cli) -> i32 {
     match cli.cmd {
         Cmd::SaveImage { cmd: SaveImageCmd::Show { file, json } } => save_image_show(&file, json),
+        Cmd::Report { cmd: ReportCmd::Schema } => {
+            println!("{}", serde_json::to_string_pretty(&clonesafe_metadata::schema()).expect("schema serializes"));
+            exit_codes::OK
+        }
         Cmd::Run { files, out, backend, accel, jobs, guests, workdir, boot_timeout, libvirt_snapshot, reference } => {
-            let mut plan = match Plan::load(&files) {
+            let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return exit::HARNESS_ERROR;
+                    return exit_codes::HARNESS_ERROR;
                 }
             };
             if let Some(b) = backend {
                 plan.override_backend(b);
             }
+            let files_out = match report::Files::create(&out, reference) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: cannot write the report into {}: {e}", out.display());
+                    return exit_codes::HARNESS_ERROR;
+                }
+            };
             let opts = RunOptions {
                 accel,
                 jobs,
@@ -192,26 +209,29 @@ async fn dispatch(cli: Cli) -> i32 {
                 timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
             };
             let progress = terminal::Progress::new();
-            let r = runner::run_plan(&plan, &opts, &CliBackends { libvirt_mode: libvirt_snapshot }, &progress).await;
+            let sinks = Fanout(vec![&progress, &files_out]);
+            let r = runner::run_plan(&plan, &opts, &CliBackends { libvirt_mode: libvirt_snapshot }, &sinks).await;
             progress.finish();
             let report = match r {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {}", clonesafe::error_chain(&e));
-                    return exit::HARNESS_ERROR;
+                    return exit_codes::HARNESS_ERROR;
                 }
             };
-            print!("{}", terminal::render(&report));
-            let written = if reference { report.write_reference(&out) } else { report.write_all(&out) };
-            match written {
-                Ok(files) => {
+            match files_out.written() {
+                Some(Ok(files)) => {
                     for p in files {
                         println!("wrote {}", p.display());
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     eprintln!("error: cannot write the report into {}: {e}", out.display());
-                    return exit::HARNESS_ERROR;
+                    return exit_codes::HARNESS_ERROR;
+                }
+                None => {
+                    eprintln!("error: the run ended without a report");
+                    return exit_codes::HARNESS_ERROR;
                 }
             }
             println!("{}", terminal::closing_line(&report));
@@ -226,10 +246,14 @@ async fn dispatch(cli: Cli) -> i32 {
                 println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
             } else {
                 for i in &items {
-                    println!("{:<4} {:<11} {}", if i.ok { "ok" } else { "NO" }, i.what, i.detail);
+                    println!("{:<4} {:<14} {}", if i.ok { "ok" } else { "NO" }, i.what, i.detail);
                 }
             }
-            if items.iter().all(|i| i.ok || i.what == "kvm") { 0 } else { exit::HARNESS_ERROR }
+            if items.iter().all(|i| i.ok || i.what == "kvm") {
+                exit_codes::OK
+            } else {
+                exit_codes::HARNESS_ERROR
+            }
         }
     }
 }

@@ -1,15 +1,21 @@
 //! The runner: plan → backend → clones → probes → checks → report. It validates everything it
-//! can before starting a VM (bad input changes nothing), runs scenarios one after another, and
-//! turns each into a [`ScenarioReport`], including the ones that failed.
+//! can before starting a VM (bad input changes nothing): every guest is located, every backend
+//! answers, and every scenario's needs (its guest's boot and agent, its recipe's method and
+//! fix-ups) are checked against its backend's capabilities. It then runs scenarios one after
+//! another and turns each into a [`ScenarioReport`], including the ones that failed.
 
 use crate::backend::accel::{self, AccelChoice, AccelDecision};
-use crate::backend::{Backend, BackendKind, Timeouts};
-use crate::checks::{self, CheckContext};
-use crate::clones::{self, Ctx};
+use crate::backend::capability::Capability;
+use crate::backend::emulator;
+use crate::backend::lifecycle::Timeouts;
+use crate::backend::snapshot::Machine;
+use crate::backend::Backend;
+use crate::checks::{self, common::CheckContext};
+use crate::clones::{self, recipe::Ctx};
 use crate::events::{Event, EventKind, EventSink};
-use crate::guest::{GuestError, GuestImage};
-use crate::report::{CheckReport, Host, Report, ScenarioReport};
+use crate::guest::{AgentTransport, Boot, GuestError, GuestProfile};
 use crate::scenario::{Plan, ScenarioPlan};
+use clonesafe_metadata::{Accel, BackendKind, CheckReport, Host, Report, ScenarioReport, Timing, Vmm, SCHEMA_VERSION};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,75 +31,113 @@ pub struct RunOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    #[error("Backend {0} is not available: {1}")]
-    Backend(BackendKind, String),
-    #[error("Cannot prepare the run directory")]
-    Workdir(#[source] crate::backend::BackendError),
+    #[error("scenario {scenario}: {source}")]
+    Guest {
+        scenario: String,
+        #[source]
+        source: GuestError,
+    },
+    #[error("Backend {kind} is not available")]
+    Backend {
+        kind: BackendKind,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{file}: scenario {scenario} needs {capability} (for {needed_by}), which the {backend} backend does not have (it has: {has})")]
+    Capability { file: String, scenario: String, backend: BackendKind, capability: Capability, needed_by: String, has: String },
+    #[error("{file}: scenario {scenario}: {message}")]
+    Recipe { file: String, scenario: String, message: String },
+    #[error("Cannot prepare the run directory in {root}")]
+    Workdir {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Supplies a backend for each kind a plan uses.
 pub trait Backends {
-    fn get(&self, kind: BackendKind) -> Result<Arc<dyn Backend>, String>;
+    fn get(&self, kind: BackendKind) -> Result<Arc<dyn Backend>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// What the guest asks of any backend that runs it.
+fn guest_requirements(g: &GuestProfile) -> Vec<(Capability, String)> {
+    let mut out = vec![match g.boot {
+        Boot::DirectKernel { .. } => (Capability::DirectKernelBoot, format!("guest {}", g.name)),
+        Boot::Disk => (Capability::DiskBoot, format!("guest {}", g.name)),
+    }];
+    if g.agent == AgentTransport::SerialProbe {
+        out.push((Capability::SerialProbe, format!("guest {}'s agent", g.name)));
+    }
+    out
+}
+
+/// A scenario's machine under `accel`, shaped by its fix-ups (which may refuse the guest).
+fn machine_of(s: &ScenarioPlan, guest: &GuestProfile, accel: Accel) -> Result<Machine, RunError> {
+    let mut m = Machine::new(guest.clone(), s.memory_mib, accel);
+    for f in clones::fixups_of(&s.recipe) {
+        f.configure(&mut m).map_err(|message| RunError::Recipe { file: s.file.display().to_string(), scenario: s.name.clone(), message })?;
+    }
+    Ok(m)
 }
 
 pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, sink: &dyn EventSink) -> Result<Report, RunError> {
     let started = Instant::now();
-    // Pre-flight: every guest and backend the plan names, before any VM starts.
-    let mut guests = BTreeMap::new();
-    let mut bks: BTreeMap<&str, Arc<dyn Backend>> = BTreeMap::new();
+    let note = |text: String| sink.emit(Event::now(started, None, EventKind::Note { text }));
+
+    // Pre-flight, before any VM starts.
+    let mut guests: BTreeMap<String, GuestProfile> = BTreeMap::new();
+    let mut bks: BTreeMap<BackendKind, Arc<dyn Backend>> = BTreeMap::new();
     for s in &plan.scenarios {
         if !guests.contains_key(&s.guest) {
-            guests.insert(s.guest.clone(), GuestImage::locate(&opts.guests_dir, &s.guest)?);
+            let g = GuestProfile::locate(&opts.guests_dir, &s.guest).map_err(|source| RunError::Guest { scenario: s.name.clone(), source })?;
+            guests.insert(s.guest.clone(), g);
         }
-        let key = match s.backend {
-            BackendKind::Qemu => "qemu",
-            BackendKind::Libvirt => "libvirt",
-        };
-        if !bks.contains_key(key) {
-            bks.insert(key, backends.get(s.backend).map_err(|e| RunError::Backend(s.backend, e))?);
+        if let std::collections::btree_map::Entry::Vacant(e) = bks.entry(s.backend) {
+            e.insert(backends.get(s.backend).map_err(|source| RunError::Backend { kind: s.backend, source })?);
+        }
+        let backend = &bks[&s.backend];
+        let caps = backend.capabilities();
+        let guest = &guests[&s.guest];
+        for (capability, needed_by) in guest_requirements(guest).into_iter().chain(clones::requirements(&s.recipe)) {
+            if !caps.has(capability) {
+                return Err(RunError::Capability {
+                    file: s.file.display().to_string(),
+                    scenario: s.name.clone(),
+                    backend: s.backend,
+                    capability,
+                    needed_by,
+                    has: caps.to_string(),
+                });
+            }
+        }
+        machine_of(s, guest, Accel::Tcg)?;
+    }
+    for b in bks.values() {
+        for text in b.reap_stale() {
+            note(text);
         }
     }
-    for v in crate::cleanup::reap_stale() {
-        sink.emit(Event {
-            elapsed: started.elapsed(),
-            scenario: None,
-            kind: EventKind::Note { text: format!("killed a leftover VM {} (pid {}) of a dead run", v.name, v.pid) },
-        });
-    }
-    let work = crate::secrets::run_dir(&opts.work_root).map_err(RunError::Workdir)?;
+    let work = crate::secrets::run_dir(&opts.work_root).map_err(|source| RunError::Workdir { root: opts.work_root.clone(), source })?;
 
     let first_guest = guests.values().next().cloned();
     let decision = match (&first_guest, bks.values().next()) {
         (Some(g), Some(b)) => accel::resolve(opts.accel, b.as_ref(), g, work.path()).await,
-        _ => AccelDecision { accel: accel::Accel::Tcg, reason: "no scenarios".into() },
+        _ => AccelDecision { accel: Accel::Tcg, reason: "no scenarios".into() },
     };
-    sink.emit(Event {
-        elapsed: started.elapsed(),
-        scenario: None,
-        kind: EventKind::RunStarted {
-            scenarios: plan.scenarios.len(),
-            accel: decision.accel.qemu_name().into(),
-            accel_reason: decision.reason.clone(),
-        },
-    });
+    sink.emit(Event::now(
+        started,
+        None,
+        EventKind::RunStarted { scenarios: plan.scenarios.len(), accel: decision.accel.to_string(), accel_reason: decision.reason.clone() },
+    ));
 
     let mut reports = Vec::new();
     for s in &plan.scenarios {
-        let backend = match s.backend {
-            BackendKind::Qemu => bks["qemu"].clone(),
-            BackendKind::Libvirt => bks["libvirt"].clone(),
-        };
-        let mut guest = guests[&s.guest].clone();
-        if s.mitigate_remanence {
-            // Freed pages are zeroed, so a deleted file's page-cache copy does not linger in RAM.
-            guest.cmdline.push_str(" init_on_free=1");
-        }
-        let ctx = Ctx {
+        let backend = bks[&s.backend].clone();
+        let cx = Ctx {
             backend: backend.as_ref(),
-            guest,
-            accel: decision.accel,
+            machine: machine_of(s, &guests[&s.guest], decision.accel)?,
+            fixups: clones::fixups_of(&s.recipe),
             dir: work.path().join(&s.name),
             timeouts: opts.timeouts,
             jobs: opts.jobs.max(1),
@@ -101,39 +145,56 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
             started,
             scenario: s,
         };
-        reports.push(run_scenario(&ctx).await);
+        let r = run_scenario(&cx).await;
+        cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
+        reports.push(r);
     }
     if std::env::var_os("CLONESAFE_KEEP_RUN").is_some() {
         // Debugging only: the run directory holds guest memory (secrets). Say where it is.
         let kept = work.keep();
-        sink.emit(Event { elapsed: started.elapsed(), scenario: None, kind: EventKind::Note { text: format!("CLONESAFE_KEEP_RUN: kept {} (it holds guest memory; delete it)", kept.display()) } });
+        note(format!("CLONESAFE_KEEP_RUN: kept {} (it holds guest memory; delete it)", kept.display()));
     }
-    Ok(Report {
+    let mut vmms: Vec<Vmm> = Vec::new();
+    for b in bks.values() {
+        for v in b.versions() {
+            if !vmms.contains(&v) {
+                vmms.push(v);
+            }
+        }
+    }
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
         clonesafe_version: env!("CARGO_PKG_VERSION").into(),
         host: Host {
-            accel: decision.accel.qemu_name().into(),
+            accel: decision.accel,
             accel_reason: decision.reason,
-            qemu: crate::doctor::qemu_version().unwrap_or_default(),
-            kernel: crate::doctor::host_kernel(),
+            qemu: emulator::qemu_version().unwrap_or_default(),
+            kernel: emulator::host_kernel(),
             guest_kernel: first_guest.and_then(|g| g.kernel_release),
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu_model: emulator::host_cpu_model(),
+            vmms,
         },
         scenarios: reports,
-    })
+    };
+    sink.emit(Event::now(started, None, EventKind::RunFinished { report: Box::new(report.clone()) }));
+    Ok(report)
 }
 
-pub async fn run_scenario(ctx: &Ctx<'_>) -> ScenarioReport {
-    let s: &ScenarioPlan = ctx.scenario;
+pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
+    let s: &ScenarioPlan = cx.scenario;
     let t = Instant::now();
-    ctx.emit(EventKind::ScenarioStarted { strategy: s.strategy.to_string(), backend: s.backend.to_string(), vms: s.clones });
+    cx.emit(EventKind::ScenarioStarted { strategy: s.strategy.to_string(), recipe: s.recipe.to_string(), backend: s.backend.to_string(), vms: s.clones });
     let mut report = ScenarioReport {
         name: s.name.clone(),
-        backend: s.backend.to_string(),
-        strategy: s.strategy.to_string(),
+        description: s.description.clone(),
+        backend: s.backend,
+        strategy: s.strategy,
+        recipe: s.recipe.clone(),
         guest: s.guest.clone(),
         clones: s.clones,
         memory_mib: s.memory_mib,
-        timing: Default::default(),
+        timing: Timing::default(),
         checks: vec![],
         expectations_met: false,
         error: None,
@@ -141,11 +202,14 @@ pub async fn run_scenario(ctx: &Ctx<'_>) -> ScenarioReport {
         notes: vec![],
         duration_ms: 0,
     };
-    match clones::run(ctx).await {
+    match clones::run(cx).await {
         Ok(outcome) => {
-            let cx = CheckContext { strategy: s.strategy, remanence: outcome.remanence.as_ref() };
-            let results = checks::run_all(&outcome.observations, cx);
-            report.checks = results.into_iter().map(|r| { let e = s.expect.get(&r.id).copied(); CheckReport::new(r, e) }).collect();
+            let ccx = CheckContext { recipe: &s.recipe, remanence: outcome.remanence.as_ref() };
+            let results = checks::run_all(&outcome.observations, &ccx);
+            report.checks = results.into_iter().map(|r| {
+                let e = s.expect.get(&r.id).copied();
+                CheckReport::new(r, e)
+            }).collect();
             report.expectations_met = report.checks.iter().all(|c| c.met);
             report.timing = outcome.timing;
             report.vms = outcome.vms;
@@ -154,6 +218,5 @@ pub async fn run_scenario(ctx: &Ctx<'_>) -> ScenarioReport {
         Err(e) => report.error = Some(crate::error_chain(&e)),
     }
     report.duration_ms = t.elapsed().as_millis() as u64;
-    ctx.emit(EventKind::ScenarioFinished { met: report.expectations_met, error: report.error.clone() });
     report
 }

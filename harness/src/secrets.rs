@@ -1,19 +1,13 @@
 //! Snapshot files hold guest memory and so guest secrets: they are created 0600, inside a
-//! private (0700) run directory that is removed when the run ends.
+//! private (0700) run directory that is removed when the run ends. Errors are plain
+//! `io::Error`s: callers say what they were doing.
 
-use crate::backend::{io_err, BackendError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Create an empty file readable and writable by its owner only. Fails if it exists.
-pub fn create_private(path: &Path) -> Result<(), BackendError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-        .map_err(io_err(format!("create {}", path.display())))
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(drop)
 }
 
 /// Where run directories go unless `CLONESAFE_WORKDIR` says otherwise.
@@ -22,13 +16,10 @@ pub fn default_work_root() -> PathBuf {
 }
 
 /// A private run directory, removed (with every snapshot in it) when dropped.
-pub fn run_dir(root: &Path) -> Result<tempfile::TempDir, BackendError> {
-    std::fs::create_dir_all(root).map_err(io_err(format!("create {}", root.display())))?;
+pub fn run_dir(root: &Path) -> std::io::Result<tempfile::TempDir> {
+    std::fs::create_dir_all(root)?;
     use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix("run-")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(root).map_err(io_err(format!("create a run directory in {}", root.display())))
+    tempfile::Builder::new().prefix("run-").permissions(std::fs::Permissions::from_mode(0o700)).tempdir_in(root)
 }
 
 #[cfg(test)]

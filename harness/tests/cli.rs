@@ -1,31 +1,15 @@
-//! The `clonesafe` binary end to end: exit codes, report.json, clear errors, and no VM left
-//! behind on success, on an unmet expectation, or on Ctrl-C.
+//! The `clonesafe` binary end to end: exit codes, report.json (validated against its schema),
+//! clear errors, and no VM left behind on success, on an unmet expectation, or on Ctrl-C.
 
 mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn clonesafe(args: &[&str], work: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clonesafe"));
-    c.args(args).env("CLONESAFE_WORKDIR", work.join("runs"));
-    c
-}
-
-fn run(args: &[&str], work: &Path) -> Output {
-    let out = clonesafe(args, work).output().expect("run clonesafe");
-    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 fn runs_left(work: &Path) -> usize {
     std::fs::read_dir(work.join("runs")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn repo(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p).display().to_string()
 }
 
 /// The default suite, through the binary, under `--accel auto`: exit 0, the report contract,
@@ -38,29 +22,27 @@ fn smoke_suite_passes_and_writes_the_report_contract() {
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("out");
     let t = Instant::now();
-    let out = run(&["run", &repo("scenarios/smoke.toml"), "--out", out_dir.to_str().unwrap()], work.path());
+    let ran = run_files(&[&repo("scenarios/smoke.toml")], &out_dir, &[], work.path());
     assert!(t.elapsed() < VM_TEST_BOUND, "took {:?}", t.elapsed());
-    assert_eq!(out.status.code(), Some(0));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
-    for k in ["clonesafe_version", "host", "scenarios"] {
+    assert_eq!(ran.code(), Some(0));
+    let r = ran.report();
+    for k in ["schema_version", "clonesafe_version", "host", "scenarios"] {
         assert!(r.get(k).is_some(), "report lacks {k}");
     }
-    for k in ["accel", "qemu", "kernel"] {
+    for k in ["accel", "qemu", "kernel", "cpu_model", "vmms"] {
         assert!(r["host"].get(k).is_some(), "host lacks {k}");
     }
-    let scen = |name: &str| r["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
-    let verdict = |s: &serde_json::Value, id: &str| {
-        let c = s["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();
-        assert_eq!(c["values"].as_array().unwrap().len(), s["clones"].as_u64().unwrap() as usize, "{id}: one value per VM");
-        c["verdict"].as_str().unwrap().to_string()
-    };
-    let naive = scen("naive");
-    let cold = scen("cold-boot");
+    assert_eq!(r["host"]["vmms"][0]["name"], "qemu");
+    let naive = ran.scenario("naive");
+    let cold = ran.scenario("cold-boot");
     for s in [&naive, &cold] {
-        for k in ["name", "backend", "strategy", "guest", "clones", "memory_mib", "timing", "checks", "expectations_met"] {
+        for k in ["name", "backend", "strategy", "recipe", "guest", "clones", "memory_mib", "timing", "checks", "expectations_met"] {
             assert!(s.get(k).is_some(), "scenario lacks {k}");
         }
         assert_eq!(s["expectations_met"], true);
+        for c in s["checks"].as_array().unwrap().iter().filter(|c| c["id"] != "secret_remanence") {
+            assert_eq!(c["values"].as_array().unwrap().len(), s["clones"].as_u64().unwrap() as usize, "{}: one value per VM", c["id"]);
+        }
     }
     for id in ["smbios_uuid", "boot_id", "mac", "machine_id", "hostname", "ssh_host_keys", "userspace_rng"] {
         assert_eq!(verdict(&naive, id), "duplicate", "naive {id}");
@@ -72,9 +54,13 @@ fn smoke_suite_passes_and_writes_the_report_contract() {
     assert_eq!(naive["timing"]["restore_ms"].as_array().unwrap().len(), 3);
     assert!(naive["timing"]["snapshot_ms"].as_u64().is_some());
     assert_eq!(cold["timing"]["boot_ms"].as_array().unwrap().len(), 2);
+    // The event stream: timestamped, and it ends with the finished report.
+    let events = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "run_finished");
+    assert!(last["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(runs_left(work.path()), 0, "run directory (with snapshots) left behind");
 }
-
 
 /// An expectation that reality contradicts: exit 1, and still nothing left running.
 #[test]
@@ -85,16 +71,16 @@ fn an_unmet_expectation_exits_1_and_leaks_nothing() {
     let work = tempfile::tempdir().unwrap();
     let f = work.path().join("wrong.toml");
     std::fs::write(&f, "[[scenario]]\nname = \"wrong\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\n").unwrap();
-    let child = clonesafe(&["run", f.to_str().unwrap(), "--accel", "tcg", "--out", work.path().join("o").to_str().unwrap()], work.path())
+    let out = work.path().join("o");
+    let child = clonesafe(&["run", f.to_str().unwrap(), "--accel", "tcg", "--out", out.to_str().unwrap()], work.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("EXPECTATIONS NOT MET"), "{stdout}");
+    let ran = finish(child, &out);
+    assert_eq!(ran.code(), Some(1), "{}", ran.stdout());
+    assert!(ran.stdout().contains("EXPECTATIONS NOT MET"), "{}", ran.stdout());
     assert!(settle_blocking(pid).is_empty(), "VMs left behind");
     assert_eq!(runs_left(work.path()), 0);
 }
@@ -106,7 +92,8 @@ fn ctrl_c_tears_everything_down() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let mut child = clonesafe(&["run", &repo("scenarios/smoke.toml"), "--accel", "tcg", "--out", work.path().join("o").to_str().unwrap()], work.path())
+    let smoke = repo("scenarios/smoke.toml");
+    let mut child = clonesafe(&["run", smoke.to_str().unwrap(), "--accel", "tcg", "--out", work.path().join("o").to_str().unwrap()], work.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -120,7 +107,7 @@ fn ctrl_c_tears_everything_down() {
     std::thread::sleep(Duration::from_secs(2));
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED));
     assert!(settle_blocking(pid).is_empty(), "VMs left behind after Ctrl-C");
     assert_eq!(runs_left(work.path()), 0, "run directory left behind after Ctrl-C");
 }
@@ -131,25 +118,62 @@ fn bad_input_gets_a_clear_error_and_exit_2() {
     let work = tempfile::tempdir().unwrap();
     let f = work.path().join("bad.toml");
     std::fs::write(&f, "[[scenario]]\nname = \"x\"\nstrategy = \"naive\"\nclones = 2\nmemroy_mib = 256\n").unwrap();
-    let out = run(&["run", f.to_str().unwrap()], work.path());
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:5:") && err.contains("memroy_mib"), "{err}");
+    let out = work.path().join("o");
+    let ran = run_files(&[&f], &out, &[], work.path());
+    assert_eq!(ran.code(), Some(2));
+    assert!(ran.stderr().contains("bad.toml:5:") && ran.stderr().contains("memroy_mib"), "{}", ran.stderr());
 
-    let out = clonesafe(&["run", &repo("scenarios/smoke.toml")], work.path()).env("CLONESAFE_GUESTS", work.path().join("none")).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not built") && err.contains("build.sh"), "{err}");
+    let smoke = repo("scenarios/smoke.toml");
+    let o = clonesafe(&["run", smoke.to_str().unwrap(), "--out", out.to_str().unwrap()], work.path()).env("CLONESAFE_GUESTS", work.path().join("none")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Unknown guest \"tiny\"") && err.contains("ci/setup.sh"), "{err}");
 
-    let out = run(&["run", work.path().join("missing.toml").to_str().unwrap()], work.path());
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let ran = run_files(&[&work.path().join("missing.toml")], &out, &[], work.path());
+    assert_eq!(ran.code(), Some(2));
+    assert!(ran.stderr().contains("cannot read"));
     assert_eq!(runs_left(work.path()), 0);
 }
 
 #[test]
 fn help_documents_exit_codes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_clonesafe")).args(["run", "--help"]).output().unwrap();
+    let out = clonesafe(&["run", "--help"], Path::new("/tmp")).output().unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("Exit codes") && s.contains("--accel") && s.contains("--backend"), "{s}");
+    assert!(s.contains("Exit codes") && s.contains("--accel") && s.contains("--backend") && s.contains("143"), "{s}");
+}
+
+/// `clonesafe report schema` prints a JSON Schema that names the contract's fields.
+#[test]
+fn report_schema_prints_a_json_schema() {
+    let out = clonesafe(&["report", "schema"], Path::new("/tmp")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["$schema"].as_str().unwrap().contains("json-schema.org"), "{v}");
+    for k in ["schema_version", "clonesafe_version", "host", "scenarios"] {
+        assert!(v["required"].as_array().unwrap().iter().any(|r| r == k), "schema does not require {k}");
+    }
+}
+
+/// Through the binary: a scenario whose guest needs a capability the backend lacks is refused
+/// with exit 2 before any VM starts. (A guest that boots from its own disk, on a backend that
+/// does not declare disk-boot.)
+#[test]
+fn a_missing_capability_exits_2_before_any_vm_starts() {
+    let work = tempfile::tempdir().unwrap();
+    let g = work.path().join("guests/diskonly");
+    std::fs::create_dir_all(&g).unwrap();
+    std::fs::write(g.join("disk.qcow2"), "").unwrap();
+    std::fs::write(g.join("guest.toml"), "name = \"diskonly\"\n[boot]\nkind = \"disk\"\ndisk = \"disk.qcow2\"\n[agent]\ntransport = \"serial-probe\"\n").unwrap();
+    let f = work.path().join("s.toml");
+    std::fs::write(&f, "[[scenario]]\nname = \"d\"\nguest = \"diskonly\"\nstrategy = \"naive\"\nclones = 2\n").unwrap();
+    let out = work.path().join("o");
+    let mut c = clonesafe(&["run", f.to_str().unwrap(), "--out", out.to_str().unwrap()], work.path());
+    c.env("CLONESAFE_GUESTS", work.path().join("guests")).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let ran = finish(child, &out);
+    assert_eq!(ran.code(), Some(2), "{}", ran.stderr());
+    assert!(ran.stderr().contains("needs disk-boot") && ran.stderr().contains("qemu backend"), "{}", ran.stderr());
+    assert!(vms_of(pid).is_empty());
+    assert_eq!(runs_left(work.path()), 0, "no run directory either");
 }

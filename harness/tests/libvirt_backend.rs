@@ -4,13 +4,15 @@ mod common;
 
 use clonesafe::backend::libvirt::save_image::HEADER_LEN;
 use clonesafe::backend::libvirt::{LibvirtBackend, SnapshotMode, DEFAULT_URI};
+use clonesafe::backend::lifecycle::Timeouts;
+use clonesafe::backend::snapshot::ArtifactKind;
 use clonesafe::backend::Backend;
 use clonesafe::identity::NAME_PREFIX;
-use clonesafe_protocol::{Reply, Request};
 use common::*;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
 
 fn libvirt(mode: SnapshotMode) -> Option<LibvirtBackend> {
     guest()?;
@@ -43,9 +45,7 @@ async fn save_image_show_agrees_with_virsh_save() {
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("virsh.save");
     tokio::time::timeout(VM_TEST_BOUND, async {
-        let mut s = spec(&guest, work.path(), "saved", true);
-        s.identity.vmgenid = Some(clonesafe::identity::VmGenId(uuid::Uuid::new_v4()));
-        let vm = b.boot(s.clone()).await.unwrap();
+        let vm = b.boot(&machine(&guest, true), args(work.path(), "saved", true), &Timeouts::default()).await.unwrap();
         let out = Command::new("virsh").args(["-c", DEFAULT_URI, "save", vm.name(), file.to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "virsh save: {}", String::from_utf8_lossy(&out.stderr));
         vm.destroy().await.unwrap();
@@ -104,26 +104,26 @@ async fn clones_restore_through_rewritten_images_in_both_modes() {
         let guest = guest().unwrap();
         let work = tempfile::tempdir().unwrap();
         tokio::time::timeout(VM_TEST_BOUND, async {
-            let mut source = b.boot(spec(&guest, work.path(), "src", false)).await.unwrap();
-            assert_eq!(source.probe().call(&Request::Hold, Duration::from_secs(30)).await.unwrap(), Reply::Held);
-            let snap = source.snapshot(work.path()).await.unwrap();
+            let t = Timeouts::default();
+            let mut source = b.boot(&machine(&guest, false), args(work.path(), "src", false), &t).await.unwrap();
+            source.agent().unwrap().hold(T).await.unwrap();
+            let snap = source.snapshottable().unwrap().snapshot(work.path()).await.unwrap();
+            let image = snap.artifact(ArtifactKind::LibvirtSaveImage).unwrap().to_path_buf();
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&snap.memory).unwrap().permissions().mode() & 0o777, 0o600);
-            let image_len = std::fs::metadata(&snap.memory).unwrap().len();
+            assert_eq!(std::fs::metadata(&image).unwrap().permissions().mode() & 0o777, 0o600);
+            let image_len = std::fs::metadata(&image).unwrap().len();
             let mut clones = Vec::new();
             for i in 0..2 {
-                let mut c = b.restore(&snap, spec(&guest, work.path(), &format!("c{i}"), false)).await.unwrap();
-                assert!(matches!(c.probe().call(&Request::Go, Duration::from_secs(30)).await.unwrap(), Reply::Resumed { .. }));
+                let mut c = b.restorer().unwrap().restore(&snap, args(work.path(), &format!("c{i}"), false), &t).await.unwrap();
+                c.agent().unwrap().go(T).await.unwrap();
                 clones.push(c);
             }
-            assert_eq!(std::fs::metadata(&snap.memory).unwrap().len(), image_len, "the image was not copied or grown");
+            assert_eq!(std::fs::metadata(&image).unwrap().len(), image_len, "the image was not copied or grown");
             let notes = clones[0].notes().join(" ");
             assert!(notes.contains("does not match source") && notes.contains("rewrote"), "{notes}");
             // Each clone's disk write stays its own.
-            let w = Request::WriteFile { path: "/data/who".into(), data: "c0".into() };
-            assert!(matches!(clones[0].probe().call(&w, Duration::from_secs(30)).await.unwrap(), Reply::Written { .. }));
-            let r = Request::ReadFile { path: "/data/who".into() };
-            assert_eq!(clones[1].probe().call(&r, Duration::from_secs(30)).await.unwrap(), Reply::File { path: "/data/who".into(), data: None });
+            clones[0].agent().unwrap().write_file("/data/who", "c0", T).await.unwrap();
+            assert_eq!(clones[1].agent().unwrap().read_file("/data/who", T).await.unwrap(), None);
             // libvirt runs each clone under the name and UUID it was given.
             let names = ours(&b);
             for c in &clones {
@@ -148,15 +148,16 @@ async fn genid_on_restore_is_measured() {
     let guest = guest().unwrap();
     let work = tempfile::tempdir().unwrap();
     tokio::time::timeout(VM_TEST_BOUND, async {
-        let src_spec = spec(&guest, work.path(), "gsrc", true);
-        let mut source = b.boot(src_spec.clone()).await.unwrap();
-        assert_eq!(source.probe().call(&Request::Hold, Duration::from_secs(30)).await.unwrap(), Reply::Held);
-        let snap = source.snapshot(work.path()).await.unwrap();
-        // The clone keeps the image's genid (no new one from the strategy).
-        let mut c = b.restore(&snap, spec(&guest, work.path(), "gclone", false)).await.unwrap();
-        let _ = c.probe().call(&Request::Go, Duration::from_secs(30)).await.unwrap();
-        let Reply::Report { identity } = c.probe().call(&Request::Report, Duration::from_secs(30)).await.unwrap() else { panic!() };
-        let image_genid = src_spec.identity.vmgenid.unwrap().to_string();
+        let t = Timeouts::default();
+        let src_args = args(work.path(), "gsrc", true);
+        let image_genid = src_args.identity.vmgenid.unwrap().to_string();
+        let mut source = b.boot(&machine(&guest, true), src_args, &t).await.unwrap();
+        source.agent().unwrap().hold(T).await.unwrap();
+        let snap = source.snapshottable().unwrap().snapshot(work.path()).await.unwrap();
+        // The clone keeps the image's genid (no new one from the recipe).
+        let mut c = b.restorer().unwrap().restore(&snap, args(work.path(), "gclone", false), &t).await.unwrap();
+        c.agent().unwrap().go(T).await.unwrap();
+        let identity = c.agent().unwrap().report(&guest.sources, T).await.unwrap();
         let dumped = Command::new("virsh").args(["-c", DEFAULT_URI, "dumpxml", c.name()]).output().unwrap();
         let dumped = String::from_utf8_lossy(&dumped.stdout).to_string();
         let regenerated = !dumped.contains(&image_genid);
@@ -180,17 +181,17 @@ fn smoke_suite_on_libvirt_matches_qemu_verdicts() {
     }
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("out");
-    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_clonesafe"))
-        .args(["run", smoke.to_str().unwrap(), "--backend", "libvirt", "--out", out_dir.to_str().unwrap()])
-        .env("CLONESAFE_WORKDIR", work.path().join("runs"))
+    let smoke = repo("scenarios/smoke.toml");
+    let child = clonesafe(&["run", smoke.to_str().unwrap(), "--backend", "libvirt", "--out", out_dir.to_str().unwrap()], work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
-    let naive = r["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "naive").unwrap();
+    let ran = finish(child, &out_dir);
+    assert_eq!(ran.code(), Some(0));
+    let naive = ran.scenario("naive");
+    assert!(ran.report()["host"]["vmms"].as_array().unwrap().iter().any(|v| v["name"] == "libvirt"), "host.vmms names libvirt");
     assert_eq!(naive["backend"], "libvirt");
     let notes = naive["notes"].to_string();
     assert!(notes.contains("Target domain uuid") && notes.contains("rewrote the domain XML"), "{notes}");

@@ -1,34 +1,27 @@
 //! The HTML report in a real headless browser (Debian's chromium): it renders the matrix with
 //! its verdict colours, and the page needs nothing from the network.
 
+mod common;
+
+use clonesafe::backend::accel::AccelChoice;
 use clonesafe::backend::fake::FakeBackend;
-use clonesafe::backend::{accel::AccelChoice, Backend, BackendKind, Timeouts};
+use clonesafe::backend::lifecycle::Timeouts;
 use clonesafe::events::NullSink;
-use clonesafe::runner::{run_plan, Backends, RunOptions};
+use clonesafe::runner::{run_plan, RunOptions};
 use clonesafe::scenario::{parse, Plan};
+use clonesafe_metadata::Report;
+use common::{fake_guests, Fake};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-struct Fake(Arc<FakeBackend>);
-impl Backends for Fake {
-    fn get(&self, _: BackendKind) -> Result<Arc<dyn Backend>, String> {
-        Ok(self.0.clone())
-    }
-}
-
-async fn fake_report(dir: &Path) -> clonesafe::report::Report {
-    let guests = dir.join("guests/tiny");
-    std::fs::create_dir_all(&guests).unwrap();
-    for f in ["vmlinuz", "initrd.img", "data.qcow2", "manifest.json"] {
-        std::fs::write(guests.join(f), "{}").unwrap();
-    }
+async fn fake_report(dir: &Path) -> Report {
     let src = "[[scenario]]\nname = \"naive\"\nstrategy = \"naive\"\nclones = 3\n[scenario.expect]\nmac = \"unique\"\n\n[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n";
     let plan = Plan { scenarios: parse(Path::new("t.toml"), src).unwrap() };
     let opts = RunOptions {
         accel: AccelChoice::Tcg,
         jobs: 2,
-        guests_dir: dir.join("guests"),
+        guests_dir: fake_guests(dir),
         work_root: dir.join("runs"),
         timeouts: Timeouts::default(),
     };
@@ -40,7 +33,7 @@ async fn report_files_are_self_contained_and_consistent() {
     let d = tempfile::tempdir().unwrap();
     let r = fake_report(d.path()).await;
     let out = d.path().join("out");
-    r.write_reference(&out).unwrap();
+    clonesafe::report::write_reference(&r, &out).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("id=\"matrix\"") && html.contains("<details>"));
     // (SVG's xmlns="http://www.w3.org/2000/svg" is a name, not a fetch.)
@@ -67,7 +60,7 @@ async fn report_renders_in_headless_chromium() {
     let d = tempfile::tempdir().unwrap();
     let r = fake_report(d.path()).await;
     let out = d.path().join("out");
-    r.write_all(&out).unwrap();
+    clonesafe::report::write_all(&r, &out).unwrap();
     let shot = d.path().join("shot.png");
     let profile = d.path().join("profile");
     let status = Command::new(chromium)

@@ -1,52 +1,44 @@
-//! The runner against the in-process fake backend: plumbing, verdicts, errors and teardown,
-//! without booting anything. (The real backends have their own tests.)
+//! The runner against the in-process fake backend: plumbing, verdicts, errors, teardown and the
+//! plan-time capability check, without booting anything. (The real backends have their own
+//! tests.)
 
+mod common;
+
+use clonesafe::backend::accel::AccelChoice;
+use clonesafe::backend::capability::Capability;
 use clonesafe::backend::fake::FakeBackend;
-use clonesafe::backend::{accel::AccelChoice, Backend, BackendKind, Timeouts};
-use clonesafe::checks::{CheckId, Verdict};
+use clonesafe::backend::lifecycle::Timeouts;
 use clonesafe::events::Recorder;
-use clonesafe::runner::{run_plan, Backends, RunOptions};
+use clonesafe::runner::{run_plan, RunError, RunOptions};
 use clonesafe::scenario::{parse, Plan};
+use clonesafe_metadata::{CheckId, MeasurementId, Report, Strategy, Verdict};
+use common::{fake_guests, validate_report, Fake};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Fake(Arc<FakeBackend>);
-impl Backends for Fake {
-    fn get(&self, _: BackendKind) -> Result<Arc<dyn Backend>, String> {
-        Ok(self.0.clone())
-    }
-}
-
-/// A directory that looks like a built guest (the fake never reads the files).
-fn fake_guests() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("tiny")).unwrap();
-    for f in ["vmlinuz", "initrd.img", "data.qcow2", "manifest.json"] {
-        std::fs::write(d.path().join("tiny").join(f), "{}").unwrap();
-    }
-    d
-}
-
 fn plan(src: &str) -> Plan {
     Plan { scenarios: parse(Path::new("t.toml"), src).unwrap() }
 }
 
-async fn run(p: &Plan, fake: Arc<FakeBackend>, boot_timeout: Duration) -> (clonesafe::report::Report, tempfile::TempDir) {
-    let guests = fake_guests();
-    let work = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
+fn opts(dir: &Path, boot_timeout: Duration) -> RunOptions {
+    RunOptions {
         accel: AccelChoice::Tcg,
         jobs: 2,
-        guests_dir: guests.path().to_path_buf(),
-        work_root: work.path().join("runs"),
+        guests_dir: fake_guests(dir),
+        work_root: dir.join("runs"),
         timeouts: Timeouts { boot: boot_timeout, ..Timeouts::default() },
-    };
+    }
+}
+
+async fn run(p: &Plan, fake: Arc<FakeBackend>, boot_timeout: Duration) -> (Report, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
     let rec = Recorder::default();
-    let r = run_plan(p, &opts, &Fake(fake), &rec).await.unwrap();
+    let r = run_plan(p, &opts(work.path(), boot_timeout), &Fake(fake), &rec).await.unwrap();
     assert!(!rec.0.lock().unwrap().is_empty(), "the runner emits events");
     assert_eq!(std::fs::read_dir(work.path().join("runs")).unwrap().count(), 0, "run directory removed");
+    validate_report(&serde_json::to_value(&r).unwrap());
     (r, work)
 }
 
@@ -67,19 +59,22 @@ clones = 2
 machine_id = "unique"
 "#;
 
+fn v(r: &Report, s: usize, id: CheckId) -> Verdict {
+    r.scenarios[s].check(id).unwrap().verdict()
+}
+
 #[tokio::test]
 async fn naive_clones_share_state_and_cold_boots_do_not() {
     let fake = Arc::new(FakeBackend::default());
     let (r, _w) = run(&plan(BOTH), fake.clone(), Duration::from_secs(5)).await;
     assert_eq!(fake.live.load(Ordering::SeqCst), 0, "every VM destroyed");
     assert_eq!(r.exit_code(), 0);
-    let v = |s: usize, id: CheckId| r.scenarios[s].checks.iter().find(|c| c.id() == id).unwrap().verdict();
-    assert_eq!(v(0, CheckId::MachineId), Verdict::Duplicate);
-    assert_eq!(v(0, CheckId::Mac), Verdict::Duplicate);
-    assert_eq!(v(0, CheckId::DiskSerial), Verdict::Unique);
-    assert_eq!(v(0, CheckId::KernelRng), Verdict::Duplicate);
-    assert_eq!(v(1, CheckId::MachineId), Verdict::Unique);
-    assert_eq!(v(1, CheckId::Vmgenid), Verdict::Skipped);
+    assert_eq!(v(&r, 0, CheckId::MachineId), Verdict::Duplicate);
+    assert_eq!(v(&r, 0, CheckId::Mac), Verdict::Duplicate);
+    assert_eq!(v(&r, 0, CheckId::DiskSerial), Verdict::Unique);
+    assert_eq!(v(&r, 0, CheckId::KernelRng), Verdict::Duplicate);
+    assert_eq!(v(&r, 1, CheckId::MachineId), Verdict::Unique);
+    assert_eq!(v(&r, 1, CheckId::Vmgenid), Verdict::Skipped);
     assert_eq!(r.scenarios[0].timing.restore_ms.len(), 3);
     assert_eq!(r.scenarios[0].timing.boot_ms.len(), 1);
     assert!(r.scenarios[0].timing.snapshot_ms.is_some());
@@ -93,7 +88,7 @@ async fn an_unmet_expectation_is_exit_1() {
     let fake = Arc::new(FakeBackend::default());
     let (r, _w) = run(&p, fake.clone(), Duration::from_secs(5)).await;
     assert_eq!(r.exit_code(), 1);
-    assert!(!r.scenarios[0].checks.iter().find(|c| c.id() == CheckId::Mac).unwrap().met);
+    assert!(!r.scenarios[0].check(CheckId::Mac).unwrap().met);
     assert_eq!(fake.live.load(Ordering::SeqCst), 0);
 }
 
@@ -106,11 +101,11 @@ async fn a_boot_that_hangs_fails_the_scenario_not_the_run_and_tears_down_the_oth
     // boot #0 is the naive source, boot #1 the first cold boot.
     assert!(r.scenarios[0].error.is_none());
     let e = r.scenarios[1].error.as_deref().unwrap();
-    assert!(e.contains("boot (QEMU start to probe ready) timed out") && e.contains("kernel stuck"), "{e}");
+    assert!(e.contains("boot (VMM start to agent ready) timed out") && e.contains("kernel stuck"), "{e}");
 }
 
 /// The live fix-up plumbing on the fake: nic-replug makes the guest see the host's MAC (window
-/// recorded), agent-fixup regenerates machine-id (fix-up timing recorded).
+/// recorded), agent regenerates machine-id (fix-up timing recorded).
 #[tokio::test]
 async fn full_strategy_runs_replug_and_fixup_on_every_clone() {
     let p = plan("[[scenario]]\nname = \"f\"\nstrategy = \"full\"\nclones = 3\n[scenario.expect]\nmac = \"unique\"\nhw_mismatch_ms = \"unique\"\nmachine_id = \"unique\"\n");
@@ -119,10 +114,44 @@ async fn full_strategy_runs_replug_and_fixup_on_every_clone() {
     assert_eq!(fake.live.load(Ordering::SeqCst), 0);
     assert_eq!(r.exit_code(), 0, "{:?}", r.scenarios[0].checks.iter().filter(|c| !c.met).map(|c| (c.id(), c.result.detail.clone())).collect::<Vec<_>>());
     let t = &r.scenarios[0].timing;
-    assert_eq!(t.nic_window_ms.len(), 3);
-    assert_eq!(t.fixup_ms.len(), 3);
-    assert_eq!(t.fixup_window_ms.len(), 3);
+    for id in [MeasurementId::NicWindowMs, MeasurementId::FixupMs, MeasurementId::FixupWindowMs] {
+        assert_eq!(t.measurements[&id].len(), 3, "{id}");
+    }
     // No canary was planted: the remanence check says so instead of guessing.
-    let rem = r.scenarios[0].checks.iter().find(|c| c.id() == CheckId::SecretRemanence).unwrap();
-    assert_eq!(rem.verdict(), Verdict::Skipped);
+    assert_eq!(v(&r, 0, CheckId::SecretRemanence), Verdict::Skipped);
+}
+
+/// A recipe composed with method and fixups that equals a preset is that preset, with its
+/// verdicts; one that matches no preset is reported as custom with its recipe.
+#[tokio::test]
+async fn a_composed_recipe_equal_to_a_preset_gives_the_presets_verdicts() {
+    let src = "[[scenario]]\nname = \"preset\"\nstrategy = \"full\"\nclones = 2\n\n[[scenario]]\nname = \"composed\"\nmethod = \"live\"\nfixups = [\"nic-replug\", \"vmgenid\", \"agent\"]\nclones = 2\n\n[[scenario]]\nname = \"custom\"\nmethod = \"live\"\nfixups = [\"vmgenid\", \"agent\"]\nclones = 2\n\n[[scenario]]\nname = \"agent\"\nmethod = \"live\"\nfixups = [\"agent\"]\nclones = 2\n";
+    let (r, _w) = run(&plan(src), Arc::new(FakeBackend::default()), Duration::from_secs(5)).await;
+    assert_eq!(r.scenarios[1].strategy, Strategy::Full);
+    let verdicts = |i: usize| r.scenarios[i].checks.iter().map(|c| (c.id(), c.verdict())).collect::<Vec<_>>();
+    assert_eq!(verdicts(0), verdicts(1));
+    assert_eq!(r.scenarios[2].strategy, Strategy::Custom);
+    assert_eq!(r.scenarios[2].recipe_label(), "live+vmgenid+agent");
+    assert_eq!(r.scenarios[3].strategy, Strategy::AgentFixup);
+}
+
+/// A scenario that needs a capability its backend lacks fails at plan time: exit 2, the error
+/// names the capability and the backend, and no VM ever started.
+#[tokio::test]
+async fn a_missing_capability_fails_at_plan_time_and_starts_no_vm() {
+    let fake = Arc::new(FakeBackend::without(Capability::NicHotplug));
+    let work = tempfile::tempdir().unwrap();
+    let p = plan("[[scenario]]\nname = \"ok\"\nstrategy = \"naive\"\nclones = 2\n\n[[scenario]]\nname = \"replug\"\nstrategy = \"nic-replug\"\nclones = 2\n");
+    let e = run_plan(&p, &opts(work.path(), Duration::from_secs(5)), &Fake(fake.clone()), &Recorder::default()).await.unwrap_err();
+    assert!(matches!(e, RunError::Capability { capability: Capability::NicHotplug, .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("replug") && msg.contains("nic-hotplug") && msg.contains("qemu backend") && msg.contains("fix-up nic-replug"), "{msg}");
+    assert_eq!(fake.started.load(Ordering::SeqCst), 0, "no VM may start when the plan is refused");
+    assert!(!work.path().join("runs").exists() || std::fs::read_dir(work.path().join("runs")).unwrap().count() == 0);
+
+    let fake = Arc::new(FakeBackend::without(Capability::LiveSnapshot));
+    let p = plan("[[scenario]]\nname = \"n\"\nstrategy = \"naive\"\nclones = 2\n");
+    let e = run_plan(&p, &opts(work.path(), Duration::from_secs(5)), &Fake(fake.clone()), &Recorder::default()).await.unwrap_err();
+    assert!(e.to_string().contains("live-snapshot (for method live)"), "{e}");
+    assert_eq!(fake.started.load(Ordering::SeqCst), 0);
 }

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
 
 const SCENARIOS: &str = r#"
 [[scenario]]
@@ -52,6 +51,16 @@ hostname = "unique"
 ssh_host_keys = "unique"
 
 [[scenario]]
+name = "composed"
+method = "live"
+fixups = ["vmgenid", "agent"]
+clones = 2
+[scenario.expect]
+machine_id = "unique"
+vmgenid = "unique"
+mac = "duplicate"
+
+[[scenario]]
 name = "full"
 strategy = "full"
 clones = 2
@@ -77,24 +86,22 @@ fn every_strategy_shows_what_its_recipe_fixes() {
     let f = work.path().join("strategies.toml");
     std::fs::write(&f, SCENARIOS).unwrap();
     let out_dir = work.path().join("out");
-    let child = Command::new(env!("CARGO_BIN_EXE_clonesafe"))
-        .args(["run", f.to_str().unwrap(), "--accel", "tcg", "--out", out_dir.to_str().unwrap()])
-        .env("CLONESAFE_WORKDIR", work.path().join("runs"))
-        .stdout(Stdio::piped())
+    let child = clonesafe(&["run", f.to_str().unwrap(), "--accel", "tcg", "--out", out_dir.to_str().unwrap()], work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert_eq!(out.status.code(), Some(0), "some expectation not met");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
-    let get = |scen: &str| r["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == scen).unwrap().clone();
+    let ran = finish(child, &out_dir);
+    assert_eq!(ran.code(), Some(0), "some expectation not met");
+    let get = |scen: &str| ran.scenario(scen);
     // Evidence, not just verdicts: nic-replug measured a window, agent-fixup a duration.
     let nic = get("nic-replug");
     assert!(nic["timing"]["nic_window_ms"].as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|ms| ms > 0.0)), "{}", nic["timing"]);
     let fix = get("agent-fixup");
     assert_eq!(fix["timing"]["fixup_ms"].as_array().unwrap().len(), 2);
+    assert_eq!(get("composed")["strategy"], "custom");
+    assert_eq!(get("composed")["recipe"]["fixups"], serde_json::json!(["vmgenid", "agent"]));
     let sysprep = get("image-clone-sysprep");
     assert!(sysprep["notes"].to_string().contains("virt-sysprep operations covered"));
     assert!(settle_blocking(pid).is_empty(), "VMs left behind");

@@ -98,7 +98,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             Some(Err(_)) => Reply::Error { message: "sampler thread panicked".into() },
             None => Reply::Error { message: "samples before go".into() },
         },
-        Request::Report => Reply::Report { identity: identity() },
+        Request::Report { sources } => Reply::Report { identity: identity(&sources) },
         Request::WriteFile { path, data } => match data_path(&path).and_then(|p| {
             let mut f = fs::File::create(p).map_err(|e| e.to_string())?;
             f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| e.to_string())
@@ -261,7 +261,7 @@ fn data_path(path: &str) -> Result<&str, String> {
     }
 }
 
-fn identity() -> Identity {
+fn identity(sources: &clonesafe_protocol::Sources) -> Identity {
     let mut id = Identity { uptime_ms: uptime_ms(), ..Default::default() };
     let errors = std::cell::RefCell::new(Vec::new());
     let read = |field: &str, path: &str| -> Option<String> {
@@ -274,7 +274,7 @@ fn identity() -> Identity {
         }
     };
     id.product_uuid = read("product_uuid", "/sys/class/dmi/id/product_uuid");
-    id.machine_id = read("machine_id", "/data/etc/machine-id");
+    id.machine_id = read("machine_id", &sources.machine_id);
     id.hostname = read("hostname", "/proc/sys/kernel/hostname");
     id.boot_id = read("boot_id", "/proc/sys/kernel/random/boot_id");
     for name in sorted_dir("/sys/class/net") {
@@ -292,9 +292,9 @@ fn identity() -> Identity {
             }
         }
     }
-    for name in sorted_dir("/data/etc/ssh") {
+    for name in sorted_dir(&sources.ssh_host_keys) {
         if let Some(stripped) = name.strip_suffix(".pub") {
-            let path = format!("/data/etc/ssh/{name}");
+            let path = format!("{}/{name}", sources.ssh_host_keys);
             match read("ssh_host_keys", &path).map(|s| fingerprint(&s)) {
                 Some(Ok(fp)) => id.ssh_host_keys.push(HostKey { file: stripped.to_string(), fingerprint: fp }),
                 Some(Err(e)) => errors.borrow_mut().push(("ssh_host_keys".into(), format!("{path}: {e}"))),

@@ -37,8 +37,12 @@ pub enum Request {
     /// Collect the remaining kernel RNG samples, which a probe thread takes at
     /// [`KERNEL_RNG_SAMPLE_OFFSETS_MS`] after the first sample of the last `go`.
     Samples,
-    /// Report the guest-visible identity.
-    Report,
+    /// Report the guest-visible identity, reading the file-based identities where `sources`
+    /// says (the guest's manifest); absent fields fall back to [`Sources::default`].
+    Report {
+        #[serde(default)]
+        sources: Sources,
+    },
     /// Write `data` to `path` (must be under `/data`), then fsync.
     WriteFile { path: String, data: String },
     /// Read `path` (must be under `/data`); `data` is null when absent.
@@ -56,6 +60,23 @@ pub enum Request {
     Canary { secret_xff_hex: String },
     /// Mitigate remanence: fstrim /data (discard freed blocks) and drop the page cache.
     Scrub,
+}
+
+/// Where a guest keeps the identities that are files. Each is a path inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    /// The machine-id file.
+    pub machine_id: String,
+    /// The directory holding `ssh_host_*_key.pub`.
+    pub ssh_host_keys: String,
+}
+
+impl Default for Sources {
+    /// The tiny guest's layout: its identity lives on the /data disk.
+    fn default() -> Self {
+        Sources { machine_id: "/data/etc/machine-id".into(), ssh_host_keys: "/data/etc/ssh".into() }
+    }
 }
 
 /// One random sample and the guest's CLOCK_MONOTONIC time when it was taken.
@@ -138,6 +159,9 @@ mod tests {
         assert_eq!(r, Request::ReadFile { path: "/data/x".into() });
         assert!(serde_json::from_str::<Request>(r#"{"op":"read_file","path":"/data/x","extra":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        // The form before `sources` existed still parses, with the tiny guest's paths.
+        let r: Request = serde_json::from_str(r#"{"op":"report"}"#).unwrap();
+        assert_eq!(r, Request::Report { sources: Sources::default() });
     }
 
     #[test]

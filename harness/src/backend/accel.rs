@@ -3,19 +3,16 @@
 //! So `auto` boots the real guest under KVM with a bound, and falls back to TCG, saying why.
 //! The verdict is cached per (host kernel, QEMU, guest kernel) so later runs skip the trial.
 
-use super::{Backend, Timeouts, VmSpec};
-use crate::guest::GuestImage;
+use super::emulator;
+use super::lifecycle::Timeouts;
+use super::snapshot::{CloneArgs, Machine};
+use super::Backend;
+use crate::guest::GuestProfile;
 use crate::identity::{HostIdentity, NAME_PREFIX};
+use clonesafe_metadata::Accel;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AccelChoice {
@@ -38,12 +35,7 @@ pub const KVM_TRIAL_BOUND: Duration = Duration::from_secs(20);
 
 /// Can this process open /dev/kvm read-write?
 pub fn kvm_device() -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map(drop)
-        .map_err(|e| format!("/dev/kvm: {e}"))
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop).map_err(|e| format!("/dev/kvm: {e}"))
 }
 
 /// `$CLONESAFE_STATE/accel.json` (default /var/lib/clonesafe/accel.json).
@@ -51,9 +43,8 @@ fn cache_path() -> PathBuf {
     std::env::var_os("CLONESAFE_STATE").map(PathBuf::from).unwrap_or_else(|| "/var/lib/clonesafe".into()).join("accel.json")
 }
 
-fn cache_key(guest: &GuestImage) -> String {
-    let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("host={} qemu={} guest={}", uname.trim(), crate::doctor::qemu_version().unwrap_or_default(), guest.kernel_release.clone().unwrap_or_default())
+fn cache_key(guest: &GuestProfile) -> String {
+    format!("host={} qemu={} guest={}", emulator::host_kernel(), emulator::qemu_version().unwrap_or_default(), guest.kernel_release.clone().unwrap_or_default())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,12 +54,12 @@ struct Cached {
 }
 
 /// A previously measured decision for this host, if any.
-pub fn cached(guest: &GuestImage) -> Option<AccelDecision> {
+pub fn cached(guest: &GuestProfile) -> Option<AccelDecision> {
     let c: Cached = serde_json::from_str(&std::fs::read_to_string(cache_path()).ok()?).ok()?;
     (c.key == cache_key(guest)).then_some(c.decision)
 }
 
-pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestImage, work: &Path) -> AccelDecision {
+pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestProfile, work: &Path) -> AccelDecision {
     match choice {
         AccelChoice::Kvm => AccelDecision { accel: Accel::Kvm, reason: "forced with --accel kvm".into() },
         AccelChoice::Tcg => AccelDecision { accel: Accel::Tcg, reason: "forced with --accel tcg".into() },
@@ -87,28 +78,20 @@ pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestIm
     }
 }
 
-/// Boot the guest under KVM once, bounded, and keep KVM only if the probe answered.
-async fn trial(backend: &dyn Backend, guest: &GuestImage, work: &Path) -> AccelDecision {
+/// Boot the guest under KVM once, bounded, and keep KVM only if its agent answered.
+async fn trial(backend: &dyn Backend, guest: &GuestProfile, work: &Path) -> AccelDecision {
     let name = format!("{NAME_PREFIX}{}-kvm-trial", std::process::id());
-    let spec = VmSpec {
-        identity: HostIdentity::fresh(name, false),
-        guest: guest.clone(),
-        memory_mib: 256,
-        accel: Accel::Kvm,
-        dir: work.join("kvm-trial"),
-        timeouts: Timeouts { boot: KVM_TRIAL_BOUND, ..Timeouts::default() },
-    };
-    match backend.boot(spec).await {
+    let machine = Machine::new(guest.clone(), 256, Accel::Kvm);
+    let args = CloneArgs { identity: HostIdentity::fresh(name), dir: work.join("kvm-trial") };
+    let t = Timeouts { boot: KVM_TRIAL_BOUND, ..Timeouts::default() };
+    match backend.boot(&machine, args, &t).await {
         Ok(vm) => {
             let _ = vm.destroy().await;
             AccelDecision { accel: Accel::Kvm, reason: "a trial guest booted under KVM".into() }
         }
         Err(e) => {
             let first = e.to_string().lines().next().unwrap_or_default().to_string();
-            AccelDecision {
-                accel: Accel::Tcg,
-                reason: format!("/dev/kvm is present but a trial guest did not boot under it ({first}); using TCG"),
-            }
+            AccelDecision { accel: Accel::Tcg, reason: format!("/dev/kvm is present but a trial guest did not boot under it ({first}); using TCG") }
         }
     }
 }

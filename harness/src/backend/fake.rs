@@ -1,11 +1,18 @@
 //! An in-process fake backend for unit-testing the runner. Its "guest" answers the real probe
 //! protocol over an in-memory pipe, and its snapshot copies guest state the way a memory
-//! snapshot does, so naive clones share it. Never used for verdicts about real VMs.
+//! snapshot does, so naive clones share it. Its capabilities can be narrowed, to test the
+//! plan-time check. Never used for verdicts about real VMs.
 
-use super::{Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
-use crate::identity::HostIdentity;
-use crate::probes::ProbeChannel;
+use super::capability::{Capabilities, Capability};
+use super::error::BackendError;
+use super::lifecycle::{Phase, Timeouts};
+use super::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snapshot, SourceRecord};
+use super::{Backend, NicHotplug, Restore, Snapshottable, Vm};
+use crate::agent::serial::ProbeChannel;
+use crate::agent::GuestAgent;
+use crate::identity::{HostIdentity, MacAddr};
 use async_trait::async_trait;
+use clonesafe_metadata::{BackendKind, Vmm};
 use clonesafe_protocol::{Disk, Identity, Nic, Reply, Request, Sample};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,24 +29,41 @@ struct GuestState {
     rng: u64,
 }
 
-#[derive(Default)]
 pub struct FakeBackend {
     /// VMs alive right now: tests assert it returns to zero.
     pub live: Arc<AtomicUsize>,
+    /// VMs booted or restored so far: tests assert nothing started.
+    pub started: Arc<AtomicUsize>,
     /// Make the n-th boot (0-based) hang past its timeout.
     pub hang_boot: Option<usize>,
     boots: AtomicUsize,
     snapshots: Snapshots,
+    caps: Capabilities,
 }
 
 type Snapshots = Arc<Mutex<Vec<(String, GuestState)>>>;
 
+impl Default for FakeBackend {
+    fn default() -> Self {
+        FakeBackend {
+            live: Default::default(),
+            started: Default::default(),
+            hang_boot: None,
+            boots: Default::default(),
+            snapshots: Default::default(),
+            caps: Capabilities::of(super::qemu::CAPABILITIES),
+        }
+    }
+}
+
 pub struct FakeVm {
     identity: HostIdentity,
+    machine: Machine,
     probe: ProbeChannel,
     state: Arc<Mutex<GuestState>>,
     live: Arc<AtomicUsize>,
     snapshots: Snapshots,
+    caps: Capabilities,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -66,7 +90,13 @@ impl FakeBackend {
         FakeBackend { hang_boot: Some(n), ..Default::default() }
     }
 
-    fn start(&self, id: HostIdentity, state: GuestState, announce: bool) -> FakeVm {
+    /// A fake that lacks `cap`.
+    pub fn without(cap: Capability) -> Self {
+        let d = FakeBackend::default();
+        FakeBackend { caps: d.caps.clone().without(cap), ..d }
+    }
+
+    fn start(&self, id: HostIdentity, machine: Machine, state: GuestState, announce: bool) -> FakeVm {
         let (host, guest) = tokio::io::duplex(1 << 16);
         let state = Arc::new(Mutex::new(state));
         let st = state.clone();
@@ -90,7 +120,8 @@ impl FakeBackend {
             }
         });
         self.live.fetch_add(1, Ordering::SeqCst);
-        FakeVm { identity: id, probe: ProbeChannel::new(host), state, live: self.live.clone(), snapshots: self.snapshots.clone(), task }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        FakeVm { identity: id, machine, probe: ProbeChannel::new(host), state, live: self.live.clone(), snapshots: self.snapshots.clone(), caps: self.caps.clone(), task }
     }
 }
 
@@ -104,7 +135,7 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
         Request::Hold => Reply::Held,
         Request::Go => Reply::Resumed { kernel_rng: vec![next()], userspace_rng: vec![next()] },
         Request::Samples => Reply::Samples { kernel_rng: vec![next()] },
-        Request::Report => Reply::Report {
+        Request::Report { .. } => Reply::Report {
             identity: Identity {
                 nics: vec![Nic { name: "eth0".into(), mac: s.mac.clone() }],
                 product_uuid: Some(s.product_uuid.clone()),
@@ -136,32 +167,40 @@ impl Backend for FakeBackend {
         BackendKind::Qemu
     }
 
-    async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    fn versions(&self) -> Vec<Vmm> {
+        vec![Vmm { name: "fake".into(), version: "0".into() }]
+    }
+
+    fn reap_stale(&self) -> Vec<String> {
+        vec![]
+    }
+
+    async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let n = self.boots.fetch_add(1, Ordering::SeqCst);
-        let state = fresh_state(&spec.identity);
-        let mut vm = self.start(spec.identity.clone(), state, self.hang_boot != Some(n));
-        if let Err(e) = vm.probe.wait_ready(spec.timeouts.boot).await {
-            let _ = e;
-            return Err(BackendError::Timeout {
-                vm: spec.identity.name,
-                phase: Phase::Boot,
-                after: spec.timeouts.boot,
-                console_tail: "fake console: kernel stuck".into(),
-            });
+        let state = fresh_state(&args.identity);
+        let mut vm = self.start(args.identity.clone(), machine.clone(), state, self.hang_boot != Some(n));
+        if vm.probe.wait_ready(t.boot).await.is_err() {
+            return Err(BackendError::Timeout { vm: args.identity.name, phase: Phase::Boot, after: t.boot, console_tail: "fake console: kernel stuck".into() });
         }
         Ok(Box::new(vm))
     }
 
-    async fn restore(&self, snap: &Snapshot, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        let state = self
-            .snapshots
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(p, _)| *p == snap.memory.display().to_string())
-            .map(|(_, s)| s.clone())
-            .ok_or_else(|| BackendError::Other(format!("no fake snapshot at {}", snap.memory.display())))?;
-        Ok(Box::new(self.start(spec.identity, state, false)))
+    fn restorer(&self) -> Option<&dyn Restore> {
+        self.caps.has(Capability::LiveSnapshot).then_some(self as &dyn Restore)
+    }
+}
+
+#[async_trait]
+impl Restore for FakeBackend {
+    async fn restore(&self, snap: &Snapshot, args: CloneArgs, _t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+        let key = snap.memory().map(|a| a.path.display().to_string()).unwrap_or_default();
+        let state = self.snapshots.lock().unwrap().iter().find(|(p, _)| *p == key).map(|(_, s)| s.clone());
+        let state = state.ok_or(BackendError::WrongSnapshot { backend: BackendKind::Qemu, made_by: snap.backend })?;
+        Ok(Box::new(self.start(args.identity, snap.machine.clone(), state, false)))
     }
 }
 
@@ -173,8 +212,11 @@ impl Vm for FakeVm {
     fn identity(&self) -> &HostIdentity {
         &self.identity
     }
-    fn probe(&mut self) -> &mut ProbeChannel {
-        &mut self.probe
+    fn machine(&self) -> &Machine {
+        &self.machine
+    }
+    fn agent(&mut self) -> Option<&mut dyn GuestAgent> {
+        Some(&mut self.probe)
     }
     fn console_tail(&self, _: usize) -> String {
         "fake console".into()
@@ -185,30 +227,49 @@ impl Vm for FakeVm {
     fn disk(&self) -> &Path {
         Path::new("/fake/disk.qcow2")
     }
+    async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
+        if self.caps.has(Capability::LiveSnapshot) {
+            Some(self)
+        } else {
+            None
+        }
+    }
+    fn nic_hotplug(&mut self) -> Option<&mut dyn NicHotplug> {
+        if self.caps.has(Capability::NicHotplug) {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl NicHotplug for FakeVm {
     async fn unplug_nic(&mut self) -> Result<(), BackendError> {
+        self.machine.devices.nic = false;
         Ok(())
     }
-    async fn plug_nic(&mut self, _mac: crate::identity::MacAddr) -> Result<(), BackendError> {
+    async fn plug_nic(&mut self, _mac: MacAddr) -> Result<(), BackendError> {
+        self.machine.devices.nic = true;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Snapshottable for FakeVm {
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         let path = dir.join(format!("{}.mem", self.identity.name));
         let state = self.state.lock().unwrap().clone();
         self.snapshots.lock().unwrap().push((path.display().to_string(), state));
         Ok(Snapshot {
-            source: self.identity.name.clone(),
-            disk: path.clone(),
-            memory: path,
-            memory_mib: 256,
-            accel: super::Accel::Tcg,
-            vmgenid_device: false,
-            nic: true,
-            source_identity: self.identity.clone(),
-            source_dir: dir.to_path_buf(),
-            libvirt_tried: Default::default(),
+            backend: BackendKind::Qemu,
+            machine: self.machine.clone(),
+            source: SourceRecord { identity: self.identity.clone(), dir: dir.to_path_buf() },
+            artifacts: vec![Artifact { kind: ArtifactKind::MemoryStream, path: path.clone() }, Artifact { kind: ArtifactKind::FrozenDisk, path }],
+            private: Arc::new(()),
         })
-    }
-    async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
-        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The one comparison every check rests on.
 
-use super::Verdict;
+use clonesafe_metadata::Verdict;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

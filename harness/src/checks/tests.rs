@@ -1,7 +1,18 @@
+use super::compare::compare;
 use super::*;
-use clonesafe_protocol::{Identity, Nic};
+use crate::probes::Observation;
+use clonesafe_metadata::{CheckId, Control, Hit, MeasurementId, Recipe, Scan, Strategy, Verdict};
+use clonesafe_protocol::{Identity, Nic, Sample};
 use proptest::prelude::*;
-use crate::scenario::Strategy;
+use serde_json::{json, Value};
+
+fn recipe(s: Strategy) -> Recipe {
+    s.recipe().unwrap()
+}
+
+fn cx(r: &Recipe) -> CheckContext<'_> {
+    CheckContext { recipe: r, remanence: None }
+}
 
 proptest! {
     /// unique iff the values are pairwise distinct; duplicate iff some pair is equal.
@@ -77,7 +88,8 @@ fn obs(vm: &str, mac: &str, krng: &[&str]) -> Observation {
 #[test]
 fn checks_report_values_and_reasons() {
     let o = vec![obs("a", "52:54:00:00:00:01", &["01", "02"]), obs("b", "52:54:00:00:00:02", &["01", "03"])];
-    let r = run_all(&o, CheckContext { strategy: Strategy::Naive, remanence: None });
+    let naive = recipe(Strategy::Naive);
+    let r = run_all(&o, &cx(&naive));
     let get = |id| r.iter().find(|c| c.id == id).unwrap();
     assert_eq!(get(CheckId::Mac).verdict, Verdict::Unique);
     assert_eq!(get(CheckId::Mac).values, vec![json!("eth0=52:54:00:00:00:01"), json!("eth0=52:54:00:00:00:02")]);
@@ -98,7 +110,8 @@ fn checks_report_values_and_reasons() {
 #[test]
 fn kernel_rng_late_duplicate_still_counts_and_reports_the_span() {
     let o = vec![obs("a", "m1", &["01", "02", "09"]), obs("b", "m2", &["03", "04", "09"])];
-    let k = run_all(&o, CheckContext { strategy: Strategy::Naive, remanence: None }).into_iter().find(|c| c.id == CheckId::KernelRng).unwrap();
+    let naive = recipe(Strategy::Naive);
+    let k = run_all(&o, &cx(&naive)).into_iter().find(|c| c.id == CheckId::KernelRng).unwrap();
     assert_eq!(k.verdict, Verdict::Duplicate);
     assert_eq!(k.evidence.unwrap()["identical_until_ms"], json!(20.0));
 }
@@ -109,7 +122,8 @@ fn vmgenid_needs_every_clone_to_log_the_reseed_and_is_skipped_for_boots() {
     for x in &mut o {
         x.identity.as_mut().unwrap().vmfork_reseeds = 1;
     }
-    let v = |o: &[Observation], restored| run_all(o, CheckContext { strategy: if restored { Strategy::Naive } else { Strategy::ColdBoot }, remanence: None }).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
+    let (naive, boot) = (recipe(Strategy::Naive), recipe(Strategy::ColdBoot));
+    let v = |o: &[Observation], restored| run_all(o, &cx(if restored { &naive } else { &boot })).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
     assert_eq!(v(&o, true).verdict, Verdict::Unique);
     assert_eq!(v(&o, false).verdict, Verdict::Skipped);
     o[1].identity.as_mut().unwrap().vmfork_reseeds = 0;
@@ -121,7 +135,8 @@ fn an_unprobed_vm_makes_every_check_an_error() {
     let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
     o[1].error = Some("timed out".into());
     o[1].identity = None;
-    for c in run_all(&o, CheckContext { strategy: Strategy::ColdBoot, remanence: None }) {
+    let boot = recipe(Strategy::ColdBoot);
+    for c in run_all(&o, &cx(&boot)) {
         assert_eq!(c.verdict, Verdict::Error, "{}", c.id);
         assert!(c.detail.contains("b could not be probed"));
     }
@@ -130,9 +145,9 @@ fn an_unprobed_vm_makes_every_check_an_error() {
 #[test]
 fn hw_mismatch_compares_the_guests_mac_with_the_hosts() {
     let mut o = vec![obs("a", "52:54:00:00:00:01", &["01"]), obs("b", "52:54:00:00:00:02", &["02"])];
-    let cx = CheckContext { strategy: Strategy::NicReplug, remanence: None };
-    let get = |o: &[Observation]| run_all(o, cx).into_iter().find(|c| c.id == CheckId::HwMismatchMs).unwrap();
-    o[0].nic_window_ms = Some(12.5);
+    let replug = recipe(Strategy::NicReplug);
+    let get = |o: &[Observation]| run_all(o, &cx(&replug)).into_iter().find(|c| c.id == CheckId::HwMismatchMs).unwrap();
+    o[0].measurements.insert(MeasurementId::NicWindowMs, Some(12.5));
     let c = get(&o);
     assert_eq!(c.verdict, Verdict::Unique);
     assert_eq!(c.values[0], json!(12.5));
@@ -142,18 +157,18 @@ fn hw_mismatch_compares_the_guests_mac_with_the_hosts() {
     assert_eq!(c.verdict, Verdict::Duplicate);
     assert_eq!(c.values[1], Value::Null);
     assert!(c.detail.contains("sees 52:54:00:00:00:02 but was given 52:54:00:00:00:99"), "{}", c.detail);
-    let boots = CheckContext { strategy: Strategy::ColdBoot, remanence: None };
-    assert_eq!(run_all(&o, boots).into_iter().find(|c| c.id == CheckId::HwMismatchMs).unwrap().verdict, Verdict::Skipped);
+    let boot = recipe(Strategy::ColdBoot);
+    assert_eq!(run_all(&o, &cx(&boot)).into_iter().find(|c| c.id == CheckId::HwMismatchMs).unwrap().verdict, Verdict::Skipped);
 }
 
 #[test]
 fn remanence_verdict_follows_the_scan() {
-    use crate::clones::remanence::{Hit, Scan};
     let o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+    let naive = recipe(Strategy::Naive);
     let hit = |a: &str, found| Hit { artifact: a.into(), path: "/x".into(), bytes: 1, found, offsets: if found { vec![7] } else { vec![] } };
     let get = |scan: &Scan| {
-        let cx = CheckContext { strategy: Strategy::Naive, remanence: Some(scan) };
-        run_all(&o, cx).into_iter().find(|c| c.id == CheckId::SecretRemanence).unwrap()
+        let cx = CheckContext { recipe: &naive, remanence: Some(scan) };
+        run_all(&o, &cx).into_iter().find(|c| c.id == CheckId::SecretRemanence).unwrap()
     };
     let found = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", true)], control: None };
     let c = get(&found);
@@ -162,6 +177,25 @@ fn remanence_verdict_follows_the_scan() {
     let clean = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", false)], control: None };
     assert_eq!(get(&clean).verdict, Verdict::Unique);
     // A failed positive control turns "not found" into an error.
-    let blind = Scan { control: Some(crate::clones::remanence::Control { needle: "tiny-1".into(), artifact: "memory snapshot".into(), found: false }), ..clean };
+    let blind = Scan { control: Some(Control { needle: "tiny-1".into(), artifact: "memory snapshot".into(), found: false }), ..clean };
     assert_eq!(get(&blind).verdict, Verdict::Error);
+}
+
+/// What an agent declares it cannot measure is `skipped` with its reason, never a verdict.
+#[test]
+fn an_unavailable_check_is_skipped_with_the_agents_reason() {
+    let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+    o[1].unavailable.insert(CheckId::KernelRng, "the agent cannot sample the RNG".into());
+    let naive = recipe(Strategy::Naive);
+    let r = run_all(&o, &cx(&naive));
+    let k = r.iter().find(|c| c.id == CheckId::KernelRng).unwrap();
+    assert_eq!(k.verdict, Verdict::Skipped);
+    assert!(k.detail.contains("b: the agent cannot sample the RNG"), "{}", k.detail);
+    assert_eq!(r.iter().find(|c| c.id == CheckId::Mac).unwrap().verdict, Verdict::Unique);
+}
+
+#[test]
+fn the_registry_follows_the_check_ids() {
+    let ids: Vec<CheckId> = all().iter().map(|c| c.id()).collect();
+    assert_eq!(ids, CheckId::ALL.to_vec());
 }

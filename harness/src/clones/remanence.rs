@@ -1,13 +1,15 @@
-//! `secret_remanence`: the reference thread's point that deleted data survives. Before the
-//! snapshot (or the template's shutdown) the guest writes a canary secret to a file, reads it,
-//! deletes it and syncs; afterwards the snapshot's artifacts are scanned for the canary's bytes.
+//! The canary behind `secret_remanence`: the reference thread's point that deleted data
+//! survives. Before the snapshot (or the template's shutdown) the guest writes a canary secret to
+//! a file, reads it, deletes it and syncs; afterwards the snapshot's artifacts are scanned for
+//! the canary's bytes.
 //!
 //! The canary is made on the host and sent to the guest *encoded* (each byte XOR 0xff, in hex),
 //! so the copies the probe channel itself leaves in guest memory do not match: what the scan
 //! finds is the file's data, in the page cache or on disk.
 
-use crate::backend::{io_err, BackendError};
-use serde::Serialize;
+use super::recipe::{Ctx, RecipeError};
+use crate::backend::Vm;
+use clonesafe_metadata::{Control, Hit, Scan};
 use std::io::Read;
 use std::path::Path;
 
@@ -20,39 +22,28 @@ pub fn encode_for_guest(secret: &str) -> String {
     secret.bytes().map(|b| format!("{:02x}", b ^ 0xff)).collect()
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Hit {
-    pub artifact: String,
-    pub path: String,
-    pub bytes: u64,
-    pub found: bool,
-    /// Up to 4 offsets where the canary's bytes are.
-    pub offsets: Vec<u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Scan {
-    pub hits: Vec<Hit>,
-    /// A positive control: a string known to be in one artifact (the guest's hostname is in
-    /// kernel memory). If the scan cannot find it there, "not found" means nothing.
-    pub control: Option<Control>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Control {
-    pub needle: String,
-    pub artifact: String,
-    pub found: bool,
-}
-
-impl Scan {
-    pub fn found_in(&self) -> Vec<&str> {
-        self.hits.iter().filter(|h| h.found).map(|h| h.artifact.as_str()).collect()
+/// Plant a canary in `vm` if the scenario asks for one. Returns the secret, and the guest's
+/// hostname (the positive control: it is in kernel memory) when `with_control`.
+pub async fn plant(cx: &Ctx<'_>, vm: &mut dyn Vm, with_control: bool) -> Result<Option<(String, Option<String>)>, RecipeError> {
+    if !cx.scenario.canary {
+        return Ok(None);
     }
+    let t = cx.timeouts.probe;
+    let secret = new_canary();
+    let encoded = encode_for_guest(&secret);
+    crate::probes::call(vm, "plant the canary", |a| a.plant_canary(encoded, t)).await?;
+    let control = if with_control {
+        let sources = vm.machine().guest.sources.clone();
+        crate::probes::call(vm, "read the hostname", |a| Box::pin(async move { a.report(&sources, t).await })).await.ok().and_then(|i| i.hostname)
+    } else {
+        None
+    };
+    Ok(Some((secret, control)))
 }
 
 /// Stream each file looking for `needle`, with an overlap so a match across chunks is found.
-pub async fn scan(needle: &str, artifacts: &[(&str, &Path)], control: Option<(&str, &str)>) -> Result<Scan, BackendError> {
+/// `control` is a string known to be in the artifact it names.
+pub async fn scan(needle: &str, artifacts: &[(&str, &Path)], control: Option<(&str, &str)>) -> Result<Scan, RecipeError> {
     let mut s = scan_for(needle, artifacts).await?;
     if let Some((text, artifact)) = control {
         let target: Vec<(&str, &Path)> = artifacts.iter().filter(|(n, _)| *n == artifact).copied().collect();
@@ -62,13 +53,14 @@ pub async fn scan(needle: &str, artifacts: &[(&str, &Path)], control: Option<(&s
     Ok(s)
 }
 
-async fn scan_for(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, BackendError> {
+async fn scan_for(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, RecipeError> {
     let needle = needle.as_bytes().to_vec();
     let list: Vec<(String, std::path::PathBuf)> = artifacts.iter().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
+    let io = |what: String| move |source| RecipeError::Io { what, source };
     tokio::task::spawn_blocking(move || {
         let mut hits = Vec::new();
         for (name, path) in list {
-            let mut f = std::fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+            let mut f = std::fs::File::open(&path).map_err(io(format!("open {}", path.display())))?;
             let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
             let finder = memchr::memmem::Finder::new(&needle);
             let mut buf = vec![0u8; 4 << 20];
@@ -77,7 +69,7 @@ async fn scan_for(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, Bac
             let mut base = 0u64; // file offset of buf[0]
             let mut offsets = Vec::new();
             loop {
-                let n = f.read(&mut buf[filled..]).map_err(io_err(format!("read {}", path.display())))?;
+                let n = f.read(&mut buf[filled..]).map_err(io(format!("read {}", path.display())))?;
                 if n == 0 {
                     break;
                 }
@@ -99,41 +91,7 @@ async fn scan_for(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, Bac
         Ok(Scan { hits, control: None })
     })
     .await
-    .map_err(|e| BackendError::Other(format!("scan panicked: {e}")))?
-}
-
-pub async fn qemu_img(args: &[&str]) -> Result<(), BackendError> {
-    let out = tokio::process::Command::new("qemu-img").args(args).output().await.map_err(io_err("run qemu-img"))?;
-    if !out.status.success() {
-        return Err(BackendError::Other(format!("qemu-img {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(())
-}
-
-/// Rewrite a qcow2 image through `qemu-img convert`: only allocated, non-zero clusters are
-/// copied, so discarded (trimmed) data does not come along. Replaces the file in place.
-pub async fn compact(image: &Path, tmpdir: &Path) -> Result<(), BackendError> {
-    let tmp = tmpdir.join(format!(".compact-{}.qcow2", uuid::Uuid::new_v4().simple()));
-    let backing = backing_file(image).await?;
-    let mut args: Vec<String> = vec!["convert".into(), "-O".into(), "qcow2".into()];
-    if let Some(b) = &backing {
-        // Keep the chain: only this layer's clusters are rewritten.
-        args.extend(["-B".into(), b.clone(), "-F".into(), "qcow2".into()]);
-    }
-    args.extend([image.display().to_string(), tmp.display().to_string()]);
-    qemu_img(&args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
-    std::fs::rename(&tmp, image).map_err(io_err(format!("replace {}", image.display())))
-}
-
-async fn backing_file(image: &Path) -> Result<Option<String>, BackendError> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["info", "--output=json", "-U"])
-        .arg(image)
-        .output()
-        .await
-        .map_err(io_err("run qemu-img info"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    Ok(v["full-backing-filename"].as_str().or(v["backing-filename"].as_str()).map(str::to_string))
+    .map_err(|e| RecipeError::Io { what: "scan the artifacts".into(), source: std::io::Error::other(e) })?
 }
 
 #[cfg(test)]

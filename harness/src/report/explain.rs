@@ -1,7 +1,7 @@
 //! Why an identity stays duplicated under a recipe: the explanations a reviewer needs next to
 //! the verdicts. Keyed by check id; a report uses them for whatever `full` still duplicates.
 
-use crate::checks::CheckId;
+use clonesafe_metadata::CheckId;
 
 pub fn why_duplicate(id: CheckId) -> &'static str {
     match id {

@@ -2,13 +2,10 @@
 //! colour-coded table whose cells open to their evidence, timing, notes, and inline SVG plots.
 //! No scripts, fonts or anything else from the network.
 
-use super::{explain, plots, Report, ScenarioReport};
-use crate::checks::{CheckId, Verdict};
+use super::{explain, plots};
+use crate::text::xml_escape as esc;
+use clonesafe_metadata::{CheckId, MeasurementId, Report, ScenarioReport, Strategy, Verdict};
 use std::fmt::Write;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 fn class(v: Verdict) -> &'static str {
     match v {
@@ -34,7 +31,7 @@ pub fn render(r: &Report) -> String {
         h,
         "<p>clonesafe {} &middot; accelerator <b>{}</b> ({}) &middot; {} &middot; host kernel {} &middot; guest kernel {} &middot; {} CPUs</p>",
         esc(&r.clonesafe_version),
-        esc(&r.host.accel),
+        r.host.accel,
         esc(&r.host.accel_reason),
         esc(&r.host.qemu),
         esc(&r.host.kernel),
@@ -43,17 +40,17 @@ pub fn render(r: &Report) -> String {
     );
     let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">unique</span><span style=\"background:#f6c1c1\">duplicate</span><span style=\"background:#e6e6e6\">skipped</span><span style=\"background:#ffd591\">error</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
     h.push_str("<h2>Matrix</h2><table id=\"matrix\"><tr><th>scenario</th><th>strategy</th><th>backend</th>");
-    for id in CheckId::ALL {
+    for id in CheckId::ALL.iter().copied() {
         let _ = write!(h, "<th>{}</th>", id.as_str());
     }
     h.push_str("</tr>");
     for s in &r.scenarios {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td>", esc(&s.name), esc(&s.strategy), esc(&s.backend));
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td>", esc(&s.name), esc(&s.recipe_label()), s.backend);
         if let Some(e) = &s.error {
             let _ = write!(h, "<td class=\"error\" colspan=\"{}\"><details><summary>could not run</summary><pre>{}</pre></details></td></tr>", CheckId::ALL.len(), esc(e));
             continue;
         }
-        for id in CheckId::ALL {
+        for id in CheckId::ALL.iter().copied() {
             match s.checks.iter().find(|c| c.id() == id) {
                 None => h.push_str("<td></td>"),
                 Some(c) => {
@@ -81,21 +78,28 @@ pub fn render(r: &Report) -> String {
     h.push_str("<h2>What no recipe here fixes</h2>");
     h.push_str(&still_duplicated_html(r));
 
-    h.push_str("<h2>Timing</h2><table><tr><th>scenario</th><th>boot_ms</th><th>snapshot_ms</th><th>restore_ms</th><th>NIC window ms</th><th>fix-up ms</th><th>fix-up window ms</th></tr>");
+    let ids = measured_ids(r);
+    h.push_str("<h2>Timing</h2><table><tr><th>scenario</th><th>boot_ms</th><th>snapshot_ms</th><th>restore_ms</th>");
+    for id in &ids {
+        let _ = write!(h, "<th>{} ms</th>", id.label());
+    }
+    h.push_str("</tr>");
     for s in r.scenarios.iter().filter(|s| s.error.is_none()) {
         let t = &s.timing;
         let list = |v: Vec<String>| v.join(", ");
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             esc(&s.name),
             list(t.boot_ms.iter().map(|x| x.to_string()).collect()),
             t.snapshot_ms.map(|x| x.to_string()).unwrap_or_default(),
             list(t.restore_ms.iter().map(|x| x.to_string()).collect()),
-            list(t.nic_window_ms.iter().map(|x| x.map(|v| format!("{v:.0}")).unwrap_or("never".into())).collect()),
-            list(t.fixup_ms.iter().map(|x| format!("{x:.0}")).collect()),
-            list(t.fixup_window_ms.iter().map(|x| format!("{x:.0}")).collect()),
         );
+        for id in &ids {
+            let v = t.measurements.get(id).map(|v| list(v.iter().map(|x| x.map(|v| format!("{v:.0}")).unwrap_or("never".into())).collect())).unwrap_or_default();
+            let _ = write!(h, "<td>{v}</td>");
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</table><h2>Plots</h2>");
     for p in [plots::boot_vs_restore(&r.scenarios), plots::windows(&r.scenarios)] {
@@ -125,11 +129,16 @@ pub fn render(r: &Report) -> String {
     h
 }
 
+/// Every measurement some scenario of the run has, in id order.
+pub fn measured_ids(r: &Report) -> Vec<MeasurementId> {
+    MeasurementId::ALL.iter().copied().filter(|id| r.scenarios.iter().any(|s| s.timing.measurements.contains_key(id))).collect()
+}
+
 /// For each scenario of strategy `full`: the identities still duplicated, and why.
 pub fn still_duplicated(r: &Report) -> Vec<(&ScenarioReport, Vec<(CheckId, &'static str)>)> {
     r.scenarios
         .iter()
-        .filter(|s| s.strategy == "full" && s.error.is_none())
+        .filter(|s| s.strategy == Strategy::Full && s.error.is_none())
         .map(|s| (s, s.checks.iter().filter(|c| c.verdict() == Verdict::Duplicate).map(|c| (c.id(), explain::why_duplicate(c.id()))).collect()))
         .collect()
 }
@@ -141,7 +150,7 @@ fn still_duplicated_html(r: &Report) -> String {
         return "<p>No <code>full</code> scenario in this run.</p>".into();
     }
     for (s, dups) in list {
-        let _ = write!(h, "<h3>{} ({})</h3><ul>", esc(&s.name), esc(&s.backend));
+        let _ = write!(h, "<h3>{} ({})</h3><ul>", esc(&s.name), s.backend);
         if dups.is_empty() {
             h.push_str("<li>Nothing: every identity was unique.</li>");
         }

@@ -1,18 +1,9 @@
 //! JUnit XML: one test suite per scenario, one test case per check (and a `run` case when the
 //! scenario could not run), so CI systems show results natively.
 
-use super::Report;
+use crate::text::xml_escape as esc;
+use clonesafe_metadata::Report;
 use std::fmt::Write;
-
-fn esc(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect::<String>()
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 pub fn render(r: &Report) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -30,7 +21,7 @@ pub fn render(r: &Report) -> String {
             s.checks.len().max(1),
             s.duration_ms as f64 / 1000.0
         );
-        let _ = writeln!(out, "    <properties><property name=\"strategy\" value=\"{}\"/><property name=\"backend\" value=\"{}\"/><property name=\"accel\" value=\"{}\"/></properties>", esc(&s.strategy), esc(&s.backend), esc(&r.host.accel));
+        let _ = writeln!(out, "    <properties><property name=\"strategy\" value=\"{}\"/><property name=\"backend\" value=\"{}\"/><property name=\"accel\" value=\"{}\"/></properties>", esc(&s.recipe_label()), s.backend, r.host.accel);
         if let Some(err) = &s.error {
             let _ = writeln!(out, "    <testcase classname=\"{}\" name=\"run\"><error message=\"scenario could not run\">{}</error></testcase>", esc(&s.name), esc(err));
         }

@@ -1,7 +1,7 @@
 //! The Markdown summary of a run, for `reports/` and for review without a browser.
 
-use super::{html::still_duplicated, Report};
-use crate::checks::{CheckId, Verdict};
+use super::html::{measured_ids, still_duplicated};
+use clonesafe_metadata::{CheckId, Report, Verdict};
 use std::fmt::Write;
 
 fn cell(v: Verdict, met: bool) -> String {
@@ -34,19 +34,19 @@ pub fn render(r: &Report) -> String {
         let _ = write!(m, " {} |", id.as_str());
     }
     let _ = write!(m, "\n|---|---|---|");
-    for _ in CheckId::ALL {
+    for _ in CheckId::ALL.iter() {
         m.push_str("---|");
     }
     m.push('\n');
     for s in &r.scenarios {
-        let _ = write!(m, "| {} | {} | {} |", s.name, s.strategy, s.backend);
+        let _ = write!(m, "| {} | {} | {} |", s.name, s.recipe_label(), s.backend);
         match &s.error {
             Some(e) => {
                 let _ = write!(m, " could not run: {} |", e.lines().next().unwrap_or_default().replace('|', "/"));
             }
             None => {
-                for id in CheckId::ALL {
-                    let c = s.checks.iter().find(|c| c.id() == id);
+                for id in CheckId::ALL.iter().copied() {
+                    let c = s.check(id);
                     let _ = write!(m, " {} |", c.map(|c| cell(c.verdict(), c.met)).unwrap_or_default());
                 }
             }
@@ -64,21 +64,27 @@ pub fn render(r: &Report) -> String {
         }
         m.push('\n');
     }
-    let _ = writeln!(m, "## Timing (medians, ms)\n\n| scenario | boot | snapshot | restore | NIC window | fix-up | fix-up window |\n|---|---|---|---|---|---|---|");
+    let ids = measured_ids(r);
+    let _ = write!(m, "## Timing (medians, ms)\n\n| scenario | boot | snapshot | restore |");
+    for id in &ids {
+        let _ = write!(m, " {} |", id.label());
+    }
+    let _ = writeln!(m, "\n|---|---|---|---|{}", "---|".repeat(ids.len()));
     let med = |v: Vec<f64>| super::plots::median(&v).map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
     for s in r.scenarios.iter().filter(|s| s.error.is_none()) {
         let t = &s.timing;
-        let _ = writeln!(
+        let _ = write!(
             m,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             s.name,
             med(t.boot_ms.iter().map(|&x| x as f64).collect()),
             t.snapshot_ms.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
             med(t.restore_ms.iter().map(|&x| x as f64).collect()),
-            med(t.nic_window_ms.iter().flatten().copied().collect()),
-            med(t.fixup_ms.clone()),
-            med(t.fixup_window_ms.clone()),
         );
+        for id in &ids {
+            let _ = write!(m, " {} |", med(t.measured(*id)));
+        }
+        m.push('\n');
     }
     let _ = writeln!(m, "\n## Notes\n");
     for s in &r.scenarios {

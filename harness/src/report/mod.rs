@@ -1,10 +1,9 @@
-//! Reports: the stable `report.json` contract, and renderers for people.
+//! Reporters: they consume the engine's events and turn them into output for people and for
+//! machines. The types of `report.json` are the contract crate's ([`clonesafe_metadata`]).
 //!
-//! Contract (later work and CI consumers rely on it: add fields freely, never rename these):
-//! `{"clonesafe_version", "host": {"accel", "qemu", "kernel"}, "scenarios": [{"name", "backend",
-//! "strategy", "guest", "clones", "memory_mib", "timing": {"boot_ms": [..], "snapshot_ms",
-//! "restore_ms": [..]}, "checks": [{"id", "verdict", "values": [..per VM..], "detail"}],
-//! "expectations_met"}]}`
+//! * [`terminal`]: progress on stderr while VMs run, the verdict tables on stdout at the end;
+//! * [`Files`]: `events.jsonl` (every event as it happens), then `report.json`, `junit.xml`,
+//!   `report.html` and, in reference form, `summary.md` and SVG plots.
 
 pub mod explain;
 pub mod html;
@@ -13,121 +12,85 @@ pub mod markdown;
 pub mod plots;
 pub mod terminal;
 
-use crate::checks::{CheckId, CheckResult, Verdict};
-use crate::clones::{Timing, VmRecord};
-use crate::scenario::Expectation;
-use serde::Serialize;
-use std::path::Path;
+use crate::events::{Event, EventKind, EventSink};
+use clonesafe_metadata::Report;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub clonesafe_version: String,
-    pub host: Host,
-    pub scenarios: Vec<ScenarioReport>,
+/// Writes the run's files into one directory: every event to `events.jsonl` as it arrives, and
+/// the report files when the run finishes. The directory is created and tested for writing
+/// when the reporter is made, before any VM starts.
+pub struct Files {
+    dir: PathBuf,
+    reference: bool,
+    events: Mutex<Option<std::fs::File>>,
+    result: Mutex<Option<std::io::Result<Vec<PathBuf>>>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Host {
-    pub accel: String,
-    pub accel_reason: String,
-    pub qemu: String,
-    /// The host kernel release.
-    pub kernel: String,
-    pub guest_kernel: Option<String>,
-    pub cpus: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ScenarioReport {
-    pub name: String,
-    pub backend: String,
-    pub strategy: String,
-    pub guest: String,
-    pub clones: u32,
-    pub memory_mib: u32,
-    pub timing: Timing,
-    pub checks: Vec<CheckReport>,
-    pub expectations_met: bool,
-    /// Set when the scenario could not run; its checks are then empty.
-    pub error: Option<String>,
-    pub vms: Vec<VmRecord>,
-    pub notes: Vec<String>,
-    pub duration_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    #[serde(flatten)]
-    pub result: CheckResult,
-    pub expected: Option<Expectation>,
-    pub met: bool,
-}
-
-impl CheckReport {
-    pub fn new(result: CheckResult, expected: Option<Expectation>) -> Self {
-        let met = expected.is_none_or(|e| e.is_met_by(result.verdict));
-        CheckReport { result, expected, met }
+impl Files {
+    pub fn create(dir: &Path, reference: bool) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let events = std::fs::File::create(dir.join("events.jsonl"))?;
+        Ok(Files { dir: dir.to_path_buf(), reference, events: Mutex::new(Some(events)), result: Mutex::new(None) })
     }
-    pub fn id(&self) -> CheckId {
-        self.result.id
-    }
-    pub fn verdict(&self) -> Verdict {
-        self.result.verdict
+
+    /// What the last `RunFinished` wrote (None: the run never finished).
+    pub fn written(&self) -> Option<std::io::Result<Vec<PathBuf>>> {
+        self.result.lock().unwrap().take()
     }
 }
 
-/// Exit codes, documented in `clonesafe --help`.
-pub mod exit {
-    /// Every expectation met.
-    pub const OK: i32 = 0;
-    /// Some expectation not met.
-    pub const EXPECTATION_FAILED: i32 = 1;
-    /// The harness could not run (bad input, missing guest, a VM that failed).
-    pub const HARNESS_ERROR: i32 = 2;
-}
-
-impl Report {
-    pub fn exit_code(&self) -> i32 {
-        if self.scenarios.iter().any(|s| s.error.is_some()) {
-            exit::HARNESS_ERROR
-        } else if self.scenarios.iter().all(|s| s.expectations_met) {
-            exit::OK
-        } else {
-            exit::EXPECTATION_FAILED
-        }
-    }
-
-    pub fn write_json(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
-        write_atomic(dir, "report.json", &serde_json::to_string_pretty(self).expect("report serializes"))
-    }
-
-    /// report.json, junit.xml and report.html (self-contained) in `dir`.
-    pub fn write_all(&self, dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-        Ok(vec![
-            self.write_json(dir)?,
-            write_atomic(dir, "junit.xml", &junit::render(self))?,
-            write_atomic(dir, "report.html", &html::render(self))?,
-        ])
-    }
-
-    /// The committed reference form: report.json, summary.md and the plots as SVG files.
-    pub fn write_reference(&self, dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-        let mut out = self.write_all(dir)?;
-        out.push(write_atomic(dir, "summary.md", &markdown::render(self))?);
-        for (name, svg) in [("boot-vs-restore.svg", plots::boot_vs_restore(&self.scenarios)), ("windows.svg", plots::windows(&self.scenarios))] {
-            if let Ok(svg) = svg {
-                out.push(write_atomic(dir, name, &svg)?);
+impl EventSink for Files {
+    fn emit(&self, e: Event) {
+        let mut events = self.events.lock().unwrap();
+        if let Some(f) = events.as_mut() {
+            let line = serde_json::to_string(&e).expect("events serialize");
+            if writeln!(f, "{line}").is_err() {
+                // A full disk must not stop the run; report.json is still tried below.
+                *events = None;
             }
         }
-        Ok(out)
+        if let EventKind::RunFinished { report } = &e.kind {
+            let r = if self.reference { write_reference(report, &self.dir) } else { write_all(report, &self.dir) };
+            let r = r.map(|mut v| {
+                v.push(self.dir.join("events.jsonl"));
+                v
+            });
+            *self.result.lock().unwrap() = Some(r);
+        }
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<std::path::PathBuf> {
+pub fn write_json(r: &Report, dir: &Path) -> std::io::Result<PathBuf> {
+    write_atomic(dir, "report.json", &serde_json::to_string_pretty(r).expect("report serializes"))
+}
+
+/// report.json, junit.xml and report.html (self-contained) in `dir`.
+pub fn write_all(r: &Report, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(vec![write_json(r, dir)?, write_atomic(dir, "junit.xml", &junit::render(r))?, write_atomic(dir, "report.html", &html::render(r))?])
+}
+
+/// The committed reference form: the above, summary.md and the plots as SVG files.
+pub fn write_reference(r: &Report, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = write_all(r, dir)?;
+    out.push(write_atomic(dir, "summary.md", &markdown::render(r))?);
+    for (name, svg) in [("boot-vs-restore.svg", plots::boot_vs_restore(&r.scenarios)), ("windows.svg", plots::windows(&r.scenarios))] {
+        if let Ok(svg) = svg {
+            out.push(write_atomic(dir, name, &svg)?);
+        }
+    }
+    Ok(out)
+}
+
+fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let p = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &p)?;
-    Ok(p)
+    let r = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &p));
+    if r.is_err() {
+        // No half-written or empty temp file is left behind (a full disk, say).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map(|_| p)
 }

@@ -2,7 +2,7 @@
 //! hardware-mismatch and fix-up windows. Text needs a font: DejaVu Sans from Debian's
 //! fonts-dejavu-core, registered once (without it, plots are skipped with a note).
 
-use super::ScenarioReport;
+use clonesafe_metadata::{MeasurementId, ScenarioReport};
 use plotters::prelude::*;
 use std::sync::OnceLock;
 
@@ -96,7 +96,7 @@ fn bars(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor
 }
 
 fn label(s: &ScenarioReport) -> String {
-    format!("{} / {}", s.strategy, s.backend)
+    format!("{} / {}", s.recipe_label(), s.backend)
 }
 
 /// Median boot_ms and restore_ms per scenario.
@@ -111,11 +111,13 @@ pub fn boot_vs_restore(scenarios: &[ScenarioReport]) -> Result<String, String> {
 
 /// Median hardware-mismatch (NIC) window and agent fix-up window per live scenario.
 pub fn windows(scenarios: &[ScenarioReport]) -> Result<String, String> {
-    let live: Vec<&ScenarioReport> = scenarios.iter().filter(|s| s.error.is_none() && (!s.timing.nic_window_ms.is_empty() || !s.timing.fixup_window_ms.is_empty())).collect();
+    use MeasurementId::*;
+    let live: Vec<&ScenarioReport> =
+        scenarios.iter().filter(|s| s.error.is_none() && [NicWindowMs, FixupWindowMs].iter().any(|id| s.timing.measurements.contains_key(id))).collect();
     let labels: Vec<String> = live.iter().map(|s| label(s)).collect();
-    let nic = live.iter().map(|s| median(&s.timing.nic_window_ms.iter().flatten().copied().collect::<Vec<_>>())).collect();
-    let fix = live.iter().map(|s| median(&s.timing.fixup_window_ms)).collect();
-    let dur = live.iter().map(|s| median(&s.timing.fixup_ms)).collect();
+    let nic = live.iter().map(|s| median(&s.timing.measured(NicWindowMs))).collect();
+    let fix = live.iter().map(|s| median(&s.timing.measured(FixupWindowMs))).collect();
+    let dur = live.iter().map(|s| median(&s.timing.measured(FixupMs))).collect();
     bars(
         "Windows after resume (median, guest clock)",
         "ms after resume",

@@ -1,7 +1,8 @@
-//! Human output: progress lines while VMs boot (stderr) and a verdict table per scenario.
+//! Human output: progress lines while VMs boot (stderr, a spinner on a terminal) and, when the
+//! run finishes, a verdict table per scenario (stdout).
 
-use super::{Report, ScenarioReport};
 use crate::events::{Event, EventKind, EventSink};
+use clonesafe_metadata::{Report, ScenarioReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt::Write;
 use std::time::Duration;
@@ -36,8 +37,9 @@ impl EventSink for Progress {
             EventKind::RunStarted { scenarios, accel, accel_reason } => {
                 (Some(format!("{scenarios} scenario(s); accelerator {accel}: {accel_reason}")), None)
             }
-            EventKind::ScenarioStarted { strategy, backend, vms } => {
-                (Some(format!("{who}: {strategy} on {backend}, {vms} VMs")), None)
+            EventKind::ScenarioStarted { strategy, recipe, backend, vms } => {
+                let what = if strategy == "custom" { recipe.clone() } else { strategy.clone() };
+                (Some(format!("{who}: {what} on {backend}, {vms} VMs")), None)
             }
             EventKind::Booting { vm } => (None, Some(format!("{who}: booting {vm}"))),
             EventKind::Booted { vm, ms } => (Some(format!("{who}: {vm} booted in {ms} ms")), None),
@@ -48,14 +50,19 @@ impl EventSink for Progress {
             EventKind::Restoring { vm } => (None, Some(format!("{who}: restoring {vm}"))),
             EventKind::Restored { vm, ms } => (Some(format!("{who}: {vm} restored and probed in {ms} ms")), None),
             EventKind::Note { text } => (Some(format!("{who}: {text}")), None),
-            EventKind::ScenarioFinished { met, error } => (
-                Some(match error {
+            EventKind::ScenarioFinished { report } => (
+                Some(match &report.error {
                     Some(e) => format!("{who}: could not run: {}", e.lines().next().unwrap_or_default()),
-                    None if *met => format!("{who}: expectations met"),
+                    None if report.expectations_met => format!("{who}: expectations met"),
                     None => format!("{who}: EXPECTATIONS NOT MET"),
                 }),
                 None,
             ),
+            EventKind::RunFinished { report } => {
+                self.bar.finish_and_clear();
+                print!("{}", render(report));
+                (None, None)
+            }
         };
         if let Some(l) = line {
             let secs = e.elapsed.as_secs_f64();
@@ -91,11 +98,7 @@ pub fn scenario_table(s: &ScenarioReport) -> String {
         (None, true) => "expectations met",
         (None, false) => "EXPECTATIONS NOT MET",
     };
-    let _ = writeln!(
-        out,
-        "\n== {} ({} on {}, {} VMs, {} MiB): {status}",
-        s.name, s.strategy, s.backend, s.clones, s.memory_mib
-    );
+    let _ = writeln!(out, "\n== {} ({} on {}, {} VMs, {} MiB): {status}", s.name, s.recipe_label(), s.backend, s.clones, s.memory_mib);
     if let Some(e) = &s.error {
         let _ = writeln!(out, "{e}");
         return out;
@@ -133,7 +136,7 @@ pub fn scenario_table(s: &ScenarioReport) -> String {
 /// The plain closing line CI systems read (print it last): a scenario passes when it ran and
 /// every expectation held.
 pub fn closing_line(r: &Report) -> String {
-    let met = r.scenarios.iter().filter(|s| s.error.is_none() && s.expectations_met).count();
+    let met = r.scenarios.iter().filter(|s| s.passed()).count();
     format!("scenarios: {met} passed, {} failed", r.scenarios.len() - met)
 }
 
@@ -142,7 +145,7 @@ pub fn render(r: &Report) -> String {
     for s in &r.scenarios {
         out.push_str(&scenario_table(s));
     }
-    let met = r.scenarios.iter().filter(|s| s.error.is_none() && s.expectations_met).count();
+    let met = r.scenarios.iter().filter(|s| s.passed()).count();
     let _ = writeln!(out, "\n{met} of {} scenario(s) met their expectations (accelerator: {}).", r.scenarios.len(), r.host.accel);
     out
 }

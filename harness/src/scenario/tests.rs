@@ -1,4 +1,5 @@
 use super::*;
+use clonesafe_metadata::{BackendKind, CheckId, Expectation, FixupId, Method, Recipe, Strategy, Verdict};
 
 const GOOD: &str = r#"
 [[scenario]]
@@ -27,7 +28,7 @@ fn a_good_file_becomes_a_plan_with_defaults() {
     let p = parse(Path::new("s.toml"), GOOD).unwrap();
     assert_eq!(p.len(), 2);
     assert_eq!((p[0].guest.as_str(), p[0].backend, p[0].memory_mib, p[0].clones), ("tiny", BackendKind::Qemu, 256, 3));
-    assert_eq!(p[0].expect[&CheckId::Mac], Expectation::Verdict(crate::checks::Verdict::Duplicate));
+    assert_eq!(p[0].expect[&CheckId::Mac], Expectation::Verdict(Verdict::Duplicate));
     assert_eq!(p[0].expect[&CheckId::KernelRng], Expectation::Any);
     assert_eq!((p[1].strategy, p[1].backend, p[1].memory_mib), (Strategy::ColdBoot, BackendKind::Libvirt, 512));
 }
@@ -47,6 +48,7 @@ fn bad_values_name_the_line_and_field() {
     let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"teleport\"\nclones = 2\n");
     assert_eq!((e.line, e.field.as_deref()), (3, Some("scenario[0].strategy")), "{e}");
     assert!(e.message.contains("cold-boot, image-clone, image-clone-sysprep, naive, nic-replug, vmgenid, agent-fixup, full"), "{e}");
+    assert!(!e.message.contains("custom"), "custom is a label, not a preset: {e}");
     let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = \"three\"\n");
     assert_eq!((e.line, e.field.as_deref()), (4, Some("clones")), "{e}");
     let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmac = \"same\"\n");
@@ -75,4 +77,36 @@ fn the_shipped_scenarios_parse() {
             load(&p).unwrap_or_else(|e| panic!("{e}"));
         }
     }
+}
+
+/// A recipe composed from `method` and `fixups` is a plan of its own; one equal to a preset is
+/// labelled with the preset's name.
+#[test]
+fn recipes_compose_from_method_and_fixups() {
+    let src = "[[scenario]]\nname = \"a\"\nmethod = \"live\"\nfixups = [\"vmgenid\", \"agent\"]\nclones = 2\n\n[[scenario]]\nname = \"b\"\nmethod = \"live\"\nfixups = [\"nic-replug\", \"vmgenid\", \"agent\"]\nclones = 2\nmitigate_remanence = true\n";
+    let p = parse(Path::new("s.toml"), src).unwrap();
+    assert_eq!(p[0].recipe, Recipe { method: Method::Live, fixups: vec![FixupId::Vmgenid, FixupId::Agent] });
+    assert_eq!(p[0].strategy, Strategy::Custom);
+    assert_eq!(p[1].strategy, Strategy::Full);
+    assert_eq!(p[1].recipe.fixups[0], FixupId::MitigateRemanence);
+    assert!(p[1].canary, "mitigation implies the canary");
+}
+
+#[test]
+fn composition_errors_name_the_line_and_field() {
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"live\"\nfixups = [\"vmgenid\", \"teleport\"]\nclones = 2\n");
+    assert_eq!((e.line, e.field.as_deref()), (4, Some("scenario[0].fixups[1]")), "{e}");
+    assert!(e.message.contains("unknown fix-up \"teleport\"") && e.message.contains("nic-replug"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"cold-boot\"\nfixups = [\"vmgenid\"]\nclones = 2\n");
+    assert!(e.message.contains("vmgenid does not apply to method cold-boot") && e.message.contains("live"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"live\"\nfixups = [\"agent\", \"agent\"]\nclones = 2\n");
+    assert!(e.message.contains("listed twice"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nmethod = \"live\"\nclones = 2\n");
+    assert_eq!((e.line, e.field.as_deref()), (4, Some("scenario[0].method")), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nfixups = [\"agent\"]\nclones = 2\n");
+    assert!(e.message.contains("fixups compose with method"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"warp\"\nclones = 2\n");
+    assert!(e.message.contains("unknown clone method \"warp\"") && e.message.contains("image-copy"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"cold-boot\"\nclones = 2\nmitigate_remanence = true\n");
+    assert!(e.message.contains("does not apply to method cold-boot"), "{e}");
 }

@@ -1,18 +1,26 @@
-//! Shared helpers for tests that boot real guests under real QEMU.
+//! Shared helpers for the integration tests: the built guest, VM-leak checks, a fake guests
+//! directory and backend for runner tests, and one way to run the binary that also validates
+//! every report.json it writes against the contract's JSON Schema.
 #![allow(dead_code)]
 
-use clonesafe::backend::{Accel, Timeouts, VmSpec};
-use clonesafe::guest::GuestImage;
+use clonesafe::backend::fake::FakeBackend;
+use clonesafe::backend::snapshot::{CloneArgs, Machine};
+use clonesafe::backend::Backend;
+use clonesafe::guest::{GuestProfile, DEFAULT_GUEST};
 use clonesafe::identity::{HostIdentity, NAME_PREFIX};
-use std::path::Path;
+use clonesafe::runner::Backends;
+use clonesafe_metadata::{Accel, BackendKind};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The built tiny guest, or None (test skipped) when this machine cannot run VMs.
+/// The built default guest, or None (test skipped) when this machine cannot run VMs.
 /// With CLONESAFE_REQUIRE_VMS=1 (CI), a missing guest or QEMU fails the test instead.
-pub fn guest() -> Option<GuestImage> {
+pub fn guest() -> Option<GuestProfile> {
     let require = std::env::var("CLONESAFE_REQUIRE_VMS").is_ok_and(|v| v == "1");
-    let qemu = clonesafe::doctor::qemu_version();
-    let g = GuestImage::locate(&clonesafe::guest::default_guests_dir(), "tiny");
+    let qemu = clonesafe::backend::emulator::qemu_version();
+    let g = GuestProfile::locate(&clonesafe::guest::default_guests_dir(), DEFAULT_GUEST);
     match (qemu, g) {
         (Some(_), Ok(g)) => Some(g),
         (q, g) => {
@@ -26,20 +34,23 @@ pub fn guest() -> Option<GuestImage> {
     }
 }
 
-pub fn spec(guest: &GuestImage, dir: &Path, role: &str, vmgenid: bool) -> VmSpec {
-    VmSpec {
-        identity: HostIdentity::fresh(format!("{NAME_PREFIX}{}-test-{role}", std::process::id()), vmgenid),
-        guest: guest.clone(),
-        memory_mib: 256,
-        accel: Accel::Tcg,
-        dir: dir.join(role),
-        timeouts: Timeouts::default(),
-    }
+/// The default machine for `guest` under TCG, with or without a vmgenid device.
+pub fn machine(guest: &GuestProfile, vmgenid: bool) -> Machine {
+    let mut m = Machine::new(guest.clone(), 256, Accel::Tcg);
+    m.devices.vmgenid = vmgenid;
+    m
+}
+
+/// Fresh arguments for a test VM named `clonesafe-<pid>-test-<role>`.
+pub fn args(dir: &Path, role: &str, vmgenid: bool) -> CloneArgs {
+    let name = format!("{NAME_PREFIX}{}-test-{role}", std::process::id());
+    let identity = if vmgenid { HostIdentity::fresh_with_vmgenid(name) } else { HostIdentity::fresh(name) };
+    CloneArgs { identity, dir: dir.join(role) }
 }
 
 /// clonesafe VMs started by process `owner` that are still running.
 pub fn vms_of(owner: u32) -> Vec<String> {
-    clonesafe::cleanup::find_vms().into_iter().filter(|v| v.owner == owner as i32).map(|v| v.name).collect()
+    clonesafe::backend::qemu::reap::find_vms().into_iter().filter(|v| v.owner == owner).map(|v| v.name).collect()
 }
 
 /// Wait (bounded) until no VM of `owner` is left, and return what is left after that.
@@ -73,3 +84,99 @@ pub fn settle_blocking(owner: u32) -> Vec<String> {
 
 /// Every VM-level test runs under its own bound.
 pub const VM_TEST_BOUND: Duration = Duration::from_secs(300);
+
+/// A path in the repository.
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+}
+
+/// A guests directory holding a "tiny" that looks built (the fake backend never reads it).
+pub fn fake_guests(dir: &Path) -> PathBuf {
+    let g = dir.join("guests/tiny");
+    std::fs::create_dir_all(&g).unwrap();
+    std::fs::copy(repo("guests/tiny/guest.toml"), g.join("guest.toml")).unwrap();
+    for f in ["vmlinuz", "initrd.img", "data.qcow2", "manifest.json"] {
+        std::fs::write(g.join(f), "{}").unwrap();
+    }
+    dir.join("guests")
+}
+
+/// Every backend kind served by one fake.
+pub struct Fake(pub Arc<FakeBackend>);
+impl Backends for Fake {
+    fn get(&self, _: BackendKind) -> Result<Arc<dyn Backend>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Validate a report.json value against `clonesafe report schema`'s schema.
+pub fn validate_report(report: &serde_json::Value) {
+    let schema = clonesafe_metadata::schema();
+    let v = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = v.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "report.json does not match its schema:\n{}", errors.join("\n"));
+}
+
+/// The clonesafe binary with its work directory inside `work`.
+pub fn clonesafe(args: &[&str], work: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clonesafe"));
+    c.args(args).env("CLONESAFE_WORKDIR", work.join("runs"));
+    c
+}
+
+/// What a finished `clonesafe run` left.
+pub struct Ran {
+    pub output: Output,
+    /// report.json from `out`, already validated against the schema (None if none was written).
+    pub report: Option<serde_json::Value>,
+}
+
+impl Ran {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+    pub fn report(&self) -> &serde_json::Value {
+        self.report.as_ref().expect("a report.json was written")
+    }
+    /// The scenario named `name` in the report.
+    pub fn scenario(&self, name: &str) -> serde_json::Value {
+        self.report()["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no scenario {name}")).clone()
+    }
+}
+
+/// A check's verdict in a scenario of a report.
+pub fn verdict(scenario: &serde_json::Value, id: &str) -> String {
+    let c = scenario["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no check {id}"));
+    c["verdict"].as_str().unwrap().to_string()
+}
+
+/// Read `out/report.json` after a run, validating it.
+pub fn read_report(out: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("report.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
+    validate_report(&v);
+    Some(v)
+}
+
+/// Wait for a spawned `clonesafe run` writing into `out`, echo its output, read its report.
+pub fn finish(child: std::process::Child, out: &Path) -> Ran {
+    let output = child.wait_with_output().expect("wait for clonesafe");
+    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    Ran { output, report: read_report(out) }
+}
+
+/// Run `clonesafe run FILES... --out OUT EXTRA...` to completion.
+pub fn run_files(files: &[&Path], out: &Path, extra: &[&str], work: &Path) -> Ran {
+    let mut a: Vec<&str> = vec!["run"];
+    a.extend(files.iter().map(|f| f.to_str().unwrap()));
+    a.extend(["--out", out.to_str().unwrap()]);
+    a.extend(extra);
+    let child = clonesafe(&a, work).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("start clonesafe");
+    finish(child, out)
+}

@@ -1,5 +1,5 @@
 //! The libvirt backend: the same VMs as the QEMU backend, driven through libvirtd with the
-//! `virt` crate (blocking calls, run on tokio's blocking pool).
+//! `virt` crate (blocking calls, run on tokio's blocking pool, bounded by a timeout).
 //!
 //! libvirt refuses to restore a save image under a new identity, on purpose: its restore checks
 //! that name, UUID, MAC and genid match the image (`Target domain uuid X does not match source Y`,
@@ -14,12 +14,20 @@
 pub mod domain;
 pub mod save_image;
 
-use super::{io_err, vm_disk, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
-use crate::identity::{HostIdentity, NAME_PREFIX};
-use crate::probes::ProbeChannel;
+use crate::agent::serial::ProbeChannel;
+use crate::agent::{AgentError, GuestAgent};
+use crate::backend::capability::{Capabilities, Capability};
+use crate::backend::error::{BackendError, LibvirtError};
+use crate::backend::lifecycle::{Phase, Timeouts};
+use crate::backend::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snapshot, SourceRecord};
+use crate::backend::{vm_disk, Backend, NicHotplug, Restore, Snapshottable, Vm};
+use crate::guest::AgentTransport;
+use crate::identity::{is_stale, HostIdentity, MacAddr, NAME_PREFIX};
 use async_trait::async_trait;
+use clonesafe_metadata::{BackendKind, Vmm};
 use save_image::SaveImage;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -27,6 +35,9 @@ use virt::connect::Connect;
 use virt::sys;
 
 pub const DEFAULT_URI: &str = "qemu:///system";
+
+pub const CAPABILITIES: &[Capability] =
+    &[Capability::DirectKernelBoot, Capability::SerialProbe, Capability::LiveSnapshot, Capability::NicHotplug, Capability::Vmgenid];
 
 /// How a running domain is snapshotted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
@@ -47,51 +58,34 @@ pub struct LibvirtBackend {
     restore_lock: tokio::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
 }
 
-fn verr(what: &str) -> impl FnOnce(virt::error::Error) -> BackendError + '_ {
-    move |e| BackendError::Other(format!("libvirt: {what}: {}", e.message()))
+/// What this backend keeps with a snapshot it made.
+#[derive(Default)]
+struct LibvirtSnapshot {
+    /// Whether libvirt's own restore route was already tried (and refused) for this snapshot.
+    tried: AtomicBool,
 }
 
-async fn blocking<T: Send + 'static>(
-    vm: &str,
-    phase: Phase,
-    t: Duration,
-    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
-) -> Result<T, BackendError> {
+/// A libvirt failure of `step`, keeping libvirt's code and message.
+fn lv(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(virt::error::Error) -> BackendError {
+    let vm = vm.to_string();
+    move |e| BackendError::Libvirt { vm, phase, step, source: LibvirtError::from(e) }
+}
+
+/// Run a blocking libvirt call on tokio's blocking pool, bounded by `t`.
+async fn blocking<T: Send + 'static>(vm: &str, phase: Phase, t: Duration, f: impl FnOnce() -> Result<T, BackendError> + Send + 'static) -> Result<T, BackendError> {
     match tokio::time::timeout(t, tokio::task::spawn_blocking(f)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(BackendError::Other(format!("{vm}: libvirt call panicked: {e}"))),
+        Ok(Err(source)) => Err(BackendError::Panicked { vm: vm.into(), phase, source }),
         Err(_) => Err(BackendError::Timeout { vm: vm.into(), phase, after: t, console_tail: String::new() }),
     }
 }
 
 impl LibvirtBackend {
     /// Connect (libvirt's default error printing to stderr is switched off first).
-    pub fn connect(uri: &str, mode: SnapshotMode) -> Result<Self, String> {
+    pub fn connect(uri: &str, mode: SnapshotMode) -> Result<Self, LibvirtError> {
         virt::error::clear_error_callback();
-        let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {} (is libvirtd running? ci/start-libvirt.sh starts it)", e.message()))?;
+        let conn = Connect::open(Some(uri)).map_err(LibvirtError::from)?;
         Ok(LibvirtBackend { conn: Arc::new(conn), mode, restore_lock: Default::default() })
-    }
-
-    /// Destroy `clonesafe-<pid>-…` domains whose harness `<pid>` is gone. Returns their names.
-    pub fn reap_stale(&self) -> Vec<String> {
-        let me = std::process::id();
-        let mut out = Vec::new();
-        for d in self.conn.list_all_domains(0).unwrap_or_default() {
-            let Ok(name) = d.name() else { continue };
-            let Some(owner) = name.strip_prefix(NAME_PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if owner != me && !Path::new(&format!("/proc/{owner}")).exists() {
-                if d.is_active().unwrap_or(false) {
-                    let _ = d.destroy();
-                }
-                if d.is_persistent().unwrap_or(false) {
-                    let _ = d.undefine();
-                }
-                out.push(name);
-            }
-        }
-        out
     }
 
     /// Names of the clonesafe domains libvirt knows, running or not.
@@ -102,44 +96,37 @@ impl LibvirtBackend {
     /// Start the domain with `start`, accept the probe's connection, return the VM.
     async fn launch(
         &self,
-        spec: &VmSpec,
+        machine: Machine,
+        args: CloneArgs,
+        t: &Timeouts,
         disk: PathBuf,
-        vmgenid_device: bool,
-        nic: bool,
         start: impl FnOnce(Arc<Connect>) -> Result<(), BackendError> + Send + 'static,
         phase: Phase,
     ) -> Result<LibvirtVm, BackendError> {
-        let probe_path = spec.dir.join("probe.sock");
-        let _ = std::fs::remove_file(&probe_path);
-        let listener = UnixListener::bind(&probe_path).map_err(io_err(format!("bind {}", probe_path.display())))?;
-        let name = spec.identity.name.clone();
+        let name = args.identity.name.clone();
+        let listener = if machine.guest.agent == AgentTransport::SerialProbe {
+            let probe_path = args.dir.join("probe.sock");
+            let _ = std::fs::remove_file(&probe_path);
+            Some(UnixListener::bind(&probe_path).map_err(BackendError::io(&name, format!("bind {}", probe_path.display())))?)
+        } else {
+            None
+        };
         let conn = self.conn.clone();
-        let t = match phase {
-            Phase::IncomingMigration => spec.timeouts.restore,
-            _ => spec.timeouts.start,
-        };
-        let started = blocking(&name, phase, t, move || start(conn)).await;
+        let bound = if phase == Phase::IncomingMigration { t.restore } else { t.start };
+        let started = blocking(&name, phase, bound, move || start(conn)).await;
+        let current_mac = machine.devices.nic.then_some(args.identity.mac);
         // From here on the domain may exist: the guard destroys it on every error path.
-        let mut vm = LibvirtVm {
-            conn: self.conn.clone(),
-            probe: None,
-            disk,
-            vmgenid_device,
-            spec: spec.clone(),
-            snapshots: 0,
-            alive: true,
-            notes: vec![],
-            mode: self.mode,
-            current_mac: nic.then_some(spec.identity.mac),
-        };
+        let mut vm = LibvirtVm { conn: self.conn.clone(), probe: None, disk, machine, args, timeouts: *t, snapshots: 0, alive: true, notes: vec![], mode: self.mode, current_mac };
         if let Err(e) = started {
             vm.alive = false;
             return Err(e);
         }
-        match tokio::time::timeout(spec.timeouts.start, listener.accept()).await {
-            Ok(Ok((s, _))) => vm.probe = Some(ProbeChannel::new(s)),
-            Ok(Err(e)) => return Err(BackendError::Io { what: format!("{name}: accept the probe connection"), source: e }),
-            Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: spec.timeouts.start, console_tail: vm.console_tail(20) }),
+        if let Some(listener) = listener {
+            match tokio::time::timeout(t.start, listener.accept()).await {
+                Ok(Ok((s, _))) => vm.probe = Some(ProbeChannel::new(s)),
+                Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept the probe connection".into(), source: e }),
+                Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: vm.console_tail(20) }),
+            }
         }
         Ok(vm)
     }
@@ -151,44 +138,86 @@ impl Backend for LibvirtBackend {
         BackendKind::Libvirt
     }
 
-    async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        let disk = vm_disk(&spec, &spec.guest.disk).await?;
-        let vmgenid = spec.identity.vmgenid.is_some();
-        let xml = domain::domain_xml(&spec, &disk, vmgenid);
-        let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, 0).map(drop).map_err(verr("create domain"));
-        let mut vm = self.launch(&spec, disk, vmgenid, true, start, Phase::Start).await?;
-        let t = spec.timeouts.boot;
-        if let Err(e) = vm.probe().wait_ready(t).await {
-            let tail = vm.console_tail(20);
-            return Err(match e {
-                crate::probes::ProbeError::Timeout(..) => BackendError::Timeout { vm: vm.spec.identity.name.clone(), phase: Phase::Boot, after: t, console_tail: tail },
-                e => BackendError::Probe { vm: vm.spec.identity.name.clone(), phase: Phase::Boot, console_tail: tail, source: e },
-            });
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(CAPABILITIES)
+    }
+
+    fn versions(&self) -> Vec<Vmm> {
+        let v = |n: u32| format!("{}.{}.{}", n / 1_000_000, n / 1000 % 1000, n % 1000);
+        let mut out = vec![Vmm { name: "libvirt".into(), version: self.conn.lib_version().map(v).unwrap_or_else(|_| "unknown".into()) }];
+        if let Ok(h) = self.conn.hyp_version() {
+            out.push(Vmm { name: "qemu (through libvirt)".into(), version: v(h) });
+        }
+        out
+    }
+
+    /// Destroy `clonesafe-<pid>-…` domains whose harness `<pid>` is gone.
+    fn reap_stale(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in self.conn.list_all_domains(0).unwrap_or_default() {
+            let Ok(name) = d.name() else { continue };
+            if is_stale(&name) {
+                if d.is_active().unwrap_or(false) {
+                    let _ = d.destroy();
+                }
+                if d.is_persistent().unwrap_or(false) {
+                    let _ = d.undefine();
+                }
+                out.push(format!("removed leftover libvirt domain {name} of a dead run"));
+            }
+        }
+        out
+    }
+
+    async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+        let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
+        let xml = domain::domain_xml(machine, &args, &disk);
+        let name = args.identity.name.clone();
+        let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, 0).map(drop).map_err(lv(&name, Phase::Start, "create the domain"));
+        let mut vm = self.launch(machine.clone(), args, t, disk, start, Phase::Start).await?;
+        if let Some(probe) = vm.probe.as_mut() {
+            if let Err(e) = probe.wait_ready(t.boot).await {
+                let (vm_name, tail) = (vm.args.identity.name.clone(), vm.console_tail(20));
+                return Err(match e {
+                    AgentError::Timeout(..) => BackendError::Timeout { vm: vm_name, phase: Phase::Boot, after: t.boot, console_tail: tail },
+                    source => BackendError::Agent { vm: vm_name, phase: Phase::Boot, console_tail: tail, source },
+                });
+            }
         }
         Ok(Box::new(vm))
     }
 
-    async fn restore(&self, snap: &Snapshot, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        let disk = vm_disk(&spec, &snap.disk).await?;
+    fn restorer(&self) -> Option<&dyn Restore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Restore for LibvirtBackend {
+    async fn restore(&self, snap: &Snapshot, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+        let wrong = || BackendError::WrongSnapshot { backend: BackendKind::Libvirt, made_by: snap.backend };
+        let private = snap.private::<LibvirtSnapshot>().ok_or_else(wrong)?;
+        let (Some(image), Some(frozen)) = (snap.artifact(ArtifactKind::LibvirtSaveImage), snap.artifact(ArtifactKind::FrozenDisk)) else {
+            return Err(wrong());
+        };
+        let image = image.to_path_buf();
+        let disk = vm_disk(&args, frozen, "qcow2").await?;
         let mut originals = self.restore_lock.lock().await;
-        let image = snap.memory.clone();
-        let name = spec.identity.name.clone();
+        let name = args.identity.name.clone();
         if !originals.contains_key(&image) {
-            let img = SaveImage::read(&image).map_err(|e| BackendError::Other(format!("{}: {e}", image.display())))?;
+            let img = SaveImage::read(&image).map_err(|source| BackendError::SaveImage { path: image.clone(), source })?;
             originals.insert(image.clone(), img.xml);
         }
         let source_xml = originals[&image].clone();
+        let nic = snap.machine.devices.nic;
         let mut notes = Vec::new();
 
         // 1. libvirt's own route, once per snapshot, with the identity in dxml.
-        if !snap.libvirt_tried.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let dxml = domain::rewrite_identity(&source_xml, &snap.source_identity, &snap.source_dir, &spec.identity, &spec.dir, snap.nic).map_err(BackendError::Other)?;
+        if !private.tried.swap(true, Ordering::SeqCst) {
+            let dxml = domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?;
             let conn = self.conn.clone();
             let img = image.display().to_string();
-            let r = blocking(&name, Phase::IncomingMigration, spec.timeouts.restore, move || {
-                Ok(conn.restore_domain_flags(&img, Some(&dxml), sys::VIR_DOMAIN_SAVE_PAUSED))
-            })
-            .await?;
+            let r = blocking(&name, Phase::IncomingMigration, t.restore, move || Ok(conn.restore_domain_flags(&img, Some(&dxml), sys::VIR_DOMAIN_SAVE_PAUSED))).await?;
             match r {
                 Err(e) => notes.push(format!(
                     "libvirt refused to restore the image under a new identity: \"{}\"; the engine rewrote the domain XML inside the save image instead (name, UUID, MAC, disk serial, disk overlay, console and probe paths; the memory stream untouched) and restored that",
@@ -206,12 +235,13 @@ impl Backend for LibvirtBackend {
         }
 
         // 2. Rewrite the XML in the image and restore it as is.
-        let xml = domain::rewrite_identity(&source_xml, &snap.source_identity, &snap.source_dir, &spec.identity, &spec.dir, snap.nic).map_err(BackendError::Other)?;
-        SaveImage::rewrite_xml(&image, &xml).map_err(|e| BackendError::Other(format!("{}: {e}", image.display())))?;
+        let xml = domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?;
+        SaveImage::rewrite_xml(&image, &xml).map_err(|source| BackendError::SaveImage { path: image.clone(), source })?;
         let img = image.display().to_string();
-        let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(verr("restore the rewritten image"));
-        let mut vm = self.launch(&spec, disk, snap.vmgenid_device, snap.nic, start, Phase::IncomingMigration).await?;
-        if snap.vmgenid_device {
+        let n2 = name.clone();
+        let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(lv(&n2, Phase::IncomingMigration, "restore the rewritten image"));
+        let mut vm = self.launch(snap.machine.clone(), args, t, disk, start, Phase::IncomingMigration).await?;
+        if snap.machine.devices.vmgenid {
             // libvirt's source says it regenerates <genid> on restore (qemuProcessGenID); record
             // what it did. The vmgenid check shows what the guest made of it.
             let before = save_image::DomainSummary::of(&xml).ok().and_then(|d| d.genid);
@@ -222,7 +252,8 @@ impl Backend for LibvirtBackend {
             });
         }
         vm.notes = notes;
-        vm.on_domain(Phase::Resume, spec.timeouts.start, |d| d.resume().map_err(verr("resume"))).await?;
+        let n3 = name.clone();
+        vm.on_domain(Phase::Resume, t.start, move |d| d.resume().map_err(lv(&n3, Phase::Resume, "resume the domain"))).await?;
         Ok(Box::new(vm))
     }
 }
@@ -231,15 +262,16 @@ pub struct LibvirtVm {
     conn: Arc<Connect>,
     probe: Option<ProbeChannel>,
     disk: PathBuf,
-    vmgenid_device: bool,
-    spec: VmSpec,
+    machine: Machine,
+    args: CloneArgs,
+    timeouts: Timeouts,
     snapshots: u32,
     /// False once the domain is gone (destroyed, or stopped by a save).
     alive: bool,
     notes: Vec<String>,
     mode: SnapshotMode,
     /// The MAC of the NIC the domain has now, if any.
-    current_mac: Option<crate::identity::MacAddr>,
+    current_mac: Option<MacAddr>,
 }
 
 impl LibvirtVm {
@@ -251,16 +283,16 @@ impl LibvirtVm {
         t: Duration,
         f: impl FnOnce(&virt::domain::Domain) -> Result<T, BackendError> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, BackendError>> + Send + 'static {
-        let (conn, name) = (self.conn.clone(), self.spec.identity.name.clone());
+        let (conn, name) = (self.conn.clone(), self.args.identity.name.clone());
         async move {
             let vm = name.clone();
-            blocking(&vm, phase, t, move || f(&conn.lookup_domain_by_name(&name).map_err(verr("look up domain"))?)).await
+            blocking(&vm, phase, t, move || f(&conn.lookup_domain_by_name(&name).map_err(lv(&name, phase, "look up the domain"))?)).await
         }
     }
 
     fn destroy_now(&mut self) {
         if std::mem::take(&mut self.alive) {
-            if let Ok(d) = self.conn.lookup_domain_by_name(&self.spec.identity.name) {
+            if let Ok(d) = self.conn.lookup_domain_by_name(&self.args.identity.name) {
                 let _ = d.destroy();
             }
         }
@@ -268,7 +300,7 @@ impl LibvirtVm {
 
     /// The domain's genid as libvirt reports it now.
     pub fn genid(&self) -> Option<String> {
-        let d = self.conn.lookup_domain_by_name(&self.spec.identity.name).ok()?;
+        let d = self.conn.lookup_domain_by_name(&self.args.identity.name).ok()?;
         save_image::DomainSummary::of(&d.xml_desc(0).ok()?).ok()?.genid
     }
 }
@@ -283,16 +315,19 @@ impl Drop for LibvirtVm {
 #[async_trait]
 impl Vm for LibvirtVm {
     fn name(&self) -> &str {
-        &self.spec.identity.name
+        &self.args.identity.name
     }
     fn identity(&self) -> &HostIdentity {
-        &self.spec.identity
+        &self.args.identity
     }
-    fn probe(&mut self) -> &mut ProbeChannel {
-        self.probe.as_mut().expect("a launched VM has a probe channel")
+    fn machine(&self) -> &Machine {
+        &self.machine
+    }
+    fn agent(&mut self) -> Option<&mut dyn GuestAgent> {
+        self.probe.as_mut().map(|p| p as &mut dyn GuestAgent)
     }
     fn console_tail(&self, lines: usize) -> String {
-        super::qemu::read_tail(&self.spec.dir.join("console.log"), lines)
+        crate::text::read_tail(&self.args.dir.join("console.log"), lines)
     }
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
@@ -300,106 +335,117 @@ impl Vm for LibvirtVm {
     fn disk(&self) -> &Path {
         &self.disk
     }
+    async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
+        if std::mem::take(&mut self.alive) {
+            let (conn, name) = (self.conn.clone(), self.args.identity.name.clone());
+            blocking(&name.clone(), Phase::Shutdown, Duration::from_secs(30), move || match conn.lookup_domain_by_name(&name) {
+                // Already gone (stopped by a save outside clonesafe, or crashed): nothing to do.
+                Err(_) => Ok(()),
+                Ok(d) => d.destroy().map_err(lv(&name, Phase::Shutdown, "destroy the domain")),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+    fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
+        Some(self)
+    }
+    fn nic_hotplug(&mut self) -> Option<&mut dyn NicHotplug> {
+        Some(self)
+    }
+}
 
+#[async_trait]
+impl NicHotplug for LibvirtVm {
     async fn unplug_nic(&mut self) -> Result<(), BackendError> {
-        let xml = domain::interface_xml(&self.current_mac.expect("a NIC to unplug"));
-        self.on_domain(Phase::Snapshot, self.spec.timeouts.snapshot, move |d| {
-            d.detach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(verr("detach the NIC"))?;
+        let name = self.args.identity.name.clone();
+        let Some(mac) = self.current_mac else {
+            return Err(BackendError::Unsupported { backend: BackendKind::Libvirt, capability: Capability::NicHotplug });
+        };
+        let xml = domain::interface_xml(&mac);
+        self.on_domain(Phase::Hotplug, self.timeouts.snapshot, move |d| {
+            d.detach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(lv(&name, Phase::Hotplug, "detach the NIC"))?;
             // libvirt returns once QEMU reports DEVICE_DELETED, or after its own wait; confirm.
             for _ in 0..300 {
-                let live = d.xml_desc(0).map_err(verr("read domain XML"))?;
+                let live = d.xml_desc(0).map_err(lv(&name, Phase::Hotplug, "read the domain XML"))?;
                 if !live.contains("<interface") {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(BackendError::Other("libvirt: the guest did not release its NIC within 30 s".into()))
+            Err(BackendError::Timeout { vm: name, phase: Phase::Hotplug, after: Duration::from_secs(30), console_tail: String::new() })
         })
         .await?;
         self.current_mac = None;
+        self.machine.devices.nic = false;
         Ok(())
     }
 
-    async fn plug_nic(&mut self, mac: crate::identity::MacAddr) -> Result<(), BackendError> {
+    async fn plug_nic(&mut self, mac: MacAddr) -> Result<(), BackendError> {
         let xml = domain::interface_xml(&mac);
-        self.on_domain(Phase::Resume, self.spec.timeouts.start, move |d| {
-            d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(verr("attach a NIC"))
-        })
-        .await?;
+        let name = self.args.identity.name.clone();
+        self.on_domain(Phase::Hotplug, self.timeouts.start, move |d| d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(lv(&name, Phase::Hotplug, "attach a NIC"))).await?;
         self.current_mac = Some(mac);
+        self.machine.devices.nic = true;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Snapshottable for LibvirtVm {
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         self.snapshots += 1;
-        let name = self.spec.identity.name.clone();
+        let name = self.args.identity.name.clone();
         let memory = dir.join(format!("{name}.save"));
         let frozen = self.disk.clone();
-        let t = self.spec.timeouts.snapshot;
+        let t = self.timeouts.snapshot;
         let mem = memory.display().to_string();
-        let mut note = String::new();
+        let n = name.clone();
         match self.mode {
             SnapshotMode::External => {
-                let next = self.spec.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
+                let next = self.args.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
                 let xml = format!(
                     "<domainsnapshot><name>clonesafe-{}</name><memory snapshot='external' file='{}'/><disks><disk name='vda' snapshot='external'><source file='{}'/></disk></disks></domainsnapshot>",
-                    self.snapshots, mem, next.display()
+                    self.snapshots,
+                    crate::text::xml_escape(&mem),
+                    crate::text::xml_escape(&next.display().to_string())
                 );
                 self.on_domain(Phase::Snapshot, t, move |d| {
                     d.create_snapshot_xml(&xml, sys::VIR_DOMAIN_SNAPSHOT_CREATE_LIVE | sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
                         .map(drop)
-                        .map_err(verr("external memory snapshot"))
+                        .map_err(lv(&n, Phase::Snapshot, "take an external memory snapshot"))
                 })
                 .await?;
                 self.disk = next;
             }
             SnapshotMode::Save => {
                 self.on_domain(Phase::Snapshot, t, move |d| {
-                    let p = std::ffi::CString::new(mem).map_err(|e| BackendError::Other(e.to_string()))?;
+                    let p = std::ffi::CString::new(mem).map_err(|e| lv(&n, Phase::Snapshot, "save the domain")(virt::error::Error::from(e)))?;
                     // SAFETY: d is a live domain handle; virt 0.5 has no safe wrapper for
                     // virDomainSaveFlags. NULL dxml keeps the domain's own XML.
                     let r = unsafe { sys::virDomainSaveFlags(d.as_ptr(), p.as_ptr(), std::ptr::null(), 0) };
                     if r < 0 {
-                        return Err(BackendError::Other(format!("libvirt: save: {}", virt::error::Error::last_error().message())));
+                        // libvirt keeps the last error per thread; this is the thread that
+                        // made the call, right after it failed.
+                        return Err(lv(&n, Phase::Snapshot, "save the domain")(virt::error::Error::last_error()));
                     }
                     Ok(())
                 })
                 .await?;
                 // The domain stopped when libvirt saved it.
                 self.alive = false;
-                note = "suspend and clone: the source domain stopped when it was saved".into();
+                self.notes.push("suspend and clone: the source domain stopped when it was saved".into());
             }
         }
         // The image holds guest memory: make sure it is private whatever libvirt's umask was.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o600)).map_err(io_err(format!("chmod {}", memory.display())))?;
-        if !note.is_empty() {
-            self.notes.push(note);
-        }
+        std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o600)).map_err(BackendError::io(&name, format!("chmod {}", memory.display())))?;
         Ok(Snapshot {
-            source: name,
-            memory,
-            disk: frozen,
-            memory_mib: self.spec.memory_mib,
-            accel: self.spec.accel,
-            vmgenid_device: self.vmgenid_device,
-            nic: self.current_mac.is_some(),
-            source_identity: self.spec.identity.clone(),
-            source_dir: self.spec.dir.clone(),
-            libvirt_tried: Default::default(),
+            backend: BackendKind::Libvirt,
+            machine: self.machine.clone(),
+            source: SourceRecord { identity: self.args.identity.clone(), dir: self.args.dir.clone() },
+            artifacts: vec![Artifact { kind: ArtifactKind::LibvirtSaveImage, path: memory }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen }],
+            private: Arc::new(LibvirtSnapshot::default()),
         })
-    }
-
-    async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
-        if std::mem::take(&mut self.alive) {
-            let (conn, name) = (self.conn.clone(), self.spec.identity.name.clone());
-            blocking(&name.clone(), Phase::Shutdown, Duration::from_secs(30), move || match conn.lookup_domain_by_name(&name) {
-                // Already gone (stopped by a save outside clonesafe, or crashed): nothing to do.
-                Err(_) => Ok(()),
-                Ok(d) => d.destroy().map_err(verr("destroy")),
-            })
-            .await?;
-        }
-        Ok(())
     }
 }

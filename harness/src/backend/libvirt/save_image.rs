@@ -28,7 +28,7 @@ pub const MAX_VERSION: u32 = 2;
 /// Refuse absurd data regions instead of allocating them (libvirt's own slack is 64 KiB).
 pub const MAX_DATA_LEN: u32 = 64 << 20;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum SaveImageError {
     #[error("Not a libvirt save image: the file is {0} bytes, shorter than the {HEADER_LEN}-byte header")]
     TooShort(u64),
@@ -52,14 +52,8 @@ pub enum SaveImageError {
     XmlTooLarge { need: usize, have: usize },
     #[error("New XML contains a NUL byte")]
     XmlHasNul,
-    #[error("Save image I/O failed: {0}")]
-    Io(String),
-}
-
-impl From<std::io::Error> for SaveImageError {
-    fn from(e: std::io::Error) -> Self {
-        SaveImageError::Io(e.to_string())
-    }
+    #[error("Save image I/O failed")]
+    Io(#[from] std::io::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,8 +209,8 @@ pub struct DomainSummary {
 }
 
 impl DomainSummary {
-    pub fn of(xml: &str) -> Result<Self, String> {
-        let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML does not parse: {e}"))?;
+    pub fn of(xml: &str) -> Result<Self, roxmltree::Error> {
+        let doc = roxmltree::Document::parse(xml)?;
         let root = doc.root_element();
         let child_text = |n: &str| root.children().find(|c| c.has_tag_name(n)).and_then(|c| c.text()).map(|t| t.trim().to_string());
         let macs = root

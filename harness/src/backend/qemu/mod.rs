@@ -3,84 +3,90 @@
 //! Snapshot (measured in FACTS.md): `stop`, `blockdev-snapshot-sync` (the disk is frozen at the
 //! same instant; the source continues on a new overlay), `migrate` to `exec:cat > FILE` (QEMU 7.2
 //! has no `file:` URI; it arrived in 8.2), wait for the `MIGRATION` event, `cont`.
-//! Restore: the same devices plus a fresh identity, `-S -incoming defer`, `migrate-incoming
-//! exec:cat FILE`, wait for `MIGRATION completed`, `cont`. This is the sequence Kata Containers'
-//! VM templating uses (`-incoming defer`, `migrate-incoming exec:cat`).
+//! Restore: the snapshot's machine plus the clone's fresh identity, `-S -incoming defer`,
+//! `migrate-incoming exec:cat FILE`, wait for `MIGRATION completed`, `cont`. This is the sequence
+//! Kata Containers' VM templating uses (`-incoming defer`, `migrate-incoming exec:cat`).
 
-mod process;
+pub mod process;
+pub mod qmp;
+pub mod reap;
 
-pub use process::read_tail;
-mod qmp;
-
-pub use qmp::{Qmp, QmpError};
-
-use super::{vm_disk, Accel, Backend, BackendError, BackendKind, Phase, Snapshot, Vm, VmSpec};
-use crate::identity::HostIdentity;
-use crate::probes::ProbeChannel;
+use super::capability::{Capabilities, Capability};
+use super::emulator;
+use super::error::BackendError;
+use super::lifecycle::{Phase, Timeouts};
+use super::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snapshot, SourceRecord};
+use super::{vm_disk, Backend, NicHotplug, Restore, Snapshottable, Vm};
+use crate::agent::GuestAgent;
+use crate::guest::{AgentTransport, Boot};
+use crate::identity::{HostIdentity, MacAddr};
 use async_trait::async_trait;
+use clonesafe_metadata::{BackendKind, Vmm};
 use process::QemuProcess;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-
-/// The QEMU binary: `CLONESAFE_QEMU` or `qemu-system-x86_64` on PATH.
-pub fn qemu_binary() -> PathBuf {
-    std::env::var_os("CLONESAFE_QEMU").map(PathBuf::from).unwrap_or_else(|| "qemu-system-x86_64".into())
-}
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct QemuBackend;
 
+pub const CAPABILITIES: &[Capability] =
+    &[Capability::DirectKernelBoot, Capability::SerialProbe, Capability::LiveSnapshot, Capability::NicHotplug, Capability::Vmgenid];
+
 pub struct QemuVm {
     proc: QemuProcess,
-    spec: VmSpec,
+    machine: Machine,
+    args: CloneArgs,
+    timeouts: Timeouts,
     /// The overlay this VM writes to now.
     disk: PathBuf,
-    vmgenid_device: bool,
     snapshots: u32,
-    /// Whether the VM has a NIC now.
-    nic: bool,
 }
 
 /// The NIC: virtio-net on the hub, in a fixed slot, without an option ROM.
 const NIC_DEVICE: &str = "virtio-net-pci,netdev=net0,romfile=,addr=0x5";
 
-/// Arguments that describe the machine. A clone must use the same ones as its source, or the
-/// migration stream will not load.
-fn machine_args(spec: &VmSpec, disk: &Path, vmgenid_device: bool, nic: bool) -> Vec<String> {
-    let id = &spec.identity;
+/// QEMU's arguments for `machine` with identity `id`. A clone is started with its snapshot's
+/// machine, so its devices are the source's by construction.
+fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path) -> Vec<String> {
+    let id = &args.identity;
     let mut a: Vec<String> = vec![
         "-name".into(),
         format!("{},process={}", id.name, id.name),
         "-machine".into(),
         "pc".into(),
         "-accel".into(),
-        spec.accel.qemu_name().into(),
+        machine.accel.as_str().into(),
         "-cpu".into(),
-        spec.accel.cpu_model().into(),
+        emulator::cpu_model(machine.accel).into(),
         "-m".into(),
-        format!("{}M", spec.memory_mib),
+        format!("{}M", machine.memory_mib),
         "-smp".into(),
-        "1".into(),
+        machine.vcpus.to_string(),
         "-nodefaults".into(),
         "-no-user-config".into(),
         "-display".into(),
         "none".into(),
         "-no-reboot".into(),
-        "-kernel".into(),
-        spec.guest.kernel.display().to_string(),
-        "-initrd".into(),
-        spec.guest.initrd.display().to_string(),
-        "-append".into(),
-        spec.guest.cmdline.clone(),
-        // ttyS0: console to a file; ttyS1: the probe channel (QEMU connects to our socket).
-        "-serial".into(),
-        format!("file:{}", spec.dir.join("console.log").display()),
+    ];
+    if let Boot::DirectKernel { kernel, initrd, .. } = &machine.guest.boot {
+        a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
+        a.extend(["-append".into(), machine.cmdline().unwrap_or_default()]);
+    }
+    // ttyS0: the console, to a file.
+    a.extend(["-serial".into(), format!("file:{}", args.dir.join("console.log").display())]);
+    if machine.guest.agent == AgentTransport::SerialProbe {
+        // ttyS1: the probe channel (QEMU connects to our socket).
+        a.extend([
+            "-chardev".into(),
+            format!("socket,id=probe,path={}", args.dir.join("probe.sock").display()),
+            "-serial".into(),
+            "chardev:probe".into(),
+        ]);
+    }
+    a.extend([
         "-chardev".into(),
-        format!("socket,id=probe,path={}", spec.dir.join("probe.sock").display()),
-        "-serial".into(),
-        "chardev:probe".into(),
-        "-chardev".into(),
-        format!("socket,id=qmp,path={}", spec.dir.join("qmp.sock").display()),
+        format!("socket,id=qmp,path={}", args.dir.join("qmp.sock").display()),
         "-mon".into(),
         "chardev=qmp,mode=control".into(),
         "-drive".into(),
@@ -95,13 +101,13 @@ fn machine_args(spec: &VmSpec, disk: &Path, vmgenid_device: bool, nic: bool) -> 
         "hubport,id=net0,hubid=0".into(),
         "-uuid".into(),
         id.uuid.to_string(),
-    ];
-    if nic {
+    ]);
+    if machine.devices.nic {
         // romfile= drops the iPXE option ROM (not installed, and slow to run under TCG).
         a.push("-device".into());
         a.push(format!("{},id=nic0,mac={}", NIC_DEVICE, id.mac));
     }
-    if vmgenid_device {
+    if machine.devices.vmgenid {
         // QEMU writes this guid into guest memory on load and notifies the guest (FACTS.md).
         let genid = id.vmgenid.map(|g| g.to_string()).unwrap_or_else(|| "auto".into());
         a.push("-device".into());
@@ -116,57 +122,77 @@ impl Backend for QemuBackend {
         BackendKind::Qemu
     }
 
-    async fn boot(&self, spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        let disk = vm_disk(&spec, &spec.guest.disk).await?;
-        let vmgenid_device = spec.identity.vmgenid.is_some();
-        let args = machine_args(&spec, &disk, vmgenid_device, true);
-        let mut proc = QemuProcess::spawn(&spec, &args).await?;
-        proc.init_migration().await?;
-        let timeout = spec.timeouts.boot;
-        let ready = proc.probe.wait_ready(timeout).await;
-        if let Err(e) = ready {
-            return Err(proc.fail(Phase::Boot, timeout, e).await);
-        }
-        Ok(Box::new(QemuVm { proc, disk, spec, vmgenid_device, snapshots: 0, nic: true }))
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(CAPABILITIES)
     }
 
-    async fn restore(&self, snap: &Snapshot, mut spec: VmSpec) -> Result<Box<dyn Vm>, BackendError> {
-        // Clones get their own overlay on the frozen disk: no two VMs share a writable image.
-        let disk = vm_disk(&spec, &snap.disk).await?;
-        spec.memory_mib = snap.memory_mib;
-        spec.accel = snap.accel;
-        let mut args = machine_args(&spec, &disk, snap.vmgenid_device, snap.nic);
-        args.extend(["-S".into(), "-incoming".into(), "defer".into()]);
-        let mut proc = QemuProcess::spawn(&spec, &args).await?;
+    fn versions(&self) -> Vec<Vmm> {
+        vec![Vmm { name: "qemu".into(), version: emulator::qemu_version_number().unwrap_or_else(|| "unknown".into()) }]
+    }
+
+    fn reap_stale(&self) -> Vec<String> {
+        reap::reap_stale().into_iter().map(|v| format!("killed a leftover VM {} (pid {}) of a dead run", v.name, v.pid)).collect()
+    }
+
+    async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+        let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
+        let qargs = machine_args(machine, &args, &disk);
+        let with_probe = machine.guest.agent == AgentTransport::SerialProbe;
+        let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, with_probe, t, &qargs).await?;
         proc.init_migration().await?;
-        let uri = format!("exec:cat {}", shell_quote(&snap.memory));
-        let t = spec.timeouts.restore;
+        if let Some(probe) = proc.probe.as_mut() {
+            if let Err(e) = probe.wait_ready(t.boot).await {
+                return Err(proc.fail(Phase::Boot, t.boot, e).await);
+            }
+        }
+        Ok(Box::new(QemuVm { proc, disk, machine: machine.clone(), args, timeouts: *t, snapshots: 0 }))
+    }
+
+    fn restorer(&self) -> Option<&dyn Restore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Restore for QemuBackend {
+    async fn restore(&self, snap: &Snapshot, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+        if snap.backend != BackendKind::Qemu {
+            return Err(BackendError::WrongSnapshot { backend: BackendKind::Qemu, made_by: snap.backend });
+        }
+        let (Some(stream), Some(frozen)) = (snap.artifact(ArtifactKind::MemoryStream), snap.artifact(ArtifactKind::FrozenDisk)) else {
+            return Err(BackendError::WrongSnapshot { backend: BackendKind::Qemu, made_by: snap.backend });
+        };
+        // Clones get their own overlay on the frozen disk: no two VMs share a writable image.
+        let disk = vm_disk(&args, frozen, "qcow2").await?;
+        let machine = snap.machine.clone();
+        let mut qargs = machine_args(&machine, &args, &disk);
+        qargs.extend(["-S".into(), "-incoming".into(), "defer".into()]);
+        let with_probe = machine.guest.agent == AgentTransport::SerialProbe;
+        let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, with_probe, t, &qargs).await?;
+        proc.init_migration().await?;
+        let uri = format!("exec:cat {}", shell_quote(stream));
         proc.qmp(Phase::IncomingMigration, "migrate-incoming", json!({ "uri": uri })).await?;
-        if let Err(e) = proc.qmp_wait_migration(t).await {
-            return Err(proc.fail_qmp(Phase::IncomingMigration, t, e).await);
+        if let Err(e) = proc.qmp_wait_migration(t.restore).await {
+            return Err(proc.fail_qmp(Phase::IncomingMigration, t.restore, e).await);
         }
         proc.qmp(Phase::Resume, "cont", json!({})).await?;
-        Ok(Box::new(QemuVm {
-            proc,
-            disk,
-            vmgenid_device: snap.vmgenid_device,
-            spec,
-            snapshots: 0,
-            nic: snap.nic,
-        }))
+        Ok(Box::new(QemuVm { proc, disk, machine, args, timeouts: *t, snapshots: 0 }))
     }
 }
 
 #[async_trait]
 impl Vm for QemuVm {
     fn name(&self) -> &str {
-        &self.spec.identity.name
+        &self.args.identity.name
     }
     fn identity(&self) -> &HostIdentity {
-        &self.spec.identity
+        &self.args.identity
     }
-    fn probe(&mut self) -> &mut ProbeChannel {
-        &mut self.proc.probe
+    fn machine(&self) -> &Machine {
+        &self.machine
+    }
+    fn agent(&mut self) -> Option<&mut dyn GuestAgent> {
+        self.proc.probe.as_mut().map(|p| p as &mut dyn GuestAgent)
     }
     fn console_tail(&self, lines: usize) -> String {
         self.proc.console_tail(lines)
@@ -177,47 +203,57 @@ impl Vm for QemuVm {
     fn disk(&self) -> &Path {
         &self.disk
     }
+    async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
+        self.proc.shutdown().await
+    }
+    fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
+        Some(self)
+    }
+    fn nic_hotplug(&mut self) -> Option<&mut dyn NicHotplug> {
+        Some(self)
+    }
+}
 
+#[async_trait]
+impl NicHotplug for QemuVm {
     async fn unplug_nic(&mut self) -> Result<(), BackendError> {
-        let t = self.spec.timeouts.snapshot;
+        let t = self.timeouts.snapshot;
         let p = &mut self.proc;
-        p.qmp(Phase::Snapshot, "device_del", json!({ "id": "nic0" })).await?;
+        p.qmp(Phase::Hotplug, "device_del", json!({ "id": "nic0" })).await?;
         // The guest must eject the device (ACPI hotplug) before QEMU reports it gone.
         if let Err(e) = p.qmp_wait_event("DEVICE_DELETED for nic0", t, |e| e["event"] == "DEVICE_DELETED" && e["data"]["device"] == "nic0").await {
-            return Err(p.fail_qmp(Phase::Snapshot, t, e).await);
+            return Err(p.fail_qmp(Phase::Hotplug, t, e).await);
         }
-        self.nic = false;
+        self.machine.devices.nic = false;
         Ok(())
     }
 
-    async fn plug_nic(&mut self, mac: crate::identity::MacAddr) -> Result<(), BackendError> {
+    async fn plug_nic(&mut self, mac: MacAddr) -> Result<(), BackendError> {
         let mut args = json!({ "driver": "virtio-net-pci", "id": "nic1", "mac": mac.to_string() });
         for kv in NIC_DEVICE.split(',').skip(1) {
             let (k, v) = kv.split_once('=').expect("key=value");
             args[k] = json!(v);
         }
-        self.proc.qmp(Phase::Resume, "device_add", args).await?;
-        self.nic = true;
+        self.proc.qmp(Phase::Hotplug, "device_add", args).await?;
+        self.machine.devices.nic = true;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Snapshottable for QemuVm {
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
-        let t = self.spec.timeouts.snapshot;
-        let name = self.spec.identity.name.clone();
+        let t = self.timeouts.snapshot;
+        let name = self.args.identity.name.clone();
         let memory = dir.join(format!("{name}.mem"));
         // The stream is guest memory: create it 0600 before QEMU's `cat` writes into it.
-        crate::secrets::create_private(&memory)?;
+        crate::secrets::create_private(&memory).map_err(BackendError::io(&name, format!("create {}", memory.display())))?;
         let frozen = self.disk.clone();
         self.snapshots += 1;
-        let next = self.spec.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
+        let next = self.args.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
         let p = &mut self.proc;
         p.qmp(Phase::Snapshot, "stop", json!({})).await?;
-        p.qmp(
-            Phase::Snapshot,
-            "blockdev-snapshot-sync",
-            json!({ "device": "drive0", "snapshot-file": next.display().to_string(), "format": "qcow2" }),
-        )
-        .await?;
+        p.qmp(Phase::Snapshot, "blockdev-snapshot-sync", json!({ "device": "drive0", "snapshot-file": next.display().to_string(), "format": "qcow2" })).await?;
         self.disk = next;
         let uri = format!("exec:cat > {}", shell_quote(&memory));
         p.qmp(Phase::Snapshot, "migrate", json!({ "uri": uri })).await?;
@@ -236,42 +272,18 @@ impl Vm for QemuVm {
         // The source goes on running (QEMU re-activates its block devices on `cont`).
         p.qmp(Phase::Resume, "cont", json!({})).await?;
         Ok(Snapshot {
-            source: name,
-            memory,
-            disk: frozen,
-            memory_mib: self.spec.memory_mib,
-            accel: self.spec.accel,
-            vmgenid_device: self.vmgenid_device,
-            nic: self.nic,
-            source_identity: self.spec.identity.clone(),
-            source_dir: self.spec.dir.clone(),
-            libvirt_tried: Default::default(),
+            backend: BackendKind::Qemu,
+            machine: self.machine.clone(),
+            source: SourceRecord { identity: self.args.identity.clone(), dir: self.args.dir.clone() },
+            artifacts: vec![Artifact { kind: ArtifactKind::MemoryStream, path: memory }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen }],
+            private: Arc::new(()),
         })
-    }
-
-    async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
-        self.proc.shutdown().await
     }
 }
 
 /// Quote a path for the `/bin/sh -c` that QEMU's `exec:` migration runs.
 fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
-
-impl Accel {
-    pub fn qemu_name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-    pub fn cpu_model(self) -> &'static str {
-        match self {
-            Accel::Kvm => "host",
-            Accel::Tcg => "max",
-        }
-    }
 }
 
 #[cfg(test)]

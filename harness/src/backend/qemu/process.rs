@@ -2,8 +2,12 @@
 //! channels connected before anything else happens.
 
 use super::qmp::{Qmp, QmpError};
-use crate::backend::{BackendError, Phase, VmSpec};
-use crate::probes::{ProbeChannel, ProbeError};
+use crate::agent::serial::ProbeChannel;
+use crate::agent::AgentError;
+use crate::backend::emulator;
+use crate::backend::error::BackendError;
+use crate::backend::lifecycle::{Phase, Timeouts};
+use crate::text::read_tail;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,27 +19,28 @@ pub struct QemuProcess {
     name: String,
     child: Child,
     qmp: Qmp,
-    pub probe: ProbeChannel,
+    pub probe: Option<ProbeChannel>,
     console: PathBuf,
     stderr: PathBuf,
 }
 
 impl QemuProcess {
-    pub async fn spawn(spec: &VmSpec, args: &[String]) -> Result<Self, BackendError> {
-        let name = spec.identity.name.clone();
-        let dir = &spec.dir;
+    /// Start QEMU with `args`. It connects to sockets in `dir` that the harness already listens
+    /// on: QMP always, the probe's serial port when `with_probe`.
+    pub async fn spawn(name: &str, dir: &Path, with_probe: bool, t: &Timeouts, args: &[String]) -> Result<Self, BackendError> {
+        let name = name.to_string();
         let listen = |file: &str| -> Result<UnixListener, BackendError> {
             let p = dir.join(file);
             let _ = std::fs::remove_file(&p);
-            UnixListener::bind(&p).map_err(crate::backend::io_err(format!("bind {}", p.display())))
+            UnixListener::bind(&p).map_err(BackendError::io(&name, format!("bind {}", p.display())))
         };
-        let probe_l = listen("probe.sock")?;
+        let probe_l = if with_probe { Some(listen("probe.sock")?) } else { None };
         let qmp_l = listen("qmp.sock")?;
         let stderr = dir.join("qemu.stderr");
         let console = dir.join("console.log");
-        let err_file = std::fs::File::create(&stderr).map_err(crate::backend::io_err(format!("create {}", stderr.display())))?;
+        let err_file = std::fs::File::create(&stderr).map_err(BackendError::io(&name, format!("create {}", stderr.display())))?;
 
-        let mut cmd = Command::new(super::qemu_binary());
+        let mut cmd = Command::new(emulator::qemu_binary());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file).kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe. If the harness dies, even by SIGKILL, the kernel
         // kills QEMU too: no VM outlives the run that started it.
@@ -45,31 +50,32 @@ impl QemuProcess {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(crate::backend::io_err(format!(
-            "start {} (is qemu-system-x86 installed?)",
-            super::qemu_binary().display()
-        )))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(BackendError::io(&name, format!("start {} (is qemu-system-x86 installed?)", emulator::qemu_binary().display())))?;
 
         let connect = async {
-            let (probe, _) = probe_l.accept().await?;
+            let probe = match &probe_l {
+                Some(l) => Some(l.accept().await?.0),
+                None => None,
+            };
             let (qmp, _) = qmp_l.accept().await?;
             Ok::<_, std::io::Error>((probe, qmp))
         };
-        let t = spec.timeouts.start;
         let (probe, qmp) = tokio::select! {
-            r = tokio::time::timeout(t, connect) => match r {
+            r = tokio::time::timeout(t.start, connect) => match r {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(BackendError::Io { what: format!("{name}: accept QEMU's connection"), source: e }),
+                Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept QEMU's connection".into(), source: e }),
                 Err(_) => {
                     let _ = child.start_kill();
-                    return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t, console_tail: read_tail(&console, 20) });
+                    return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: read_tail(&console, 20) });
                 }
             },
             status = child.wait() => {
                 return Err(exited_error(name, Phase::Start, status, &stderr, &console));
             }
         };
-        let qmp = match tokio::time::timeout(t, Qmp::handshake(qmp)).await {
+        let qmp = match tokio::time::timeout(t.start, Qmp::handshake(qmp)).await {
             Ok(Ok(q)) => q,
             Ok(Err(e)) => {
                 // QEMU connects its chardevs before it loads the kernel, so a bad -kernel shows
@@ -79,15 +85,14 @@ impl QemuProcess {
                 }
                 return Err(BackendError::Qmp { vm: name, phase: Phase::Start, source: e });
             }
-            Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t, console_tail: read_tail(&console, 20) }),
+            Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: read_tail(&console, 20) }),
         };
-        Ok(QemuProcess { name, child, qmp, probe: ProbeChannel::new(probe), console, stderr })
+        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), console, stderr })
     }
 
     /// Migration events on, bandwidth unthrottled (the guest is stopped while it migrates).
     pub async fn init_migration(&mut self) -> Result<(), BackendError> {
-        self.qmp(Phase::Start, "migrate-set-capabilities", json!({ "capabilities": [{ "capability": "events", "state": true }] }))
-            .await?;
+        self.qmp(Phase::Start, "migrate-set-capabilities", json!({ "capabilities": [{ "capability": "events", "state": true }] })).await?;
         self.qmp(Phase::Start, "migrate-set-parameters", json!({ "max-bandwidth": 100u64 << 30 })).await?;
         Ok(())
     }
@@ -113,22 +118,20 @@ impl QemuProcess {
             return exited;
         }
         match e {
-            QmpError::Timeout(..) => {
-                BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail: self.console_tail(20) }
-            }
+            QmpError::Timeout(..) => BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail: self.console_tail(20) },
             e => BackendError::Qmp { vm: self.name.clone(), phase, source: e },
         }
     }
 
-    /// Turn a probe failure into the most telling error, the same way.
-    pub async fn fail(&mut self, phase: Phase, after: Duration, e: ProbeError) -> BackendError {
+    /// Turn an agent failure into the most telling error, the same way.
+    pub async fn fail(&mut self, phase: Phase, after: Duration, e: AgentError) -> BackendError {
         if let Some(exited) = self.exited(phase).await {
             return exited;
         }
         let console_tail = self.console_tail(20);
         match e {
-            ProbeError::Timeout(..) => BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail },
-            source => BackendError::Probe { vm: self.name.clone(), phase, console_tail, source },
+            AgentError::Timeout(..) => BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail },
+            source => BackendError::Agent { vm: self.name.clone(), phase, console_tail, source },
         }
     }
 
@@ -160,52 +163,5 @@ fn exited_error(vm: String, phase: Phase, status: std::io::Result<std::process::
         status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
         stderr: read_tail(stderr, 20),
         console_tail: read_tail(console, 20),
-    }
-}
-
-/// The last `lines` lines of a log, with terminal escape sequences and control bytes removed.
-pub fn read_tail(path: &std::path::Path, lines: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else { return String::new() };
-    let text = String::from_utf8_lossy(&bytes);
-    let clean = strip_control(&text);
-    let all: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn strip_control(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ params final-byte; other escapes: ESC + one char.
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for n in chars.by_ref() {
-                    if ('@'..='~').contains(&n) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else if c == '\n' || c == '\t' || !c.is_control() {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_strips_escapes_and_keeps_the_last_lines() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("c.log");
-        std::fs::write(&p, "a\n\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\nb\nc\n").unwrap();
-        assert_eq!(read_tail(&p, 2), "b\nc");
-        assert_eq!(read_tail(&p, 10), "a\nSeaBIOS\nb\nc");
-        assert_eq!(read_tail(&d.path().join("none"), 3), "");
     }
 }

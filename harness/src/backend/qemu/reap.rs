@@ -1,8 +1,8 @@
-//! Leftovers from a run that was killed: QEMU processes named `clonesafe-<pid>-...` whose
-//! harness `<pid>` is gone. (PR_SET_PDEATHSIG normally makes them die with the harness; this
-//! covers QEMUs started by other means, e.g. a harness killed between fork and prctl.)
+//! Leftovers of a killed run on the QEMU backend: QEMU processes named `clonesafe-<pid>-...`
+//! whose harness `<pid>` is gone. (PR_SET_PDEATHSIG normally makes them die with the harness;
+//! this covers QEMUs that outlived it anyway, e.g. a harness killed between fork and prctl.)
 
-use crate::identity::NAME_PREFIX;
+use crate::identity::{is_stale, owner_of};
 
 /// A clonesafe VM process found on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,10 +10,10 @@ pub struct FoundVm {
     pub pid: i32,
     pub name: String,
     /// The harness process that started it.
-    pub owner: i32,
+    pub owner: u32,
 }
 
-/// Every QEMU process whose `-name` starts with the clonesafe prefix.
+/// Every QEMU process whose `-name` is a clonesafe name (libvirt's QEMUs included).
 pub fn find_vms() -> Vec<FoundVm> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else { return out };
@@ -34,20 +34,15 @@ fn parse_cmdline(pid: i32, args: &[String]) -> Option<FoundVm> {
     }
     let i = args.iter().position(|a| a == "-name")?;
     let name = args.get(i + 1)?.split(',').next()?.trim_start_matches("guest=").to_string();
-    let rest = name.strip_prefix(NAME_PREFIX)?;
-    let owner = rest.split('-').next()?.parse().ok()?;
+    let owner = owner_of(&name)?;
     Some(FoundVm { pid, name, owner })
 }
 
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Kill clonesafe VMs whose owning harness is no longer running. Returns what was killed.
+/// Kill clonesafe QEMUs whose harness is gone. Returns what was killed.
 pub fn reap_stale() -> Vec<FoundVm> {
-    let me = std::process::id() as i32;
-    let stale: Vec<FoundVm> = find_vms().into_iter().filter(|v| v.owner != me && !alive(v.owner)).collect();
+    let stale: Vec<FoundVm> = find_vms().into_iter().filter(|v| is_stale(&v.name)).collect();
     for v in &stale {
+        // SAFETY: kill(2) on a pid we just read from /proc; at worst the process is gone.
         unsafe { libc::kill(v.pid, libc::SIGKILL) };
     }
     stale

@@ -1,0 +1,90 @@
+//! The typed interface to whatever runs inside a guest and answers the harness. The serial probe
+//! ([`serial`]) is the first transport; qemu-guest-agent is the next. A transport that cannot do
+//! an operation says so with [`AgentError::Unsupported`], and the checks that need it become
+//! `skipped` with that reason, never a silent success.
+//!
+//! Everything an agent returns comes from the guest, so it is untrusted: transports bound every
+//! message and turn anything malformed into an error.
+
+pub mod serial;
+
+use async_trait::async_trait;
+use clonesafe_protocol::{Identity, Sample, Sources};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("Agent channel closed")]
+    Closed,
+    #[error("Agent channel I/O failed")]
+    Io(#[from] std::io::Error),
+    #[error("Agent sent a line longer than {0} bytes")]
+    LineTooLong(usize),
+    #[error("Agent sent invalid JSON: {line:?}")]
+    BadJson {
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("No reply from the agent within {0:?} while waiting for {1}")]
+    Timeout(Duration, &'static str),
+    #[error("Agent answered {got} while {want} was expected")]
+    Unexpected { want: &'static str, got: String },
+    #[error("Agent reported an error: {0}")]
+    Guest(String),
+    #[error("The {transport} transport cannot {op}")]
+    Unsupported { transport: &'static str, op: &'static str },
+}
+
+/// The first samples after `go`: the kernel RNG first, then the program PRNG.
+#[derive(Debug, Clone, Default)]
+pub struct Resumed {
+    pub kernel_rng: Vec<Sample>,
+    pub userspace_rng: Vec<Sample>,
+}
+
+impl Resumed {
+    /// The guest's monotonic time of the first post-resume sample (0 if none).
+    pub fn t0_ns(&self) -> u64 {
+        self.kernel_rng.first().map(|s| s.t_ns).unwrap_or(0)
+    }
+}
+
+/// What the in-guest fix-up did, on the guest's monotonic clock.
+#[derive(Debug, Clone)]
+pub struct FixupDone {
+    pub t_start_ns: u64,
+    pub t_rng_ns: u64,
+    pub t_done_ns: u64,
+    pub steps: Vec<String>,
+}
+
+/// The operations the harness asks of a guest. Every call is bounded by `t`.
+#[async_trait]
+pub trait GuestAgent: Send {
+    /// The transport's name, for messages ("serial-probe").
+    fn transport(&self) -> &'static str;
+    /// Wait for the agent's first sign of life; returns the guest's uptime then, in ms.
+    async fn wait_ready(&mut self, t: Duration) -> Result<u64, AgentError>;
+    /// Touch the kernel RNG (so a due reseed happens now), then block until `go`: the VM is
+    /// snapshotted while the agent waits here, so clones resume exactly at their next request.
+    async fn hold(&mut self, t: Duration) -> Result<(), AgentError>;
+    /// The kernel RNG first, then the program PRNG; later samples are taken at fixed offsets
+    /// and collected by [`GuestAgent::samples`].
+    async fn go(&mut self, t: Duration) -> Result<Resumed, AgentError>;
+    async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError>;
+    /// The identity as the guest sees it, with file-based identities read from `sources`.
+    async fn report(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError>;
+    /// Credit `entropy` to the kernel, reseed the CRNG, regenerate the guest's identities and
+    /// reseed the program PRNG.
+    async fn fixup(&mut self, entropy: &[u8], t: Duration) -> Result<FixupDone, AgentError>;
+    /// Poll until a NIC with `mac` appears (at most `within`); its guest time, or None.
+    async fn wait_nic(&mut self, mac: &str, within: Duration, t: Duration) -> Result<Option<u64>, AgentError>;
+    /// Write, read back, delete and sync a secret given encoded (each byte XOR 0xff, in hex).
+    async fn plant_canary(&mut self, secret_xff_hex: String, t: Duration) -> Result<(), AgentError>;
+    /// Remanence mitigation in the guest; returns what the guest reported doing.
+    async fn scrub(&mut self, t: Duration) -> Result<String, AgentError>;
+    async fn write_file(&mut self, path: &str, data: &str, t: Duration) -> Result<(), AgentError>;
+    /// The file's contents, or None when it does not exist.
+    async fn read_file(&mut self, path: &str, t: Duration) -> Result<Option<String>, AgentError>;
+}

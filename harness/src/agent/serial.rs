@@ -1,0 +1,260 @@
+//! The serial probe transport: line-delimited JSON ([`clonesafe_protocol`]) with the static probe
+//! on the guest's second serial port. The guest controls what arrives here, so every line is
+//! capped at [`MAX_LINE`] bytes and every parse failure is a typed error.
+
+use super::{AgentError, FixupDone, GuestAgent, Resumed};
+use async_trait::async_trait;
+use clonesafe_protocol::{Identity, Reply, Request, Sample, Sources, MAX_LINE};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+pub struct ProbeChannel {
+    reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+impl ProbeChannel {
+    pub fn new<S>(stream: S) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        ProbeChannel { reader: BufReader::new(Box::new(r)), writer: Box::new(w) }
+    }
+
+    /// Read one reply line, never buffering more than MAX_LINE bytes of it.
+    pub async fn recv(&mut self) -> Result<Reply, AgentError> {
+        let mut line = Vec::new();
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(AgentError::Closed);
+            }
+            let (chunk, done, found_newline) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], i + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            if line.len() + chunk.len() > MAX_LINE {
+                // Drop the rest of this line so the channel stays usable, then report it.
+                self.reader.consume(done);
+                if !found_newline {
+                    self.skip_to_newline().await?;
+                }
+                return Err(AgentError::LineTooLong(MAX_LINE));
+            }
+            line.extend_from_slice(chunk);
+            self.reader.consume(done);
+            if found_newline {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim();
+                if text.is_empty() {
+                    line.clear();
+                    continue;
+                }
+                return serde_json::from_str(text).map_err(|source| AgentError::BadJson { line: crate::text::truncate(text, 200), source });
+            }
+        }
+    }
+
+    async fn skip_to_newline(&mut self) -> Result<(), AgentError> {
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(AgentError::Closed);
+            }
+            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                self.reader.consume(i + 1);
+                return Ok(());
+            }
+            let n = buf.len();
+            self.reader.consume(n);
+        }
+    }
+
+    pub async fn send(&mut self, req: &Request) -> Result<(), AgentError> {
+        let mut s = serde_json::to_string(req).expect("requests serialize");
+        s.push('\n');
+        self.writer.write_all(s.as_bytes()).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Send a request and wait for its reply.
+    pub async fn call(&mut self, req: &Request, timeout: Duration) -> Result<Reply, AgentError> {
+        self.send(req).await?;
+        match self.recv_within(timeout, want(req)).await? {
+            Reply::Error { message } => Err(AgentError::Guest(message)),
+            r => Ok(r),
+        }
+    }
+
+    async fn recv_within(&mut self, timeout: Duration, want: &'static str) -> Result<Reply, AgentError> {
+        tokio::time::timeout(timeout, self.recv()).await.map_err(|_| AgentError::Timeout(timeout, want))?
+    }
+}
+
+/// The reply each request expects.
+fn want(req: &Request) -> &'static str {
+    match req {
+        Request::Hold => "held",
+        Request::Go => "resumed",
+        Request::Samples => "samples",
+        Request::Report { .. } => "report",
+        Request::WriteFile { .. } => "written",
+        Request::ReadFile { .. } => "file",
+        Request::Fixup { .. } => "fixed_up",
+        Request::WaitNic { .. } => "nic_seen",
+        Request::Canary { .. } => "canary_planted",
+        Request::Scrub => "scrubbed",
+    }
+}
+
+fn unexpected(want: &'static str, got: &Reply) -> AgentError {
+    let got = serde_json::to_string(got).unwrap_or_default();
+    AgentError::Unexpected { want, got: crate::text::truncate(&got, 200) }
+}
+
+#[async_trait]
+impl GuestAgent for ProbeChannel {
+    fn transport(&self) -> &'static str {
+        "serial-probe"
+    }
+
+    async fn wait_ready(&mut self, t: Duration) -> Result<u64, AgentError> {
+        match self.recv_within(t, "ready").await? {
+            Reply::Ready { uptime_ms, .. } => Ok(uptime_ms),
+            other => Err(unexpected("ready", &other)),
+        }
+    }
+
+    async fn hold(&mut self, t: Duration) -> Result<(), AgentError> {
+        match self.call(&Request::Hold, t).await? {
+            Reply::Held => Ok(()),
+            other => Err(unexpected("held", &other)),
+        }
+    }
+
+    async fn go(&mut self, t: Duration) -> Result<Resumed, AgentError> {
+        match self.call(&Request::Go, t).await? {
+            Reply::Resumed { kernel_rng, userspace_rng } => Ok(Resumed { kernel_rng, userspace_rng }),
+            other => Err(unexpected("resumed", &other)),
+        }
+    }
+
+    async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {
+        match self.call(&Request::Samples, t).await? {
+            Reply::Samples { kernel_rng } => Ok(kernel_rng),
+            other => Err(unexpected("samples", &other)),
+        }
+    }
+
+    async fn report(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError> {
+        match self.call(&Request::Report { sources: sources.clone() }, t).await? {
+            Reply::Report { identity } => Ok(identity),
+            other => Err(unexpected("report", &other)),
+        }
+    }
+
+    async fn fixup(&mut self, entropy: &[u8], t: Duration) -> Result<FixupDone, AgentError> {
+        let entropy_hex = entropy.iter().map(|b| format!("{b:02x}")).collect();
+        match self.call(&Request::Fixup { entropy_hex }, t).await? {
+            Reply::FixedUp { t_start_ns, t_rng_ns, t_done_ns, steps } => Ok(FixupDone { t_start_ns, t_rng_ns, t_done_ns, steps }),
+            other => Err(unexpected("fixed_up", &other)),
+        }
+    }
+
+    async fn wait_nic(&mut self, mac: &str, within: Duration, t: Duration) -> Result<Option<u64>, AgentError> {
+        let req = Request::WaitNic { mac: mac.to_string(), timeout_ms: within.as_millis() as u64 };
+        match self.call(&req, t.max(within + Duration::from_secs(10))).await? {
+            Reply::NicSeen { t_ns, .. } => Ok(t_ns),
+            other => Err(unexpected("nic_seen", &other)),
+        }
+    }
+
+    async fn plant_canary(&mut self, secret_xff_hex: String, t: Duration) -> Result<(), AgentError> {
+        match self.call(&Request::Canary { secret_xff_hex }, t).await? {
+            Reply::CanaryPlanted => Ok(()),
+            other => Err(unexpected("canary_planted", &other)),
+        }
+    }
+
+    async fn scrub(&mut self, t: Duration) -> Result<String, AgentError> {
+        match self.call(&Request::Scrub, t).await? {
+            Reply::Scrubbed { output } => Ok(output),
+            other => Err(unexpected("scrubbed", &other)),
+        }
+    }
+
+    async fn write_file(&mut self, path: &str, data: &str, t: Duration) -> Result<(), AgentError> {
+        match self.call(&Request::WriteFile { path: path.into(), data: data.into() }, t).await? {
+            Reply::Written { .. } => Ok(()),
+            other => Err(unexpected("written", &other)),
+        }
+    }
+
+    async fn read_file(&mut self, path: &str, t: Duration) -> Result<Option<String>, AgentError> {
+        match self.call(&Request::ReadFile { path: path.into() }, t).await? {
+            Reply::File { data, .. } => Ok(data),
+            other => Err(unexpected("file", &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (ProbeChannel, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (ProbeChannel::new(a), b)
+    }
+
+    #[tokio::test]
+    async fn parses_a_reply_and_skips_blank_lines() {
+        let (mut ch, mut guest) = pair().await;
+        guest.write_all(b"\n{\"event\":\"held\"}\n").await.unwrap();
+        assert_eq!(ch.recv().await.unwrap(), Reply::Held);
+    }
+
+    #[tokio::test]
+    async fn garbage_is_an_error_not_a_panic_and_the_channel_recovers() {
+        let (mut ch, mut guest) = pair().await;
+        guest.write_all(b"\x00\xffnot json\n{\"event\":\"held\"}\n").await.unwrap();
+        assert!(matches!(ch.recv().await, Err(AgentError::BadJson { .. })));
+        assert_eq!(ch.recv().await.unwrap(), Reply::Held);
+    }
+
+    #[tokio::test]
+    async fn overlong_lines_are_bounded_and_skipped() {
+        let (mut ch, mut guest) = pair().await;
+        let long = vec![b'x'; MAX_LINE * 3];
+        let w = tokio::spawn(async move {
+            guest.write_all(&long).await.unwrap();
+            guest.write_all(b"\n{\"event\":\"held\"}\n").await.unwrap();
+            guest
+        });
+        assert!(matches!(ch.recv().await, Err(AgentError::LineTooLong(_))));
+        assert_eq!(ch.recv().await.unwrap(), Reply::Held);
+        drop(w.await);
+    }
+
+    #[tokio::test]
+    async fn eof_and_timeouts_are_reported() {
+        let (mut ch, guest) = pair().await;
+        let t = ch.wait_ready(Duration::from_millis(50)).await;
+        assert!(matches!(t, Err(AgentError::Timeout(_, "ready"))), "{t:?}");
+        drop(guest);
+        assert!(matches!(ch.recv().await, Err(AgentError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn guest_errors_and_wrong_replies_surface() {
+        let (mut ch, mut guest) = pair().await;
+        guest.write_all(b"{\"event\":\"error\",\"message\":\"nope\"}\n{\"event\":\"held\"}\n").await.unwrap();
+        let r = ch.report(&Sources::default(), Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(AgentError::Guest(ref m)) if m == "nope"), "{r:?}");
+        let r = ch.samples(Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(AgentError::Unexpected { want: "samples", .. })), "{r:?}");
+    }
+}

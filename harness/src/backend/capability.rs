@@ -1,0 +1,71 @@
+//! What a backend can do. Each backend declares its capabilities; the runner checks every
+//! scenario's needs (its recipe's method and fix-ups, its guest's boot and agent) against them
+//! before any VM starts, so a missing ability is an exit-2 error naming the capability and the
+//! backend, never a failure in the middle of a run. Optional abilities are separate traits
+//! ([`super::Snapshottable`], [`super::NicHotplug`], [`super::Restore`]) that a backend provides
+//! only when it declares the capability; a test holds every backend to its declaration.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// Boot a kernel and initramfs given by the host.
+    DirectKernelBoot,
+    /// Boot a disk image with its own bootloader.
+    DiskBoot,
+    /// The clonesafe probe on a second serial port.
+    SerialProbe,
+    /// Snapshot a running VM (memory, devices, disk) and restore clones from it.
+    LiveSnapshot,
+    /// Hot-unplug and hot-plug a NIC in a running VM.
+    NicHotplug,
+    /// A VM generation ID device whose ID each clone gets fresh.
+    Vmgenid,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::DirectKernelBoot => "direct-kernel-boot",
+            Capability::DiskBoot => "disk-boot",
+            Capability::SerialProbe => "serial-probe",
+            Capability::LiveSnapshot => "live-snapshot",
+            Capability::NicHotplug => "nic-hotplug",
+            Capability::Vmgenid => "vmgenid",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities(BTreeSet<Capability>);
+
+impl Capabilities {
+    pub fn of(caps: &[Capability]) -> Self {
+        Capabilities(caps.iter().copied().collect())
+    }
+    pub fn has(&self, c: Capability) -> bool {
+        self.0.contains(&c)
+    }
+    pub fn without(mut self, c: Capability) -> Self {
+        self.0.remove(&c);
+        self
+    }
+    pub fn iter(&self) -> impl Iterator<Item = Capability> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v: Vec<&str> = self.0.iter().map(|c| c.as_str()).collect();
+        f.write_str(&v.join(", "))
+    }
+}

@@ -1,0 +1,130 @@
+//! Errors of a VM's life. Every variant names the VM and the phase (the step that failed), and
+//! keeps its cause as a `#[source]`: the QMP error, the agent's, libvirt's code and message, the
+//! tool's exit status and stderr. Timeouts and failures carry the guest console's tail, and a
+//! VMM that died carries its stderr.
+
+use super::capability::Capability;
+use super::lifecycle::Phase;
+use crate::agent::AgentError;
+use crate::backend::libvirt::domain::RewriteError;
+use crate::backend::libvirt::save_image::SaveImageError;
+use crate::backend::qemu::qmp::QmpError;
+use crate::tools::ToolError;
+use clonesafe_metadata::BackendKind;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{vm}: {phase} timed out after {after:?}{}", console_section(.console_tail))]
+    Timeout { vm: String, phase: Phase, after: Duration, console_tail: String },
+    #[error("{vm}: QEMU exited during {phase} ({status}){}{}", stderr_section(.stderr), console_section(.console_tail))]
+    Exited { vm: String, phase: Phase, status: String, stderr: String, console_tail: String },
+    #[error("{vm}: {phase} failed")]
+    Qmp {
+        vm: String,
+        phase: Phase,
+        #[source]
+        source: QmpError,
+    },
+    #[error("{vm}: {phase} failed{}", console_section(.console_tail))]
+    Agent {
+        vm: String,
+        phase: Phase,
+        console_tail: String,
+        #[source]
+        source: AgentError,
+    },
+    #[error("{vm}: {phase} failed: libvirt could not {step}")]
+    Libvirt {
+        vm: String,
+        phase: Phase,
+        step: &'static str,
+        #[source]
+        source: LibvirtError,
+    },
+    #[error("{vm}: {what}")]
+    Io {
+        vm: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{vm}: disk image")]
+    Tool {
+        vm: String,
+        #[source]
+        source: ToolError,
+    },
+    #[error("Save image {}", .path.display())]
+    SaveImage {
+        path: PathBuf,
+        #[source]
+        source: SaveImageError,
+    },
+    #[error("{vm}: cannot give the save image's domain XML the clone's identity")]
+    Rewrite {
+        vm: String,
+        #[source]
+        source: RewriteError,
+    },
+    #[error("{vm}: the guest has no agent, so clonesafe cannot {op}")]
+    NoAgent { vm: String, op: &'static str },
+    #[error("The {backend} backend cannot do {capability}")]
+    Unsupported { backend: BackendKind, capability: Capability },
+    #[error("A snapshot made by the {made_by} backend cannot be restored by the {backend} backend")]
+    WrongSnapshot { backend: BackendKind, made_by: BackendKind },
+    #[error("{vm}: a blocking libvirt call during {phase} panicked")]
+    Panicked {
+        vm: String,
+        phase: Phase,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// A libvirt error with its code and domain (virterror.h), as libvirt reported it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} (libvirt {code_name}, code {code})")]
+pub struct LibvirtError {
+    pub code: u32,
+    pub code_name: String,
+    pub domain: String,
+    pub message: String,
+}
+
+impl From<virt::error::Error> for LibvirtError {
+    fn from(e: virt::error::Error) -> Self {
+        LibvirtError { code: e.code().to_raw(), code_name: e.code().to_string(), domain: e.domain().to_string(), message: e.message().to_string() }
+    }
+}
+
+fn console_section(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        "\n--- serial console: (empty) ---".into()
+    } else {
+        format!("\n--- last lines of the serial console ---\n{}", tail.trim_end())
+    }
+}
+
+fn stderr_section(s: &str) -> String {
+    if s.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- QEMU stderr ---\n{}", s.trim_end())
+    }
+}
+
+impl BackendError {
+    /// An I/O error while doing `what` for `vm`.
+    pub fn io(vm: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+        let (vm, what) = (vm.to_string(), what.into());
+        move |source| BackendError::Io { vm, what, source }
+    }
+
+    /// A disk-image tool's failure for `vm`.
+    pub fn tool(vm: &str) -> impl FnOnce(ToolError) -> BackendError {
+        let vm = vm.to_string();
+        move |source| BackendError::Tool { vm, source }
+    }
+}

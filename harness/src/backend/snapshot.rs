@@ -1,0 +1,140 @@
+//! The split at the heart of cloning, after Firecracker's `Persist` (src/vmm/src/persist.rs:
+//! `State` versus `ConstructorArgs`):
+//!
+//! * a [`Snapshot`] is what clones *copy*: the [`Machine`] it was taken from (guest, memory,
+//!   vCPUs, accelerator, devices such as vmgenid and the NIC) and typed [`Artifact`]s (memory and
+//!   device state, the frozen disk, a libvirt save image), plus data private to the backend
+//!   that made it;
+//! * [`CloneArgs`] are what each clone is *given fresh*: its identity and its directory.
+//!
+//! A backend's `restore(snapshot, args)` builds the clone's machine from the snapshot alone, so
+//! a clone cannot contradict the machine its memory came from.
+
+use crate::guest::GuestProfile;
+use crate::identity::HostIdentity;
+use clonesafe_metadata::{Accel, BackendKind};
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Devices whose presence a clone must share with its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Devices {
+    /// A virtio NIC (nic-replug unplugs it before the snapshot).
+    pub nic: bool,
+    /// A VM generation ID device.
+    pub vmgenid: bool,
+}
+
+/// The machine a VM is built as: everything a restore must reproduce exactly.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub guest: GuestProfile,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub accel: Accel,
+    pub devices: Devices,
+    /// Added to a direct-kernel guest's command line (e.g. `init_on_free=1`).
+    pub kernel_args: Vec<String>,
+}
+
+impl Machine {
+    pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
+        Machine { guest, memory_mib, vcpus: 1, accel, devices: Devices { nic: true, vmgenid: false }, kernel_args: vec![] }
+    }
+
+    /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.
+    pub fn cmdline(&self) -> Option<String> {
+        match &self.guest.boot {
+            crate::guest::Boot::DirectKernel { cmdline, .. } => {
+                Some(std::iter::once(cmdline.as_str()).chain(self.kernel_args.iter().map(String::as_str)).collect::<Vec<_>>().join(" "))
+            }
+            crate::guest::Boot::Disk => None,
+        }
+    }
+}
+
+/// What one VM is given fresh.
+#[derive(Debug, Clone)]
+pub struct CloneArgs {
+    pub identity: HostIdentity,
+    /// A directory of this VM's own (sockets, console log, its disk overlay).
+    pub dir: PathBuf,
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    /// A QEMU migration stream: RAM and device state.
+    MemoryStream,
+    /// A libvirt save image: a header, the domain XML, then a QEMU migration stream.
+    LibvirtSaveImage,
+    /// The disk as it was at the snapshot instant; read-only from then on.
+    FrozenDisk,
+}
+
+impl ArtifactKind {
+    /// The name the remanence scan and the report use.
+    pub fn label(self) -> &'static str {
+        match self {
+            ArtifactKind::MemoryStream | ArtifactKind::LibvirtSaveImage => "memory snapshot",
+            ArtifactKind::FrozenDisk => "frozen disk",
+        }
+    }
+
+    /// Whether the file holds guest RAM (and so guest secrets, and the snapshot's size).
+    pub fn holds_memory(self) -> bool {
+        !matches!(self, ArtifactKind::FrozenDisk)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub kind: ArtifactKind,
+    pub path: PathBuf,
+}
+
+/// The VM a snapshot was taken of, as a clone's copy of the device configuration still names it.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    pub identity: HostIdentity,
+    pub dir: PathBuf,
+}
+
+/// What a snapshot holds and clones copy. Artifact files are mode 0600 in a 0700 run directory.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub backend: BackendKind,
+    pub machine: Machine,
+    pub source: SourceRecord,
+    pub artifacts: Vec<Artifact>,
+    /// Bookkeeping private to the backend that made it (see [`Snapshot::private`]).
+    pub private: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("backend", &self.backend).field("source", &self.source.identity.name).field("artifacts", &self.artifacts).finish()
+    }
+}
+
+impl Snapshot {
+    pub fn artifact(&self, kind: ArtifactKind) -> Option<&Path> {
+        self.artifacts.iter().find(|a| a.kind == kind).map(|a| a.path.as_path())
+    }
+
+    /// The artifact that holds guest memory (the first, if several).
+    pub fn memory(&self) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.kind.holds_memory())
+    }
+
+    /// Bytes of memory and device state on disk.
+    pub fn state_bytes(&self) -> u64 {
+        self.artifacts.iter().filter(|a| a.kind.holds_memory()).filter_map(|a| std::fs::metadata(&a.path).ok()).map(|m| m.len()).sum()
+    }
+
+    /// The backend's private data, if this snapshot is of type `T`.
+    pub fn private<T: Any>(&self) -> Option<&T> {
+        self.private.downcast_ref::<T>()
+    }
+}

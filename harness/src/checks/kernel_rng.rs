@@ -1,0 +1,67 @@
+//! `kernel_rng`: getrandom(2) output in each VM right after resume. The first post-resume sample
+//! decides the values; every sample index is compared, and the detail says for how long after
+//! resume the VMs kept producing identical output.
+
+use super::common::{error, from_values, Check, CheckContext};
+use super::compare::compare;
+use crate::probes::Observation;
+use clonesafe_metadata::{CheckId, CheckResult, Verdict};
+use clonesafe_protocol::Sample;
+use serde_json::{json, Value};
+
+pub struct KernelRng;
+
+impl Check for KernelRng {
+    fn id(&self) -> CheckId {
+        CheckId::KernelRng
+    }
+
+    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+        let id = CheckId::KernelRng;
+        if let Some(o) = obs.iter().find(|o| o.kernel_rng.is_empty()) {
+            return error(id, obs, format!("{}: no kernel RNG samples", o.vm));
+        }
+        let firsts: Vec<String> = obs.iter().map(|o| o.kernel_rng[0].hex.clone()).collect();
+        let n_samples = obs.iter().map(|o| o.kernel_rng.len()).min().unwrap_or(0);
+        let mut per_index = Vec::new();
+        let mut last_dup: Option<usize> = None;
+        for i in 0..n_samples {
+            let vals: Vec<Option<String>> = obs.iter().map(|o| Some(o.kernel_rng[i].hex.clone())).collect();
+            let c = compare(&vals);
+            if c.verdict == Verdict::Duplicate {
+                last_dup = Some(i);
+            }
+            per_index.push(json!({ "index": i, "offset_ms": max_offset_ms(obs, i), "distinct": c.distinct, "of": obs.len() }));
+        }
+        let mut r = from_values(id, obs, firsts);
+        if r.verdict == Verdict::Skipped {
+            return r;
+        }
+        let samples: Vec<Value> = obs.iter().map(|o| json!({ "vm": o.vm, "samples": rel_samples(&o.kernel_rng) })).collect();
+        let identical_ms = last_dup.map(|i| max_offset_ms(obs, i));
+        if last_dup.is_some() && r.verdict == Verdict::Unique {
+            r.verdict = Verdict::Duplicate;
+        }
+        r.detail = match last_dup {
+            None => format!("first post-resume samples: {}; no sample repeated across VMs", r.detail),
+            Some(i) => format!(
+                "first post-resume samples: {}; VMs still shared output at sample {} of {} (+{:.1} ms after the first)",
+                r.detail,
+                i + 1,
+                n_samples,
+                identical_ms.unwrap_or(0.0)
+            ),
+        };
+        r.evidence = Some(json!({ "per_sample": per_index, "identical_until_ms": identical_ms, "vms": samples }));
+        r
+    }
+}
+
+fn rel_samples(s: &[Sample]) -> Vec<Value> {
+    let t0 = s.first().map(|x| x.t_ns).unwrap_or(0);
+    s.iter().map(|x| json!({ "offset_ms": (x.t_ns.saturating_sub(t0)) as f64 / 1e6, "hex": x.hex })).collect()
+}
+
+fn max_offset_ms(obs: &[Observation], i: usize) -> f64 {
+    obs.iter().map(|o| o.kernel_rng[i].t_ns.saturating_sub(o.kernel_rng[0].t_ns) as f64 / 1e6).fold(0.0, f64::max)
+}

@@ -1,0 +1,44 @@
+//! `agent`: on resume, the in-guest agent credits 64 bytes of host entropy (RNDADDENTROPY),
+//! forces a CRNG reseed (RNDRESEEDCRNG), regenerates machine-id, hostname and SSH host keys,
+//! and reseeds its own PRNG. Measured: how long it took in the guest (`fixup_ms`), and the
+//! window from resume until it had landed (`fixup_window_ms`).
+
+use crate::agent::Resumed;
+use crate::backend::capability::Capability;
+use crate::backend::snapshot::Machine;
+use crate::backend::Vm;
+use crate::clones::recipe::{Ctx, Fixup, RecipeError};
+use crate::guest::AgentTransport;
+use async_trait::async_trait;
+use clonesafe_metadata::{FixupId, MeasurementId};
+
+pub struct Agent;
+
+#[async_trait]
+impl Fixup for Agent {
+    fn id(&self) -> FixupId {
+        FixupId::Agent
+    }
+    fn requires(&self) -> &'static [Capability] {
+        &[]
+    }
+    fn describe(&self) -> Option<&'static str> {
+        Some("on resume the agent credited 64 bytes of host entropy, reseeded the CRNG, and regenerated machine-id, hostname, SSH host keys and its PRNG")
+    }
+    fn configure(&self, machine: &mut Machine) -> Result<(), String> {
+        if machine.guest.agent == AgentTransport::None {
+            return Err(format!("the agent fix-up needs a guest agent, and guest {:?} has none", machine.guest.name));
+        }
+        Ok(())
+    }
+
+    async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, resumed: &Resumed) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
+        let entropy = crate::identity::host_entropy(64);
+        let t = cx.timeouts.probe;
+        let done = crate::probes::call(vm, "run the fix-up", |a| Box::pin(async move { a.fixup(&entropy, t).await })).await?;
+        Ok(vec![
+            (MeasurementId::FixupMs, Some(done.t_done_ns.saturating_sub(done.t_start_ns) as f64 / 1e6)),
+            (MeasurementId::FixupWindowMs, Some(done.t_done_ns.saturating_sub(resumed.t0_ns()) as f64 / 1e6)),
+        ])
+    }
+}

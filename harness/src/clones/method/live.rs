@@ -1,0 +1,129 @@
+//! `live`: one live snapshot restored N times. The source boots, the fix-ups act on it, its agent
+//! holds (reading the kernel RNG so a due reseed happens now, then blocking), and it is
+//! snapshotted. Each clone is restored with a fresh identity and gets `go` at once, so the
+//! kernel RNG is read as early as possible after resume; then the fix-ups' on-resume steps run,
+//! in the order a real orchestrator would apply them (the scenario's order).
+
+use crate::agent::Resumed;
+use crate::backend::capability::Capability;
+use crate::backend::snapshot::{ArtifactKind, CloneArgs, Snapshot};
+use crate::backend::Vm;
+use crate::clones::recipe::{CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::remanence;
+use crate::events::EventKind;
+use async_trait::async_trait;
+use clonesafe_metadata::{MeasurementId, Method, Timing, VmRole};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+pub struct Live;
+
+#[async_trait]
+impl CloneMethod for Live {
+    fn id(&self) -> Method {
+        Method::Live
+    }
+    fn requires(&self) -> &'static [Capability] {
+        &[Capability::LiveSnapshot]
+    }
+
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
+        let mut timing = Timing::default();
+        let mut notes = Vec::new();
+        let (source, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Source.as_str(), 0)).await?;
+        timing.boot_ms.push(ms);
+        // In the fleet from the start: every error path below tears it down with the rest.
+        fleet.0.push(source);
+        let source = fleet.0[0].as_mut();
+        // The source's hostname is in its kernel memory: the positive control for the scan.
+        let canary = remanence::plant(cx, source, true).await?;
+        for f in &cx.fixups {
+            f.before_capture(cx, source, &mut notes).await?;
+        }
+        let t = cx.timeouts.probe;
+        crate::probes::call(source, "hold the agent", |a| a.hold(t)).await?;
+        let name = source.name().to_string();
+        cx.emit(EventKind::Snapshotting { vm: name.clone() });
+        let started = Instant::now();
+        let snap = source.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(&cx.dir).await?;
+        let ms = started.elapsed().as_millis() as u64;
+        let bytes = snap.state_bytes();
+        timing.snapshot_ms = Some(ms);
+        timing.snapshot_bytes = Some(bytes);
+        cx.emit(EventKind::Snapshotted { vm: name.clone(), ms, bytes });
+        if let Some(disk) = snap.artifact(ArtifactKind::FrozenDisk) {
+            for f in &cx.fixups {
+                f.on_image(cx, disk, "frozen disk", &mut notes).await?;
+            }
+        }
+
+        let n = cx.scenario.clones as usize;
+        let snap = &snap;
+        let restored: Vec<(Box<dyn Vm>, u64, Resumed, BTreeMap<MeasurementId, Option<f64>>)> =
+            stream::iter((0..n).map(|i| restore_one(cx, snap, cx.args(VmRole::Clone.as_str(), i)))).buffered(cx.jobs).try_collect().await?;
+
+        let mut observations = Vec::new();
+        let mut vms = Vec::new();
+        let first = fleet.0.len();
+        let mut resumed = Vec::new();
+        for (vm, ms, r, m) in restored {
+            timing.restore_ms.push(ms);
+            fleet.0.push(vm);
+            resumed.push((r, m));
+        }
+        for (vm, (r, m)) in fleet.0[first..].iter_mut().zip(resumed) {
+            let mut o = crate::probes::observe(vm.as_mut(), Some(r), t).await?;
+            o.measurements = m;
+            observations.push(o);
+            vms.push(vm.identity().record(VmRole::Clone));
+        }
+        let ids: Vec<MeasurementId> = observations.iter().flat_map(|o| o.measurements.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        for id in ids {
+            timing.measurements.insert(id, observations.iter().map(|o| o.measurements.get(&id).copied().flatten()).collect());
+        }
+        notes.insert(0, live_note(cx, n, &snap.source.identity.name));
+        for note in fleet.0.iter().flat_map(|vm| vm.notes()) {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        let scan = match canary {
+            Some((secret, control)) => {
+                let artifacts: Vec<(&str, &std::path::Path)> = snap.artifacts.iter().map(|a| (a.kind.label(), a.path.as_path())).collect();
+                let control = control.as_deref().map(|h| (h, ArtifactKind::MemoryStream.label()));
+                Some(remanence::scan(&secret, &artifacts, control).await?)
+            }
+            None => None,
+        };
+        Ok(Outcome { observations, vms, timing, notes, remanence: scan })
+    }
+}
+
+fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {
+    let mut s = format!("{n} clones restored from one live snapshot of {source}; each started with a new UUID, MAC and disk serial");
+    for d in cx.fixups.iter().filter_map(|f| f.describe()) {
+        s.push_str("; ");
+        s.push_str(d);
+    }
+    s
+}
+
+/// Restore one clone: `go` first (the kernel RNG as early as possible), then each fix-up's
+/// on-resume step. The restore time runs from the restore call to the agent's answer to `go`.
+async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, args: CloneArgs) -> Result<(Box<dyn Vm>, u64, Resumed, BTreeMap<MeasurementId, Option<f64>>), RecipeError> {
+    let name = args.identity.name.clone();
+    cx.emit(EventKind::Restoring { vm: name.clone() });
+    let restorer = cx.backend.restorer().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?;
+    let t = Instant::now();
+    let mut vm = restorer.restore(snap, args, &cx.timeouts).await?;
+    let probe_t = cx.timeouts.probe;
+    let r = crate::probes::call(vm.as_mut(), "sample the kernel RNG after resume", |a| a.go(probe_t)).await?;
+    let ms = t.elapsed().as_millis() as u64;
+    cx.emit(EventKind::Restored { vm: name, ms });
+    let mut measured = BTreeMap::new();
+    for f in &cx.fixups {
+        measured.extend(f.on_resume(cx, vm.as_mut(), &r).await?);
+    }
+    Ok((vm, ms, r, measured))
+}

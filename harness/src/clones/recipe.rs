@@ -1,0 +1,213 @@
+//! A recipe is a clone method ([`CloneMethod`]: how the compared VMs come to exist) and an
+//! ordered list of fix-ups ([`Fixup`]: what is done to them on the way). Each fix-up acts at
+//! named points of a method:
+//!
+//! ```text
+//!  plan time   configure(machine)        every VM of the scenario (devices, kernel arguments)
+//!              clone_args(args)          each VM's fresh identity (a new vmgenid per clone)
+//!  method      boot source / template
+//!              before_capture(vm)        in the VM about to be snapshotted or shut down
+//!              (snapshot / shutdown and copy)
+//!              on_image(image)           the disk every clone will be made from
+//!              restore or boot clones
+//!              on_resume(vm)             in each clone right after `go`, in list order
+//! ```
+//!
+//! A fix-up implements only the points where it acts; the others do nothing, by design (these
+//! are optional steps of a recipe, not operations a backend owes).
+//!
+//! Both act within a scenario's [`Ctx`], and every VM they start goes into a [`Fleet`].
+
+use crate::agent::Resumed;
+use crate::backend::capability::Capability;
+use crate::backend::error::BackendError;
+use crate::backend::lifecycle::Timeouts;
+use crate::backend::snapshot::{CloneArgs, Machine};
+use crate::backend::{Backend, Vm};
+use crate::events::{EventKind, EventSink};
+use crate::identity::{HostIdentity, NAME_PREFIX};
+use crate::probes::Observation;
+use crate::scenario::ScenarioPlan;
+use crate::tools::ToolError;
+use async_trait::async_trait;
+use clonesafe_metadata::{FixupId, MeasurementId, Method, Scan, Timing, VmRecord};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error(transparent)]
+    Vm(Box<BackendError>),
+    #[error("{step}")]
+    Tool {
+        step: String,
+        #[source]
+        source: ToolError,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sysprep: {0}")]
+    Sysprep(String),
+    #[error("{vm}: the backend gave no {capability} ability although it declares it")]
+    Missing { vm: String, capability: Capability },
+}
+
+impl From<BackendError> for RecipeError {
+    fn from(e: BackendError) -> Self {
+        RecipeError::Vm(Box::new(e))
+    }
+}
+
+impl RecipeError {
+    pub fn tool(step: impl Into<String>) -> impl FnOnce(ToolError) -> RecipeError {
+        let step = step.into();
+        move |source| RecipeError::Tool { step, source }
+    }
+}
+
+/// What a recipe produced: the observations the checks compare, and how it went.
+pub struct Outcome {
+    pub observations: Vec<Observation>,
+    pub vms: Vec<VmRecord>,
+    pub timing: Timing,
+    pub notes: Vec<String>,
+    pub remanence: Option<Scan>,
+}
+
+#[async_trait]
+pub trait CloneMethod: Send + Sync {
+    fn id(&self) -> Method;
+    /// What the backend must be able to do.
+    fn requires(&self) -> &'static [Capability];
+    /// Make `cx.scenario.clones` VMs to compare, applying `cx.fixups` at their points, and
+    /// observe each. Every VM started goes into `fleet`, which the caller tears down.
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError>;
+}
+
+#[async_trait]
+pub trait Fixup: Send + Sync {
+    fn id(&self) -> FixupId;
+    /// What the backend must be able to do.
+    fn requires(&self) -> &'static [Capability];
+    /// What this fix-up did, for the first line of the report's notes (None: it reports its own).
+    fn describe(&self) -> Option<&'static str>;
+
+    /// Shape the scenario's machine. Runs at plan time: an error (the guest cannot take this
+    /// fix-up) stops the scenario before any VM starts.
+    fn configure(&self, _machine: &mut Machine) -> Result<(), String> {
+        Ok(())
+    }
+    /// Shape each VM's fresh arguments.
+    fn clone_args(&self, _args: &mut CloneArgs) {}
+    /// In the VM about to be snapshotted (live) or shut down (image copy).
+    async fn before_capture(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, _notes: &mut Vec<String>) -> Result<(), RecipeError> {
+        Ok(())
+    }
+    /// On the disk image every clone will be made from (`what` names it for notes).
+    async fn on_image(&self, _cx: &Ctx<'_>, _image: &Path, _what: &str, _notes: &mut Vec<String>) -> Result<(), RecipeError> {
+        Ok(())
+    }
+    /// In a clone right after `go`; returns what it measured.
+    async fn on_resume(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, _resumed: &Resumed) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
+        Ok(vec![])
+    }
+}
+
+/// One scenario's run: where, on what, with which fix-ups.
+pub struct Ctx<'a> {
+    pub backend: &'a dyn Backend,
+    /// Every VM of the scenario is built as this machine (clones take their snapshot's).
+    pub machine: Machine,
+    /// The recipe's fix-ups, in the scenario's order.
+    pub fixups: Vec<&'static dyn Fixup>,
+    /// This scenario's private directory (removed with the run).
+    pub dir: PathBuf,
+    pub timeouts: Timeouts,
+    /// How many VMs may boot or restore at once.
+    pub jobs: usize,
+    pub sink: &'a dyn EventSink,
+    pub started: Instant,
+    pub scenario: &'a ScenarioPlan,
+}
+
+impl Ctx<'_> {
+    pub fn emit(&self, kind: EventKind) {
+        self.sink.emit(crate::events::Event::now(self.started, Some(self.scenario.name.clone()), kind));
+    }
+
+    /// `clonesafe-<pid>-<scenario>-<role><i>`: unique per run, and it names its owner.
+    pub fn vm_name(&self, role: &str, i: usize) -> String {
+        format!("{NAME_PREFIX}{}-{}-{role}{i}", std::process::id(), self.scenario.name)
+    }
+
+    /// A fresh identity and a directory for one VM, shaped by every fix-up.
+    pub fn args(&self, role: &str, i: usize) -> CloneArgs {
+        let mut args = CloneArgs { identity: HostIdentity::fresh(self.vm_name(role, i)), dir: self.dir.join(format!("{role}{i}")) };
+        for f in &self.fixups {
+            f.clone_args(&mut args);
+        }
+        args
+    }
+
+    /// Boot one VM as `machine`, timing it from VMM start to agent ready.
+    pub async fn boot_one(&self, machine: &Machine, args: CloneArgs) -> Result<(Box<dyn Vm>, u64), BackendError> {
+        let name = args.identity.name.clone();
+        self.emit(EventKind::Booting { vm: name.clone() });
+        let t = Instant::now();
+        let vm = self.backend.boot(machine, args, &self.timeouts).await?;
+        let ms = t.elapsed().as_millis() as u64;
+        self.emit(EventKind::Booted { vm: name, ms });
+        Ok((vm, ms))
+    }
+}
+
+/// Every VM that a recipe started; all are destroyed at the end, and dropping the fleet (error,
+/// panic, Ctrl-C) kills whatever is left.
+#[derive(Default)]
+pub struct Fleet(pub Vec<Box<dyn Vm>>);
+
+impl Fleet {
+    pub async fn destroy(&mut self) {
+        futures::future::join_all(std::mem::take(&mut self.0).into_iter().map(|vm| vm.destroy())).await;
+    }
+}
+
+/// Boot `cx.scenario.clones` VMs as `machine` (at most `cx.jobs` at a time), then observe each.
+/// Boot times go into `boot_ms`.
+pub async fn boot_and_observe(
+    cx: &Ctx<'_>,
+    fleet: &mut Fleet,
+    machine: &Machine,
+    role: clonesafe_metadata::VmRole,
+    boot_ms: &mut Vec<u64>,
+) -> Result<(Vec<crate::probes::Observation>, Vec<clonesafe_metadata::VmRecord>), BackendError> {
+    use futures::stream::{self, StreamExt};
+    let n = cx.scenario.clones as usize;
+    let args: Vec<CloneArgs> = (0..n).map(|i| cx.args(role.as_str(), i)).collect();
+    let booted: Vec<_> = stream::iter(args.into_iter().map(|a| cx.boot_one(machine, a))).buffered(cx.jobs).collect().await;
+    let first = fleet.0.len();
+    let mut first_err = None;
+    for b in booted {
+        match b {
+            Ok((vm, ms)) => {
+                boot_ms.push(ms);
+                fleet.0.push(vm);
+            }
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let mut observations = Vec::new();
+    let mut vms = Vec::new();
+    for vm in fleet.0[first..].iter_mut() {
+        observations.push(crate::probes::observe(vm.as_mut(), None, cx.timeouts.probe).await?);
+        vms.push(vm.identity().record(role));
+    }
+    Ok((observations, vms))
+}

@@ -99,6 +99,9 @@ enum SaveImageCmd {
 enum ReportCmd {
     /// Print the JSON Schema (draft 2020-12) of report.json, generated from the report types
     Schema,
+    /// List the verdicts that differ between two report.json files, per scenario and check.
+    /// Exit 0 when every verdict is the same, 1 when some differ, 2 on unreadable input.
+    Diff { old: PathBuf, new: PathBuf },
 }
 
 struct CliBackends {
@@ -159,6 +162,37 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
     exit_codes::OK
 }
 
+fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
+    let read = |p: &std::path::Path| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))
+    };
+    let (a, b) = match (read(old), read(new)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return exit_codes::HARNESS_ERROR;
+        }
+    };
+    match report::diff::diff(&a, &b) {
+        Err(e) => {
+            eprintln!("error: not a clonesafe report: {e}");
+            exit_codes::HARNESS_ERROR
+        }
+        Ok(d) if d.is_empty() => {
+            println!("same verdicts: {} (scenario, check) rows", report::diff::count(&a));
+            exit_codes::OK
+        }
+        Ok(d) => {
+            for line in &d {
+                println!("{line}");
+            }
+            println!("{} verdict(s) differ", d.len());
+            exit_codes::EXPECTATION_FAILED
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
@@ -183,6 +217,7 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", serde_json::to_string_pretty(&clonesafe_metadata::schema()).expect("schema serializes"));
             exit_codes::OK
         }
+        Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
         Cmd::Run { files, out, backend, accel, jobs, guests, workdir, boot_timeout, libvirt_snapshot, reference } => {
             let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,

@@ -5,6 +5,7 @@
 //! * [`Files`]: `events.jsonl` (every event as it happens), then `report.json`, `junit.xml`,
 //!   `report.html` and, in reference form, `summary.md` and SVG plots.
 
+pub mod diff;
 pub mod explain;
 pub mod html;
 pub mod junit;

@@ -20,7 +20,15 @@ pub enum EventKind {
     Restoring { vm: String },
     Restored { vm: String, ms: u64 },
     ScenarioFinished { report: Box<ScenarioReport> },
-    RunFinished { report: Box<Report> },
+    /// The finished report, for the reporters that write it; the event stream carries only the
+    /// counts (each scenario's report was in its own `scenario_finished`).
+    RunFinished {
+        #[serde(skip)]
+        report: Box<Report>,
+        passed: usize,
+        failed: usize,
+        exit_code: i32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -177,7 +177,9 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         },
         scenarios: reports,
     };
-    sink.emit(Event::now(started, None, EventKind::RunFinished { report: Box::new(report.clone()) }));
+    let passed = report.scenarios.iter().filter(|s| s.passed()).count();
+    let (failed, exit_code) = (report.scenarios.len() - passed, report.exit_code());
+    sink.emit(Event::now(started, None, EventKind::RunFinished { report: Box::new(report.clone()), passed, failed, exit_code }));
     Ok(report)
 }
 

@@ -58,6 +58,7 @@ fn smoke_suite_passes_and_writes_the_report_contract() {
     let events = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
     assert_eq!(last["kind"], "run_finished");
+    assert_eq!((last["passed"].as_u64(), last["exit_code"].as_i64()), (Some(2), Some(0)));
     assert!(last["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(runs_left(work.path()), 0, "run directory (with snapshots) left behind");
 }

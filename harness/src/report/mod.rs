@@ -52,7 +52,7 @@ impl EventSink for Files {
                 *events = None;
             }
         }
-        if let EventKind::RunFinished { report } = &e.kind {
+        if let EventKind::RunFinished { report, .. } = &e.kind {
             let r = if self.reference { write_reference(report, &self.dir) } else { write_all(report, &self.dir) };
             let r = r.map(|mut v| {
                 v.push(self.dir.join("events.jsonl"));

@@ -58,7 +58,7 @@ impl EventSink for Progress {
                 }),
                 None,
             ),
-            EventKind::RunFinished { report } => {
+            EventKind::RunFinished { report, .. } => {
                 self.bar.finish_and_clear();
                 print!("{}", render(report));
                 (None, None)

@@ -7,7 +7,8 @@ say() { echo "setup: $*" >&2; }
 
 export DEBIAN_FRONTEND=noninteractive
 need_apt=0
-for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 debugfs depmod chromium; do
+for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 debugfs depmod chromium \
+           mmdebstrap parted extlinux genisoimage ssh-keyscan openssl curl virt-sysprep guestfish; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 [ -f /usr/include/libvirt/libvirt.h ] || need_apt=1
@@ -22,8 +23,14 @@ if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
         "qemu-system-x86=$qv" "qemu-system-common=$qv" "qemu-utils=$qv" \
         libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
         busybox-static cpio dropbear-bin e2fsprogs kmod \
-        chromium fonts-dejavu-core >/dev/null
+        chromium fonts-dejavu-core \
+        mmdebstrap parted extlinux syslinux-common genisoimage openssh-client openssl curl \
+        libguestfs-tools linux-image-amd64 >/dev/null
     # chromium: the HTML report's screenshot test; fonts-dejavu-core: text in the plots.
+    # mmdebstrap, parted, extlinux, syslinux-common: the Debian disk images (guests/lib);
+    # genisoimage: NoCloud seeds; openssh-client, openssl: host-side checks (ssh-keyscan,
+    # s_client); libguestfs-tools: the real virt-sysprep, which needs a kernel in /boot
+    # (linux-image-amd64 only adds files there; the running kernel is unchanged; FACTS.md).
 else
     say "Debian packages already installed"
 fi
@@ -42,8 +49,13 @@ fi
 
 bash ci/start-libvirt.sh
 
-say "building the guest"
+say "building the guests"
 bash guests/tiny/build.sh
+bash guests/debian12/build.sh
+bash guests/debian13/build.sh
+# The static probe (built with the tiny guest) is also what clonesafe injects into guests it
+# reaches through qemu-guest-agent.
+install -D -m 755 target/x86_64-unknown-linux-gnu/release/clonesafe-probe /var/lib/clonesafe/probe/clonesafe-probe
 
 say "building clonesafe"
 cargo build --release --locked -p clonesafe 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' || true

@@ -37,6 +37,59 @@ pub async fn libvirt_status() -> Result<String, String> {
     }
 }
 
+/// What a user's image holds, read offline (guestfish, read-only, libguestfs under TCG): its OS
+/// and whether it has qemu-guest-agent. Nothing is booted and nothing is written.
+pub async fn inspect_image(path: &Path) -> Vec<Item> {
+    let mut items = Vec::new();
+    match GuestProfile::from_image(path) {
+        Ok(g) => items.push(item("image", true, format!("{} ({}, boots with its own bootloader; VMs get overlays on it)", g.disk.display(), g.disk_format))),
+        Err(e) => {
+            items.push(item("image", false, e.to_string()));
+            return items;
+        }
+    }
+    let script = "inspect-os\n-cat /etc/os-release\n-exists /usr/sbin/qemu-ga\n-exists /usr/bin/qemu-ga\n-exists /etc/ssh/sshd_config\n";
+    let mut c = tokio::process::Command::new("guestfish");
+    c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").args(["--ro", "-a"]).arg(path).arg("-i");
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    let out = async {
+        let mut child = c.spawn().ok()?;
+        use tokio::io::AsyncWriteExt;
+        child.stdin.take()?.write_all(script.as_bytes()).await.ok()?;
+        child.wait_with_output().await.ok()
+    };
+    let out = match tokio::time::timeout(Duration::from_secs(600), out).await {
+        Ok(Some(o)) => o,
+        _ => {
+            items.push(item("inspection", false, "guestfish could not inspect the image (is libguestfs-tools installed?)"));
+            return items;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let os = text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string());
+    items.push(match os {
+        Some(os) => item("os", true, os),
+        None => item("os", false, format!("no /etc/os-release found ({})", crate::text::truncate(String::from_utf8_lossy(&out.stderr).trim(), 200))),
+    });
+    let bools: Vec<bool> = text.lines().filter_map(|l| match l.trim() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }).collect();
+    let qga = bools.iter().take(2).any(|b| *b);
+    items.push(if qga {
+        item("agent", true, "qemu-guest-agent is installed: clonesafe reads identities through it and injects its probe")
+    } else {
+        item("agent", false, "no qemu-guest-agent in the image: only host-side checks (ssh_keyscan, tls_*, ...) will run; in-guest checks are skipped")
+    });
+    items.push(if bools.get(2).copied().unwrap_or(false) {
+        item("ssh", true, "an SSH server is configured: ssh_keyscan can run")
+    } else {
+        item("ssh", false, "no sshd_config: ssh_keyscan will be skipped")
+    });
+    items
+}
+
 pub async fn run(guests_dir: &Path, trial: bool, work: &Path) -> Vec<Item> {
     let mut items = Vec::new();
     items.push(match emulator::qemu_version() {

@@ -37,12 +37,22 @@ enum Cmd {
         /// Run every scenario on this backend (qemu or libvirt), whatever its file says
         #[arg(long)]
         backend: Option<BackendKind>,
+        /// Run every scenario on your own disk image (qcow2 or raw, booting with its own
+        /// bootloader) instead of its guest. The image is never written: each VM gets an overlay.
+        /// It is probed through qemu-guest-agent if it runs one (in-guest checks are skipped if
+        /// not), and from the host through ssh (22) and TLS (443) if it serves them.
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
         /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
         #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
         accel: AccelChoice,
         /// VMs booted or restored at once (keep it low under TCG on few cores)
         #[arg(long, default_value_t = 2)]
         jobs: usize,
+        /// Scenarios run at once. Each has its own VMs, so the guests alive at once can reach
+        /// parallel x (clones + 1); on 2 cores under TCG, 2 is the most that pays
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        parallel: u16,
         /// Directory of built guest images [default: $CLONESAFE_GUESTS or /var/lib/clonesafe/guests]
         #[arg(long)]
         guests: Option<PathBuf>,
@@ -51,8 +61,12 @@ enum Cmd {
         #[arg(long)]
         workdir: Option<PathBuf>,
         /// Seconds a guest may take to boot before the run fails, showing its console
-        #[arg(long, default_value_t = 90)]
+        #[arg(long, default_value_t = 240)]
         boot_timeout: u64,
+        /// The static probe injected into guests that offer qemu-guest-agent
+        /// [default: $CLONESAFE_PROBE or /var/lib/clonesafe/probe/clonesafe-probe]
+        #[arg(long)]
+        probe: Option<PathBuf>,
         /// How the libvirt backend snapshots: external (live, source keeps running) or save
         /// (suspend and clone)
         #[arg(long, value_enum, default_value_t = SnapshotMode::External)]
@@ -71,11 +85,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ReportCmd,
     },
-    /// Report what this machine offers: QEMU, KVM, libvirtd, built guests
+    /// Report what this machine offers: QEMU, KVM, libvirtd, built guests; or, with --image,
+    /// what a user's image holds (its OS, qemu-guest-agent, sshd), read offline
     Doctor {
         /// Boot a trial guest under KVM now (otherwise a cached result is shown)
         #[arg(long)]
         trial_boot: bool,
+        /// Inspect this disk image (read-only, nothing booted) instead of the machine
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
         #[arg(long)]
         guests: Option<PathBuf>,
         /// Print JSON instead of a table
@@ -218,7 +236,7 @@ async fn dispatch(cli: Cli) -> i32 {
             exit_codes::OK
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
-        Cmd::Run { files, out, backend, accel, jobs, guests, workdir, boot_timeout, libvirt_snapshot, reference } => {
+        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference } => {
             let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,
                 Err(e) => {
@@ -229,6 +247,9 @@ async fn dispatch(cli: Cli) -> i32 {
             if let Some(b) = backend {
                 plan.override_backend(b);
             }
+            if let Some(i) = &image {
+                plan.override_image(i);
+            }
             let files_out = match report::Files::create(&out, reference) {
                 Ok(f) => f,
                 Err(e) => {
@@ -237,8 +258,10 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
             };
             let opts = RunOptions {
+                probe: probe.unwrap_or_else(clonesafe::guest::default_probe),
                 accel,
                 jobs,
+                parallel: parallel.into(),
                 guests_dir: guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
                 work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
                 timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
@@ -272,10 +295,13 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
-        Cmd::Doctor { trial_boot, guests, json } => {
+        Cmd::Doctor { trial_boot, image, guests, json } => {
             let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
             let work = std::env::temp_dir().join(format!("clonesafe-doctor-{}", std::process::id()));
-            let items = clonesafe::doctor::run(&guests, trial_boot, &work).await;
+            let items = match &image {
+                Some(p) => clonesafe::doctor::inspect_image(p).await,
+                None => clonesafe::doctor::run(&guests, trial_boot, &work).await,
+            };
             let _ = std::fs::remove_dir_all(&work);
             if json {
                 println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
@@ -284,7 +310,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     println!("{:<4} {:<14} {}", if i.ok { "ok" } else { "NO" }, i.what, i.detail);
                 }
             }
-            if items.iter().all(|i| i.ok || i.what == "kvm") {
+            if items.iter().all(|i| i.ok || ["kvm", "agent", "ssh"].contains(&i.what.as_str())) {
                 exit_codes::OK
             } else {
                 exit_codes::HARNESS_ERROR

@@ -1,8 +1,9 @@
 //! The runner: plan → backend → clones → probes → checks → report. It validates everything it
 //! can before starting a VM (bad input changes nothing): every guest is located, every backend
 //! answers, and every scenario's needs (its guest's boot and agent, its recipe's method and
-//! fix-ups) are checked against its backend's capabilities. It then runs scenarios one after
-//! another and turns each into a [`ScenarioReport`], including the ones that failed.
+//! fix-ups) are checked against its backend's capabilities. It then runs the scenarios (one
+//! after another unless `--parallel` says more) and turns each into a [`ScenarioReport`],
+//! including the ones that failed.
 
 use crate::backend::accel::{self, AccelChoice, AccelDecision};
 use crate::backend::capability::Capability;
@@ -22,8 +23,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub struct RunOptions {
+    /// The static probe injected into guests that offer qemu-guest-agent.
+    pub probe: PathBuf,
     pub accel: AccelChoice,
     pub jobs: usize,
+    /// Scenarios run at once (each with up to `jobs` VMs starting at a time).
+    pub parallel: usize,
     pub guests_dir: PathBuf,
     pub work_root: PathBuf,
     pub timeouts: Timeouts,
@@ -66,15 +71,18 @@ fn guest_requirements(g: &GuestProfile) -> Vec<(Capability, String)> {
         Boot::DirectKernel { .. } => (Capability::DirectKernelBoot, format!("guest {}", g.name)),
         Boot::Disk => (Capability::DiskBoot, format!("guest {}", g.name)),
     }];
-    if g.agent == AgentTransport::SerialProbe {
-        out.push((Capability::SerialProbe, format!("guest {}'s agent", g.name)));
+    match g.agent {
+        AgentTransport::SerialProbe => out.push((Capability::SerialProbe, format!("guest {}'s agent", g.name))),
+        AgentTransport::Qga => out.push((Capability::QemuGuestAgent, format!("guest {}'s agent", g.name))),
+        AgentTransport::None => {}
     }
     out
 }
 
 /// A scenario's machine under `accel`, shaped by its fix-ups (which may refuse the guest).
 fn machine_of(s: &ScenarioPlan, guest: &GuestProfile, accel: Accel) -> Result<Machine, RunError> {
-    let mut m = Machine::new(guest.clone(), s.memory_mib, accel);
+    let mut m = Machine::new(guest.clone(), s.memory_mib.unwrap_or(guest.memory_mib), accel);
+    m.devices.seed = s.nocloud.is_some();
     for f in clones::fixups_of(&s.recipe) {
         f.configure(&mut m).map_err(|message| RunError::Recipe { file: s.file.display().to_string(), scenario: s.name.clone(), message })?;
     }
@@ -90,7 +98,11 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
     let mut bks: BTreeMap<BackendKind, Arc<dyn Backend>> = BTreeMap::new();
     for s in &plan.scenarios {
         if !guests.contains_key(&s.guest) {
-            let g = GuestProfile::locate(&opts.guests_dir, &s.guest).map_err(|source| RunError::Guest { scenario: s.name.clone(), source })?;
+            let g = match &s.image {
+                Some(path) => GuestProfile::from_image(path),
+                None => GuestProfile::locate(&opts.guests_dir, &s.guest),
+            };
+            let g = g.map_err(|source| RunError::Guest { scenario: s.name.clone(), source })?;
             guests.insert(s.guest.clone(), g);
         }
         if let std::collections::btree_map::Entry::Vacant(e) = bks.entry(s.backend) {
@@ -119,6 +131,19 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         }
     }
     let work = crate::secrets::run_dir(&opts.work_root).map_err(|source| RunError::Workdir { root: opts.work_root.clone(), source })?;
+    // Guests probed through qemu-guest-agent get the static probe injected; a missing binary is
+    // said in each such scenario's notes (its RNG checks are then skipped), not fatal.
+    let probe_bin = if guests.values().any(|g| g.agent == AgentTransport::Qga) {
+        match std::fs::read(&opts.probe) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                note(format!("no probe to inject at {} ({e}): RNG checks on qemu-guest-agent guests will be skipped", opts.probe.display()));
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let first_guest = guests.values().next().cloned();
     let decision = match (&first_guest, bks.values().next()) {
@@ -131,24 +156,32 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         EventKind::RunStarted { scenarios: plan.scenarios.len(), accel: decision.accel.to_string(), accel_reason: decision.reason.clone() },
     ));
 
-    let mut reports = Vec::new();
-    for s in &plan.scenarios {
+    // Scenarios are independent (own VMs, own directory); up to `parallel` run at once, all
+    // on this task, and their reports keep the plan's order.
+    let runs = plan.scenarios.iter().map(|s| {
         let backend = bks[&s.backend].clone();
-        let cx = Ctx {
-            backend: backend.as_ref(),
-            machine: machine_of(s, &guests[&s.guest], decision.accel)?,
-            fixups: clones::fixups_of(&s.recipe),
-            dir: work.path().join(&s.name),
-            timeouts: opts.timeouts,
-            jobs: opts.jobs.max(1),
-            sink,
-            started,
-            scenario: s,
-        };
-        let r = run_scenario(&cx).await;
-        cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
-        reports.push(r);
-    }
+        let machine = machine_of(s, &guests[&s.guest], decision.accel);
+        let (probe_bin, dir) = (probe_bin.clone(), work.path().join(&s.name));
+        async move {
+            let cx = Ctx {
+                backend: backend.as_ref(),
+                machine: machine?,
+                fixups: clones::fixups_of(&s.recipe),
+                probe_bin,
+                dir,
+                timeouts: opts.timeouts,
+                jobs: opts.jobs.max(1),
+                sink,
+                started,
+                scenario: s,
+            };
+            let r = run_scenario(&cx).await;
+            cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
+            Ok::<_, RunError>(r)
+        }
+    });
+    use futures::{StreamExt, TryStreamExt};
+    let reports: Vec<ScenarioReport> = futures::stream::iter(runs).buffered(opts.parallel.max(1)).try_collect().await?;
     if std::env::var_os("CLONESAFE_KEEP_RUN").is_some() {
         // Debugging only: the run directory holds guest memory (secrets). Say where it is.
         let kept = work.keep();
@@ -195,7 +228,7 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
         recipe: s.recipe.clone(),
         guest: s.guest.clone(),
         clones: s.clones,
-        memory_mib: s.memory_mib,
+        memory_mib: cx.machine.memory_mib,
         timing: Timing::default(),
         checks: vec![],
         expectations_met: false,
@@ -206,7 +239,7 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
     };
     match clones::run(cx).await {
         Ok(outcome) => {
-            let ccx = CheckContext { recipe: &s.recipe, remanence: outcome.remanence.as_ref() };
+            let ccx = CheckContext { recipe: &s.recipe, remanence: outcome.remanence.as_ref(), tickets: outcome.tickets.as_ref() };
             let results = checks::run_all(&outcome.observations, &ccx);
             report.checks = results.into_iter().map(|r| {
                 let e = s.expect.get(&r.id).copied();

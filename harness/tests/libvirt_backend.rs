@@ -115,7 +115,7 @@ async fn clones_restore_through_rewritten_images_in_both_modes() {
             let mut clones = Vec::new();
             for i in 0..2 {
                 let mut c = b.restorer().unwrap().restore(&snap, args(work.path(), &format!("c{i}"), false), &t).await.unwrap();
-                c.agent().unwrap().go(T).await.unwrap();
+                c.agent().unwrap().go(None, T).await.unwrap();
                 clones.push(c);
             }
             assert_eq!(std::fs::metadata(&image).unwrap().len(), image_len, "the image was not copied or grown");
@@ -156,7 +156,7 @@ async fn genid_on_restore_is_measured() {
         let snap = source.snapshottable().unwrap().snapshot(work.path()).await.unwrap();
         // The clone keeps the image's genid (no new one from the recipe).
         let mut c = b.restorer().unwrap().restore(&snap, args(work.path(), "gclone", false), &t).await.unwrap();
-        c.agent().unwrap().go(T).await.unwrap();
+        c.agent().unwrap().go(None, T).await.unwrap();
         let identity = c.agent().unwrap().report(&guest.sources, T).await.unwrap();
         let dumped = Command::new("virsh").args(["-c", DEFAULT_URI, "dumpxml", c.name()]).output().unwrap();
         let dumped = String::from_utf8_lossy(&dumped.stdout).to_string();

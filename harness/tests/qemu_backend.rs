@@ -46,10 +46,10 @@ async fn clones_have_private_disks_and_snapshots_are_private_files() {
         let mut c0 = r.restore(&snap, args(work.path(), "clone0", false), &t).await.unwrap();
         let mut c1 = r.restore(&snap, args(work.path(), "clone1", false), &t).await.unwrap();
         for vm in [&mut c0, &mut c1] {
-            vm.agent().unwrap().go(T).await.unwrap();
+            vm.agent().unwrap().go(None, T).await.unwrap();
             assert_eq!(read(vm, "/data/before").await.as_deref(), Some("src"));
         }
-        source.agent().unwrap().go(T).await.unwrap();
+        source.agent().unwrap().go(None, T).await.unwrap();
 
         write(&mut c0, "/data/after", "c0").await;
         assert_eq!(read(&mut c0, "/data/after").await.as_deref(), Some("c0"));

@@ -19,8 +19,10 @@ async fn fake_report(dir: &Path) -> Report {
     let src = "[[scenario]]\nname = \"naive\"\nstrategy = \"naive\"\nclones = 3\n[scenario.expect]\nmac = \"unique\"\n\n[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n";
     let plan = Plan { scenarios: parse(Path::new("t.toml"), src).unwrap() };
     let opts = RunOptions {
+        probe: "/nonexistent/probe".into(),
         accel: AccelChoice::Tcg,
         jobs: 2,
+        parallel: 1,
         guests_dir: fake_guests(dir),
         work_root: dir.join("runs"),
         timeouts: Timeouts::default(),
@@ -41,8 +43,9 @@ async fn report_files_are_self_contained_and_consistent() {
         assert!(!html.contains(banned), "report.html must be self-contained: found {banned}");
     }
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
-    // 2 scenarios x 12 checks; the unmet `mac = unique` is the one failure.
-    assert_eq!(junit.matches("<testcase ").count(), 24);
+    // 2 scenarios x every check (one test case each, skipped ones included); the unmet
+    // `mac = unique` is the one failure.
+    assert_eq!(junit.matches("<testcase ").count(), 2 * clonesafe_metadata::CheckId::ALL.len());
     assert_eq!(junit.matches("<failure ").count(), 1);
     assert!(junit.contains("classname=\"naive\" name=\"mac\"><failure"));
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();

@@ -24,8 +24,10 @@ fn plan(src: &str) -> Plan {
 
 fn opts(dir: &Path, boot_timeout: Duration) -> RunOptions {
     RunOptions {
+        probe: "/nonexistent/probe".into(),
         accel: AccelChoice::Tcg,
         jobs: 2,
+        parallel: 1,
         guests_dir: fake_guests(dir),
         work_root: dir.join("runs"),
         timeouts: Timeouts { boot: boot_timeout, ..Timeouts::default() },

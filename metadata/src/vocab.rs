@@ -99,6 +99,12 @@ named! {
         Agent = "agent",
         /// Sanitize the copied image offline before any clone boots it.
         Sysprep = "sysprep",
+        /// On resume, set each clone's wall clock from the host's (qemu-guest-agent
+        /// guest-set-time, libvirt virDomainSetTime, or the probe); the skew before is measured.
+        Clock = "clock",
+        /// Hold each clone's first RNG read until it has proven its reseed: the vmgenid reseed
+        /// seen (when the clone has vmgenid), then host entropy credited and the CRNG reseeded.
+        RngGate = "rng-gate",
         /// Before the snapshot (or the template's shutdown), scrub deleted data from the guest's
         /// disk and page cache; afterwards, compact the disk images clones are made from.
         MitigateRemanence = "mitigate-remanence",
@@ -109,7 +115,7 @@ impl FixupId {
     /// The clone methods this fix-up composes with.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent => &[Method::Live],
+            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate => &[Method::Live],
             FixupId::Sysprep => &[Method::ImageCopy],
             FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live],
         }
@@ -214,6 +220,23 @@ named! {
         HwMismatchMs = "hw_mismatch_ms",
         /// Whether a deleted canary secret survives into the artifacts clones are made from.
         SecretRemanence = "secret_remanence",
+        /// SHA-256 of systemd's /var/lib/systemd/random-seed, and whether it may be credited.
+        RandomSeed = "random_seed",
+        /// SHA-256 of /var/lib/systemd/credential.secret (clones sharing it read each other's
+        /// encrypted credentials).
+        CredentialSecret = "credential_secret",
+        /// /var/lib/dbus/machine-id, when it is a file of its own.
+        DbusMachineId = "dbus_machine_id",
+        /// cloud-init's instance-id.
+        CloudInitInstanceId = "cloud_init_instance_id",
+        /// The host keys ssh-keyscan gets from each VM, from the host.
+        SshKeyscan = "ssh_keyscan",
+        /// Whether a TLS session ticket from one VM is accepted by another (a shared ticket key).
+        TlsTicketKey = "tls_ticket_key",
+        /// The ServerHello random each VM's TLS server sends right after resume.
+        OpensslRng = "openssl_rng",
+        /// Guest wall clock minus host wall clock, per VM.
+        WallClockSkewMs = "wall_clock_skew_ms",
     }
 }
 
@@ -274,6 +297,10 @@ named! {
         FixupMs = "fixup_ms",
         /// agent: from resume until the fix-up had landed (the window of shared identity).
         FixupWindowMs = "fixup_window_ms",
+        /// clock: the guest's wall clock minus the host's right after resume, before it was set.
+        ClockSkewBeforeMs = "clock_skew_before_ms",
+        /// rng-gate: how long the first RNG read was held (the gate's cost).
+        RngGateMs = "rng_gate_ms",
     }
 }
 
@@ -284,6 +311,8 @@ impl MeasurementId {
             MeasurementId::NicWindowMs => "NIC window",
             MeasurementId::FixupMs => "fix-up",
             MeasurementId::FixupWindowMs => "fix-up window",
+            MeasurementId::ClockSkewBeforeMs => "clock skew before",
+            MeasurementId::RngGateMs => "RNG gate",
         }
     }
 }
@@ -330,6 +359,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&Expectation::Verdict(Verdict::Unique)).unwrap(), r#"{"verdict":"unique"}"#);
         assert_eq!(serde_json::to_string(&Expectation::Any).unwrap(), r#""any""#);
         let e = "teleport".parse::<FixupId>().unwrap_err();
-        assert!(e.contains("nic-replug, vmgenid, agent, sysprep, mitigate-remanence"), "{e}");
+        assert!(e.contains("nic-replug, vmgenid, agent, sysprep, clock, rng-gate, mitigate-remanence"), "{e}");
     }
 }

@@ -1,7 +1,10 @@
 //! clonesafe-probe: started by the guest's init, it answers the harness over a serial port.
 //!
-//! Usage: `probe [DEVICE]` (default `/dev/ttyS1`), or `probe --wait-entropy`, which blocks in
-//! getrandom(2) until the kernel CRNG is initialised (init uses it before making identities).
+//! Usage: `probe [DEVICE] [--data-dir DIR]` (default `/dev/ttyS1` and `/data`), or
+//! `probe --wait-entropy`, which blocks in getrandom(2) until the kernel CRNG is initialised
+//! (init uses it before making identities). DEVICE may be a serial port (made raw) or a
+//! virtio-serial port (`/dev/virtio-ports/org.clonesafe.probe.0`, where clonesafe starts an
+//! injected copy through qemu-guest-agent). File requests are confined to DIR.
 //!
 //! Ordering matters here: on `go` the kernel RNG is read before anything else, because the window
 //! in which restored clones share CRNG state closes as soon as interrupts feed a reseed.
@@ -15,12 +18,26 @@ use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::time::Duration;
 
+/// The directory file requests may touch (tiny's data disk by default).
+static DATA_DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn data_dir() -> &'static str {
+    DATA_DIR.get().map(String::as_str).unwrap_or("/data")
+}
+
 fn main() {
-    let arg = std::env::args().nth(1);
-    if arg.as_deref() == Some("--wait-entropy") {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--wait-entropy") {
         getrandom8();
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--data-dir") {
+        if let Some(d) = args.get(i + 1) {
+            let _ = DATA_DIR.set(d.trim_end_matches('/').to_string());
+        }
+        args.drain(i..(i + 2).min(args.len()));
+    }
+    let arg = args.first().cloned();
     // The userspace PRNG stands for any long-lived program's random state: seeded once, here,
     // before any snapshot can happen.
     let mut prng = XorShift64(u64::from_ne_bytes(getrandom8()) | 1);
@@ -70,10 +87,22 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             getrandom8();
             Reply::Held
         }
-        Request::Go => {
-            // First thing after resume: the kernel RNG.
+        Request::Go { gate } => {
+            // First thing after resume: the kernel RNG, unless a gate holds it until the clone
+            // has proven its reseed.
+            let gate = match gate {
+                None => None,
+                Some(g) => match run_gate(&g, prng) {
+                    Ok(done) => Some(done),
+                    Err(e) => return Reply::Error { message: format!("rng gate: {e}") },
+                },
+            };
             let first = sample_kernel();
             let t0 = first.t_ns;
+            // A clock mark in the kernel log right after the first sample: the kernel log's
+            // timestamps near it (the vmgenid reseed) convert to this clock with the offset of
+            // this moment, not of a later one (under TCG the two clocks drift apart).
+            write_clock_mark();
             let userspace_rng = (0..USERSPACE_RNG_SAMPLES)
                 .map(|_| Sample { t_ns: monotonic_ns(), hex: format!("{:016x}", prng.next()) })
                 .collect();
@@ -91,7 +120,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
                 }
                 out
             }));
-            Reply::Resumed { kernel_rng: vec![first], userspace_rng }
+            Reply::Resumed { kernel_rng: vec![first], userspace_rng, gate }
         }
         Request::Samples => match sampler.take().map(|h| h.join()) {
             Some(Ok(kernel_rng)) => Reply::Samples { kernel_rng },
@@ -107,6 +136,20 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             Err(message) => Reply::Error { message },
         },
         Request::Fixup { entropy_hex } => fixup(&entropy_hex, prng),
+        Request::Time => Reply::Time { realtime_ns: realtime_ns(), monotonic_ns: monotonic_ns() },
+        Request::SetTime { realtime_ns } => {
+            let ts = libc::timespec { tv_sec: realtime_ns.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: realtime_ns.rem_euclid(1_000_000_000) as libc::c_long };
+            // SAFETY: a valid timespec; needs CAP_SYS_TIME (the probe runs as root).
+            if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {
+                Reply::TimeSet
+            } else {
+                Reply::Error { message: format!("clock_settime: {}", std::io::Error::last_os_error()) }
+            }
+        }
+        Request::Reseed { entropy_hex } => match add_entropy_and_reseed(&unhex(&entropy_hex)) {
+            Ok(()) => Reply::Reseeded { t_ns: monotonic_ns() },
+            Err(e) => Reply::Error { message: format!("reseed: {e}") },
+        },
         Request::WaitNic { mac, timeout_ms } => {
             let deadline = monotonic_ns() + timeout_ms * 1_000_000;
             loop {
@@ -124,7 +167,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             }
         }
         Request::Canary { mut secret_xff_hex } => {
-            let p = "/data/canary.tmp";
+            let p = &format!("{}/canary.tmp", data_dir());
             let mut secret: Vec<u8> = (0..secret_xff_hex.len() / 2)
                 .filter_map(|i| u8::from_str_radix(&secret_xff_hex[2 * i..2 * i + 2], 16).ok())
                 .map(|b| b ^ 0xff)
@@ -192,7 +235,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
 fn fixup(entropy_hex: &str, prng: &mut XorShift64) -> Reply {
     let t_start_ns = monotonic_ns();
     let mut steps = Vec::new();
-    let bytes: Vec<u8> = (0..entropy_hex.len() / 2).filter_map(|i| u8::from_str_radix(&entropy_hex[2 * i..2 * i + 2], 16).ok()).collect();
+    let bytes = unhex(entropy_hex);
     match add_entropy_and_reseed(&bytes) {
         Ok(()) => steps.push(format!("credited {} bytes of host entropy (RNDADDENTROPY) and reseeded the CRNG (RNDRESEEDCRNG)", bytes.len())),
         Err(e) => return Reply::Error { message: format!("fixup: kernel RNG: {e}") },
@@ -231,6 +274,33 @@ fn fixup(entropy_hex: &str, prng: &mut XorShift64) -> Reply {
     Reply::FixedUp { t_start_ns, t_rng_ns, t_done_ns: monotonic_ns(), steps }
 }
 
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| s.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+/// The rng-gate: wait (bounded) for the vmgenid reseed to show in the kernel log, then credit
+/// the host's entropy and force a reseed. The workload's first sample follows.
+fn run_gate(g: &clonesafe_protocol::Gate, prng: &mut XorShift64) -> std::io::Result<clonesafe_protocol::GateDone> {
+    let t_start_ns = monotonic_ns();
+    let mut vmgenid_seen_ns = None;
+    if g.wait_vmgenid_ms > 0 {
+        let deadline = t_start_ns + g.wait_vmgenid_ms * 1_000_000;
+        loop {
+            if count_kmsg(VMFORK_RESEED_MSG).unwrap_or(0) > 0 {
+                vmgenid_seen_ns = Some(monotonic_ns());
+                break;
+            }
+            if monotonic_ns() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    add_entropy_and_reseed(&unhex(&g.entropy_hex))?;
+    let _ = prng;
+    Ok(clonesafe_protocol::GateDone { t_start_ns, vmgenid_seen_ns, t_reseeded_ns: monotonic_ns() })
+}
+
 /// RNDADDENTROPY then RNDRESEEDCRNG on /dev/urandom (linux/random.h). Needs CAP_SYS_ADMIN; the
 /// probe runs as root from init.
 fn add_entropy_and_reseed(bytes: &[u8]) -> std::io::Result<()> {
@@ -252,12 +322,13 @@ fn add_entropy_and_reseed(bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The host may only touch files under /data, the guest's persistent disk.
+/// The host may only touch files under the data directory (tiny: /data, its persistent disk).
 fn data_path(path: &str) -> Result<&str, String> {
-    if path.starts_with("/data/") && !path.contains("..") {
+    let dir = data_dir();
+    if path.starts_with(&format!("{dir}/")) && !path.contains("..") {
         Ok(path)
     } else {
-        Err(format!("refusing path {path:?}: only /data/... is allowed"))
+        Err(format!("refusing path {path:?}: only {dir}/... is allowed"))
     }
 }
 
@@ -302,9 +373,33 @@ fn identity(sources: &clonesafe_protocol::Sources) -> Identity {
             }
         }
     }
-    match count_kmsg(VMFORK_RESEED_MSG) {
-        Ok(n) => id.vmfork_reseeds = n,
+    match kmsg_times(VMFORK_RESEED_MSG) {
+        Ok(times) => {
+            id.vmfork_reseeds = times.len() as u32;
+            id.vmfork_reseed_ns = times;
+        }
         Err(e) => errors.borrow_mut().push(("vmgenid".into(), format!("/dev/kmsg: {e}"))),
+    }
+    let digest = |field: &str, path: &str, xattr: Option<&str>| -> Option<clonesafe_protocol::FileDigest> {
+        let meta = fs::symlink_metadata(path).ok()?;
+        match fs::read(path) {
+            Ok(bytes) => {
+                use sha2::Digest;
+                let sha256 = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                let creditable = xattr.map(|name| has_xattr(path, name));
+                Some(clonesafe_protocol::FileDigest { path: path.into(), sha256, symlink: meta.file_type().is_symlink(), creditable })
+            }
+            Err(e) => {
+                errors.borrow_mut().push((field.into(), format!("{path}: {e}")));
+                None
+            }
+        }
+    };
+    id.random_seed = digest("random_seed", "/var/lib/systemd/random-seed", Some("user.random-seed-creditable"));
+    id.credential_secret = digest("credential_secret", "/var/lib/systemd/credential.secret", None);
+    id.dbus_machine_id = digest("dbus_machine_id", "/var/lib/dbus/machine-id", None);
+    if fs::symlink_metadata("/var/lib/cloud/data/instance-id").is_ok() {
+        id.cloud_init_instance_id = read("cloud_init_instance_id", "/var/lib/cloud/data/instance-id");
     }
     id.errors = errors.into_inner();
     id
@@ -328,19 +423,58 @@ fn fingerprint(pubkey_line: &str) -> Result<String, String> {
     Ok(format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)))
 }
 
-/// Count kernel log records containing `needle`, reading /dev/kmsg from the start of its buffer.
-fn count_kmsg(needle: &str) -> std::io::Result<u32> {
+/// Whether `path` carries the extended attribute `name`.
+fn has_xattr(path: &str, name: &str) -> bool {
+    let (Ok(p), Ok(n)) = (std::ffi::CString::new(path), std::ffi::CString::new(name)) else { return false };
+    // SAFETY: both are NUL-terminated; a NULL buffer of size 0 asks only for the value's size.
+    unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
+/// The CLOCK_MONOTONIC times (ns) of the kernel log records containing `needle`. The log's own
+/// timestamps (µs, the kernel's local clock) are shifted by the offset of a marker record this
+/// probe writes now, read back with the monotonic time of its writing.
+fn kmsg_times(needle: &str) -> std::io::Result<Vec<u64>> {
+    write_clock_mark();
+    let records = kmsg_records()?;
+    // (kernel log µs, monotonic ns) of every mark.
+    let marks: Vec<(u64, u64)> = records
+        .iter()
+        .filter_map(|(us, text)| text.split_once(CLOCK_MARK).and_then(|(_, n)| n.trim().parse::<u64>().ok()).map(|ns| (*us, ns)))
+        .collect();
+    Ok(records
+        .iter()
+        .filter(|(_, text)| text.contains(needle))
+        .map(|(us, _)| match marks.iter().min_by_key(|(m, _)| m.abs_diff(*us)) {
+            // The nearest mark's offset between the two clocks.
+            Some((m_us, m_ns)) => ((*us as i128 - *m_us as i128) * 1000 + *m_ns as i128).max(0) as u64,
+            None => *us * 1000,
+        })
+        .collect())
+}
+
+const CLOCK_MARK: &str = "clonesafe-probe: clock mark ";
+
+/// Write the monotonic time now into the kernel log.
+fn write_clock_mark() {
+    let line = format!("{CLOCK_MARK}{}", monotonic_ns());
+    let _ = fs::OpenOptions::new().write(true).open("/dev/kmsg").and_then(|mut f| f.write_all(line.as_bytes()));
+}
+
+/// Every record of /dev/kmsg from the start of its buffer: (timestamp µs, text).
+fn kmsg_records() -> std::io::Result<Vec<(u64, String)>> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg")?;
     let mut buf = vec![0u8; 8192];
-    let mut n = 0;
+    let mut out = Vec::new();
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(len) => {
-                if String::from_utf8_lossy(&buf[..len]).contains(needle) {
-                    n += 1;
-                }
+                // "priority,sequence,timestamp_us,flags;text"
+                let rec = String::from_utf8_lossy(&buf[..len]);
+                let (head, text) = rec.split_once(';').unwrap_or(("", &rec));
+                let us = head.split(',').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+                out.push((us, text.trim_end().to_string()));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             // EPIPE: records were overwritten while we read; keep going from the next one.
@@ -348,7 +482,12 @@ fn count_kmsg(needle: &str) -> std::io::Result<u32> {
             Err(e) => return Err(e),
         }
     }
-    Ok(n)
+    Ok(out)
+}
+
+/// Count kernel log records containing `needle`, reading /dev/kmsg from the start of its buffer.
+fn count_kmsg(needle: &str) -> std::io::Result<u32> {
+    Ok(kmsg_records()?.iter().filter(|(_, t)| t.contains(needle)).count() as u32)
 }
 
 fn sample_kernel() -> Sample {
@@ -371,6 +510,12 @@ fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn realtime_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
 
 fn uptime_ms() -> u64 {

@@ -33,7 +33,12 @@ pub enum Request {
     /// Touch the kernel RNG (so any due reseed happens now), answer `held`, and wait.
     Hold,
     /// Sample the kernel RNG before anything else, then the userspace PRNG; answer at once.
-    Go,
+    /// With a `gate`, the first sample waits until the clone has proven its reseed (see
+    /// [`Gate`]): the rng-gate fix-up.
+    Go {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<Gate>,
+    },
     /// Collect the remaining kernel RNG samples, which a probe thread takes at
     /// [`KERNEL_RNG_SAMPLE_OFFSETS_MS`] after the first sample of the last `go`.
     Samples,
@@ -60,6 +65,15 @@ pub enum Request {
     Canary { secret_xff_hex: String },
     /// Mitigate remanence: fstrim /data (discard freed blocks) and drop the page cache.
     Scrub,
+    /// Credit `entropy_hex` to the kernel pool (RNDADDENTROPY), force a CRNG reseed
+    /// (RNDRESEEDCRNG) and reseed the probe's PRNG; nothing else (the kernel half of a fix-up
+    /// whose identity half is done through another agent).
+    Reseed { entropy_hex: String },
+    /// The guest's clocks: CLOCK_REALTIME (ns since the Unix epoch) and CLOCK_MONOTONIC (the
+    /// clock of the RNG samples).
+    Time,
+    /// Set the guest's wall clock (CLOCK_REALTIME) to `realtime_ns`.
+    SetTime { realtime_ns: i64 },
 }
 
 /// Where a guest keeps the identities that are files. Each is a path inside the guest.
@@ -77,6 +91,43 @@ impl Default for Sources {
     fn default() -> Self {
         Sources { machine_id: "/data/etc/machine-id".into(), ssh_host_keys: "/data/etc/ssh".into() }
     }
+}
+
+/// What the probe waits for before its first sample after resume (the rng-gate fix-up). The
+/// vmgenid reseed is asynchronous (an ACPI notify handled by a kernel worker), so a read in the
+/// first milliseconds after resume can come before it; the gate closes that window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// Wait (at most this long) for the kernel to log the vmgenid reseed; 0: do not wait.
+    pub wait_vmgenid_ms: u64,
+    /// Then credit this host entropy and force a CRNG reseed.
+    pub entropy_hex: String,
+}
+
+/// What the gate did, on the guest's monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDone {
+    pub t_start_ns: u64,
+    /// When the vmgenid reseed was seen in the kernel log (None: not waited for, or not seen).
+    pub vmgenid_seen_ns: Option<u64>,
+    /// When RNDRESEEDCRNG returned; the first sample follows it.
+    pub t_reseeded_ns: u64,
+}
+
+/// The digest of a file that must be unique per machine, and what the guest says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub path: String,
+    /// Hex SHA-256 of the contents.
+    pub sha256: String,
+    /// A symlink (its target's digest is given): not a file of its own.
+    #[serde(default)]
+    pub symlink: bool,
+    /// For systemd's random seed: whether the `user.random-seed-creditable` xattr is set
+    /// (systemd docs/RANDOM_SEEDS.md). None where the question does not apply.
+    #[serde(default)]
+    pub creditable: Option<bool>,
 }
 
 /// One random sample and the guest's CLOCK_MONOTONIC time when it was taken.
@@ -118,6 +169,23 @@ pub struct Identity {
     pub ssh_host_keys: Vec<HostKey>,
     /// How many times the kernel log says the CRNG was reseeded because of a VM fork.
     pub vmfork_reseeds: u32,
+    /// When each of those reseeds happened, converted to the probe's CLOCK_MONOTONIC (ns), the
+    /// clock of the RNG samples: the kernel log's own timestamps are shifted by the offset of a
+    /// marker the probe writes to /dev/kmsg.
+    #[serde(default)]
+    pub vmfork_reseed_ns: Vec<u64>,
+    /// systemd's /var/lib/systemd/random-seed (None: the file does not exist).
+    #[serde(default)]
+    pub random_seed: Option<FileDigest>,
+    /// /var/lib/systemd/credential.secret (None: absent).
+    #[serde(default)]
+    pub credential_secret: Option<FileDigest>,
+    /// /var/lib/dbus/machine-id (None: absent).
+    #[serde(default)]
+    pub dbus_machine_id: Option<FileDigest>,
+    /// cloud-init's /var/lib/cloud/data/instance-id (None: absent).
+    #[serde(default)]
+    pub cloud_init_instance_id: Option<String>,
     pub uptime_ms: u64,
     pub errors: Vec<(String, String)>,
 }
@@ -128,7 +196,12 @@ pub struct Identity {
 pub enum Reply {
     Ready { probe_version: String, uptime_ms: u64 },
     Held,
-    Resumed { kernel_rng: Vec<Sample>, userspace_rng: Vec<Sample> },
+    Resumed {
+        kernel_rng: Vec<Sample>,
+        userspace_rng: Vec<Sample>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<GateDone>,
+    },
     Samples { kernel_rng: Vec<Sample> },
     Report { identity: Identity },
     Written { path: String },
@@ -138,6 +211,9 @@ pub enum Reply {
     NicSeen { mac: String, t_ns: Option<u64> },
     CanaryPlanted,
     Scrubbed { output: String },
+    Reseeded { t_ns: u64 },
+    Time { realtime_ns: i64, monotonic_ns: u64 },
+    TimeSet,
     Error { message: String },
 }
 
@@ -155,6 +231,8 @@ mod tests {
     #[test]
     fn requests_use_the_documented_wire_form() {
         assert_eq!(serde_json::to_string(&Request::Hold).unwrap(), r#"{"op":"hold"}"#);
+        assert_eq!(serde_json::to_string(&Request::Go { gate: None }).unwrap(), r#"{"op":"go"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"go"}"#).unwrap(), Request::Go { gate: None });
         let r: Request = serde_json::from_str(r#"{"op":"read_file","path":"/data/x"}"#).unwrap();
         assert_eq!(r, Request::ReadFile { path: "/data/x".into() });
         assert!(serde_json::from_str::<Request>(r#"{"op":"read_file","path":"/data/x","extra":1}"#).is_err());
@@ -169,6 +247,7 @@ mod tests {
         let r = Reply::Resumed {
             kernel_rng: vec![Sample { t_ns: 5, hex: "00ff".into() }],
             userspace_rng: vec![],
+            gate: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.starts_with(r#"{"event":"resumed""#), "{s}");

@@ -6,10 +6,13 @@
 //! Everything an agent returns comes from the guest, so it is untrusted: transports bound every
 //! message and turn anything malformed into an error.
 
+pub mod lines;
+pub mod qga;
 pub mod serial;
+pub mod transport;
 
 use async_trait::async_trait;
-use clonesafe_protocol::{Identity, Sample, Sources};
+use clonesafe_protocol::{Gate, GateDone, Identity, Sample, Sources};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum AgentError {
     Guest(String),
     #[error("The {transport} transport cannot {op}")]
     Unsupported { transport: &'static str, op: &'static str },
+    #[error("Cannot {op}: {why}")]
+    Unavailable { op: &'static str, why: String },
 }
 
 /// The first samples after `go`: the kernel RNG first, then the program PRNG.
@@ -41,6 +46,8 @@ pub enum AgentError {
 pub struct Resumed {
     pub kernel_rng: Vec<Sample>,
     pub userspace_rng: Vec<Sample>,
+    /// What the rng-gate did before the first sample, when `go` carried one.
+    pub gate: Option<GateDone>,
 }
 
 impl Resumed {
@@ -48,6 +55,17 @@ impl Resumed {
     pub fn t0_ns(&self) -> u64 {
         self.kernel_rng.first().map(|s| s.t_ns).unwrap_or(0)
     }
+}
+
+/// Whether the guest's copy of clonesafe's probe runs (guest state: clones inherit it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeState {
+    /// Part of the guest (the tiny guest's init starts it).
+    Builtin,
+    /// Injected through qemu-guest-agent, and answering.
+    Injected,
+    /// Not there, and why.
+    Missing(String),
 }
 
 /// What the in-guest fix-up did, on the guest's monotonic clock.
@@ -64,20 +82,36 @@ pub struct FixupDone {
 pub trait GuestAgent: Send {
     /// The transport's name, for messages ("serial-probe").
     fn transport(&self) -> &'static str;
-    /// Wait for the agent's first sign of life; returns the guest's uptime then, in ms.
+    /// Wait for the agent's first sign of life; returns the guest's uptime then, in ms (0 when
+    /// the transport cannot tell).
     async fn wait_ready(&mut self, t: Duration) -> Result<u64, AgentError>;
+    /// Once after a boot: whatever the transport needs before the first snapshot or probe (for
+    /// qemu-guest-agent: wait for the boot to finish, then inject `probe_bin`). Returns notes
+    /// for the report.
+    async fn prepare(&mut self, probe_bin: Option<&[u8]>, t: Duration) -> Result<Vec<String>, AgentError>;
     /// Touch the kernel RNG (so a due reseed happens now), then block until `go`: the VM is
     /// snapshotted while the agent waits here, so clones resume exactly at their next request.
     async fn hold(&mut self, t: Duration) -> Result<(), AgentError>;
     /// The kernel RNG first, then the program PRNG; later samples are taken at fixed offsets
-    /// and collected by [`GuestAgent::samples`].
-    async fn go(&mut self, t: Duration) -> Result<Resumed, AgentError>;
+    /// and collected by [`GuestAgent::samples`]. With a `gate`, the first sample waits for it.
+    async fn go(&mut self, gate: Option<Gate>, t: Duration) -> Result<Resumed, AgentError>;
     async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError>;
     /// The identity as the guest sees it, with file-based identities read from `sources`.
     async fn report(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError>;
     /// Credit `entropy` to the kernel, reseed the CRNG, regenerate the guest's identities and
     /// reseed the program PRNG.
     async fn fixup(&mut self, entropy: &[u8], t: Duration) -> Result<FixupDone, AgentError>;
+    /// Credit `entropy` and force a CRNG reseed, nothing else; returns the guest's monotonic
+    /// time when it was done.
+    async fn reseed(&mut self, entropy: &[u8], t: Duration) -> Result<u64, AgentError>;
+    /// The guest's wall clock, ns since the Unix epoch.
+    async fn time(&mut self, t: Duration) -> Result<i64, AgentError>;
+    /// The guest's CLOCK_MONOTONIC, the clock of the RNG samples and the fix-up times.
+    async fn monotonic(&mut self, t: Duration) -> Result<u64, AgentError>;
+    /// Set the guest's wall clock.
+    async fn set_time(&mut self, realtime_ns: i64, t: Duration) -> Result<(), AgentError>;
+    /// The guest's OS, as the agent names it ("Debian GNU/Linux 12 (bookworm)").
+    async fn os_info(&mut self, t: Duration) -> Result<String, AgentError>;
     /// Poll until a NIC with `mac` appears (at most `within`); its guest time, or None.
     async fn wait_nic(&mut self, mac: &str, within: Duration, t: Duration) -> Result<Option<u64>, AgentError>;
     /// Write, read back, delete and sync a secret given encoded (each byte XOR 0xff, in hex).

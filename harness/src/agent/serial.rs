@@ -4,9 +4,9 @@
 
 use super::{AgentError, FixupDone, GuestAgent, Resumed};
 use async_trait::async_trait;
-use clonesafe_protocol::{Identity, Reply, Request, Sample, Sources, MAX_LINE};
+use clonesafe_protocol::{Gate, Identity, Reply, Request, Sample, Sources, MAX_LINE};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 pub struct ProbeChannel {
     reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
@@ -22,53 +22,13 @@ impl ProbeChannel {
         ProbeChannel { reader: BufReader::new(Box::new(r)), writer: Box::new(w) }
     }
 
-    /// Read one reply line, never buffering more than MAX_LINE bytes of it.
+    /// Read one reply line, never buffering more than MAX_LINE bytes of it. Invalid UTF-8 or
+    /// JSON is an error carrying (a bounded copy of) the line.
     pub async fn recv(&mut self) -> Result<Reply, AgentError> {
-        let mut line = Vec::new();
-        loop {
-            let buf = self.reader.fill_buf().await?;
-            if buf.is_empty() {
-                return Err(AgentError::Closed);
-            }
-            let (chunk, done, found_newline) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..i], i + 1, true),
-                None => (buf, buf.len(), false),
-            };
-            if line.len() + chunk.len() > MAX_LINE {
-                // Drop the rest of this line so the channel stays usable, then report it.
-                self.reader.consume(done);
-                if !found_newline {
-                    self.skip_to_newline().await?;
-                }
-                return Err(AgentError::LineTooLong(MAX_LINE));
-            }
-            line.extend_from_slice(chunk);
-            self.reader.consume(done);
-            if found_newline {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim();
-                if text.is_empty() {
-                    line.clear();
-                    continue;
-                }
-                return serde_json::from_str(text).map_err(|source| AgentError::BadJson { line: crate::text::truncate(text, 200), source });
-            }
-        }
-    }
-
-    async fn skip_to_newline(&mut self) -> Result<(), AgentError> {
-        loop {
-            let buf = self.reader.fill_buf().await?;
-            if buf.is_empty() {
-                return Err(AgentError::Closed);
-            }
-            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                self.reader.consume(i + 1);
-                return Ok(());
-            }
-            let n = buf.len();
-            self.reader.consume(n);
-        }
+        let line = super::lines::read_line(&mut self.reader, MAX_LINE).await?;
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        serde_json::from_str(text).map_err(|source| AgentError::BadJson { line: crate::text::truncate(text, 200), source })
     }
 
     pub async fn send(&mut self, req: &Request) -> Result<(), AgentError> {
@@ -97,7 +57,7 @@ impl ProbeChannel {
 fn want(req: &Request) -> &'static str {
     match req {
         Request::Hold => "held",
-        Request::Go => "resumed",
+        Request::Go { .. } => "resumed",
         Request::Samples => "samples",
         Request::Report { .. } => "report",
         Request::WriteFile { .. } => "written",
@@ -106,6 +66,9 @@ fn want(req: &Request) -> &'static str {
         Request::WaitNic { .. } => "nic_seen",
         Request::Canary { .. } => "canary_planted",
         Request::Scrub => "scrubbed",
+        Request::Reseed { .. } => "reseeded",
+        Request::Time => "time",
+        Request::SetTime { .. } => "time_set",
     }
 }
 
@@ -127,6 +90,11 @@ impl GuestAgent for ProbeChannel {
         }
     }
 
+    async fn prepare(&mut self, _probe_bin: Option<&[u8]>, _t: Duration) -> Result<Vec<String>, AgentError> {
+        // The probe is the guest's own (init starts it), and it is ready once `ready` arrived.
+        Ok(vec![])
+    }
+
     async fn hold(&mut self, t: Duration) -> Result<(), AgentError> {
         match self.call(&Request::Hold, t).await? {
             Reply::Held => Ok(()),
@@ -134,11 +102,45 @@ impl GuestAgent for ProbeChannel {
         }
     }
 
-    async fn go(&mut self, t: Duration) -> Result<Resumed, AgentError> {
-        match self.call(&Request::Go, t).await? {
-            Reply::Resumed { kernel_rng, userspace_rng } => Ok(Resumed { kernel_rng, userspace_rng }),
+    async fn go(&mut self, gate: Option<Gate>, t: Duration) -> Result<Resumed, AgentError> {
+        let wait = gate.as_ref().map(|g| Duration::from_millis(g.wait_vmgenid_ms)).unwrap_or_default();
+        match self.call(&Request::Go { gate }, t + wait).await? {
+            Reply::Resumed { kernel_rng, userspace_rng, gate } => Ok(Resumed { kernel_rng, userspace_rng, gate }),
             other => Err(unexpected("resumed", &other)),
         }
+    }
+
+    async fn reseed(&mut self, entropy: &[u8], t: Duration) -> Result<u64, AgentError> {
+        let entropy_hex = entropy.iter().map(|b| format!("{b:02x}")).collect();
+        match self.call(&Request::Reseed { entropy_hex }, t).await? {
+            Reply::Reseeded { t_ns } => Ok(t_ns),
+            other => Err(unexpected("reseeded", &other)),
+        }
+    }
+
+    async fn time(&mut self, t: Duration) -> Result<i64, AgentError> {
+        match self.call(&Request::Time, t).await? {
+            Reply::Time { realtime_ns, .. } => Ok(realtime_ns),
+            other => Err(unexpected("time", &other)),
+        }
+    }
+
+    async fn monotonic(&mut self, t: Duration) -> Result<u64, AgentError> {
+        match self.call(&Request::Time, t).await? {
+            Reply::Time { monotonic_ns, .. } => Ok(monotonic_ns),
+            other => Err(unexpected("time", &other)),
+        }
+    }
+
+    async fn set_time(&mut self, realtime_ns: i64, t: Duration) -> Result<(), AgentError> {
+        match self.call(&Request::SetTime { realtime_ns }, t).await? {
+            Reply::TimeSet => Ok(()),
+            other => Err(unexpected("time_set", &other)),
+        }
+    }
+
+    async fn os_info(&mut self, _t: Duration) -> Result<String, AgentError> {
+        Err(AgentError::Unsupported { transport: "serial-probe", op: "name the guest's OS" })
     }
 
     async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {

@@ -82,7 +82,7 @@ pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestPr
 async fn trial(backend: &dyn Backend, guest: &GuestProfile, work: &Path) -> AccelDecision {
     let name = format!("{NAME_PREFIX}{}-kvm-trial", std::process::id());
     let machine = Machine::new(guest.clone(), 256, Accel::Kvm);
-    let args = CloneArgs { identity: HostIdentity::fresh(name), dir: work.join("kvm-trial") };
+    let args = CloneArgs::fresh(HostIdentity::fresh(name), work.join("kvm-trial"), &machine);
     let t = Timeouts { boot: KVM_TRIAL_BOUND, ..Timeouts::default() };
     match backend.boot(&machine, args, &t).await {
         Ok(vm) => {

@@ -16,6 +16,8 @@ pub enum Capability {
     DiskBoot,
     /// The clonesafe probe on a second serial port.
     SerialProbe,
+    /// qemu-guest-agent on a virtio-serial port, with a second port for an injected probe.
+    QemuGuestAgent,
     /// Snapshot a running VM (memory, devices, disk) and restore clones from it.
     LiveSnapshot,
     /// Hot-unplug and hot-plug a NIC in a running VM.
@@ -30,6 +32,7 @@ impl Capability {
             Capability::DirectKernelBoot => "direct-kernel-boot",
             Capability::DiskBoot => "disk-boot",
             Capability::SerialProbe => "serial-probe",
+            Capability::QemuGuestAgent => "qemu-guest-agent",
             Capability::LiveSnapshot => "live-snapshot",
             Capability::NicHotplug => "nic-hotplug",
             Capability::Vmgenid => "vmgenid",

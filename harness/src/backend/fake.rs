@@ -133,7 +133,21 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
     };
     match req {
         Request::Hold => Reply::Held,
-        Request::Go => Reply::Resumed { kernel_rng: vec![next()], userspace_rng: vec![next()] },
+        Request::Go { gate } => {
+            let gate = gate.map(|_| clonesafe_protocol::GateDone { t_start_ns: 0, vmgenid_seen_ns: None, t_reseeded_ns: 1 });
+            if gate.is_some() {
+                // A gated clone reseeds from host entropy before its first sample.
+                s.rng ^= u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
+            }
+            let mut next = || {
+                s.rng = s.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                Sample { t_ns: 0, hex: format!("{:016x}", s.rng) }
+            };
+            Reply::Resumed { kernel_rng: vec![next()], userspace_rng: vec![next()], gate }
+        }
+        Request::Reseed { .. } => Reply::Reseeded { t_ns: 1 },
+        Request::Time => Reply::Time { realtime_ns: 0, monotonic_ns: 0 },
+        Request::SetTime { .. } => Reply::TimeSet,
         Request::Samples => Reply::Samples { kernel_rng: vec![next()] },
         Request::Report { .. } => Reply::Report {
             identity: Identity {
@@ -227,8 +241,15 @@ impl Vm for FakeVm {
     fn disk(&self) -> &Path {
         Path::new("/fake/disk.qcow2")
     }
+    fn forwards(&self) -> &std::collections::BTreeMap<String, u16> {
+        static NONE: std::collections::BTreeMap<String, u16> = std::collections::BTreeMap::new();
+        &NONE
+    }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
         Ok(())
+    }
+    async fn shutdown(self: Box<Self>, _t: std::time::Duration) -> Result<bool, BackendError> {
+        Ok(true)
     }
     fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
         if self.caps.has(Capability::LiveSnapshot) {
@@ -267,7 +288,7 @@ impl Snapshottable for FakeVm {
         Ok(Snapshot {
             backend: BackendKind::Qemu,
             machine: self.machine.clone(),
-            source: SourceRecord { identity: self.identity.clone(), dir: dir.to_path_buf() },
+            source: SourceRecord { identity: self.identity.clone(), dir: dir.to_path_buf(), probe: crate::agent::ProbeState::Builtin, agent: true },
             artifacts: vec![Artifact { kind: ArtifactKind::MemoryStream, path: path.clone() }, Artifact { kind: ArtifactKind::FrozenDisk, path }],
             private: Arc::new(()),
         })

@@ -47,7 +47,13 @@ pub trait Vm: Send {
     fn notes(&self) -> Vec<String>;
     /// The disk image this VM writes to now.
     fn disk(&self) -> &Path;
+    /// Host ports on 127.0.0.1 forwarded to the guest's services (service name → port).
+    fn forwards(&self) -> &std::collections::BTreeMap<String, u16>;
     async fn destroy(self: Box<Self>) -> Result<(), BackendError>;
+    /// Power the guest off through ACPI and wait (at most `t`) until it has gone, as a user
+    /// shuts a template down before copying its disk; if it does not go, destroy it. Ok(true):
+    /// it shut down by itself.
+    async fn shutdown(self: Box<Self>, t: std::time::Duration) -> Result<bool, BackendError>;
 
     /// The live-snapshot ability, when the backend declares `live-snapshot`.
     fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
@@ -101,6 +107,55 @@ pub trait Backend: Send + Sync {
     fn restorer(&self) -> Option<&dyn Restore> {
         None
     }
+}
+
+/// How long an optional agent gets once the guest's SSH answers.
+pub const AGENT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Wait for the guest's agent, within `t`. For a user's image (`optional`) the agent may never
+/// come: once its SSH server answers on `ssh`, the agent gets [`AGENT_GRACE`] more, and then the
+/// VM runs without it. Ok(None): the agent answered; Ok(Some(why)): it is left out.
+pub async fn wait_agent(agent: &mut dyn GuestAgent, optional: bool, ssh: Option<u16>, t: std::time::Duration) -> Result<Option<String>, crate::agent::AgentError> {
+    use std::time::{Duration, Instant};
+    if !optional {
+        return agent.wait_ready(t).await.map(|_| None);
+    }
+    let deadline = Instant::now() + t;
+    let mut ssh_up: Option<Instant> = None;
+    loop {
+        match agent.wait_ready(Duration::from_secs(5)).await {
+            Ok(_) => return Ok(None),
+            Err(crate::agent::AgentError::Timeout(..)) => {}
+            Err(e) => return Err(e),
+        }
+        if ssh_up.is_none() {
+            if let Some(port) = ssh {
+                if ssh_banner(port).await {
+                    ssh_up = Some(Instant::now());
+                }
+            }
+        }
+        if let Some(up) = ssh_up {
+            if up.elapsed() >= AGENT_GRACE {
+                return Ok(Some(format!("no qemu-guest-agent answered within {} s of the guest's SSH server: in-guest checks are skipped", AGENT_GRACE.as_secs())));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(crate::agent::AgentError::Timeout(t, "qemu-guest-agent or an SSH server to answer"));
+        }
+    }
+}
+
+/// Whether an SSH server answers with its banner on 127.0.0.1:`port` within 3 s.
+async fn ssh_banner(port: u16) -> bool {
+    use tokio::io::AsyncReadExt;
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).await.ok()?;
+        Some(&b == b"SSH-")
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(3), probe).await, Ok(Some(true)))
 }
 
 /// Make the VM's directory and its own writable overlay (`disk.qcow2`) on `backing`.

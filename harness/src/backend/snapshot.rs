@@ -10,6 +10,7 @@
 //! A backend's `restore(snapshot, args)` builds the clone's machine from the snapshot alone, so
 //! a clone cannot contradict the machine its memory came from.
 
+pub use crate::agent::ProbeState;
 use crate::guest::GuestProfile;
 use crate::identity::HostIdentity;
 use clonesafe_metadata::{Accel, BackendKind};
@@ -24,6 +25,8 @@ pub struct Devices {
     pub nic: bool,
     /// A VM generation ID device.
     pub vmgenid: bool,
+    /// A read-only cloud-init NoCloud seed disk (`seed.iso` in the VM's directory).
+    pub seed: bool,
 }
 
 /// The machine a VM is built as: everything a restore must reproduce exactly.
@@ -40,7 +43,8 @@ pub struct Machine {
 
 impl Machine {
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
-        Machine { guest, memory_mib, vcpus: 1, accel, devices: Devices { nic: true, vmgenid: false }, kernel_args: vec![] }
+        let vcpus = guest.vcpus;
+        Machine { guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![] }
     }
 
     /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.
@@ -60,6 +64,22 @@ pub struct CloneArgs {
     pub identity: HostIdentity,
     /// A directory of this VM's own (sockets, console log, its disk overlay).
     pub dir: PathBuf,
+    /// Host ports on 127.0.0.1 forwarded to the guest's services: service name → host port.
+    pub forwards: std::collections::BTreeMap<String, u16>,
+}
+
+impl CloneArgs {
+    /// A fresh identity named `name` in `dir`, with a free host port for each of `machine`'s
+    /// guest services.
+    pub fn fresh(identity: HostIdentity, dir: PathBuf, machine: &Machine) -> Self {
+        let forwards = machine.guest.services.keys().map(|k| (k.clone(), free_port())).collect();
+        CloneArgs { identity, dir, forwards }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// What a snapshot file holds.
@@ -99,6 +119,10 @@ pub struct Artifact {
 pub struct SourceRecord {
     pub identity: HostIdentity,
     pub dir: PathBuf,
+    /// The probe in the source's memory, which every clone resumes with.
+    pub probe: ProbeState,
+    /// Whether the source's agent answered (a user's image may have none).
+    pub agent: bool,
 }
 
 /// What a snapshot holds and clones copy. Artifact files are mode 0600 in a 0700 run directory.

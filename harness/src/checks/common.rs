@@ -1,7 +1,7 @@
 //! What every check shares: the [`Check`] trait, what checks know of how the VMs came to be
 //! ([`CheckContext`]), and the helpers that turn values into a verdict with its evidence.
 
-use super::compare::{compare, Comparison};
+use super::compare::{compare, compare_sets, Comparison};
 use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult, Recipe, Scan, Verdict};
 use serde_json::{json, Value};
@@ -20,6 +20,8 @@ pub struct CheckContext<'a> {
     pub recipe: &'a Recipe,
     /// The canary scan, when the scenario planted one.
     pub remanence: Option<&'a Scan>,
+    /// The cross-VM TLS session-ticket test, when one was run.
+    pub tickets: Option<&'a crate::probes::host::Tickets>,
 }
 
 impl CheckContext<'_> {
@@ -47,6 +49,20 @@ pub fn from_values(id: CheckId, obs: &[Observation], values: Vec<String>) -> Che
     let opt: Vec<Option<String>> = values.into_iter().map(Some).collect();
     let c = compare(&opt);
     CheckResult { id, verdict: c.verdict, values: json_values, detail: describe(&c, obs), evidence: None }
+}
+
+/// Compare one set per VM (values shown joined): `duplicate` when two VMs share any element.
+pub fn from_sets(id: CheckId, obs: &[Observation], sets: Vec<Vec<String>>) -> CheckResult {
+    let json_values = sets.iter().map(|v| json!(v.join(" "))).collect();
+    if obs.len() < 2 {
+        return skipped(id, json_values, "needs at least 2 VMs to compare");
+    }
+    let c = compare_sets(&sets);
+    let detail = match c.verdict {
+        Verdict::Unique => format!("all {} sets disjoint", obs.len()),
+        _ => describe(&c, obs).replace("share one value", "share at least one element"),
+    };
+    CheckResult { id, verdict: c.verdict, values: json_values, detail, evidence: None }
 }
 
 fn describe(c: &Comparison, obs: &[Observation]) -> String {

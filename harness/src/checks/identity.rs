@@ -2,7 +2,7 @@
 //! `mac`, `smbios_uuid`, `disk_serial`, `machine_id`, `boot_id`, `hostname`, `ssh_host_keys`
 //! and `userspace_rng` (the first PRNG output after resume).
 
-use super::common::{error, from_values, Check, CheckContext};
+use super::common::{error, from_sets, from_values, Check, CheckContext};
 use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult};
 use clonesafe_protocol::Identity;
@@ -11,7 +11,8 @@ use clonesafe_protocol::Identity;
 pub enum Read {
     /// One field.
     One(fn(&Identity) -> &Option<String>),
-    /// Several values, joined with spaces (every NIC, disk or key).
+    /// Several values (every NIC, disk or key), compared as sets: two VMs that share any one
+    /// of them share the identity.
     Many(fn(&Identity) -> Vec<String>),
     /// Not from the identity report: the first userspace PRNG sample.
     UserspaceRng,
@@ -26,16 +27,17 @@ pub struct FieldCheck {
 }
 
 impl FieldCheck {
-    fn value(&self, o: &Observation) -> Result<String, String> {
+    /// The VM's values (one, or a set), or why there are none.
+    fn value(&self, o: &Observation) -> Result<Vec<String>, String> {
         if let Read::UserspaceRng = self.read {
-            return o.userspace_rng.first().map(|s| s.hex.clone()).ok_or_else(|| "no userspace PRNG sample".into());
+            return o.userspace_rng.first().map(|s| vec![s.hex.clone()]).ok_or_else(|| "no userspace PRNG sample".into());
         }
         let i = o.identity.as_ref().ok_or("no identity report")?;
         // The guest's own reason for a field it could not read.
         let guest_error = || i.errors.iter().find(|(f, _)| f == self.field).map(|(_, e)| e.clone()).unwrap_or_else(|| format!("the guest reported no {}", self.field));
         match &self.read {
-            Read::One(get) => get(i).clone().ok_or_else(guest_error),
-            Read::Many(get) => Some(get(i)).filter(|v| !v.is_empty()).map(|v| v.join(" ")).ok_or_else(guest_error),
+            Read::One(get) => get(i).clone().map(|v| vec![v]).ok_or_else(guest_error),
+            Read::Many(get) => Some(get(i)).filter(|v| !v.is_empty()).ok_or_else(guest_error),
             Read::UserspaceRng => unreachable!("handled above"),
         }
     }
@@ -53,7 +55,10 @@ impl Check for FieldCheck {
                 Err(why) => return error(self.id, obs, format!("{}: {why}", o.vm)),
             }
         }
-        from_values(self.id, obs, values)
+        match self.read {
+            Read::Many(_) => from_sets(self.id, obs, values),
+            _ => from_values(self.id, obs, values.into_iter().map(|mut v| v.remove(0)).collect()),
+        }
     }
 }
 

@@ -37,7 +37,27 @@ impl Check for KernelRng {
         if r.verdict == Verdict::Skipped {
             return r;
         }
-        let samples: Vec<Value> = obs.iter().map(|o| json!({ "vm": o.vm, "samples": rel_samples(&o.kernel_rng) })).collect();
+        // The race made visible: each clone's vmgenid reseed (kernel log, converted to the probe's
+        // monotonic clock) beside its first sample.
+        let samples: Vec<Value> = obs
+            .iter()
+            .map(|o| {
+                let first = o.kernel_rng[0].t_ns;
+                let reseeds = o.identity.as_ref().map(|i| i.vmfork_reseed_ns.clone()).unwrap_or_default();
+                let before = reseeds.iter().any(|r| *r > first);
+                json!({
+                    "vm": o.vm,
+                    "samples": rel_samples(&o.kernel_rng),
+                    "vmgenid_reseed_ms_after_first_sample": reseeds.iter().map(|r| (*r as f64 - first as f64) / 1e6).collect::<Vec<_>>(),
+                    "read_before_its_reseed": before,
+                })
+            })
+            .collect();
+        let early: Vec<&str> = obs
+            .iter()
+            .filter(|o| o.identity.as_ref().is_some_and(|i| i.vmfork_reseed_ns.iter().any(|r| *r > o.kernel_rng[0].t_ns)))
+            .map(|o| o.vm.as_str())
+            .collect();
         let identical_ms = last_dup.map(|i| max_offset_ms(obs, i));
         if last_dup.is_some() && r.verdict == Verdict::Unique {
             r.verdict = Verdict::Duplicate;
@@ -52,6 +72,9 @@ impl Check for KernelRng {
                 identical_ms.unwrap_or(0.0)
             ),
         };
+        if !early.is_empty() {
+            r.detail = format!("{}; read before its vmgenid reseed: {}", r.detail, early.join(", "));
+        }
         r.evidence = Some(json!({ "per_sample": per_index, "identical_until_ms": identical_ms, "vms": samples }));
         r
     }

@@ -8,6 +8,8 @@
 
 pub mod common;
 pub mod compare;
+pub mod files;
+pub mod host;
 pub mod hw_mismatch;
 pub mod identity;
 pub mod kernel_rng;
@@ -33,6 +35,14 @@ pub fn all() -> Vec<&'static dyn Check> {
         &vmgenid::Vmgenid,
         &hw_mismatch::HwMismatch,
         &remanence::SecretRemanence,
+        &files::RANDOM_SEED,
+        &files::CREDENTIAL_SECRET,
+        &files::DBUS_MACHINE_ID,
+        &files::CLOUD_INIT_INSTANCE_ID,
+        &host::SshKeyscan,
+        &host::TlsTicketKey,
+        &host::OpensslRng,
+        &host::WallClockSkew,
     ]
 }
 

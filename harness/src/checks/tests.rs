@@ -11,7 +11,7 @@ fn recipe(s: Strategy) -> Recipe {
 }
 
 fn cx(r: &Recipe) -> CheckContext<'_> {
-    CheckContext { recipe: r, remanence: None }
+    CheckContext { recipe: r, remanence: None, tickets: None }
 }
 
 proptest! {
@@ -167,7 +167,7 @@ fn remanence_verdict_follows_the_scan() {
     let naive = recipe(Strategy::Naive);
     let hit = |a: &str, found| Hit { artifact: a.into(), path: "/x".into(), bytes: 1, found, offsets: if found { vec![7] } else { vec![] } };
     let get = |scan: &Scan| {
-        let cx = CheckContext { recipe: &naive, remanence: Some(scan) };
+        let cx = CheckContext { recipe: &naive, remanence: Some(scan), tickets: None };
         run_all(&o, &cx).into_iter().find(|c| c.id == CheckId::SecretRemanence).unwrap()
     };
     let found = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", true)], control: None };

@@ -10,6 +10,7 @@
 //!              (snapshot / shutdown and copy)
 //!              on_image(image)           the disk every clone will be made from
 //!              restore or boot clones
+//!              gate(machine)             what `go` waits for before the first RNG read
 //!              on_resume(vm)             in each clone right after `go`, in list order
 //! ```
 //!
@@ -18,7 +19,6 @@
 //!
 //! Both act within a scenario's [`Ctx`], and every VM they start goes into a [`Fleet`].
 
-use crate::agent::Resumed;
 use crate::backend::capability::Capability;
 use crate::backend::error::BackendError;
 use crate::backend::lifecycle::Timeouts;
@@ -76,6 +76,30 @@ pub struct Outcome {
     pub timing: Timing,
     pub notes: Vec<String>,
     pub remanence: Option<Scan>,
+    /// The cross-VM TLS session-ticket test.
+    pub tickets: Option<crate::probes::host::Tickets>,
+}
+
+/// Tests that need all compared VMs at once (the TLS ticket test), run on `vms` once they have
+/// been observed (`obs`: a VM whose TLS server did not answer the sampling is not tried again).
+pub fn fleet_tests<'a>(cx: &'a Ctx<'_>, vms: &[Box<dyn Vm>], obs: &[Observation]) -> impl std::future::Future<Output = crate::probes::host::Tickets> + Send + 'a {
+    use crate::probes::host::Tickets;
+    let ports: Vec<(String, u16)> = vms.iter().filter_map(|v| v.forwards().get("tls").map(|p| (v.name().to_string(), *p))).collect();
+    let skipped = if ports.len() < vms.len() || ports.len() < 2 {
+        Some("the guest offers no TLS service".to_string())
+    } else {
+        obs.iter().find_map(|o| match &o.tls_random {
+            Some(Err(e)) => Some(format!("{}'s TLS server did not answer: {e}", o.vm)),
+            None => Some(format!("{}: no TLS server to test", o.vm)),
+            _ => None,
+        })
+    };
+    async move {
+        match skipped {
+            Some(why) => Tickets { tries: vec![], skipped: Some(why) },
+            None => crate::probes::host::ticket_test(&ports, &cx.dir, std::time::Duration::from_secs(20)).await,
+        }
+    }
 }
 
 #[async_trait]
@@ -103,6 +127,10 @@ pub trait Fixup: Send + Sync {
     }
     /// Shape each VM's fresh arguments.
     fn clone_args(&self, _args: &mut CloneArgs) {}
+    /// What the guest must wait for before its first RNG read after resume.
+    fn gate(&self, _machine: &Machine) -> Option<clonesafe_protocol::Gate> {
+        None
+    }
     /// In the VM about to be snapshotted (live) or shut down (image copy).
     async fn before_capture(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, _notes: &mut Vec<String>) -> Result<(), RecipeError> {
         Ok(())
@@ -112,7 +140,7 @@ pub trait Fixup: Send + Sync {
         Ok(())
     }
     /// In a clone right after `go`; returns what it measured.
-    async fn on_resume(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, _resumed: &Resumed) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
+    async fn on_resume(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, _early: &crate::probes::Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
         Ok(vec![])
     }
 }
@@ -124,6 +152,8 @@ pub struct Ctx<'a> {
     pub machine: Machine,
     /// The recipe's fix-ups, in the scenario's order.
     pub fixups: Vec<&'static dyn Fixup>,
+    /// The static probe, for guests probed through qemu-guest-agent.
+    pub probe_bin: Option<std::sync::Arc<Vec<u8>>>,
     /// This scenario's private directory (removed with the run).
     pub dir: PathBuf,
     pub timeouts: Timeouts,
@@ -146,19 +176,59 @@ impl Ctx<'_> {
 
     /// A fresh identity and a directory for one VM, shaped by every fix-up.
     pub fn args(&self, role: &str, i: usize) -> CloneArgs {
-        let mut args = CloneArgs { identity: HostIdentity::fresh(self.vm_name(role, i)), dir: self.dir.join(format!("{role}{i}")) };
+        let mut args = CloneArgs::fresh(HostIdentity::fresh(self.vm_name(role, i)), self.dir.join(format!("{role}{i}")), &self.machine);
         for f in &self.fixups {
             f.clone_args(&mut args);
         }
         args
     }
 
-    /// Boot one VM as `machine`, timing it from VMM start to agent ready.
-    pub async fn boot_one(&self, machine: &Machine, args: CloneArgs) -> Result<(Box<dyn Vm>, u64), BackendError> {
+    /// Write `args`'s NoCloud seed into its directory when the scenario gives VMs one: a
+    /// `cidata` ISO with the instance-id (the VM's name, or one shared by all) and the VM's name
+    /// as local-hostname.
+    pub async fn write_seed(&self, args: &CloneArgs) -> Result<(), RecipeError> {
+        let Some(mode) = self.scenario.nocloud else { return Ok(()) };
+        let name = &args.identity.name;
+        let instance = match mode {
+            crate::scenario::NoCloud::PerVm => name.clone(),
+            crate::scenario::NoCloud::Shared => format!("clonesafe-shared-{}", self.scenario.name),
+        };
+        let src = args.dir.join("seed");
+        let io = |what: String| move |source| RecipeError::Io { what, source };
+        std::fs::create_dir_all(&src).map_err(io(format!("create {}", src.display())))?;
+        std::fs::write(src.join("meta-data"), format!("instance-id: {instance}\nlocal-hostname: {name}\n")).map_err(io("write meta-data".into()))?;
+        std::fs::write(src.join("user-data"), "#cloud-config\n").map_err(io("write user-data".into()))?;
+        let iso = args.dir.join("seed.iso");
+        let out = tokio::process::Command::new("genisoimage")
+            .args(["-quiet", "-volid", "cidata", "-joliet", "-rock", "-output"])
+            .arg(&iso)
+            .arg(src.join("user-data"))
+            .arg(src.join("meta-data"))
+            .output()
+            .await
+            .map_err(io("run genisoimage (is genisoimage installed?)".into()))?;
+        if !out.status.success() {
+            return Err(RecipeError::Sysprep(format!("genisoimage: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(())
+    }
+
+    /// Boot one VM as `machine`, timing it from VMM start to its agent ready (for guests
+    /// probed through qemu-guest-agent: their boot finished and the probe injected). The agent's
+    /// notes on the way (what systemd said, the guest's OS, the probe) go into `notes`.
+    pub async fn boot_one(&self, machine: &Machine, args: CloneArgs, notes: &mut Vec<String>) -> Result<(Box<dyn Vm>, u64), RecipeError> {
         let name = args.identity.name.clone();
+        self.write_seed(&args).await?;
         self.emit(EventKind::Booting { vm: name.clone() });
         let t = Instant::now();
-        let vm = self.backend.boot(machine, args, &self.timeouts).await?;
+        let mut vm = self.backend.boot(machine, args, &self.timeouts).await?;
+        let bin = self.probe_bin.clone();
+        let boot_t = self.timeouts.boot;
+        for n in crate::probes::call(vm.as_mut(), "prepare the guest", |a| Box::pin(async move { a.prepare(bin.as_deref().map(Vec::as_slice), boot_t).await })).await.unwrap_or_else(|e| vec![e.to_string()]) {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
         let ms = t.elapsed().as_millis() as u64;
         self.emit(EventKind::Booted { vm: name, ms });
         Ok((vm, ms))
@@ -184,18 +254,30 @@ pub async fn boot_and_observe(
     machine: &Machine,
     role: clonesafe_metadata::VmRole,
     boot_ms: &mut Vec<u64>,
-) -> Result<(Vec<crate::probes::Observation>, Vec<clonesafe_metadata::VmRecord>), BackendError> {
+    notes: &mut Vec<String>,
+) -> Result<(Vec<crate::probes::Observation>, Vec<clonesafe_metadata::VmRecord>), RecipeError> {
     use futures::stream::{self, StreamExt};
     let n = cx.scenario.clones as usize;
     let args: Vec<CloneArgs> = (0..n).map(|i| cx.args(role.as_str(), i)).collect();
-    let booted: Vec<_> = stream::iter(args.into_iter().map(|a| cx.boot_one(machine, a))).buffered(cx.jobs).collect().await;
+    let booted: Vec<_> = stream::iter(args.into_iter().map(|a| async move {
+        let mut n = Vec::new();
+        cx.boot_one(machine, a, &mut n).await.map(|(vm, ms)| (vm, ms, n))
+    }))
+    .buffered(cx.jobs)
+    .collect()
+    .await;
     let first = fleet.0.len();
     let mut first_err = None;
     for b in booted {
         match b {
-            Ok((vm, ms)) => {
+            Ok((vm, ms, n)) => {
                 boot_ms.push(ms);
                 fleet.0.push(vm);
+                for note in n {
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                }
             }
             Err(e) => first_err = first_err.or(Some(e)),
         }

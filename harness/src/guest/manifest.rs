@@ -5,6 +5,8 @@
 //! ```toml
 //! name = "tiny"
 //! description = "..."
+//! memory_mib = 256           # the default for scenarios that do not say (default 256)
+//! vcpus = 1                  # default 1
 //! [boot]
 //! kind = "direct-kernel"     # direct-kernel: kernel, initrd, cmdline, disk | disk: disk
 //! kernel = "vmlinuz"         # paths are relative to the manifest's directory
@@ -13,7 +15,10 @@
 //! disk = "data.qcow2"
 //! disk_format = "qcow2"      # qcow2 (default) | raw
 //! [agent]
-//! transport = "serial-probe" # serial-probe | none
+//! transport = "serial-probe" # serial-probe | qga | none
+//! [services]                 # TCP services the host reaches through port forwards
+//! ssh = 22
+//! tls = 443
 //! [identities]
 //! machine_id = "/data/etc/machine-id"
 //! ssh_host_keys = "/data/etc/ssh"
@@ -27,6 +32,12 @@ pub struct Manifest {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, u16>,
     pub boot: BootSection,
     pub agent: AgentSection,
     #[serde(default)]

@@ -15,6 +15,12 @@ pub const DEFAULT_GUESTS_DIR: &str = "/var/lib/clonesafe/guests";
 /// The guest a scenario runs when it names none.
 pub const DEFAULT_GUEST: &str = "tiny";
 
+/// The static probe injected through qemu-guest-agent unless `CLONESAFE_PROBE` says otherwise
+/// (ci/setup.sh installs it there).
+pub fn default_probe() -> PathBuf {
+    std::env::var_os("CLONESAFE_PROBE").map(PathBuf::from).unwrap_or_else(|| "/var/lib/clonesafe/probe/clonesafe-probe".into())
+}
+
 pub fn default_guests_dir() -> PathBuf {
     std::env::var_os("CLONESAFE_GUESTS").map(PathBuf::from).unwrap_or_else(|| DEFAULT_GUESTS_DIR.into())
 }
@@ -27,6 +33,8 @@ pub enum GuestError {
     NotBuilt { name: String, missing: String },
     #[error("{path}:{message}")]
     Manifest { path: PathBuf, message: String },
+    #[error("Image {}: {message}", .path.display())]
+    Image { path: PathBuf, message: String },
 }
 
 fn known_list(k: &[String]) -> String {
@@ -51,6 +59,8 @@ pub enum Boot {
 pub enum AgentTransport {
     /// The clonesafe probe on the guest's second serial port (ttyS1).
     SerialProbe,
+    /// qemu-guest-agent on a virtio-serial port; clonesafe injects its probe through it.
+    Qga,
     /// No agent: only host-side checks can run.
     None,
 }
@@ -59,6 +69,7 @@ impl AgentTransport {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "serial-probe" => Some(AgentTransport::SerialProbe),
+            "qga" => Some(AgentTransport::Qga),
             "none" => Some(AgentTransport::None),
             _ => None,
         }
@@ -78,6 +89,14 @@ pub struct GuestProfile {
     pub agent: AgentTransport,
     /// Where the guest keeps its file-based identities.
     pub sources: Sources,
+    /// Memory for scenarios that do not say (MiB).
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// TCP services the host reaches through port forwards: name → guest port.
+    pub services: std::collections::BTreeMap<String, u16>,
+    /// A user's image: its agent and services may be absent (checks that need them are then
+    /// skipped, with the reason), where a guest built here must have them.
+    pub optional: bool,
     /// Kernel release from the build's manifest.json, for reports.
     pub kernel_release: Option<String>,
 }
@@ -118,13 +137,65 @@ impl GuestProfile {
         if !matches!(disk_format.as_str(), "qcow2" | "raw") {
             return Err(bad(format!(" boot.disk_format: {disk_format:?} is not qcow2 or raw")));
         }
-        let agent = AgentTransport::parse(&m.agent.transport).ok_or_else(|| bad(format!(" agent.transport: unknown transport {:?}; use serial-probe or none", m.agent.transport)))?;
+        let agent = AgentTransport::parse(&m.agent.transport).ok_or_else(|| bad(format!(" agent.transport: unknown transport {:?}; use serial-probe, qga or none", m.agent.transport)))?;
+        let vcpus = m.vcpus.unwrap_or(1);
+        if !(1..=16).contains(&vcpus) {
+            return Err(bad(format!(" vcpus: {vcpus} is out of range: 1 to 16")));
+        }
         let sources = m.identities.map(|i| Sources { machine_id: i.machine_id, ssh_host_keys: i.ssh_host_keys }).unwrap_or_default();
         let kernel_release = std::fs::read_to_string(dir.join("manifest.json"))
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
             .and_then(|v| v["kernel_release"].as_str().map(str::to_string));
-        Ok(GuestProfile { name: name.into(), description: m.description, dir, boot, disk, disk_format, agent, sources, kernel_release })
+        Ok(GuestProfile {
+            name: name.into(),
+            description: m.description,
+            dir,
+            boot,
+            disk,
+            disk_format,
+            agent,
+            sources,
+            memory_mib: m.memory_mib.unwrap_or(256),
+            vcpus,
+            services: m.services,
+            optional: false,
+            kernel_release,
+        })
+    }
+
+    /// A user's own disk image (qcow2 or raw), which boots with its own bootloader and is never
+    /// written (every VM gets an overlay on it). It is probed through qemu-guest-agent if it runs
+    /// one, and from the host through ssh (22) and TLS (443) if it serves them.
+    pub fn from_image(path: &Path) -> Result<Self, GuestError> {
+        let bad = |message: String| GuestError::Image { path: path.to_path_buf(), message };
+        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+        let abs = std::fs::canonicalize(path).map_err(|e| bad(format!("cannot resolve it: {e}")))?;
+        let out = std::process::Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(&abs).output().map_err(|e| bad(format!("cannot run qemu-img: {e}")))?;
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| bad(format!("qemu-img cannot read it: {}", String::from_utf8_lossy(&out.stderr).trim())))?;
+        let format = info["format"].as_str().unwrap_or("?").to_string();
+        if !matches!(format.as_str(), "qcow2" | "raw") {
+            return Err(bad(format!("its format is {format}; clonesafe takes qcow2 or raw images")));
+        }
+        let services = [("ssh".to_string(), 22u16), ("tls".to_string(), 443u16)].into_iter().collect();
+        Ok(GuestProfile {
+            name: format!("image:{}", abs.display()),
+            description: Some(format!("the user's image {}", abs.display())),
+            dir: abs.parent().map(Path::to_path_buf).unwrap_or_default(),
+            boot: Boot::Disk,
+            disk: abs,
+            disk_format: format,
+            agent: AgentTransport::Qga,
+            sources: Sources { machine_id: "/etc/machine-id".into(), ssh_host_keys: "/etc/ssh".into() },
+            memory_mib: 1024,
+            vcpus: 2,
+            services,
+            optional: true,
+            kernel_release: None,
+        })
     }
 
     /// Names of the guests built in `guests_dir` (those with a manifest).

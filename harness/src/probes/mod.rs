@@ -2,19 +2,22 @@
 //! bounded, and an agent's failure becomes a [`BackendError`] that names the VM, the phase and
 //! the guest console's tail.
 //!
-//! The order of [`observe`] matters: the kernel RNG is sampled first (`go`, sent right after
-//! resume), because the window in which restored clones share CRNG state closes as soon as a
-//! reseed happens.
+//! The order matters: the kernel RNG is sampled first (`go`, sent right after resume, in
+//! [`right_after_resume`]), because the window in which restored clones share CRNG state closes
+//! as soon as a reseed happens; then the wall clock and the TLS server's random, still before any
+//! fix-up; [`observe`] reads the rest after the fix-ups. Host-side measurements are in [`host`].
+
+pub mod host;
 
 use crate::agent::{AgentError, GuestAgent, Resumed};
 use crate::backend::error::BackendError;
 use crate::backend::lifecycle::Phase;
 use crate::backend::Vm;
 use clonesafe_metadata::{CheckId, MeasurementId};
-use clonesafe_protocol::{Identity, Sample};
+use clonesafe_protocol::{Gate, Identity, Sample};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Everything probed from one VM, ready for the checks.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +36,65 @@ pub struct Observation {
     pub measurements: BTreeMap<MeasurementId, Option<f64>>,
     /// Checks this VM's agent cannot feed, with the reason (they become `skipped`).
     pub unavailable: BTreeMap<CheckId, String>,
+    /// Host key fingerprints from `ssh-keyscan` on the host (None: no ssh service forwarded).
+    pub ssh_keyscan: Option<Result<Vec<String>, String>>,
+    /// ServerHello randoms right after resume, offsets from resume on the host's clock (None:
+    /// no TLS service forwarded).
+    pub tls_random: Option<Result<Vec<Sample>, String>>,
+    /// Guest wall clock minus host wall clock when observed (after the fix-ups), and right after
+    /// resume (before them).
+    pub clock_skew_ms: Option<f64>,
+    pub clock_skew_at_resume_ms: Option<f64>,
 }
+
+/// What is read from a VM right after it resumes (or, for a booted VM, when first observed),
+/// before any fix-up runs.
+#[derive(Debug, Clone)]
+pub struct Early {
+    /// When the VMM resumed the guest, and when `go` was answered (what restore_ms ends at).
+    pub resumed_at: Instant,
+    pub answered_at: Instant,
+    /// `go`'s answer; None when the agent cannot sample the RNG (the reason is in `no_rng`).
+    pub resumed: Option<Resumed>,
+    pub no_rng: Option<String>,
+    pub clock_skew_ms: Option<f64>,
+    pub tls_random: Option<Result<Vec<Sample>, String>>,
+}
+
+/// Handshakes whose ServerHello randoms are compared.
+pub const TLS_SAMPLES: usize = 3;
+
+/// Guest wall clock minus host wall clock (ms), against the midpoint of the host's clock around
+/// the agent's answer. None when the agent cannot read the clock.
+pub async fn clock_skew(vm: &mut dyn Vm, t: Duration) -> Option<f64> {
+    let before = SystemTime::now();
+    let guest = vm.agent()?.time(t).await.ok()?;
+    let after = SystemTime::now();
+    let ns = |s: SystemTime| s.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    let host_mid = (ns(before) + ns(after)) / 2;
+    Some((guest as i128 - host_mid) as f64 / 1e6)
+}
+
+/// `go` first (with `gate`, if the recipe holds the first read), then the clock, then the TLS
+/// server's random; `resumed_at` is when the VMM resumed the guest.
+pub async fn right_after_resume(vm: &mut dyn Vm, gate: Option<Gate>, resumed_at: Instant, t: Duration) -> Result<Early, BackendError> {
+    let mut early = Early { resumed_at, answered_at: resumed_at, resumed: None, no_rng: None, clock_skew_ms: None, tls_random: None };
+    match call(vm, "sample the kernel RNG after resume", |a| a.go(gate, t)).await {
+        Ok(r) => early.resumed = Some(r),
+        Err(BackendError::Agent { source: e @ (AgentError::Unavailable { .. } | AgentError::Unsupported { .. }), .. }) => early.no_rng = Some(e.to_string()),
+        Err(BackendError::NoAgent { op, .. }) => early.no_rng = Some(format!("the guest has no agent to {op}")),
+        Err(e) => return Err(e),
+    }
+    early.answered_at = Instant::now();
+    early.clock_skew_ms = clock_skew(vm, t).await;
+    // A clone without a NIC (nic-replug unplugged it before the snapshot) cannot be reached
+    // yet: its TLS server is sampled after the fix-ups instead.
+    if let (Some(port), true) = (vm.forwards().get("tls").copied(), vm.machine().devices.nic) {
+        early.tls_random = Some(host::tls_random_samples(port, TLS_SAMPLES, resumed_at, Duration::from_secs(10)).await);
+    }
+    Ok(early)
+}
+
 
 /// Run one agent operation on `vm`, bounded by the operation itself, and turn its failure into
 /// an error that carries the VM, the phase and the console tail.
@@ -49,30 +110,66 @@ pub async fn call<T>(
     r.map_err(|source| BackendError::Agent { vm: vm.name().to_string(), phase: Phase::Probe, console_tail: vm.console_tail(20), source })
 }
 
-/// `go` (unless it was already sent), `samples`, then `report`.
-pub async fn observe(vm: &mut dyn Vm, resumed: Option<Resumed>, t: Duration) -> Result<Observation, BackendError> {
-    let host_mac = Some(vm.identity().mac.to_string());
+/// The rest of what the checks compare, after the fix-ups: the remaining RNG samples (when `go`
+/// was answered), the identity report, `ssh-keyscan`, and the clock again. `early` is what
+/// [`right_after_resume`] read (None for a booted VM, which this reads now).
+pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Result<Observation, BackendError> {
+    let early = match early {
+        Some(e) => e,
+        None => right_after_resume(vm, None, Instant::now(), t).await?,
+    };
+    let mut o = Observation {
+        vm: vm.name().to_string(),
+        host_mac: Some(vm.identity().mac.to_string()),
+        clock_skew_at_resume_ms: early.clock_skew_ms,
+        tls_random: early.tls_random,
+        ..Default::default()
+    };
+    if let (None, Some(port)) = (&o.tls_random, vm.forwards().get("tls").copied()) {
+        o.tls_random = Some(host::tls_random_samples(port, TLS_SAMPLES, early.resumed_at, Duration::from_secs(60)).await);
+    }
+    if let Some(port) = vm.forwards().get("ssh").copied() {
+        o.ssh_keyscan = Some(host::ssh_host_keys(port, Duration::from_secs(60)).await);
+    }
+    // A user's image need not serve ssh or TLS: then those checks are skipped, with what was
+    // tried. (A guest built here declares its services, and their failure is an error.)
+    if vm.machine().guest.optional {
+        if let Some(Err(e)) = &o.ssh_keyscan {
+            o.unavailable.insert(CheckId::SshKeyscan, format!("no SSH server answered on guest port 22 ({e})"));
+            o.ssh_keyscan = None;
+        }
+        if let Some(Err(e)) = &o.tls_random {
+            let why = format!("no TLS server answered on guest port 443 ({e})");
+            o.unavailable.insert(CheckId::OpensslRng, why.clone());
+            o.unavailable.insert(CheckId::TlsTicketKey, why);
+            o.tls_random = None;
+        }
+    }
     if vm.agent().is_none() {
         let why = "the guest has no agent to ask".to_string();
-        let unavailable = CheckId::ALL.iter().filter(|c| **c != CheckId::SecretRemanence).map(|c| (*c, why.clone())).collect();
-        return Ok(Observation { vm: vm.name().to_string(), host_mac, unavailable, ..Default::default() });
+        for c in CheckId::ALL.iter().filter(|c| !HOST_SIDE.contains(c)) {
+            o.unavailable.insert(*c, why.clone());
+        }
+        return Ok(o);
     }
-    let r = match resumed {
-        Some(r) => r,
-        None => call(vm, "sample the kernel RNG", |a| a.go(t)).await?,
-    };
-    let mut kernel_rng = r.kernel_rng;
-    kernel_rng.extend(call(vm, "collect RNG samples", |a| a.samples(t)).await?);
+    match early.resumed {
+        Some(r) => {
+            o.kernel_rng = r.kernel_rng;
+            o.kernel_rng.extend(call(vm, "collect RNG samples", |a| a.samples(t)).await?);
+            o.userspace_rng = r.userspace_rng;
+        }
+        None => {
+            let why = early.no_rng.unwrap_or_else(|| "the agent cannot sample the RNG".into());
+            for c in [CheckId::KernelRng, CheckId::UserspaceRng] {
+                o.unavailable.insert(c, why.clone());
+            }
+        }
+    }
     let sources = vm.machine().guest.sources.clone();
-    let identity = call(vm, "read the guest's identity", |a| Box::pin(async move { a.report(&sources, t).await })).await?;
-    Ok(Observation {
-        vm: vm.name().to_string(),
-        kernel_rng,
-        userspace_rng: r.userspace_rng,
-        identity: Some(identity),
-        error: None,
-        host_mac,
-        measurements: BTreeMap::new(),
-        unavailable: BTreeMap::new(),
-    })
+    o.identity = Some(call(vm, "read the guest's identity", |a| Box::pin(async move { a.report(&sources, t).await })).await?);
+    o.clock_skew_ms = clock_skew(vm, t).await;
+    Ok(o)
 }
+
+/// Checks whose values come from the host, not from the guest's agent.
+pub const HOST_SIDE: &[CheckId] = &[CheckId::SecretRemanence, CheckId::SshKeyscan, CheckId::TlsTicketKey, CheckId::OpensslRng];

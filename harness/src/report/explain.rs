@@ -15,5 +15,13 @@ pub fn why_duplicate(id: CheckId) -> &'static str {
         CheckId::Vmgenid => "The clones have no vmgenid device, or the new generation ID was not delivered, so no clone learns it is a copy.",
         CheckId::HwMismatchMs => "The clone runs on virtual hardware that does not match its memory (the NIC's MAC), and nothing resolves the mismatch.",
         CheckId::SecretRemanence => "A deleted file's data survives in freed disk blocks and page-cache pages, and every clone is made from those artifacts.",
+        CheckId::RandomSeed => "systemd's random seed is a file on the disk every clone copies; a clone that credits it (the user.random-seed-creditable xattr) seeds its RNG from the same bytes as its siblings. Only something inside the guest refreshes it.",
+        CheckId::CredentialSecret => "systemd's credential.secret encrypts credentials on the host's behalf; clones that share it can decrypt each other's credentials. Images should not ship it (systemd docs/BUILDING_IMAGES.md), and a clone must regenerate it.",
+        CheckId::DbusMachineId => "D-Bus keeps its own copy of the machine-id; where it is a file of its own, regenerating /etc/machine-id does not change it.",
+        CheckId::CloudInitInstanceId => "cloud-init decides whether to rerun its per-instance modules (host keys, hostname) by the instance-id, and only at boot: a live clone never reruns them, whatever its NoCloud seed says.",
+        CheckId::SshKeyscan => "The SSH host keys the clones serve are the same keys: a client cannot tell them apart, and one clone can impersonate another.",
+        CheckId::TlsTicketKey => "The TLS server keeps its session-ticket key in memory; every clone resumes with the same key, so a ticket issued by one clone is accepted by all, and one clone's recorded sessions can be decrypted with another's key.",
+        CheckId::OpensslRng => "OpenSSL's DRBG state is program memory, copied into every clone; until it reseeds (it does not watch for VM forks), clones produce the same 'random' bytes: ServerHello randoms, and with them ephemeral keys.",
+        CheckId::WallClockSkewMs => "A clone resumes with its source's wall clock, behind the host by as long as the snapshot waited, until something sets it (NTP, or the clock fix-up).",
     }
 }

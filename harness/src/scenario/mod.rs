@@ -16,6 +16,7 @@
 //! memory_mib = 256          # 128..=16384, default 256
 //! canary = true             # plant a deleted secret and scan the artifacts for it
 //! mitigate_remanence = true # adds the mitigate-remanence fix-up (implies canary)
+//! nocloud = "per-vm"        # a cloud-init NoCloud seed per VM: per-vm | shared
 //! [scenario.expect]         # check id = unique | duplicate | skipped | error | any
 //! mac = "duplicate"
 //! ```
@@ -26,7 +27,7 @@ mod plan;
 
 pub use error::ScenarioError;
 pub use parse::parse;
-pub use plan::{Plan, ScenarioPlan};
+pub use plan::{NoCloud, Plan, ScenarioPlan};
 
 use std::path::{Path, PathBuf};
 

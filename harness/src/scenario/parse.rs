@@ -2,7 +2,7 @@
 //! validate each value, so every error says the file, line, column and field.
 
 use super::error::ScenarioError;
-use super::plan::ScenarioPlan;
+use super::plan::{NoCloud, ScenarioPlan};
 use clonesafe_metadata::{BackendKind, CheckId, Expectation, FixupId, Method, Recipe, Strategy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -24,6 +24,7 @@ struct RawScenario {
     #[serde(default)]
     description: Option<String>,
     guest: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
     backend: Option<Spanned<String>>,
     strategy: Option<Spanned<String>>,
     method: Option<Spanned<String>>,
@@ -36,6 +37,7 @@ struct RawScenario {
     canary: bool,
     #[serde(default)]
     mitigate_remanence: bool,
+    nocloud: Option<Spanned<String>>,
 }
 
 pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError> {
@@ -76,6 +78,21 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
                 }
                 v.clone()
             }
+        };
+
+        let image = match (&s.image, &s.guest) {
+            (Some(i), Some(_)) => return Err(at(i.span(), f("image"), "use either guest (a built guest) or image (your own disk image), not both".into())),
+            (Some(i), None) => {
+                let p = Path::new(i.get_ref());
+                // Relative to the scenario file, like any path in it.
+                let p = if p.is_absolute() { p.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).join(p) };
+                Some(p)
+            }
+            (None, _) => None,
+        };
+        let guest = match &image {
+            Some(p) => format!("image:{}", p.display()),
+            None => guest,
         };
 
         let backend = match &s.backend {
@@ -135,8 +152,8 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
         }
 
         let memory_mib = match &s.memory_mib {
-            None => 256,
-            Some(m) if (128..=16384).contains(m.get_ref()) => *m.get_ref(),
+            None => None,
+            Some(m) if (128..=16384).contains(m.get_ref()) => Some(*m.get_ref() as u32),
             Some(m) => return Err(at(m.span(), f("memory_mib"), format!("{} is out of range: 128 to 16384 MiB", m.get_ref()))),
         };
 
@@ -150,19 +167,29 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             expect.insert(id, e);
         }
 
+        let nocloud = match &s.nocloud {
+            None => None,
+            Some(n) => Some(match n.get_ref().as_str() {
+                "per-vm" => NoCloud::PerVm,
+                "shared" => NoCloud::Shared,
+                other => return Err(at(n.span(), f("nocloud"), format!("{other:?} is not a NoCloud seed; use \"per-vm\" or \"shared\""))),
+            }),
+        };
         let canary = s.canary || recipe.has(FixupId::MitigateRemanence);
         out.push(ScenarioPlan {
             name,
             description: s.description,
             file: path.to_path_buf(),
             guest,
+            image,
             backend,
             strategy,
             recipe,
             clones: clones as u32,
-            memory_mib: memory_mib as u32,
+            memory_mib,
             expect,
             canary,
+            nocloud,
         });
     }
     Ok(out)

@@ -9,17 +9,32 @@ pub struct ScenarioPlan {
     pub name: String,
     pub description: Option<String>,
     pub file: PathBuf,
+    /// A built guest's name, or (with `image`) the image's path as the report names it.
     pub guest: String,
+    /// The user's own disk image, instead of a built guest.
+    pub image: Option<PathBuf>,
     pub backend: BackendKind,
     /// The preset the recipe is, or `custom`.
     pub strategy: Strategy,
     pub recipe: Recipe,
     pub clones: u32,
-    pub memory_mib: u32,
+    /// None: the guest's default (its manifest's memory_mib).
+    pub memory_mib: Option<u32>,
     pub expect: BTreeMap<CheckId, Expectation>,
     /// Plant a deleted canary secret before the snapshot (or template shutdown) and scan the
     /// artifacts for it.
     pub canary: bool,
+    /// A cloud-init NoCloud seed (a `cidata` disk) for every VM, and whose instance-id it holds.
+    pub nocloud: Option<NoCloud>,
+}
+
+/// Whose instance-id a VM's NoCloud seed holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCloud {
+    /// Each VM its own (its name), as a cloud gives each instance.
+    PerVm,
+    /// One for all.
+    Shared,
 }
 
 impl ScenarioPlan {
@@ -35,6 +50,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Run every scenario on the user's image at `path` instead of its guest.
+    pub fn override_image(&mut self, path: &std::path::Path) {
+        for s in &mut self.scenarios {
+            s.image = Some(path.to_path_buf());
+            s.guest = format!("image:{}", path.display());
+        }
+    }
+
     /// Run every scenario on `backend` instead of the one its file names.
     pub fn override_backend(&mut self, backend: BackendKind) {
         for s in &mut self.scenarios {

@@ -27,10 +27,10 @@ fn err(src: &str) -> ScenarioError {
 fn a_good_file_becomes_a_plan_with_defaults() {
     let p = parse(Path::new("s.toml"), GOOD).unwrap();
     assert_eq!(p.len(), 2);
-    assert_eq!((p[0].guest.as_str(), p[0].backend, p[0].memory_mib, p[0].clones), ("tiny", BackendKind::Qemu, 256, 3));
+    assert_eq!((p[0].guest.as_str(), p[0].backend, p[0].memory_mib, p[0].clones), ("tiny", BackendKind::Qemu, None, 3));
     assert_eq!(p[0].expect[&CheckId::Mac], Expectation::Verdict(Verdict::Duplicate));
     assert_eq!(p[0].expect[&CheckId::KernelRng], Expectation::Any);
-    assert_eq!((p[1].strategy, p[1].backend, p[1].memory_mib), (Strategy::ColdBoot, BackendKind::Libvirt, 512));
+    assert_eq!((p[1].strategy, p[1].backend, p[1].memory_mib), (Strategy::ColdBoot, BackendKind::Libvirt, Some(512)));
 }
 
 #[test]

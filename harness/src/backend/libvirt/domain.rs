@@ -34,9 +34,27 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
     };
     let probe = match machine.guest.agent {
         AgentTransport::SerialProbe => format!("<serial type='unix'><source mode='connect' path='{}/probe.sock'/><target port='1'/></serial>", esc(&dir)),
+        // qemu-guest-agent's channel is libvirt's (clonesafe reaches it with
+        // virDomainQemuAgentCommand); the injected probe's port connects to our socket. The
+        // controller sits in the slot the QEMU backend uses.
+        AgentTransport::Qga => format!(
+            "<controller type='virtio-serial' index='0'><address type='pci' domain='0x0000' bus='0x00' slot='0x06' function='0x0'/></controller>
+    <channel type='unix'><source mode='connect' path='{}/probe.sock'/><target type='virtio' name='{}'/><address type='virtio-serial' controller='0' bus='0' port='2'/></channel>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/><address type='virtio-serial' controller='0' bus='0' port='1'/></channel>",
+            esc(&dir),
+            crate::agent::qga::PROBE_PORT
+        ),
         AgentTransport::None => String::new(),
     };
     let nic = if machine.devices.nic { interface_xml(&id.mac) } else { String::new() };
+    let seed = if machine.devices.seed {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}/seed.iso'/><target dev='vdb' bus='virtio'/><readonly/><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></disk>",
+            esc(&dir)
+        )
+    } else {
+        String::new()
+    };
     format!(
         "<domain type='{dtype}'>
   <name>{name}</name>
@@ -61,6 +79,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
       <target dev='vda' bus='virtio'/>
       <serial>{serial}</serial>
     </disk>
+    {seed}
     {nic}
     <serial type='file'><source path='{dir}/console.log'/><target port='0'/></serial>
     {probe}
@@ -138,6 +157,10 @@ mod tests {
             disk_format: "qcow2".into(),
             agent: AgentTransport::SerialProbe,
             sources: Default::default(),
+            memory_mib: 256,
+            vcpus: 1,
+            services: Default::default(),
+            optional: false,
             kernel_release: None,
         };
         let mut m = Machine::new(guest, 256, Accel::Tcg);
@@ -147,7 +170,7 @@ mod tests {
 
     fn args(name: &str, vmgenid: bool) -> CloneArgs {
         let identity = if vmgenid { HostIdentity::fresh_with_vmgenid(name.into()) } else { HostIdentity::fresh(name.into()) };
-        CloneArgs { identity, dir: format!("/runs/{name}").into() }
+        CloneArgs { identity, dir: format!("/runs/{name}").into(), forwards: Default::default() }
     }
 
     /// libvirt's in-process test driver parses and validates the XML we generate, and reads back
@@ -175,7 +198,7 @@ mod tests {
         let src = args("clonesafe-1-src", false);
         let xml = domain_xml(&machine(false), &src, &src.dir.join("disk.qcow2"));
         let clone = args("clonesafe-1-clone", false);
-        let from = SourceRecord { identity: src.identity.clone(), dir: src.dir.clone() };
+        let from = SourceRecord { identity: src.identity.clone(), dir: src.dir.clone(), probe: crate::agent::ProbeState::Builtin, agent: true };
         let out = rewrite_identity(&xml, &from, &clone, true).unwrap();
         for old in [src.identity.name.clone(), src.identity.uuid.to_string(), src.identity.mac.to_string(), src.identity.disk_serial.as_str().to_string(), format!("{}/", src.dir.display())] {
             assert!(!out.contains(&old), "{old} survived:\n{out}");
@@ -184,7 +207,7 @@ mod tests {
         assert!(out.contains(&format!("{}/probe.sock", clone.dir.display())));
         // An image that is not the source's is refused rather than half-rewritten.
         let other = args("clonesafe-1-other", false);
-        let other = SourceRecord { identity: other.identity, dir: other.dir };
+        let other = SourceRecord { identity: other.identity, dir: other.dir, probe: crate::agent::ProbeState::Builtin, agent: true };
         assert!(matches!(rewrite_identity(&xml, &other, &clone, true), Err(RewriteError::Missing { what: "name", .. })));
     }
 }

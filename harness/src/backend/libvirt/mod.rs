@@ -12,9 +12,12 @@
 //!    are restored one after another from the one image, whose XML is rewritten before each.
 
 pub mod domain;
+pub mod qga_wire;
 pub mod save_image;
 
+use crate::agent::qga::Qga;
 use crate::agent::serial::ProbeChannel;
+use crate::agent::transport::Transport;
 use crate::agent::{AgentError, GuestAgent};
 use crate::backend::capability::{Capabilities, Capability};
 use crate::backend::error::{BackendError, LibvirtError};
@@ -36,8 +39,15 @@ use virt::sys;
 
 pub const DEFAULT_URI: &str = "qemu:///system";
 
-pub const CAPABILITIES: &[Capability] =
-    &[Capability::DirectKernelBoot, Capability::SerialProbe, Capability::LiveSnapshot, Capability::NicHotplug, Capability::Vmgenid];
+pub const CAPABILITIES: &[Capability] = &[
+    Capability::DirectKernelBoot,
+    Capability::DiskBoot,
+    Capability::SerialProbe,
+    Capability::QemuGuestAgent,
+    Capability::LiveSnapshot,
+    Capability::NicHotplug,
+    Capability::Vmgenid,
+];
 
 /// How a running domain is snapshotted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
@@ -93,7 +103,9 @@ impl LibvirtBackend {
         self.conn.list_all_domains(0).unwrap_or_default().iter().filter_map(|d| d.name().ok()).filter(|n| n.starts_with(NAME_PREFIX)).collect()
     }
 
-    /// Start the domain with `start`, accept the probe's connection, return the VM.
+    /// Start the domain with `start`, accept the probe's connection, return the VM. `restored`
+    /// is the probe state the clone's memory holds (None for a boot).
+    #[allow(clippy::too_many_arguments)]
     async fn launch(
         &self,
         machine: Machine,
@@ -102,9 +114,10 @@ impl LibvirtBackend {
         disk: PathBuf,
         start: impl FnOnce(Arc<Connect>) -> Result<(), BackendError> + Send + 'static,
         phase: Phase,
+        restored: Option<&SourceRecord>,
     ) -> Result<LibvirtVm, BackendError> {
         let name = args.identity.name.clone();
-        let listener = if machine.guest.agent == AgentTransport::SerialProbe {
+        let listener = if machine.guest.agent != AgentTransport::None {
             let probe_path = args.dir.join("probe.sock");
             let _ = std::fs::remove_file(&probe_path);
             Some(UnixListener::bind(&probe_path).map_err(BackendError::io(&name, format!("bind {}", probe_path.display())))?)
@@ -116,18 +129,44 @@ impl LibvirtBackend {
         let started = blocking(&name, phase, bound, move || start(conn)).await;
         let current_mac = machine.devices.nic.then_some(args.identity.mac);
         // From here on the domain may exist: the guard destroys it on every error path.
-        let mut vm = LibvirtVm { conn: self.conn.clone(), probe: None, disk, machine, args, timeouts: *t, snapshots: 0, alive: true, notes: vec![], mode: self.mode, current_mac };
+        let mut vm = LibvirtVm {
+            conn: self.conn.clone(),
+            agent: Transport::None,
+            disk,
+            machine,
+            args,
+            timeouts: *t,
+            snapshots: 0,
+            alive: true,
+            notes: vec![],
+            mode: self.mode,
+            current_mac,
+        };
         if let Err(e) = started {
             vm.alive = false;
             return Err(e);
         }
-        if let Some(listener) = listener {
-            match tokio::time::timeout(t.start, listener.accept()).await {
-                Ok(Ok((s, _))) => vm.probe = Some(ProbeChannel::new(s)),
+        let probe = match listener {
+            None => None,
+            Some(listener) => match tokio::time::timeout(t.start, listener.accept()).await {
+                Ok(Ok((s, _))) => Some(ProbeChannel::new(s)),
                 Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept the probe connection".into(), source: e }),
                 Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: vm.console_tail(20) }),
+            },
+        };
+        vm.agent = match vm.machine.guest.agent {
+            _ if restored.is_some_and(|s| !s.agent) => Transport::None,
+            AgentTransport::SerialProbe => probe.map(Transport::Serial).unwrap_or(Transport::None),
+            AgentTransport::Qga => {
+                let wire = Box::new(qga_wire::LibvirtWire { conn: self.conn.clone(), domain: name.clone() });
+                Transport::Qga(match restored {
+                    None => Qga::new(wire, probe),
+                    Some(source) => Qga::restored(wire, probe, &source.probe),
+                })
             }
-        }
+            AgentTransport::None => Transport::None,
+        };
+        vm.forward_ports().await?;
         Ok(vm)
     }
 }
@@ -174,9 +213,15 @@ impl Backend for LibvirtBackend {
         let xml = domain::domain_xml(machine, &args, &disk);
         let name = args.identity.name.clone();
         let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, 0).map(drop).map_err(lv(&name, Phase::Start, "create the domain"));
-        let mut vm = self.launch(machine.clone(), args, t, disk, start, Phase::Start).await?;
-        if let Some(probe) = vm.probe.as_mut() {
-            if let Err(e) = probe.wait_ready(t.boot).await {
+        let mut vm = self.launch(machine.clone(), args, t, disk, start, Phase::Start, None).await?;
+        let ssh = vm.args.forwards.get("ssh").copied();
+        if let Some(agent) = vm.agent.agent() {
+            let waited = crate::backend::wait_agent(agent, machine.guest.optional, ssh, t.boot).await;
+            if let Ok(Some(why)) = &waited {
+                vm.agent = Transport::None;
+                vm.notes.push(why.clone());
+            }
+            if let Err(e) = waited {
                 let (vm_name, tail) = (vm.args.identity.name.clone(), vm.console_tail(20));
                 return Err(match e {
                     AgentError::Timeout(..) => BackendError::Timeout { vm: vm_name, phase: Phase::Boot, after: t.boot, console_tail: tail },
@@ -240,7 +285,7 @@ impl Restore for LibvirtBackend {
         let img = image.display().to_string();
         let n2 = name.clone();
         let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(lv(&n2, Phase::IncomingMigration, "restore the rewritten image"));
-        let mut vm = self.launch(snap.machine.clone(), args, t, disk, start, Phase::IncomingMigration).await?;
+        let mut vm = self.launch(snap.machine.clone(), args, t, disk, start, Phase::IncomingMigration, Some(&snap.source)).await?;
         if snap.machine.devices.vmgenid {
             // libvirt's source says it regenerates <genid> on restore (qemuProcessGenID); record
             // what it did. The vmgenid check shows what the guest made of it.
@@ -260,7 +305,7 @@ impl Restore for LibvirtBackend {
 
 pub struct LibvirtVm {
     conn: Arc<Connect>,
-    probe: Option<ProbeChannel>,
+    agent: Transport,
     disk: PathBuf,
     machine: Machine,
     args: CloneArgs,
@@ -298,6 +343,43 @@ impl LibvirtVm {
         }
     }
 
+    /// Forward each service's host port to the guest through the NIC's user network (HMP
+    /// `hostfwd_add` on the netdev libvirt made for it: libvirt 9.0 has no forwards for slirp).
+    /// Unlike the QEMU backend's, libvirt's user network is not started with `restrict=on`;
+    /// the guests here are given no route out, and the machine's network is closed.
+    /// (The future does not borrow `self`, as with [`LibvirtVm::on_domain`].)
+    fn forward_ports(&self) -> impl std::future::Future<Output = Result<(), BackendError>> + Send + 'static {
+        let rules: Vec<String> = self
+            .args
+            .forwards
+            .iter()
+            .filter_map(|(svc, host)| self.machine.guest.services.get(svc).map(|g| format!("tcp:127.0.0.1:{host}-:{g}")))
+            .collect();
+        let rules = if self.machine.devices.nic { rules } else { vec![] };
+        let name = self.args.identity.name.clone();
+        self.on_domain(Phase::Start, self.timeouts.start, move |d| {
+            if rules.is_empty() {
+                return Ok(());
+            }
+            let xml = d.xml_desc(0).map_err(lv(&name, Phase::Start, "read the domain XML"))?;
+            let alias = save_image::interface_aliases(&xml).into_iter().last().unwrap_or_else(|| "net0".into());
+            for rule in rules {
+                let out = d
+                    .qemu_monitor_command(&format!("hostfwd_add host{alias} {rule}"), 1 /* VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP */)
+                    .map_err(lv(&name, Phase::Start, "add a port forward (hostfwd_add)"))?;
+                if !out.trim().is_empty() {
+                    return Err(BackendError::Libvirt {
+                        vm: name.clone(),
+                        phase: Phase::Start,
+                        step: "add a port forward (hostfwd_add)",
+                        source: LibvirtError { code: 0, code_name: "HMP".into(), domain: "qemu".into(), message: out.trim().to_string() },
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The domain's genid as libvirt reports it now.
     pub fn genid(&self) -> Option<String> {
         let d = self.conn.lookup_domain_by_name(&self.args.identity.name).ok()?;
@@ -324,7 +406,7 @@ impl Vm for LibvirtVm {
         &self.machine
     }
     fn agent(&mut self) -> Option<&mut dyn GuestAgent> {
-        self.probe.as_mut().map(|p| p as &mut dyn GuestAgent)
+        self.agent.agent()
     }
     fn console_tail(&self, lines: usize) -> String {
         crate::text::read_tail(&self.args.dir.join("console.log"), lines)
@@ -334,6 +416,9 @@ impl Vm for LibvirtVm {
     }
     fn disk(&self) -> &Path {
         &self.disk
+    }
+    fn forwards(&self) -> &std::collections::BTreeMap<String, u16> {
+        &self.args.forwards
     }
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
         if std::mem::take(&mut self.alive) {
@@ -346,6 +431,31 @@ impl Vm for LibvirtVm {
             .await?;
         }
         Ok(())
+    }
+    async fn shutdown(mut self: Box<Self>, t: Duration) -> Result<bool, BackendError> {
+        let name = self.args.identity.name.clone();
+        let n = name.clone();
+        let gone = self
+            .on_domain(Phase::Shutdown, t + Duration::from_secs(10), move |d| {
+                d.shutdown().map_err(lv(&n, Phase::Shutdown, "shut the domain down (ACPI)"))?;
+                let deadline = std::time::Instant::now() + t;
+                while std::time::Instant::now() < deadline {
+                    // A transient domain disappears when it powers off.
+                    if !d.is_active().unwrap_or(false) {
+                        return Ok(true);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(false)
+            })
+            .await;
+        match gone {
+            Ok(true) => {
+                self.alive = false;
+                Ok(true)
+            }
+            _ => self.destroy().await.map(|_| false),
+        }
     }
     fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
         Some(self)
@@ -387,7 +497,8 @@ impl NicHotplug for LibvirtVm {
         self.on_domain(Phase::Hotplug, self.timeouts.start, move |d| d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(lv(&name, Phase::Hotplug, "attach a NIC"))).await?;
         self.current_mac = Some(mac);
         self.machine.devices.nic = true;
-        Ok(())
+        // A new NIC is a new slirp netdev: the forwards made at start went with the old one.
+        self.forward_ports().await
     }
 }
 
@@ -443,7 +554,12 @@ impl Snapshottable for LibvirtVm {
         Ok(Snapshot {
             backend: BackendKind::Libvirt,
             machine: self.machine.clone(),
-            source: SourceRecord { identity: self.args.identity.clone(), dir: self.args.dir.clone() },
+            source: SourceRecord {
+                identity: self.args.identity.clone(),
+                dir: self.args.dir.clone(),
+                probe: self.agent.probe_state(),
+                agent: !matches!(self.agent, Transport::None),
+            },
             artifacts: vec![Artifact { kind: ArtifactKind::LibvirtSaveImage, path: memory }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen }],
             private: Arc::new(LibvirtSnapshot::default()),
         })

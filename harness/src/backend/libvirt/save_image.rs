@@ -199,6 +199,15 @@ impl SaveImage {
     }
 }
 
+/// The aliases (`net0`, ...) of a domain XML's interfaces, in order.
+pub fn interface_aliases(xml: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else { return vec![] };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("interface"))
+        .filter_map(|i| i.children().find(|c| c.has_tag_name("alias")).and_then(|a| a.attribute("name")).map(str::to_string))
+        .collect()
+}
+
 /// What `clonesafe save-image show` reports about a domain XML.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DomainSummary {

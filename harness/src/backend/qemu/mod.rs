@@ -17,12 +17,14 @@ use super::error::BackendError;
 use super::lifecycle::{Phase, Timeouts};
 use super::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snapshot, SourceRecord};
 use super::{vm_disk, Backend, NicHotplug, Restore, Snapshottable, Vm};
+use crate::agent::qga::{Qga, SocketWire};
+use crate::agent::transport::Transport;
 use crate::agent::GuestAgent;
 use crate::guest::{AgentTransport, Boot};
 use crate::identity::{HostIdentity, MacAddr};
 use async_trait::async_trait;
 use clonesafe_metadata::{BackendKind, Vmm};
-use process::QemuProcess;
+use process::{Channels, QemuProcess};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,11 +32,20 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct QemuBackend;
 
-pub const CAPABILITIES: &[Capability] =
-    &[Capability::DirectKernelBoot, Capability::SerialProbe, Capability::LiveSnapshot, Capability::NicHotplug, Capability::Vmgenid];
+pub const CAPABILITIES: &[Capability] = &[
+    Capability::DirectKernelBoot,
+    Capability::DiskBoot,
+    Capability::SerialProbe,
+    Capability::QemuGuestAgent,
+    Capability::LiveSnapshot,
+    Capability::NicHotplug,
+    Capability::Vmgenid,
+];
 
 pub struct QemuVm {
     proc: QemuProcess,
+    agent: Transport,
+    notes: Vec<String>,
     machine: Machine,
     args: CloneArgs,
     timeouts: Timeouts,
@@ -75,14 +86,33 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path) -> Vec<String>
     }
     // ttyS0: the console, to a file.
     a.extend(["-serial".into(), format!("file:{}", args.dir.join("console.log").display())]);
-    if machine.guest.agent == AgentTransport::SerialProbe {
-        // ttyS1: the probe channel (QEMU connects to our socket).
-        a.extend([
-            "-chardev".into(),
-            format!("socket,id=probe,path={}", args.dir.join("probe.sock").display()),
-            "-serial".into(),
-            "chardev:probe".into(),
-        ]);
+    match machine.guest.agent {
+        AgentTransport::SerialProbe => {
+            // ttyS1: the probe channel (QEMU connects to our socket).
+            a.extend([
+                "-chardev".into(),
+                format!("socket,id=probe,path={}", args.dir.join("probe.sock").display()),
+                "-serial".into(),
+                "chardev:probe".into(),
+            ]);
+        }
+        AgentTransport::Qga => {
+            // Two virtio-serial ports on sockets of ours, in a fixed slot: qemu-guest-agent's,
+            // and the one the injected probe opens. Chardevs connect in this order (probe, qga).
+            a.extend([
+                "-device".into(),
+                "virtio-serial-pci,id=vser0,addr=0x6".into(),
+                "-chardev".into(),
+                format!("socket,id=probe,path={}", args.dir.join("probe.sock").display()),
+                "-device".into(),
+                format!("virtserialport,bus=vser0.0,nr=2,chardev=probe,name={}", crate::agent::qga::PROBE_PORT),
+                "-chardev".into(),
+                format!("socket,id=qga,path={}", args.dir.join("qga.sock").display()),
+                "-device".into(),
+                "virtserialport,bus=vser0.0,nr=1,chardev=qga,name=org.qemu.guest_agent.0".into(),
+            ]);
+        }
+        AgentTransport::None => {}
     }
     a.extend([
         "-chardev".into(),
@@ -96,9 +126,8 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path) -> Vec<String>
         // Fixed PCI slots: a clone started without the NIC (nic-replug) keeps every other
         // device where the migration stream expects it.
         format!("virtio-blk-pci,id=blk0,drive=drive0,serial={},addr=0x4", id.disk_serial.as_str()),
-        // A hub with no other port: the NIC exists, but no packet can leave the VM.
         "-netdev".into(),
-        "hubport,id=net0,hubid=0".into(),
+        netdev(machine, args),
         "-uuid".into(),
         id.uuid.to_string(),
     ]);
@@ -107,6 +136,13 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path) -> Vec<String>
         a.push("-device".into());
         a.push(format!("{},id=nic0,mac={}", NIC_DEVICE, id.mac));
     }
+    if machine.devices.seed {
+        // cloud-init's NoCloud seed (a `cidata` ISO the harness wrote), read-only, in a fixed slot.
+        a.push("-drive".into());
+        a.push(format!("if=none,id=seed,file={},format=raw,readonly=on", args.dir.join("seed.iso").display()));
+        a.push("-device".into());
+        a.push("virtio-blk-pci,id=blk1,drive=seed,addr=0x7".into());
+    }
     if machine.devices.vmgenid {
         // QEMU writes this guid into guest memory on load and notifies the guest (FACTS.md).
         let genid = id.vmgenid.map(|g| g.to_string()).unwrap_or_else(|| "auto".into());
@@ -114,6 +150,55 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path) -> Vec<String>
         a.push(format!("vmgenid,id=vmgenid0,guid={genid}"));
     }
     a
+}
+
+/// The NIC's network. Without forwarded services: a hub with no other port (the NIC exists, but no
+/// packet can leave the VM). With them: QEMU's user network with `restrict=on`, which isolates the
+/// guest from the host and the outside (it can reach nothing) while the host reaches each
+/// service through a forward on 127.0.0.1 (FACTS.md: ssh-keyscan through such a forward works).
+fn netdev(machine: &Machine, args: &CloneArgs) -> String {
+    if args.forwards.is_empty() {
+        return "hubport,id=net0,hubid=0".into();
+    }
+    let mut s = "user,id=net0,restrict=on".to_string();
+    for (service, host_port) in &args.forwards {
+        if let Some(guest_port) = machine.guest.services.get(service) {
+            s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"));
+        }
+    }
+    s
+}
+
+/// The channels QEMU connects for `machine`'s agent transport.
+fn channels(machine: &Machine) -> Channels {
+    match machine.guest.agent {
+        AgentTransport::SerialProbe => Channels { probe: true, qga: false },
+        AgentTransport::Qga => Channels { probe: true, qga: true },
+        AgentTransport::None => Channels { probe: false, qga: false },
+    }
+}
+
+/// The VM's transport from the process's channels: on a boot the probe (if injected) is still
+/// to come; on a restore it is whatever the source had (`restored`).
+fn transport(proc: &mut QemuProcess, machine: &Machine, restored: Option<&SourceRecord>) -> Transport {
+    if restored.is_some_and(|s| !s.agent) {
+        return Transport::None;
+    }
+    let restored = restored.map(|s| &s.probe);
+    match machine.guest.agent {
+        AgentTransport::SerialProbe => proc.probe.take().map(Transport::Serial).unwrap_or(Transport::None),
+        AgentTransport::Qga => match proc.qga.take() {
+            Some(stream) => {
+                let wire = Box::new(SocketWire::new(stream));
+                Transport::Qga(match restored {
+                    None => Qga::new(wire, proc.probe.take()),
+                    Some(state) => Qga::restored(wire, proc.probe.take(), state),
+                })
+            }
+            None => Transport::None,
+        },
+        AgentTransport::None => Transport::None,
+    }
 }
 
 #[async_trait]
@@ -137,15 +222,21 @@ impl Backend for QemuBackend {
     async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
         let qargs = machine_args(machine, &args, &disk);
-        let with_probe = machine.guest.agent == AgentTransport::SerialProbe;
-        let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, with_probe, t, &qargs).await?;
+        let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(machine), t, &qargs).await?;
         proc.init_migration().await?;
-        if let Some(probe) = proc.probe.as_mut() {
-            if let Err(e) = probe.wait_ready(t.boot).await {
-                return Err(proc.fail(Phase::Boot, t.boot, e).await);
+        let mut agent = transport(&mut proc, machine, None);
+        let mut notes = Vec::new();
+        if let Some(a) = agent.agent() {
+            match super::wait_agent(a, machine.guest.optional, args.forwards.get("ssh").copied(), t.boot).await {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    agent = Transport::None;
+                    notes.push(why);
+                }
+                Err(e) => return Err(proc.fail(Phase::Boot, t.boot, e).await),
             }
         }
-        Ok(Box::new(QemuVm { proc, disk, machine: machine.clone(), args, timeouts: *t, snapshots: 0 }))
+        Ok(Box::new(QemuVm { proc, agent, notes, disk, machine: machine.clone(), args, timeouts: *t, snapshots: 0 }))
     }
 
     fn restorer(&self) -> Option<&dyn Restore> {
@@ -167,8 +258,7 @@ impl Restore for QemuBackend {
         let machine = snap.machine.clone();
         let mut qargs = machine_args(&machine, &args, &disk);
         qargs.extend(["-S".into(), "-incoming".into(), "defer".into()]);
-        let with_probe = machine.guest.agent == AgentTransport::SerialProbe;
-        let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, with_probe, t, &qargs).await?;
+        let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(&machine), t, &qargs).await?;
         proc.init_migration().await?;
         let uri = format!("exec:cat {}", shell_quote(stream));
         proc.qmp(Phase::IncomingMigration, "migrate-incoming", json!({ "uri": uri })).await?;
@@ -176,7 +266,8 @@ impl Restore for QemuBackend {
             return Err(proc.fail_qmp(Phase::IncomingMigration, t.restore, e).await);
         }
         proc.qmp(Phase::Resume, "cont", json!({})).await?;
-        Ok(Box::new(QemuVm { proc, disk, machine, args, timeouts: *t, snapshots: 0 }))
+        let agent = transport(&mut proc, &machine, Some(&snap.source));
+        Ok(Box::new(QemuVm { proc, agent, notes: vec![], disk, machine, args, timeouts: *t, snapshots: 0 }))
     }
 }
 
@@ -192,19 +283,25 @@ impl Vm for QemuVm {
         &self.machine
     }
     fn agent(&mut self) -> Option<&mut dyn GuestAgent> {
-        self.proc.probe.as_mut().map(|p| p as &mut dyn GuestAgent)
+        self.agent.agent()
     }
     fn console_tail(&self, lines: usize) -> String {
         self.proc.console_tail(lines)
     }
     fn notes(&self) -> Vec<String> {
-        vec![]
+        self.notes.clone()
     }
     fn disk(&self) -> &Path {
         &self.disk
     }
+    fn forwards(&self) -> &std::collections::BTreeMap<String, u16> {
+        &self.args.forwards
+    }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
         self.proc.shutdown().await
+    }
+    async fn shutdown(self: Box<Self>, t: std::time::Duration) -> Result<bool, BackendError> {
+        self.proc.power_off(t).await
     }
     fn snapshottable(&mut self) -> Option<&mut dyn Snapshottable> {
         Some(self)
@@ -233,6 +330,20 @@ impl NicHotplug for QemuVm {
         for kv in NIC_DEVICE.split(',').skip(1) {
             let (k, v) = kv.split_once('=').expect("key=value");
             args[k] = json!(v);
+        }
+        if !self.args.forwards.is_empty() {
+            // The new NIC gets a user network of its own. On the old one, slirp (whose state the
+            // snapshot carried) still leases 10.0.2.15 to the source's MAC, so the new MAC would
+            // get .16 while the forwards point at .15 (measured: ssh-keyscan got nothing).
+            self.proc.qmp(Phase::Hotplug, "netdev_del", json!({ "id": "net0" })).await?;
+            let hostfwd: Vec<serde_json::Value> = self
+                .args
+                .forwards
+                .iter()
+                .filter_map(|(svc, host)| self.machine.guest.services.get(svc).map(|g| json!({ "str": format!("tcp:127.0.0.1:{host}-:{g}") })))
+                .collect();
+            self.proc.qmp(Phase::Hotplug, "netdev_add", json!({ "type": "user", "id": "net1", "restrict": true, "hostfwd": hostfwd })).await?;
+            args["netdev"] = json!("net1");
         }
         self.proc.qmp(Phase::Hotplug, "device_add", args).await?;
         self.machine.devices.nic = true;
@@ -274,7 +385,12 @@ impl Snapshottable for QemuVm {
         Ok(Snapshot {
             backend: BackendKind::Qemu,
             machine: self.machine.clone(),
-            source: SourceRecord { identity: self.args.identity.clone(), dir: self.args.dir.clone() },
+            source: SourceRecord {
+                identity: self.args.identity.clone(),
+                dir: self.args.dir.clone(),
+                probe: self.agent.probe_state(),
+                agent: !matches!(self.agent, Transport::None),
+            },
             artifacts: vec![Artifact { kind: ArtifactKind::MemoryStream, path: memory }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen }],
             private: Arc::new(()),
         })

@@ -12,29 +12,40 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
 
 pub struct QemuProcess {
     name: String,
     child: Child,
     qmp: Qmp,
+    /// The probe's channel (serial port or virtio-serial port), when the guest has one.
     pub probe: Option<ProbeChannel>,
+    /// qemu-guest-agent's channel, when the guest has one.
+    pub qga: Option<UnixStream>,
     console: PathBuf,
     stderr: PathBuf,
 }
 
+/// Which guest channels QEMU connects to sockets of ours (QMP always does).
+#[derive(Debug, Clone, Copy)]
+pub struct Channels {
+    pub probe: bool,
+    pub qga: bool,
+}
+
 impl QemuProcess {
     /// Start QEMU with `args`. It connects to sockets in `dir` that the harness already listens
-    /// on: QMP always, the probe's serial port when `with_probe`.
-    pub async fn spawn(name: &str, dir: &Path, with_probe: bool, t: &Timeouts, args: &[String]) -> Result<Self, BackendError> {
+    /// on (QMP, and `channels`), so nothing races.
+    pub async fn spawn(name: &str, dir: &Path, channels: Channels, t: &Timeouts, args: &[String]) -> Result<Self, BackendError> {
         let name = name.to_string();
         let listen = |file: &str| -> Result<UnixListener, BackendError> {
             let p = dir.join(file);
             let _ = std::fs::remove_file(&p);
             UnixListener::bind(&p).map_err(BackendError::io(&name, format!("bind {}", p.display())))
         };
-        let probe_l = if with_probe { Some(listen("probe.sock")?) } else { None };
+        let probe_l = if channels.probe { Some(listen("probe.sock")?) } else { None };
+        let qga_l = if channels.qga { Some(listen("qga.sock")?) } else { None };
         let qmp_l = listen("qmp.sock")?;
         let stderr = dir.join("qemu.stderr");
         let console = dir.join("console.log");
@@ -54,15 +65,21 @@ impl QemuProcess {
             .spawn()
             .map_err(BackendError::io(&name, format!("start {} (is qemu-system-x86 installed?)", emulator::qemu_binary().display())))?;
 
+        // QEMU connects its chardevs in command-line order; accepting them one by one in that
+        // order is enough (each connect completes in the listener's backlog).
         let connect = async {
             let probe = match &probe_l {
                 Some(l) => Some(l.accept().await?.0),
                 None => None,
             };
+            let qga = match &qga_l {
+                Some(l) => Some(l.accept().await?.0),
+                None => None,
+            };
             let (qmp, _) = qmp_l.accept().await?;
-            Ok::<_, std::io::Error>((probe, qmp))
+            Ok::<_, std::io::Error>((probe, qga, qmp))
         };
-        let (probe, qmp) = tokio::select! {
+        let (probe, qga, qmp) = tokio::select! {
             r = tokio::time::timeout(t.start, connect) => match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept QEMU's connection".into(), source: e }),
@@ -87,7 +104,7 @@ impl QemuProcess {
             }
             Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: read_tail(&console, 20) }),
         };
-        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), console, stderr })
+        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), qga, console, stderr })
     }
 
     /// Migration events on, bandwidth unthrottled (the guest is stopped while it migrates).
@@ -143,6 +160,17 @@ impl QemuProcess {
 
     pub fn console_tail(&self, lines: usize) -> String {
         read_tail(&self.console, lines)
+    }
+
+    /// ACPI power-off (`system_powerdown`), then wait up to `t` for QEMU to exit (it does when
+    /// the guest powers off: -no-reboot); otherwise [`QemuProcess::shutdown`]. Ok(true): the
+    /// guest went by itself.
+    pub async fn power_off(mut self, t: Duration) -> Result<bool, BackendError> {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.qmp.execute("system_powerdown", json!({}))).await;
+        if tokio::time::timeout(t, self.child.wait()).await.is_ok() {
+            return Ok(true);
+        }
+        self.shutdown().await.map(|_| false)
     }
 
     /// `quit` over QMP, then wait; SIGKILL if QEMU does not go within 5 s.

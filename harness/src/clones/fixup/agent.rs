@@ -3,7 +3,7 @@
 //! and reseeds its own PRNG. Measured: how long it took in the guest (`fixup_ms`), and the
 //! window from resume until it had landed (`fixup_window_ms`).
 
-use crate::agent::Resumed;
+use crate::probes::Early;
 use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
@@ -32,13 +32,15 @@ impl Fixup for Agent {
         Ok(())
     }
 
-    async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, resumed: &Resumed) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
+    async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
         let entropy = crate::identity::host_entropy(64);
         let t = cx.timeouts.probe;
         let done = crate::probes::call(vm, "run the fix-up", |a| Box::pin(async move { a.fixup(&entropy, t).await })).await?;
+        // The window needs the first sample's guest time; without it (no RNG protocol) it is null.
+        let t0 = early.resumed.as_ref().map(|r| r.t0_ns()).filter(|t| *t > 0);
         Ok(vec![
             (MeasurementId::FixupMs, Some(done.t_done_ns.saturating_sub(done.t_start_ns) as f64 / 1e6)),
-            (MeasurementId::FixupWindowMs, Some(done.t_done_ns.saturating_sub(resumed.t0_ns()) as f64 / 1e6)),
+            (MeasurementId::FixupWindowMs, t0.map(|t0| done.t_done_ns.saturating_sub(t0) as f64 / 1e6)),
         ])
     }
 }

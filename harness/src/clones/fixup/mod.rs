@@ -3,8 +3,10 @@
 //! methods it composes with), and one line in [`of`].
 
 pub mod agent;
+pub mod clock;
 pub mod mitigate_remanence;
 pub mod nic_replug;
+pub mod rng_gate;
 pub mod sysprep;
 pub mod vmgenid;
 
@@ -19,6 +21,8 @@ pub fn of(id: FixupId) -> &'static dyn Fixup {
         FixupId::Agent => &agent::Agent,
         FixupId::Sysprep => &sysprep::Sysprep,
         FixupId::MitigateRemanence => &mitigate_remanence::MitigateRemanence,
+        FixupId::Clock => &clock::Clock,
+        FixupId::RngGate => &rng_gate::RngGate,
     }
 }
 

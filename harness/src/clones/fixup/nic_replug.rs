@@ -3,7 +3,7 @@
 //! on virtual hardware that matches its memory only once the guest has seen the new NIC; the
 //! window until then is measured (`nic_window_ms`).
 
-use crate::agent::Resumed;
+use crate::probes::Early;
 use crate::backend::capability::Capability;
 use crate::backend::Vm;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
@@ -35,13 +35,13 @@ impl Fixup for NicReplug {
         Ok(())
     }
 
-    async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, resumed: &Resumed) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
+    async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
         let (name, mac) = (vm.name().to_string(), vm.identity().mac);
         vm.nic_hotplug().ok_or(RecipeError::Missing { vm: name, capability: Capability::NicHotplug })?.plug_nic(mac).await?;
         let t = cx.timeouts.probe;
         let mac_s = mac.to_string();
         let seen = crate::probes::call(vm, "wait for the new NIC", |a| Box::pin(async move { a.wait_nic(&mac_s, NIC_WAIT, t).await })).await?;
-        let t0 = resumed.t0_ns();
+        let t0 = early.resumed.as_ref().map(|r| r.t0_ns()).unwrap_or(0);
         Ok(vec![(MeasurementId::NicWindowMs, seen.map(|t| t.saturating_sub(t0) as f64 / 1e6))])
     }
 }

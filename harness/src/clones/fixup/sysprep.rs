@@ -1,11 +1,18 @@
 //! `sysprep`: offline sanitizing of a copied image before any clone boots it.
 //!
-//! virt-sysprep (libguestfs) works on a guest whose OS it can inspect on the disk; the tiny
-//! guest's OS lives in its initramfs and its disk is a bare data filesystem, so its operations
-//! are done here instead (virt-sysprep itself was not run). The issue's fallback, qemu-nbd, needs
-//! the nbd kernel module, and this host kernel has none (`modprobe nbd`: "Module nbd not found",
-//! measured). So the files are removed from the ext4 filesystem with e2fsprogs' `debugfs -w` on a
-//! raw copy: no kernel module, no mount.
+//! A guest that boots from its own disk gets the real `virt-sysprep` (libguestfs), with its
+//! default operations; the report lists those it performed. libguestfs runs its appliance under
+//! TCG here (`LIBGUESTFS_BACKEND=direct`, `LIBGUESTFS_BACKEND_SETTINGS=force_tcg`: on this
+//! machine's KVM the appliance hangs, FACTS.md). virt-sysprep deletes the SSH host keys; an image
+//! with nothing that makes new ones at boot (Debian's ssh.service runs `sshd -t` and fails
+//! without keys) would come up unreachable over SSH, so for such an image the recipe adds
+//! `ssh-keygen -A` through virt-sysprep's firstboot facility, and says so.
+//!
+//! virt-sysprep works on a guest whose OS it can inspect on the disk; the tiny guest's OS lives
+//! in its initramfs and its disk is a bare data filesystem, so its operations are done here
+//! instead. The issue's fallback, qemu-nbd, needs the nbd kernel module, and this host kernel has
+//! none (`modprobe nbd`: "Module nbd not found", measured). So the files are removed from the
+//! ext4 filesystem with e2fsprogs' `debugfs -w` on a raw copy: no kernel module, no mount.
 
 use crate::backend::capability::Capability;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
@@ -35,11 +42,82 @@ impl Fixup for Sysprep {
     }
 
     async fn on_image(&self, cx: &Ctx<'_>, image: &Path, _what: &str, notes: &mut Vec<String>) -> Result<(), RecipeError> {
+        if cx.machine.guest.boot == crate::guest::Boot::Disk {
+            notes.extend(virt_sysprep(image).await?);
+            return Ok(());
+        }
         let done = sanitize(image, &cx.dir).await?;
         notes.push(format!("sysprep (offline, debugfs on the copied image): {}", done.join("; ")));
         notes.push(COVERAGE.into());
         Ok(())
     }
+}
+
+/// libguestfs under TCG (its appliance hangs on this machine's KVM).
+fn guestfs(cmd: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(cmd);
+    c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").stdin(std::process::Stdio::null()).kill_on_drop(true);
+    c
+}
+
+/// Whether the image has something that makes SSH host keys at boot: a sshd-keygen unit
+/// (Fedora, RHEL) or `ssh-keygen -A` in its ssh unit. (Inspected read-only with guestfish.)
+async fn regenerates_host_keys(image: &Path) -> Result<bool, RecipeError> {
+    // A leading '-' makes guestfish go on when a command fails (the file is absent).
+    let script = "-exists /usr/lib/systemd/system/sshd-keygen@.service\n-exists /lib/systemd/system/sshd-keygen.service\n-cat /lib/systemd/system/ssh.service\n-cat /usr/lib/systemd/system/sshd.service\n";
+    let mut c = guestfs("guestfish");
+    c.args(["--ro", "-i", "-a"]).arg(image).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().map_err(|source| RecipeError::Io { what: "run guestfish (is libguestfs-tools installed?)".into(), source })?;
+    use tokio::io::AsyncWriteExt;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(script.as_bytes()).await;
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(600), child.wait_with_output())
+        .await
+        .map_err(|_| RecipeError::Sysprep("guestfish did not finish within 10 minutes".into()))?
+        .map_err(|source| RecipeError::Io { what: "run guestfish".into(), source })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().any(|l| l.trim() == "true") || text.contains("ssh-keygen -A"))
+}
+
+/// The real virt-sysprep on a disk-booted guest's copied image. Returns the report's notes.
+async fn virt_sysprep(image: &Path) -> Result<Vec<String>, RecipeError> {
+    let mut notes = Vec::new();
+    let keys_at_boot = regenerates_host_keys(image).await?;
+    let mut c = guestfs("virt-sysprep");
+    c.arg("-a").arg(image);
+    if !keys_at_boot {
+        c.args(["--firstboot-command", "ssh-keygen -A && (systemctl restart ssh || systemctl restart sshd)"]);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(900), c.output())
+        .await
+        .map_err(|_| RecipeError::Sysprep("virt-sysprep did not finish within 15 minutes".into()))?
+        .map_err(|source| RecipeError::Io { what: "run virt-sysprep (is libguestfs-tools installed?)".into(), source })?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(RecipeError::Sysprep(format!("virt-sysprep failed ({}): {}", out.status, crate::text::truncate(text.trim(), 2000))));
+    }
+    // "[   7.9] Performing "machine-id" ..."
+    let ops: Vec<&str> = text.lines().filter_map(|l| l.split("Performing \"").nth(1)).filter_map(|r| r.split('"').next()).collect();
+    notes.push(format!("sysprep: the real virt-sysprep (libguestfs, TCG appliance) on the copied image performed {} operations: {}", ops.len(), ops.join(", ")));
+    // Measured on the debian12 image (libguestfs 1.48): the "customize" operation prints
+    // "Setting a random seed" and then "warning: random seed could not be set for this type of
+    // guest": it writes the pre-systemd seed files (/var/lib/urandom/random-seed and similar),
+    // not systemd's /var/lib/systemd/random-seed, and has no operation for credential.secret.
+    let seed = if text.contains("random seed could not be set") {
+        "virt-sysprep tried to set a random seed and warned that it \"could not be set for this type of guest\""
+    } else if text.contains("Setting a random seed") {
+        "virt-sysprep set a random seed (in the pre-systemd seed file it knows)"
+    } else {
+        "virt-sysprep did not set a random seed"
+    };
+    notes.push(format!("{seed}; systemd's /var/lib/systemd/random-seed and credential.secret are not among its operations, so they stay as the template left them (see the random_seed and credential_secret checks)"));
+    if keys_at_boot {
+        notes.push("the image makes SSH host keys at boot by itself (a sshd-keygen unit, or ssh-keygen -A in its ssh unit)".into());
+    } else {
+        notes.push("the image makes no SSH host keys at boot (Debian's ssh.service runs `sshd -t`, which fails without keys), so virt-sysprep's firstboot runs `ssh-keygen -A` and restarts sshd; without it the clones would not be reachable over SSH".into());
+    }
+    Ok(notes)
 }
 
 pub async fn sanitize(image: &Path, tmpdir: &Path) -> Result<Vec<String>, RecipeError> {

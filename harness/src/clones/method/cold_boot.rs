@@ -2,7 +2,7 @@
 //! method is compared against.
 
 use crate::backend::capability::Capability;
-use crate::clones::recipe::{boot_and_observe, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{boot_and_observe, fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
 use async_trait::async_trait;
 use clonesafe_metadata::{Method, Timing, VmRole};
 
@@ -18,7 +18,9 @@ impl CloneMethod for ColdBoot {
     }
     async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
         let mut timing = Timing::default();
-        let (observations, vms) = boot_and_observe(cx, fleet, &cx.machine, VmRole::Boot, &mut timing.boot_ms).await?;
-        Ok(Outcome { observations, vms, timing, notes: vec![], remanence: None })
+        let mut notes = Vec::new();
+        let (observations, vms) = boot_and_observe(cx, fleet, &cx.machine, VmRole::Boot, &mut timing.boot_ms, &mut notes).await?;
+        let tickets = Some(fleet_tests(cx, &fleet.0, &observations).await);
+        Ok(Outcome { observations, vms, timing, notes, remanence: None, tickets })
     }
 }

@@ -4,7 +4,7 @@
 //! before its shutdown and on the copy before any clone boots it.
 
 use crate::backend::capability::Capability;
-use crate::clones::recipe::{boot_and_observe, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{boot_and_observe, fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
 use crate::clones::remanence;
 use crate::tools::qemu_img;
 use async_trait::async_trait;
@@ -23,14 +23,22 @@ impl CloneMethod for ImageCopy {
     async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
         let mut timing = Timing::default();
         let mut notes = Vec::new();
-        let (mut template, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Template.as_str(), 0)).await?;
+        let (mut template, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Template.as_str(), 0), &mut notes).await?;
         timing.boot_ms.push(ms);
         let canary = remanence::plant(cx, template.as_mut(), false).await?;
         for f in &cx.fixups {
             f.before_capture(cx, template.as_mut(), &mut notes).await?;
         }
         let template_disk = template.disk().to_path_buf();
-        template.destroy().await?;
+        if cx.machine.guest.boot == crate::guest::Boot::Disk {
+            // A real OS is shut down before its disk is copied, as virt-clone requires (systemd
+            // saves its random seed then, among other things).
+            let clean = template.shutdown(std::time::Duration::from_secs(120)).await?;
+            notes.push(if clean { "the template was shut down (ACPI power-off) before its disk was copied".into() } else { "the template did not power off within 120 s and was stopped".into() });
+        } else {
+            // The tiny guest's busybox init ignores the power button; its probe syncs every write.
+            template.destroy().await?;
+        }
         let copy = cx.dir.join("image-copy.qcow2");
         qemu_img::convert(&template_disk, "qcow2", &copy).await.map_err(RecipeError::tool("copy the template's disk"))?;
         notes.push("template booted once, shut down, and its disk copied (qemu-img convert); each clone boots the copy with a new name, UUID, MAC and disk serial".into());
@@ -39,11 +47,13 @@ impl CloneMethod for ImageCopy {
         }
         let mut machine = cx.machine.clone();
         machine.guest = machine.guest.with_disk(copy.clone(), "qcow2");
-        let (observations, vms) = boot_and_observe(cx, fleet, &machine, VmRole::Clone, &mut timing.boot_ms).await?;
+        let first = fleet.0.len();
+        let (observations, vms) = boot_and_observe(cx, fleet, &machine, VmRole::Clone, &mut timing.boot_ms, &mut notes).await?;
+        let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
         let scan = match canary {
             Some((secret, _)) => Some(remanence::scan(&secret, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())], None).await?),
             None => None,
         };
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan })
+        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets })
     }
 }

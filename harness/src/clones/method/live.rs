@@ -4,11 +4,11 @@
 //! kernel RNG is read as early as possible after resume; then the fix-ups' on-resume steps run,
 //! in the order a real orchestrator would apply them (the scenario's order).
 
-use crate::agent::Resumed;
+use crate::probes::Early;
 use crate::backend::capability::Capability;
 use crate::backend::snapshot::{ArtifactKind, CloneArgs, Snapshot};
 use crate::backend::Vm;
-use crate::clones::recipe::{CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
 use crate::clones::remanence;
 use crate::events::EventKind;
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ impl CloneMethod for Live {
     async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
         let mut timing = Timing::default();
         let mut notes = Vec::new();
-        let (source, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Source.as_str(), 0)).await?;
+        let (source, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Source.as_str(), 0), &mut notes).await?;
         timing.boot_ms.push(ms);
         // In the fleet from the start: every error path below tears it down with the rest.
         fleet.0.push(source);
@@ -60,7 +60,7 @@ impl CloneMethod for Live {
 
         let n = cx.scenario.clones as usize;
         let snap = &snap;
-        let restored: Vec<(Box<dyn Vm>, u64, Resumed, BTreeMap<MeasurementId, Option<f64>>)> =
+        let restored: Vec<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>)> =
             stream::iter((0..n).map(|i| restore_one(cx, snap, cx.args(VmRole::Clone.as_str(), i)))).buffered(cx.jobs).try_collect().await?;
 
         let mut observations = Vec::new();
@@ -78,6 +78,7 @@ impl CloneMethod for Live {
             observations.push(o);
             vms.push(vm.identity().record(VmRole::Clone));
         }
+        let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
         let ids: Vec<MeasurementId> = observations.iter().flat_map(|o| o.measurements.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         for id in ids {
             timing.measurements.insert(id, observations.iter().map(|o| o.measurements.get(&id).copied().flatten()).collect());
@@ -96,7 +97,7 @@ impl CloneMethod for Live {
             }
             None => None,
         };
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan })
+        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets })
     }
 }
 
@@ -109,21 +110,24 @@ fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {
     s
 }
 
-/// Restore one clone: `go` first (the kernel RNG as early as possible), then each fix-up's
-/// on-resume step. The restore time runs from the restore call to the agent's answer to `go`.
-async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, args: CloneArgs) -> Result<(Box<dyn Vm>, u64, Resumed, BTreeMap<MeasurementId, Option<f64>>), RecipeError> {
+/// Restore one clone: `go` first (the kernel RNG as early as possible, held only by a gate the
+/// recipe asks for), then the clock and the TLS server's random, then each fix-up's on-resume
+/// step. The restore time runs from the restore call to the agent's answer to `go`.
+async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, args: CloneArgs) -> Result<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>), RecipeError> {
     let name = args.identity.name.clone();
     cx.emit(EventKind::Restoring { vm: name.clone() });
     let restorer = cx.backend.restorer().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?;
+    let gate = cx.fixups.iter().find_map(|f| f.gate(&snap.machine));
+    cx.write_seed(&args).await?;
     let t = Instant::now();
     let mut vm = restorer.restore(snap, args, &cx.timeouts).await?;
-    let probe_t = cx.timeouts.probe;
-    let r = crate::probes::call(vm.as_mut(), "sample the kernel RNG after resume", |a| a.go(probe_t)).await?;
-    let ms = t.elapsed().as_millis() as u64;
+    let resumed_at = Instant::now();
+    let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, cx.timeouts.probe).await?;
+    let ms = early.answered_at.duration_since(t).as_millis() as u64;
     cx.emit(EventKind::Restored { vm: name, ms });
     let mut measured = BTreeMap::new();
     for f in &cx.fixups {
-        measured.extend(f.on_resume(cx, vm.as_mut(), &r).await?);
+        measured.extend(f.on_resume(cx, vm.as_mut(), &early).await?);
     }
-    Ok((vm, ms, r, measured))
+    Ok((vm, ms, early, measured))
 }

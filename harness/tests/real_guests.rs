@@ -1,0 +1,198 @@
+//! Real guests under real QEMU and libvirt: the Debian 12 and 13 disk images built by
+//! guests/debian*/build.sh, probed through qemu-guest-agent with the injected probe, and a user's
+//! image that this test builds itself (tests/byo/build-image.sh) and hands over by path, so the
+//! `--image` path cannot lean on anything under guests/.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Stdio;
+
+/// The built guest `name`, or None (skipped) where it is not built; with
+/// CLONESAFE_REQUIRE_VMS=1 (CI) a missing guest fails the test.
+fn built(name: &str) -> Option<()> {
+    guest()?;
+    match clonesafe::guest::GuestProfile::locate(&clonesafe::guest::default_guests_dir(), name) {
+        Ok(_) => Some(()),
+        Err(e) if std::env::var("CLONESAFE_REQUIRE_VMS").is_ok_and(|v| v == "1") => panic!("guest {name} required: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+/// Run `scenarios` (TOML text) with `extra` arguments; return what it left, and check that it
+/// left no VM, domain or run directory.
+fn run_scenarios(scenarios: &str, extra: &[&str]) -> Ran {
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("s.toml");
+    std::fs::write(&f, scenarios).unwrap();
+    let out = work.path().join("out");
+    let mut args = vec!["run", f.to_str().unwrap(), "--accel", "tcg", "--out", out.to_str().unwrap()];
+    args.extend(extra);
+    let child = clonesafe(&args, work.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let ran = finish(child, &out);
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind");
+    assert_eq!(std::fs::read_dir(work.path().join("runs")).map(|d| d.count()).unwrap_or(0), 0, "run directory left behind");
+    let left = std::process::Command::new("virsh").args(["-c", "qemu:///system", "list", "--all", "--name"]).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    assert!(!left.contains(&format!("clonesafe-{pid}-")), "libvirt domains left behind: {left}");
+    ran
+}
+
+fn values(s: &serde_json::Value, id: &str) -> Vec<serde_json::Value> {
+    s["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["values"].as_array().unwrap().clone()
+}
+
+fn notes(s: &serde_json::Value) -> String {
+    s["notes"].to_string()
+}
+
+/// Debian 12 on QEMU: what naive clones share on a real system, and what the complete recipe
+/// (NIC replug, vmgenid, the agent fix-up through qemu-guest-agent, the RNG gate, the clock)
+/// fixes and does not.
+#[test]
+fn debian12_naive_and_complete_on_qemu() {
+    if built("debian12").is_none() {
+        return;
+    }
+    let ran = run_scenarios(
+        r#"
+[[scenario]]
+name = "naive"
+guest = "debian12"
+strategy = "naive"
+clones = 2
+[scenario.expect]
+machine_id = "duplicate"
+ssh_host_keys = "duplicate"
+ssh_keyscan = "duplicate"
+tls_ticket_key = "duplicate"
+openssl_rng = "duplicate"
+random_seed = "duplicate"
+wall_clock_skew_ms = "duplicate"
+vmgenid = "duplicate"
+
+[[scenario]]
+name = "complete"
+guest = "debian12"
+method = "live"
+fixups = ["nic-replug", "vmgenid", "agent", "rng-gate", "clock"]
+clones = 2
+[scenario.expect]
+mac = "unique"
+machine_id = "unique"
+hostname = "unique"
+ssh_host_keys = "unique"
+ssh_keyscan = "unique"
+random_seed = "unique"
+kernel_rng = "unique"
+vmgenid = "unique"
+wall_clock_skew_ms = "unique"
+tls_ticket_key = "duplicate"
+"#,
+        &[],
+    );
+    assert_eq!(ran.code(), Some(0), "an expectation was not met");
+    let naive = ran.scenario("naive");
+    assert!(notes(&naive).contains("guest OS (qemu-guest-agent): Debian GNU/Linux 12"), "{}", notes(&naive));
+    assert!(notes(&naive).contains("probe injected"), "{}", notes(&naive));
+    // What the guest says and what the host sees agree: the keys sshd serves are those on disk.
+    assert_eq!(values(&naive, "ssh_host_keys")[0], values(&naive, "ssh_keyscan")[0]);
+    let complete = ran.scenario("complete");
+    let t = &complete["timing"];
+    assert_eq!(t["rng_gate_ms"].as_array().unwrap().len(), 2, "{t}");
+    assert!(t["clock_skew_before_ms"].as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|ms| ms < -100.0)), "a clone resumes behind the host: {t}");
+}
+
+/// Debian 13 (trixie: kernel 6.12, systemd 257) on QEMU, naive.
+#[test]
+fn debian13_naive_on_qemu() {
+    if built("debian13").is_none() {
+        return;
+    }
+    let ran = run_scenarios(
+        "[[scenario]]\nname = \"naive13\"\nguest = \"debian13\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmachine_id = \"duplicate\"\nssh_keyscan = \"duplicate\"\ntls_ticket_key = \"duplicate\"\n",
+        &[],
+    );
+    assert_eq!(ran.code(), Some(0));
+    assert!(notes(&ran.scenario("naive13")).contains("Debian GNU/Linux 13"), "{}", notes(&ran.scenario("naive13")));
+}
+
+/// Debian 12 through libvirt: the agent through virDomainQemuAgentCommand, the probe injected,
+/// forwards added over HMP, the save image rewritten per clone.
+#[test]
+fn debian12_full_on_libvirt() {
+    if built("debian12").is_none() {
+        return;
+    }
+    let ran = run_scenarios(
+        "[[scenario]]\nname = \"full\"\nguest = \"debian12\"\nbackend = \"libvirt\"\nstrategy = \"full\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\nssh_host_keys = \"unique\"\nssh_keyscan = \"unique\"\nhostname = \"unique\"\n",
+        &[],
+    );
+    assert_eq!(ran.code(), Some(0));
+    let full = ran.scenario("full");
+    assert!(notes(&full).contains("does not match source"), "{}", notes(&full));
+    assert!(notes(&full).contains("probe injected"), "{}", notes(&full));
+}
+
+/// A user's image that this repository never saw, by path: clonesafe reads from it the
+/// machine-id and host keys the image holds; the image is never written. The same image with its
+/// agent masked still gets the host-side checks, and its in-guest checks are skipped, with why.
+#[test]
+fn a_users_image_by_path() {
+    if guest().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let image = dir.path().join("user.qcow2");
+    let st = std::process::Command::new("bash").arg(repo("harness/tests/byo/build-image.sh")).arg(&image).status().unwrap();
+    assert!(st.success(), "building the test image failed");
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("user.qcow2.identity.json")).unwrap()).unwrap();
+    let before = sha256(&image);
+
+    let ran = run_scenarios("[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n", &["--image", image.to_str().unwrap()]);
+    assert_eq!(ran.code(), Some(0));
+    let s = ran.scenario("boots");
+    assert_eq!(s["guest"], format!("image:{}", image.display()));
+    let mut want: Vec<String> = truth["ssh_fingerprints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    want.sort();
+    for vm in 0..2 {
+        assert_eq!(values(&s, "machine_id")[vm], truth["machine_id"], "machine-id read from the image");
+        for id in ["ssh_host_keys", "ssh_keyscan"] {
+            let mut got: Vec<String> = values(&s, id)[vm].as_str().unwrap().split(' ').map(str::to_string).collect();
+            got.sort();
+            assert_eq!(got, want, "{id} of VM {vm}");
+        }
+    }
+    assert_eq!(sha256(&image), before, "the user's image was written");
+
+    // The same image without its agent (an overlay with qemu-guest-agent masked).
+    let noagent = dir.path().join("noagent.qcow2");
+    let st = std::process::Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(&image).arg(&noagent).status().unwrap();
+    assert!(st.success());
+    let mut gf = std::process::Command::new("guestfish")
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .args(["-a", noagent.to_str().unwrap(), "-i"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    gf.stdin.take().unwrap().write_all(b"ln-sf /dev/null /etc/systemd/system/qemu-guest-agent.service\n").unwrap();
+    assert!(gf.wait().unwrap().success(), "guestfish could not mask the agent");
+    let ran = run_scenarios("[[scenario]]\nname = \"noagent\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nssh_keyscan = \"duplicate\"\nmachine_id = \"skipped\"\nkernel_rng = \"skipped\"\n", &["--image", noagent.to_str().unwrap()]);
+    assert_eq!(ran.code(), Some(0));
+    let s = ran.scenario("noagent");
+    assert!(notes(&s).contains("no qemu-guest-agent answered"), "{}", notes(&s));
+    let m = s["checks"].as_array().unwrap().iter().find(|c| c["id"] == "machine_id").unwrap().clone();
+    assert!(m["detail"].as_str().unwrap().contains("no agent"), "{m}");
+}
+
+fn sha256(p: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap().to_string()
+}
+

@@ -40,17 +40,18 @@ pub fn render(r: &Report) -> String {
     );
     let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">unique</span><span style=\"background:#f6c1c1\">duplicate</span><span style=\"background:#e6e6e6\">skipped</span><span style=\"background:#ffd591\">error</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
     h.push_str("<h2>Matrix</h2><table id=\"matrix\"><tr><th>scenario</th><th>strategy</th><th>backend</th>");
-    for id in CheckId::ALL.iter().copied() {
+    let cols = columns(r);
+    for id in cols.iter().copied() {
         let _ = write!(h, "<th>{}</th>", id.as_str());
     }
     h.push_str("</tr>");
     for s in &r.scenarios {
         let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td>", esc(&s.name), esc(&s.recipe_label()), s.backend);
         if let Some(e) = &s.error {
-            let _ = write!(h, "<td class=\"error\" colspan=\"{}\"><details><summary>could not run</summary><pre>{}</pre></details></td></tr>", CheckId::ALL.len(), esc(e));
+            let _ = write!(h, "<td class=\"error\" colspan=\"{}\"><details><summary>could not run</summary><pre>{}</pre></details></td></tr>", cols.len(), esc(e));
             continue;
         }
-        for id in CheckId::ALL.iter().copied() {
+        for id in cols.iter().copied() {
             match s.checks.iter().find(|c| c.id() == id) {
                 None => h.push_str("<td></td>"),
                 Some(c) => {
@@ -160,4 +161,10 @@ fn still_duplicated_html(r: &Report) -> String {
         h.push_str("</ul>");
     }
     h
+}
+
+/// The matrix's columns: every check that some scenario of the report has, in the order of
+/// [`CheckId::ALL`]. A report of an older clonesafe (fewer checks) keeps its own columns.
+pub(super) fn columns(r: &Report) -> Vec<CheckId> {
+    CheckId::ALL.iter().copied().filter(|id| r.scenarios.iter().any(|s| s.check(*id).is_some())).collect()
 }

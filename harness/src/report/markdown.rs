@@ -1,7 +1,7 @@
 //! The Markdown summary of a run, for `reports/` and for review without a browser.
 
-use super::html::{measured_ids, still_duplicated};
-use clonesafe_metadata::{CheckId, Report, Verdict};
+use super::html::{columns, measured_ids, still_duplicated};
+use clonesafe_metadata::{Report, Verdict};
 use std::fmt::Write;
 
 fn cell(v: Verdict, met: bool) -> String {
@@ -29,12 +29,13 @@ pub fn render(r: &Report) -> String {
         r.host.cpus
     );
     let _ = writeln!(m, "`unique`: every clone had its own value. **DUP**: at least two clones shared one. `-`: not applicable (skipped). The evidence for every cell is in `report.json` and `report.html`.\n");
+    let cols = columns(r);
     let _ = write!(m, "| scenario | strategy | backend |");
-    for id in CheckId::ALL {
+    for id in &cols {
         let _ = write!(m, " {} |", id.as_str());
     }
     let _ = write!(m, "\n|---|---|---|");
-    for _ in CheckId::ALL.iter() {
+    for _ in &cols {
         m.push_str("---|");
     }
     m.push('\n');
@@ -45,7 +46,7 @@ pub fn render(r: &Report) -> String {
                 let _ = write!(m, " could not run: {} |", e.lines().next().unwrap_or_default().replace('|', "/"));
             }
             None => {
-                for id in CheckId::ALL.iter().copied() {
+                for id in cols.iter().copied() {
                     let c = s.check(id);
                     let _ = write!(m, " {} |", c.map(|c| cell(c.verdict(), c.met)).unwrap_or_default());
                 }

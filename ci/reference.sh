@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs one scenario file in reference form (report.json, report.html, junit.xml, summary.md,
+# SVG plots) and records the environment it ran in (environment.md).
+# Usage: bash ci/reference.sh SCENARIO_FILE DEFAULT_OUT [clonesafe run options...]
+# OUT=<dir> overrides DEFAULT_OUT (CI writes into a temporary directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+file="$1"; shift
+out="${OUT:-$1}"; shift
+bash ci/setup.sh
+mkdir -p "$out"
+start=$(date +%s)
+set +e
+target/release/clonesafe run "$file" --out "$out" --reference "$@"
+rc=$?
+set -e
+guests="${CLONESAFE_GUESTS:-/var/lib/clonesafe/guests}"
+{
+    echo "# Environment of this run"
+    echo
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "- command: clonesafe run $file --reference $*"
+    echo "- wall time: $(( $(date +%s) - start )) s"
+    echo "- host kernel: $(uname -r); CPUs: $(nproc); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "- $(qemu-system-x86_64 --version | head -n1)"
+    echo "- libvirt: $(virsh -c qemu:///system version 2>/dev/null | awk -F': ' '/Running hypervisor|Using library/ {print $2}' | paste -sd';' -)"
+    for g in $(grep -ho '^guest = "[a-z0-9]*"' "$file" | cut -d'"' -f2 | sort -u; grep -q '^guest = ' "$file" || echo tiny); do
+        echo "- guest $g: $(tr -d '\n' < "$guests/$g/manifest.json" | sed 's/  */ /g')"
+    done
+    echo "- clonesafe: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} > "$out/environment.md"
+exit $rc

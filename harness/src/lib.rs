@@ -17,7 +17,8 @@
 //!   report types are the contract crate [`clonesafe_metadata`].
 //! * [`runner`]: drives the stages for a whole plan; emits [`events`] and never prints.
 //!
-//! Below them: [`identity`], [`secrets`], [`text`] and [`tools`] (qemu-img, e2fsprogs).
+//! Below them: [`identity`], [`input`] (bounded reads of user files), [`secrets`], [`text`] and
+//! [`tools`] (qemu-img, e2fsprogs).
 
 pub mod agent;
 pub mod backend;
@@ -27,6 +28,7 @@ pub mod doctor;
 pub mod events;
 pub mod guest;
 pub mod identity;
+pub mod input;
 pub mod probes;
 pub mod report;
 pub mod runner;

@@ -1,4 +1,5 @@
-//! A scenario file error: `file:line:column: field: message`.
+//! A scenario file error: `file:line:column: field: message` (`file: message` when the error is
+//! about the whole file).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,7 +16,11 @@ pub struct ScenarioError {
 
 impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        // Errors about the file as a whole (unreadable, not a regular file) have no position.
+        match self.line {
+            0 => write!(f, "{}: ", self.file.display())?,
+            _ => write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?,
+        }
         if let Some(field) = &self.field {
             write!(f, "{field}: ")?;
         }

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 /// Read and validate one scenario file.
 pub fn load(path: &Path) -> Result<Vec<ScenarioPlan>, ScenarioError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ScenarioError { file: path.to_path_buf(), line: 0, column: 0, field: None, message: format!("cannot read: {e}") })?;
+    let src = crate::input::read_text(path, parse::MAX_FILE_BYTES).map_err(|e| ScenarioError { file: path.to_path_buf(), line: 0, column: 0, field: None, message: e.to_string() })?;
     parse(path, &src)
 }
 
@@ -45,10 +45,10 @@ pub fn load_plan(files: &[PathBuf]) -> Result<Plan, ScenarioError> {
             if let Some(prev) = plan.scenarios.iter().find(|p| p.name == s.name) {
                 return Err(ScenarioError {
                     file: f.clone(),
-                    line: 0,
-                    column: 0,
+                    line: s.line,
+                    column: 1,
                     field: Some("name".into()),
-                    message: format!("{:?} is also a scenario in {}", s.name, prev.file.display()),
+                    message: format!("{:?} is also a scenario in {}:{}", s.name, prev.file.display(), prev.line),
                 });
             }
             plan.scenarios.push(s);

@@ -40,15 +40,26 @@ struct RawScenario {
     nocloud: Option<Spanned<String>>,
 }
 
+/// Scenario files are a few KiB; anything larger is refused before it is parsed.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Values echoed in messages are cut to this many bytes (a 10 MB bad value once was echoed whole).
+pub const MAX_MESSAGE: usize = 400;
+
 pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError> {
     let at = |span: Range<usize>, field: Option<String>, message: String| {
         let (line, column) = line_col(src, span.start);
-        ScenarioError { file: path.to_path_buf(), line, column, field, message }
+        ScenarioError { file: path.to_path_buf(), line, column, field, message: crate::text::truncate(&message, MAX_MESSAGE) }
     };
     let raw: RawFile = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        let key = key_on_line(src, span.start);
-        at(span, key, e.message().trim().to_string())
+        let msg = e.message().trim().to_string();
+        // "missing field `clones`": the span is the whole table, so name the field and the
+        // table's index rather than whatever key is on the table's first line.
+        let key = match msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            Some(missing) => Some(format!("scenario[{}].{missing}", src[..(span.start + "[[scenario]]".len()).min(src.len())].matches("[[scenario]]").count().saturating_sub(1))),
+            None => key_on_line(src, span.start),
+        };
+        at(span, key, msg)
     })?;
     if raw.scenario.is_empty() {
         return Err(at(0..0, None, "no [[scenario]] tables in this file".into()));
@@ -60,6 +71,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
         let f = |name: &str| Some(format!("scenario[{i}].{name}"));
 
         let name = s.name.get_ref().clone();
+        let name_line = line_col(src, s.name.span().start).0;
         let valid_name = !name.is_empty() && name.len() <= 40 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !valid_name {
             return Err(at(s.name.span(), f("name"), format!("{name:?} is not a valid name: use 1 to 40 of a-z, 0-9, - and _")));
@@ -180,6 +192,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             name,
             description: s.description,
             file: path.to_path_buf(),
+            line: name_line,
             guest,
             image,
             backend,

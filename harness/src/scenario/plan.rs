@@ -9,6 +9,8 @@ pub struct ScenarioPlan {
     pub name: String,
     pub description: Option<String>,
     pub file: PathBuf,
+    /// The line of its `name` in `file`.
+    pub line: usize,
     /// A built guest's name, or (with `image`) the image's path as the report names it.
     pub guest: String,
     /// The user's own disk image, instead of a built guest.

@@ -110,3 +110,48 @@ fn composition_errors_name_the_line_and_field() {
     let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"cold-boot\"\nclones = 2\nmitigate_remanence = true\n");
     assert!(e.message.contains("does not apply to method cold-boot"), "{e}");
 }
+
+/// Issue 11, item 3 and 5: a FIFO or /dev/zero as a scenario file used to block or grow memory
+/// without bound; a directory or non-UTF-8 file said `:0:0:`.
+#[test]
+fn files_that_are_not_small_regular_text_are_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("s.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = load(&fifo).unwrap_err().to_string();
+    assert!(e.contains("s.toml: not a regular file (it is a FIFO)") && !e.contains(":0:0"), "{e}");
+    let e = load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(e.starts_with("/dev/zero: not a regular file (it is a character device)"), "{e}");
+    let e = load(d.path()).unwrap_err().to_string();
+    assert!(e.contains("a directory") && !e.contains(":0:0"), "{e}");
+    let big = d.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+    assert!(load(&big).unwrap_err().to_string().contains("too large: 2097152 bytes"));
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, b"[[scenario]]\nname = \"\xff\"\n").unwrap();
+    assert!(load(&bad).unwrap_err().to_string().contains("not UTF-8 text (first bad byte at offset 21)"));
+    let e = load(&d.path().join("missing.toml")).unwrap_err().to_string();
+    assert!(e.contains("missing.toml: cannot read: No such file") && !e.contains(":0:0"), "{e}");
+}
+
+#[test]
+fn a_huge_bad_value_is_cut_in_the_message() {
+    let v = "x".repeat(500_000);
+    let e = err(&format!("[[scenario]]\nname = \"a\"\nstrategy = \"{v}\"\nclones = 2\n")).to_string();
+    assert!(e.len() < 1000, "{} bytes", e.len());
+    assert!(e.starts_with("s.toml:3:"), "{}", &e[..100]);
+}
+
+#[test]
+fn a_missing_field_and_a_name_used_twice_across_files_say_where() {
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n\n[[scenario]]\nname = \"b\"\nstrategy = \"naive\"\n");
+    assert_eq!(e.field.as_deref(), Some("scenario[1].clones"), "{e}");
+    assert!(e.line > 0, "{e}");
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a.toml"), d.path().join("b.toml"));
+    std::fs::write(&a, "[[scenario]]\nname = \"x\"\nstrategy = \"naive\"\nclones = 2\n").unwrap();
+    std::fs::write(&b, "# another\n\n[[scenario]]\nname = \"x\"\nstrategy = \"naive\"\nclones = 2\n").unwrap();
+    let e = load_plan(&[a.clone(), b]).unwrap_err().to_string();
+    assert!(e.contains("b.toml:4:1: name: \"x\" is also a scenario in") && e.contains("a.toml:2"), "{e}");
+}

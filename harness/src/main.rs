@@ -151,7 +151,14 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
     let d = match DomainSummary::of(&img.xml) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {}: the domain XML does not parse: {e}", file.display());
+            eprintln!("error: {}: {e}", file.display());
+            return exit_codes::HARNESS_ERROR;
+        }
+    };
+    let stream = match clonesafe::backend::libvirt::save_image::check_stream(file, &img) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {}", file.display(), clonesafe::error_chain(&e));
             return exit_codes::HARNESS_ERROR;
         }
     };
@@ -169,6 +176,9 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
         "uuid": d.uuid,
         "macs": d.macs,
         "genid": d.genid,
+        "stream_len": stream.stream_len,
+        "stream_ends_with": stream.ends_with,
+        "stream_unchecked": stream.unchecked,
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

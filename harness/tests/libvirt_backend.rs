@@ -79,7 +79,17 @@ async fn save_image_show_agrees_with_virsh_save() {
     let mac = dump.split("mac address='").nth(1).unwrap().split('\'').next().unwrap();
     assert_eq!(j["macs"], serde_json::json!([mac]));
 
-    // Truncated in the XML, and with a broken magic: clear errors, exit 2, no panic.
+    // QEMU's stream was checked, not assumed: it ends the way QEMU ends one.
+    assert!(j["stream_ends_with"].as_str().is_some_and(|e| e.starts_with("EOF")), "{j}");
+    assert_eq!(j["stream_len"].as_u64(), Some(bytes.len() as u64 - stream as u64));
+
+    // Cut inside the stream (issue 11: this exited 0), truncated in the XML, and with a broken
+    // magic: clear errors, exit 2, no panic.
+    let half = work.path().join("half.save");
+    std::fs::write(&half, &bytes[..stream + (bytes.len() - stream) / 2]).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_clonesafe")).args(["save-image", "show", half.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stream is cut"), "{}", String::from_utf8_lossy(&o.stderr));
     let cut = work.path().join("cut.save");
     std::fs::write(&cut, &bytes[..200]).unwrap();
     let bad = work.path().join("bad.save");

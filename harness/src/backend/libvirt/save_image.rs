@@ -27,6 +27,9 @@ pub const HEADER_LEN: usize = 92;
 pub const MAX_VERSION: u32 = 2;
 /// Refuse absurd data regions instead of allocating them (libvirt's own slack is 64 KiB).
 pub const MAX_DATA_LEN: u32 = 64 << 20;
+/// Deepest element nesting read from a domain XML. A 20,000-deep XML overflowed the stack of
+/// `save-image show` (hardening issue 11); libvirt's domain XML nests under 20.
+pub const MAX_XML_DEPTH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SaveImageError {
@@ -50,10 +53,22 @@ pub enum SaveImageError {
     NotUtf8(&'static str),
     #[error("New XML needs {need} bytes but the image has room for {have}: it cannot be rewritten in place")]
     XmlTooLarge { need: usize, have: usize },
+    #[error("The domain XML does not parse: {0}")]
+    XmlInvalid(String),
     #[error("New XML contains a NUL byte")]
     XmlHasNul,
+    #[error("Domain XML is nested {depth} elements deep; at most {MAX_XML_DEPTH} are read (libvirt's own are under 20)")]
+    XmlTooDeep { depth: usize },
+    #[error("The QEMU migration stream is missing: the file ends where it should start (offset {0})")]
+    StreamMissing(u64),
+    #[error("The QEMU migration stream does not start with QEMU's magic (QEVM, version 3): found {0}")]
+    StreamBadMagic(String),
+    #[error("The QEMU migration stream is cut: {0}")]
+    StreamCut(String),
     #[error("Save image I/O failed")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +133,7 @@ impl SaveImage {
         let data = &head[HEADER_LEN..end];
         let xml_end = data.iter().position(|&b| b == 0).ok_or(SaveImageError::XmlNotTerminated)?;
         let xml = std::str::from_utf8(&data[..xml_end]).map_err(|_| SaveImageError::NotUtf8("domain XML"))?.to_string();
+        check_depth(&xml)?;
         let cookie = match header.cookie_offset {
             0 => None,
             off if (off as usize) <= xml_end || off >= data_len => {
@@ -134,7 +150,7 @@ impl SaveImage {
 
     /// Read the header and data region of a file (not the stream).
     pub fn read(path: &Path) -> Result<Self, SaveImageError> {
-        let mut f = std::fs::File::open(path)?;
+        let mut f = crate::input::open_regular(path)?;
         let file_len = f.metadata()?.len();
         let mut head = vec![0u8; HEADER_LEN.min(file_len as usize)];
         f.read_exact(&mut head)?;
@@ -199,8 +215,104 @@ impl SaveImage {
     }
 }
 
+/// Refuse XML nested deeper than [`MAX_XML_DEPTH`], before any XML parser sees it. A cheap
+/// upper bound: every `<name` opens a level and every `</` or `/>` closes one; comments,
+/// processing instructions and declarations (`<!`, `<?`) do not count.
+pub fn check_depth(xml: &str) -> Result<(), SaveImageError> {
+    let b = xml.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    for i in 0..b.len() {
+        match (b[i], b.get(i + 1)) {
+            (b'<', Some(b'/')) => depth = depth.saturating_sub(1),
+            (b'<', Some(b'!' | b'?')) | (b'<', None) => {}
+            (b'<', Some(_)) => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            (b'/', Some(b'>')) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if max > MAX_XML_DEPTH {
+        return Err(SaveImageError::XmlTooDeep { depth: max });
+    }
+    Ok(())
+}
+
+/// What could be checked of the QEMU migration stream after the data region, without reading
+/// it all: its magic, and a plausible end.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamCheck {
+    pub stream_len: u64,
+    /// How the stream ends: "EOF and the VM description" or "EOF".
+    pub ends_with: String,
+    /// What this check cannot see.
+    pub unchecked: &'static str,
+}
+
+const QEMU_VM_FILE_MAGIC: &[u8; 8] = b"QEVM\0\0\0\x03";
+const QEMU_VM_EOF: u8 = 0x01;
+const QEMU_VM_VMDESCRIPTION: u8 = 0x06;
+/// How much of the stream's end is read to find its last section.
+const TAIL: u64 = 1 << 20;
+
+/// Check the stream after the data region of the image at `path`: it must start with QEMU's
+/// file magic and end the way QEMU 7.2 ends a precopy stream (`migration/savevm.c`,
+/// `qemu_savevm_state_complete_precopy_non_iterable`): a `QEMU_VM_EOF` byte, then, unless the
+/// machine suppresses it, `QEMU_VM_VMDESCRIPTION`, a big-endian u32 length and that much JSON.
+/// A cut inside the device sections in between is not detected (the sections are not parsed).
+pub fn check_stream(path: &Path, img: &SaveImage) -> Result<StreamCheck, SaveImageError> {
+    use std::io::{Read, Seek, SeekFrom};
+    if img.header.compressed != 0 {
+        return Ok(StreamCheck { stream_len: 0, ends_with: "not checked: the stream is compressed".into(), unchecked: "everything: a compressed stream is not decoded" });
+    }
+    let mut f = crate::input::open_regular(path)?;
+    let file_len = f.metadata()?.len();
+    let start = img.stream_offset();
+    if file_len <= start {
+        return Err(SaveImageError::StreamMissing(start));
+    }
+    let stream_len = file_len - start;
+    let mut magic = Vec::with_capacity(8);
+    f.seek(SeekFrom::Start(start))?;
+    Read::by_ref(&mut f).take(8).read_to_end(&mut magic)?;
+    if magic.as_slice() != QEMU_VM_FILE_MAGIC {
+        return Err(SaveImageError::StreamBadMagic(format!("{magic:02x?}")));
+    }
+    let tail_start = file_len.saturating_sub(TAIL).max(start + 8);
+    let mut tail = Vec::new();
+    f.seek(SeekFrom::Start(tail_start))?;
+    f.take(TAIL).read_to_end(&mut tail)?;
+    let ends_with = stream_end(&tail).ok_or_else(|| {
+        SaveImageError::StreamCut(format!(
+            "its {stream_len} bytes do not end with QEMU_VM_EOF (0x01), nor with EOF followed by the VM description; the image was truncated or is still being written"
+        ))
+    })?;
+    Ok(StreamCheck { stream_len, ends_with: ends_with.into(), unchecked: "the device and RAM sections between the magic and the end are not parsed, so damage inside them is not detected" })
+}
+
+/// How `tail` (the last bytes of a stream) ends, if QEMU could have ended it so.
+fn stream_end(tail: &[u8]) -> Option<&'static str> {
+    let n = tail.len();
+    // EOF, VMDESCRIPTION, be32 len, JSON of len bytes reaching the end exactly.
+    if tail.last() == Some(&b'}') {
+        for p in (1..n.saturating_sub(5)).rev() {
+            if tail[p] == QEMU_VM_VMDESCRIPTION && tail[p - 1] == QEMU_VM_EOF {
+                let len = u32::from_be_bytes(tail[p + 1..p + 5].try_into().expect("4 bytes")) as usize;
+                if p + 5 + len == n && tail[p + 5] == b'{' {
+                    return Some("EOF and the VM description");
+                }
+            }
+        }
+    }
+    (tail.last() == Some(&QEMU_VM_EOF)).then_some("EOF")
+}
+
 /// The aliases (`net0`, ...) of a domain XML's interfaces, in order.
 pub fn interface_aliases(xml: &str) -> Vec<String> {
+    if check_depth(xml).is_err() {
+        return vec![];
+    }
     let Ok(doc) = roxmltree::Document::parse(xml) else { return vec![] };
     doc.descendants()
         .filter(|n| n.has_tag_name("interface"))
@@ -218,8 +330,9 @@ pub struct DomainSummary {
 }
 
 impl DomainSummary {
-    pub fn of(xml: &str) -> Result<Self, roxmltree::Error> {
-        let doc = roxmltree::Document::parse(xml)?;
+    pub fn of(xml: &str) -> Result<Self, SaveImageError> {
+        check_depth(xml)?;
+        let doc = roxmltree::Document::parse(xml).map_err(|e| SaveImageError::XmlInvalid(e.to_string()))?;
         let root = doc.root_element();
         let child_text = |n: &str| root.children().find(|c| c.has_tag_name(n)).and_then(|c| c.text()).map(|t| t.trim().to_string());
         let macs = root

@@ -123,3 +123,64 @@ proptest! {
         }
     }
 }
+
+/// Issue 11, item 4: a 20,000-deep domain XML overflowed the stack of `save-image show`.
+#[test]
+fn deeply_nested_xml_is_a_named_error_not_a_stack_overflow() {
+    let deep = format!("<domain>{}{}</domain>", "<a>".repeat(20_000), "</a>".repeat(20_000));
+    let b = image(&deep, None, 0, b"QEVM");
+    assert!(matches!(SaveImage::parse(&b, b.len() as u64), Err(SaveImageError::XmlTooDeep { depth: 20_001 })));
+    assert!(matches!(DomainSummary::of(&deep), Err(SaveImageError::XmlTooDeep { .. })));
+    assert!(interface_aliases(&deep).is_empty());
+    // Self-closing elements, comments and declarations do not add depth.
+    let flat = format!("<?xml version='1.0'?><!-- x --><domain>{}</domain>", "<mac address='x'/>".repeat(1000));
+    assert!(check_depth(&flat).is_ok());
+}
+
+fn stream(tail: &[u8]) -> Vec<u8> {
+    let mut s = b"QEVM\0\0\0\x03".to_vec();
+    s.extend_from_slice(&[0x55; 4096]);
+    s.extend_from_slice(tail);
+    s
+}
+
+fn vmdesc() -> Vec<u8> {
+    let json = br#"{"page_size": 4096, "devices": []}"#;
+    let mut t = vec![QEMU_VM_EOF, QEMU_VM_VMDESCRIPTION];
+    t.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    t.extend_from_slice(json);
+    t
+}
+
+/// Issue 11, item 7: an image cut inside the QEMU stream was shown with exit 0.
+#[test]
+fn the_stream_must_start_with_qemus_magic_and_end_plausibly() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("x.save");
+    let check = |bytes: &[u8]| {
+        std::fs::write(&p, bytes).unwrap();
+        let img = SaveImage::read(&p).unwrap();
+        check_stream(&p, &img)
+    };
+    let whole = image(XML, None, 64, &stream(&vmdesc()));
+    assert_eq!(check(&whole).unwrap().ends_with, "EOF and the VM description");
+    assert_eq!(check(&image(XML, None, 64, &stream(&[QEMU_VM_EOF]))).unwrap().ends_with, "EOF");
+    // Cut anywhere in the stream: inside the RAM, inside the JSON, before the magic ends.
+    for cut in [whole.len() - 1, whole.len() - 20, whole.len() - 200] {
+        assert!(matches!(check(&whole[..cut]), Err(SaveImageError::StreamCut(_))), "cut at {cut}");
+    }
+    let header_only = image(XML, None, 64, b"");
+    assert!(matches!(check(&header_only), Err(SaveImageError::StreamMissing(_))));
+    assert!(matches!(check(&image(XML, None, 64, b"QEV")), Err(SaveImageError::StreamBadMagic(_))));
+}
+
+/// Issue 11, item 3: a FIFO given as a save image blocked forever.
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("x.save");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = SaveImage::read(&fifo).unwrap_err();
+    assert!(e.to_string().contains("not a regular file (it is a FIFO)"), "{e}");
+}

@@ -29,6 +29,8 @@ pub enum AgentError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("Agent sent {what} that is not UTF-8 (first bad byte at offset {at}): a protocol error, not evidence")]
+    NotUtf8 { what: &'static str, at: usize },
     #[error("No reply from the agent within {0:?} while waiting for {1}")]
     Timeout(Duration, &'static str),
     #[error("Agent answered {got} while {want} was expected")]

@@ -86,8 +86,11 @@ impl QgaWire for SocketWire {
         let wait = async {
             loop {
                 let line = read_line(&mut self.reader, MAX_REPLY).await?;
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_start_matches('\u{fffd}').trim();
+                // guest-sync-delimited puts a 0xff sentinel before its reply; anything else that
+                // is not UTF-8 is refused, not replaced (a mangled value would count as evidence).
+                let start = line.iter().position(|&b| b != 0xff).unwrap_or(line.len());
+                let text = std::str::from_utf8(&line[start..]).map_err(|e| AgentError::NotUtf8 { what: "a qemu-guest-agent reply", at: start + e.valid_up_to() })?;
+                let text = text.trim();
                 let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
                 if v.get("id").and_then(Value::as_u64) == Some(id) {
                     return reply_value(cmd, v);
@@ -303,17 +306,20 @@ impl Qga {
     async fn report_without_probe(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError> {
         let mut id = Identity::default();
         let mut errors = Vec::new();
-        let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).trim().to_string());
         macro_rules! file {
             ($field:literal, $path:expr) => {
                 match self.read_bytes($path, t).await {
-                    Ok(v) => {
-                        let v = text(v);
-                        if v.is_none() {
-                            errors.push(($field.to_string(), format!("{}: no such file", $path)));
-                        }
-                        v
+                    Ok(None) => {
+                        errors.push(($field.to_string(), format!("{}: no such file", $path)));
+                        None
                     }
+                    Ok(Some(b)) => match String::from_utf8(b) {
+                        Ok(v) => Some(v.trim().to_string()),
+                        Err(e) => {
+                            errors.push(($field.to_string(), format!("{}: not UTF-8 (first bad byte at offset {}); not counted as a value", $path, e.utf8_error().valid_up_to())));
+                            None
+                        }
+                    },
                     Err(e) => {
                         errors.push(($field.to_string(), format!("{}: {e}", $path)));
                         None
@@ -325,7 +331,7 @@ impl Qga {
         id.machine_id = file!("machine_id", &sources.machine_id);
         id.hostname = file!("hostname", "/proc/sys/kernel/hostname");
         id.boot_id = file!("boot_id", "/proc/sys/kernel/random/boot_id");
-        id.cloud_init_instance_id = self.read_bytes("/var/lib/cloud/data/instance-id", t).await.ok().flatten().map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        id.cloud_init_instance_id = self.read_bytes("/var/lib/cloud/data/instance-id", t).await.ok().flatten().and_then(|b| String::from_utf8(b).ok()).map(|v| v.trim().to_string());
         match self.cmd("guest-network-get-interfaces", json!({}), t).await {
             Ok(v) => {
                 for i in v.as_array().into_iter().flatten() {
@@ -498,7 +504,10 @@ impl GuestAgent for Qga {
     }
 
     async fn read_file(&mut self, path: &str, t: Duration) -> Result<Option<String>, AgentError> {
-        Ok(self.read_bytes(path, t).await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        match self.read_bytes(path, t).await? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|e| AgentError::NotUtf8 { what: "a file", at: e.utf8_error().valid_up_to() }),
+        }
     }
 }
 

@@ -23,10 +23,11 @@ impl ProbeChannel {
     }
 
     /// Read one reply line, never buffering more than MAX_LINE bytes of it. Invalid UTF-8 or
-    /// JSON is an error carrying (a bounded copy of) the line.
+    /// JSON is an error (the JSON error carries a bounded copy of the line).
     pub async fn recv(&mut self) -> Result<Reply, AgentError> {
         let line = super::lines::read_line(&mut self.reader, MAX_LINE).await?;
-        let text = String::from_utf8_lossy(&line);
+        // Invalid UTF-8 is refused, not replaced: a U+FFFD-mangled value would count as evidence.
+        let text = String::from_utf8(line).map_err(|e| AgentError::NotUtf8 { what: "a reply line", at: e.utf8_error().valid_up_to() })?;
         let text = text.trim();
         serde_json::from_str(text).map_err(|source| AgentError::BadJson { line: crate::text::truncate(text, 200), source })
     }
@@ -222,8 +223,18 @@ mod tests {
     #[tokio::test]
     async fn garbage_is_an_error_not_a_panic_and_the_channel_recovers() {
         let (mut ch, mut guest) = pair().await;
-        guest.write_all(b"\x00\xffnot json\n{\"event\":\"held\"}\n").await.unwrap();
+        guest.write_all(b"\x00not json\n{\"event\":\"held\"}\n").await.unwrap();
         assert!(matches!(ch.recv().await, Err(AgentError::BadJson { .. })));
+        assert_eq!(ch.recv().await.unwrap(), Reply::Held);
+    }
+
+    /// Issue 11, item 6: invalid UTF-8 inside a probe string was replaced with U+FFFD and
+    /// counted as evidence. Now it is a protocol error, and the next line still parses.
+    #[tokio::test]
+    async fn invalid_utf8_is_a_protocol_error_not_a_value() {
+        let (mut ch, mut guest) = pair().await;
+        guest.write_all(b"{\"event\":\"file\",\"data\":\"ab\xff\"}\n{\"event\":\"held\"}\n").await.unwrap();
+        assert!(matches!(ch.recv().await, Err(AgentError::NotUtf8 { at: 26, .. })), "invalid UTF-8 must be refused");
         assert_eq!(ch.recv().await.unwrap(), Reply::Held);
     }
 

@@ -239,7 +239,13 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
     };
     match clones::run(cx).await {
         Ok(outcome) => {
-            let ccx = CheckContext { recipe: &s.recipe, remanence: outcome.remanence.as_ref(), tickets: outcome.tickets.as_ref() };
+            let ccx = CheckContext {
+                recipe: &s.recipe,
+                remanence: outcome.remanence.as_ref(),
+                tickets: outcome.tickets.as_ref(),
+                assigned_macs: &outcome.assigned_macs,
+                vmgenid_device: s.recipe.has(clonesafe_metadata::FixupId::Vmgenid),
+            };
             let results = checks::run_all(&outcome.observations, &ccx);
             report.checks = results.into_iter().map(|r| {
                 let e = s.expect.get(&r.id).copied();

@@ -22,6 +22,12 @@ pub struct CheckContext<'a> {
     pub remanence: Option<&'a Scan>,
     /// The cross-VM TLS session-ticket test, when one was run.
     pub tickets: Option<&'a crate::probes::host::Tickets>,
+    /// Every MAC the host assigned to a VM of the scenario (source and template included);
+    /// empty when not known, and then no MAC claim is checked.
+    pub assigned_macs: &'a [String],
+    /// Whether the host gave the VMs a vmgenid device (the `vmgenid` fix-up is what adds it:
+    /// clones/fixup/vmgenid.rs).
+    pub vmgenid_device: bool,
 }
 
 impl CheckContext<'_> {

@@ -6,6 +6,7 @@
 //! A new check is a file here implementing [`common::Check`], a variant of
 //! [`clonesafe_metadata::CheckId`], and one line in [`all`].
 
+pub mod claims;
 pub mod common;
 pub mod compare;
 pub mod files;
@@ -46,8 +47,21 @@ pub fn all() -> Vec<&'static dyn Check> {
     ]
 }
 
+/// Every check's result; a check whose values contradict what the host knows is `error`
+/// ([`claims`]), whatever its comparison said.
 pub fn run_all(obs: &[Observation], cx: &CheckContext) -> Vec<CheckResult> {
-    all().into_iter().map(|c| run(c, obs, cx)).collect()
+    let mut results: Vec<CheckResult> = all().into_iter().map(|c| run(c, obs, cx)).collect();
+    for (id, why) in claims::contradictions(obs, cx) {
+        if let Some(r) = results.iter_mut().find(|r| r.id == id) {
+            if r.verdict != clonesafe_metadata::Verdict::Error {
+                r.detail = format!("a guest claim contradicts the host: {why}; the comparison said {} ({})", r.verdict, r.detail);
+                r.verdict = clonesafe_metadata::Verdict::Error;
+            } else {
+                r.detail = format!("{}; also {why}", r.detail);
+            }
+        }
+    }
+    results
 }
 
 fn run(check: &dyn Check, obs: &[Observation], cx: &CheckContext) -> CheckResult {

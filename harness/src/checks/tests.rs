@@ -11,7 +11,7 @@ fn recipe(s: Strategy) -> Recipe {
 }
 
 fn cx(r: &Recipe) -> CheckContext<'_> {
-    CheckContext { recipe: r, remanence: None, tickets: None }
+    CheckContext { recipe: r, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: r.has(clonesafe_metadata::FixupId::Vmgenid) }
 }
 
 proptest! {
@@ -122,8 +122,9 @@ fn vmgenid_needs_every_clone_to_log_the_reseed_and_is_skipped_for_boots() {
     for x in &mut o {
         x.identity.as_mut().unwrap().vmfork_reseeds = 1;
     }
-    let (naive, boot) = (recipe(Strategy::Naive), recipe(Strategy::ColdBoot));
-    let v = |o: &[Observation], restored| run_all(o, &cx(if restored { &naive } else { &boot })).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
+    // Restored with a vmgenid device (the vmgenid recipe), or booted.
+    let (genid, boot) = (recipe(Strategy::Vmgenid), recipe(Strategy::ColdBoot));
+    let v = |o: &[Observation], restored| run_all(o, &cx(if restored { &genid } else { &boot })).into_iter().find(|c| c.id == CheckId::Vmgenid).unwrap();
     assert_eq!(v(&o, true).verdict, Verdict::Unique);
     assert_eq!(v(&o, false).verdict, Verdict::Skipped);
     o[1].identity.as_mut().unwrap().vmfork_reseeds = 0;
@@ -167,7 +168,7 @@ fn remanence_verdict_follows_the_scan() {
     let naive = recipe(Strategy::Naive);
     let hit = |a: &str, found| Hit { artifact: a.into(), path: "/x".into(), bytes: 1, found, offsets: if found { vec![7] } else { vec![] } };
     let get = |scan: &Scan| {
-        let cx = CheckContext { recipe: &naive, remanence: Some(scan), tickets: None };
+        let cx = CheckContext { remanence: Some(scan), ..cx(&naive) };
         run_all(&o, &cx).into_iter().find(|c| c.id == CheckId::SecretRemanence).unwrap()
     };
     let found = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", true)], control: None };
@@ -198,4 +199,47 @@ fn an_unavailable_check_is_skipped_with_the_agents_reason() {
 fn the_registry_follows_the_check_ids() {
     let ids: Vec<CheckId> = all().iter().map(|c| c.id()).collect();
     assert_eq!(ids, CheckId::ALL.to_vec());
+}
+
+/// Issue 11, item 6: claims the host can verify. Each case failed before claims.rs: the guest's
+/// word was compared as it was, and two distinct lies looked `unique`.
+#[test]
+fn guest_claims_that_contradict_the_host_are_errors_with_both_values() {
+    let macs = ["52:54:00:00:00:01".to_string(), "52:54:00:00:00:02".to_string()];
+    let naive = recipe(Strategy::Naive);
+    let with = |o: &[Observation], cx: CheckContext| run_all(o, &cx);
+    let get = |r: &[clonesafe_metadata::CheckResult], id| r.iter().find(|c| c.id == id).unwrap().clone();
+
+    // Honest guests: no contradiction.
+    let o = vec![obs("a", &macs[0], &["01"]), obs("b", &macs[1], &["02"])];
+    let r = with(&o, CheckContext { assigned_macs: &macs, ..cx(&naive) });
+    assert_eq!(get(&r, CheckId::Mac).verdict, Verdict::Unique);
+
+    // A MAC the host never assigned.
+    let o = vec![obs("a", &macs[0], &["01"]), obs("b", "52:54:00:de:ad:01", &["02"])];
+    let m = get(&with(&o, CheckContext { assigned_macs: &macs, ..cx(&naive) }), CheckId::Mac);
+    assert_eq!(m.verdict, Verdict::Error);
+    assert!(m.detail.contains("b claims MAC 52:54:00:de:ad:01") && m.detail.contains("52:54:00:00:00:02"), "{}", m.detail);
+
+    // A vmgenid reseed claimed on a VM that has no vmgenid device.
+    let mut o = vec![obs("a", &macs[0], &["01"]), obs("b", &macs[1], &["02"])];
+    for x in &mut o {
+        x.identity.as_mut().unwrap().vmfork_reseeds = 1;
+    }
+    let v = get(&with(&o, cx(&naive)), CheckId::Vmgenid);
+    assert_eq!(v.verdict, Verdict::Error);
+    assert!(v.detail.contains("no vmgenid device") && v.detail.contains("the comparison said unique"), "{}", v.detail);
+    let genid = recipe(Strategy::Vmgenid);
+    assert_eq!(get(&with(&o, cx(&genid)), CheckId::Vmgenid).verdict, Verdict::Unique);
+
+    // Host keys the guest reports that its sshd does not serve.
+    let key = |f: &str| clonesafe_protocol::HostKey { file: "/etc/ssh/k.pub".into(), fingerprint: f.into() };
+    for (x, f) in o.iter_mut().zip(["SHA256:a", "SHA256:b"]) {
+        x.identity.as_mut().unwrap().ssh_host_keys = vec![key(f)];
+    }
+    o[0].ssh_keyscan = Some(Ok(vec!["SHA256:a".into()]));
+    o[1].ssh_keyscan = Some(Ok(vec!["SHA256:a".into()]));
+    let k = get(&with(&o, cx(&naive)), CheckId::SshHostKeys);
+    assert_eq!(k.verdict, Verdict::Error);
+    assert!(k.detail.contains("b's sshd serves SHA256:a") && k.detail.contains("(SHA256:b)"), "{}", k.detail);
 }

@@ -78,6 +78,9 @@ pub struct Outcome {
     pub remanence: Option<Scan>,
     /// The cross-VM TLS session-ticket test.
     pub tickets: Option<crate::probes::host::Tickets>,
+    /// Every MAC the host gave a VM of this scenario (source or template included): what guest
+    /// MAC claims are checked against (checks/claims.rs).
+    pub assigned_macs: Vec<String>,
 }
 
 /// Tests that need all compared VMs at once (the TLS ticket test), run on `vms` once they have

@@ -30,6 +30,7 @@ impl CloneMethod for ImageCopy {
             f.before_capture(cx, template.as_mut(), &mut notes).await?;
         }
         let template_disk = template.disk().to_path_buf();
+        let template_mac = template.identity().mac.to_string();
         if cx.machine.guest.boot == crate::guest::Boot::Disk {
             // A real OS is shut down before its disk is copied, as virt-clone requires (systemd
             // saves its random seed then, among other things).
@@ -54,6 +55,7 @@ impl CloneMethod for ImageCopy {
             Some((secret, _)) => Some(remanence::scan(&secret, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())], None).await?),
             None => None,
         };
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets })
+        let assigned_macs = std::iter::once(template_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
+        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs })
     }
 }

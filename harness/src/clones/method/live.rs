@@ -36,6 +36,7 @@ impl CloneMethod for Live {
         // In the fleet from the start: every error path below tears it down with the rest.
         fleet.0.push(source);
         let source = fleet.0[0].as_mut();
+        let source_mac = source.identity().mac.to_string();
         // The source's hostname is in its kernel memory: the positive control for the scan.
         let canary = remanence::plant(cx, source, true).await?;
         for f in &cx.fixups {
@@ -97,7 +98,8 @@ impl CloneMethod for Live {
             }
             None => None,
         };
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets })
+        let assigned_macs = std::iter::once(source_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
+        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs })
     }
 }
 

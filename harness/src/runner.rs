@@ -130,6 +130,9 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
             note(text);
         }
     }
+    for text in crate::secrets::reap_stale_run_dirs(&opts.work_root) {
+        note(text);
+    }
     let work = crate::secrets::run_dir(&opts.work_root).map_err(|source| RunError::Workdir { root: opts.work_root.clone(), source })?;
     // Guests probed through qemu-guest-agent get the static probe injected; a missing binary is
     // said in each such scenario's notes (its RNG checks are then skipped), not fatal.

@@ -221,6 +221,8 @@ fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
     }
 }
 
+use std::time::Duration;
+
 fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
@@ -234,6 +236,11 @@ fn main() {
             _ = term.recv() => { eprintln!("\nterminated: tearing down every VM of this run"); exit_codes::TERMINATED }
         }
     });
+    // A libvirt call in flight when the run's future was dropped (Ctrl-C during a restore) can
+    // still create its domain: wait for such calls and remove what they made.
+    for line in clonesafe::backend::libvirt::sweep_own_domains(Duration::from_secs(60)) {
+        eprintln!("{line}");
+    }
     drop(rt);
     std::process::exit(code);
 }

@@ -23,6 +23,17 @@ pub fn run_dir(root: &Path) -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix(&format!("run-{}-", std::process::id())).permissions(std::fs::Permissions::from_mode(0o700)).tempdir_in(root)
 }
 
+/// Bytes available to this user on the filesystem holding `path` (None if it cannot be told).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statvfs to fill.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Below this many free bytes, a failed write into a run directory is put down to a full disk.
+pub const FULL_DISK_BYTES: u64 = 16 << 20;
+
 /// Remove the run directories under `root` whose owning process is gone: what a run killed
 /// with SIGKILL left (hardening issue 11 found six such directories holding 382 MB of guest
 /// memory after six later runs). Returns one note per directory removed. A directory whose pid

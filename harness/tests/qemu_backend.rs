@@ -115,3 +115,33 @@ async fn a_missing_kernel_is_a_clear_error() {
     assert!(msg.contains("/nonexistent/vmlinuz"), "{msg}");
     assert!(settle_roles(&["nokernel"]).await.is_empty());
 }
+
+/// Issue 11, item 7: a full work directory was reported as "Broken pipe" (QEMU's `cat` died of
+/// ENOSPC). The error now names the full filesystem, and keeps QEMU's words as its cause.
+#[tokio::test]
+async fn a_snapshot_into_a_full_filesystem_names_the_full_disk() {
+    let Some(guest) = guest() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let small = work.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    // 8 MiB of tmpfs cannot hold a 256 MiB guest's memory stream (root only: CI runs as root).
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", small.to_str().unwrap()]).status().is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(std::env::var("CLONESAFE_REQUIRE_VMS").map_or(true, |v| v != "1"), "cannot mount a tmpfs");
+        return;
+    }
+    let b = QemuBackend;
+    let t = Timeouts::default();
+    let r = tokio::time::timeout(VM_TEST_BOUND, async {
+        let mut source = b.boot(&machine(&guest, false), args(work.path(), "fullsrc", false), &t).await.unwrap();
+        source.agent().unwrap().hold(T).await.unwrap();
+        let e = source.snapshottable().unwrap().snapshot(&small).await.err().expect("no room for the stream");
+        source.destroy().await.unwrap();
+        clonesafe::error_chain(&e)
+    })
+    .await;
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    let e = r.expect("test bound");
+    assert!(e.contains("is full") && e.contains(small.to_str().unwrap()), "{e}");
+    assert!(settle_roles(&["fullsrc"]).await.is_empty());
+}

@@ -43,6 +43,16 @@ pub enum BackendError {
         #[source]
         source: LibvirtError,
     },
+    #[error("{vm}: {phase} failed: the filesystem holding {} is full ({free} bytes free); free space or give another --workdir", .path.display())]
+    DiskFull {
+        vm: String,
+        phase: Phase,
+        path: PathBuf,
+        free: u64,
+        /// What the VMM said (QEMU says "Broken pipe" when its `cat` dies of ENOSPC).
+        #[source]
+        source: Box<BackendError>,
+    },
     #[error("{vm}: {what}")]
     Io {
         vm: String,
@@ -126,5 +136,16 @@ impl BackendError {
     pub fn tool(vm: &str) -> impl FnOnce(ToolError) -> BackendError {
         let vm = vm.to_string();
         move |source| BackendError::Tool { vm, source }
+    }
+}
+
+impl BackendError {
+    /// This error, or, when the filesystem holding `dir` is (nearly) full, a
+    /// [`BackendError::DiskFull`] that names it and keeps this error as its cause.
+    pub fn or_disk_full(self, vm: &str, phase: Phase, dir: &std::path::Path) -> BackendError {
+        match crate::secrets::free_bytes(dir) {
+            Some(free) if free < crate::secrets::FULL_DISK_BYTES => BackendError::DiskFull { vm: vm.into(), phase, path: dir.to_path_buf(), free, source: Box::new(self) },
+            _ => self,
+        }
     }
 }

@@ -583,7 +583,8 @@ impl Snapshottable for LibvirtVm {
                         .map(drop)
                         .map_err(lv(&n, Phase::Snapshot, "take an external memory snapshot"))
                 })
-                .await?;
+                .await
+                .map_err(|e| e.or_disk_full(&name, Phase::Snapshot, dir))?;
                 self.disk = next;
             }
             SnapshotMode::Save => {
@@ -599,7 +600,8 @@ impl Snapshottable for LibvirtVm {
                     }
                     Ok(())
                 })
-                .await?;
+                .await
+                .map_err(|e| e.or_disk_full(&name, Phase::Snapshot, dir))?;
                 // The domain stopped when libvirt saved it.
                 self.alive = false;
                 self.notes.push("suspend and clone: the source domain stopped when it was saved".into());

@@ -369,7 +369,9 @@ impl Snapshottable for QemuVm {
         let uri = format!("exec:cat > {}", shell_quote(&memory));
         p.qmp(Phase::Snapshot, "migrate", json!({ "uri": uri })).await?;
         if let Err(e) = p.qmp_wait_migration(t).await {
-            return Err(p.fail_qmp(Phase::Snapshot, t, e).await);
+            // ENOSPC kills QEMU's `cat`, and QEMU only says "Broken pipe": name the full disk.
+            let e = p.fail_qmp(Phase::Snapshot, t, e).await;
+            return Err(e.or_disk_full(&name, Phase::Snapshot, dir));
         }
         // MIGRATION "completed" can arrive while the run state is still finish-migrate, when
         // `cont` is refused ("Migration is not finalized yet"): wait for postmigrate first.

@@ -26,10 +26,7 @@ impl ProbeChannel {
     /// JSON is an error (the JSON error carries a bounded copy of the line).
     pub async fn recv(&mut self) -> Result<Reply, AgentError> {
         let line = super::lines::read_line(&mut self.reader, MAX_LINE).await?;
-        // Invalid UTF-8 is refused, not replaced: a U+FFFD-mangled value would count as evidence.
-        let text = String::from_utf8(line).map_err(|e| AgentError::NotUtf8 { what: "a reply line", at: e.utf8_error().valid_up_to() })?;
-        let text = text.trim();
-        serde_json::from_str(text).map_err(|source| AgentError::BadJson { line: crate::text::truncate(text, 200), source })
+        decode_line(&line)
     }
 
     pub async fn send(&mut self, req: &Request) -> Result<(), AgentError> {
@@ -52,6 +49,14 @@ impl ProbeChannel {
     async fn recv_within(&mut self, timeout: Duration, want: &'static str) -> Result<Reply, AgentError> {
         tokio::time::timeout(timeout, self.recv()).await.map_err(|_| AgentError::Timeout(timeout, want))?
     }
+}
+
+/// One reply line (without its newline) as the guest sent it. Invalid UTF-8 is refused, not
+/// replaced: a U+FFFD-mangled value would count as evidence. Fuzzed by `probe_reply`.
+pub fn decode_line(line: &[u8]) -> Result<Reply, AgentError> {
+    let text = std::str::from_utf8(line).map_err(|e| AgentError::NotUtf8 { what: "a reply line", at: e.valid_up_to() })?;
+    let text = text.trim();
+    serde_json::from_str(text).map_err(|source| AgentError::BadJson { line: crate::text::truncate(text, 200), source })
 }
 
 /// The reply each request expects.

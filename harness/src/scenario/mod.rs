@@ -26,7 +26,7 @@ mod parse;
 mod plan;
 
 pub use error::ScenarioError;
-pub use parse::parse;
+pub use parse::{parse, MAX_FILE_BYTES, MAX_MESSAGE};
 pub use plan::{NoCloud, Plan, ScenarioPlan};
 
 use std::path::{Path, PathBuf};

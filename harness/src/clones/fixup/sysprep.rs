@@ -111,6 +111,12 @@ async fn virt_sysprep(image: &Path) -> Result<Vec<String>, RecipeError> {
     } else {
         "virt-sysprep did not set a random seed"
     };
+    // Measured on the debian12 image (libguestfs 1.48): after the machine-id operation empties
+    // /etc/machine-id, the customize step prints "Setting the machine ID in /etc/machine-id" and
+    // writes one random ID into the image, so every VM made from this image shares it.
+    if text.contains("Setting the machine ID") {
+        notes.push("virt-sysprep's customize step wrote one new random machine-id into the image (\"Setting the machine ID in /etc/machine-id\"): every clone booted from this sysprepped image shares it (see the machine_id check); to have each clone's first boot make its own, run virt-sysprep on each copy or leave /etc/machine-id empty afterwards".into());
+    }
     notes.push(format!("{seed}; systemd's /var/lib/systemd/random-seed and credential.secret are not among its operations, so they stay as the template left them (see the random_seed and credential_secret checks)"));
     if keys_at_boot {
         notes.push("the image makes SSH host keys at boot by itself (a sshd-keygen unit, or ssh-keygen -A in its ssh unit)".into());

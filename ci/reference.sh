@@ -9,6 +9,9 @@ file="$1"; shift
 out="${OUT:-$1}"; shift
 bash ci/setup.sh
 mkdir -p "$out"
+# The commit the binary was built from, taken before the run (commits made during a long run
+# must not be credited with it).
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- harness guests metadata 2>/dev/null || echo ' (with uncommitted changes)')"
 start=$(date +%s)
 set +e
 target/release/clonesafe run "$file" --out "$out" --reference "$@"
@@ -27,6 +30,6 @@ guests="${CLONESAFE_GUESTS:-/var/lib/clonesafe/guests}"
     for g in $(grep -ho '^guest = "[a-z0-9]*"' "$file" | cut -d'"' -f2 | sort -u; grep -q '^guest = ' "$file" || echo tiny); do
         echo "- guest $g: $(tr -d '\n' < "$guests/$g/manifest.json" | sed 's/  */ /g')"
     done
-    echo "- clonesafe: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "- clonesafe: $rev"
 } > "$out/environment.md"
 exit $rc

@@ -86,12 +86,19 @@ fn an_unmet_expectation_exits_1_and_leaks_nothing() {
     assert_eq!(runs_left(work.path()), 0);
 }
 
-/// Ctrl-C in the middle of a run: exit 130, every VM torn down, snapshots deleted.
+/// Ctrl-C (and SIGTERM) in the middle of a run: exit 130 (143), every VM torn down, snapshots
+/// deleted.
 #[test]
 fn ctrl_c_tears_everything_down() {
     if guest().is_none() {
         return;
     }
+    for (signal, code) in [(libc::SIGINT, clonesafe_metadata::exit_codes::INTERRUPTED), (libc::SIGTERM, clonesafe_metadata::exit_codes::TERMINATED)] {
+        interrupted_run_tears_everything_down(signal, code);
+    }
+}
+
+fn interrupted_run_tears_everything_down(signal: i32, code: i32) {
     let work = tempfile::tempdir().unwrap();
     let smoke = repo("scenarios/smoke.toml");
     let mut child = clonesafe(&["run", smoke.to_str().unwrap(), "--accel", "tcg", "--out", work.path().join("o").to_str().unwrap()], work.path())
@@ -106,11 +113,26 @@ fn ctrl_c_tears_everything_down() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    unsafe { libc::kill(pid as i32, signal) };
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED));
-    assert!(settle_blocking(pid).is_empty(), "VMs left behind after Ctrl-C");
-    assert_eq!(runs_left(work.path()), 0, "run directory left behind after Ctrl-C");
+    assert_eq!(status.code(), Some(code), "signal {signal}");
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind after signal {signal}");
+    assert_eq!(runs_left(work.path()), 0, "run directory left behind after signal {signal}");
+}
+
+/// Issue 11, item 7: `--out` is checked before any VM starts.
+#[test]
+fn an_unwritable_out_stops_the_run_before_any_vm() {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let smoke = repo("scenarios/smoke.toml");
+    let started = Instant::now();
+    let ran = run_files(&[&smoke], &file.join("out"), &[], work.path());
+    assert_eq!(ran.code(), Some(2), "{}", ran.stderr());
+    assert!(ran.stderr().contains("cannot write the report into") && ran.stderr().contains("not-a-dir"), "{}", ran.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10), "no VM may boot first");
+    assert_eq!(runs_left(work.path()), 0);
 }
 
 /// Bad input changes nothing: clear errors, exit 2, no VM started.

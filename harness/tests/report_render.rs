@@ -94,3 +94,24 @@ async fn report_renders_in_headless_chromium() {
     let red = count([0xf6, 0xc1, 0xc1]);
     assert!(green > 2000 && red > 2000, "matrix cells not rendered: {green} green, {red} red pixels");
 }
+
+/// Issue 11, item 7: on a full disk, no 0-byte or half-written temp file is left in `--out`.
+#[tokio::test]
+async fn a_full_out_directory_leaves_no_temp_file() {
+    let d = tempfile::tempdir().unwrap();
+    let r = fake_report(d.path()).await;
+    let out = d.path().join("full");
+    std::fs::create_dir(&out).unwrap();
+    // 12 KiB of tmpfs holds report.json but not everything (root only: CI runs as root).
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=12k", "tmpfs", out.to_str().unwrap()]).status().is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(std::env::var("CLONESAFE_REQUIRE_VMS").map_or(true, |v| v != "1"), "cannot mount a tmpfs");
+        return;
+    }
+    let result = clonesafe::report::write_reference(&r, &out);
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let _ = Command::new("umount").arg(&out).status();
+    let e = result.expect_err("12 KiB cannot hold the reference files");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "temp files left: {names:?}");
+}

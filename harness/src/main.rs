@@ -74,6 +74,12 @@ enum Cmd {
         /// Also write the reference form: summary.md and the plots as SVG files
         #[arg(long)]
         reference: bool,
+        /// Run only shard I of N of the scenarios (e.g. 2/3), for a CI job matrix. A scenario's
+        /// shard depends on its name only; the report records the shard and the whole plan's
+        /// identity, and `report merge` joins the shards. An empty shard writes a valid report
+        /// and exits 0
+        #[arg(long, value_name = "I/N")]
+        shard: Option<clonesafe::scenario::shard::ShardSpec>,
     },
     /// Inspect libvirt save images (virsh save, external memory snapshots)
     SaveImage {
@@ -120,6 +126,24 @@ enum ReportCmd {
     /// List the verdicts that differ between two report.json files, per scenario and check.
     /// Exit 0 when every verdict is the same, 1 when some differ, 2 on unreadable input.
     Diff { old: PathBuf, new: PathBuf },
+    /// Merge the reports of `run --shard I/N` (one directory each) into the report one run of
+    /// the whole plan would have written: report.json, junit.xml, report.html (and with
+    /// --reference summary.md and plots). Exit 2 for shards of different plans, overlapping or
+    /// missing shards (unless --allow-partial); otherwise the exit code the merged run has
+    #[command(after_help = exit_codes::HELP)]
+    Merge {
+        /// Directories holding each shard's report.json
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write summary.md and the plots as SVG files
+        #[arg(long)]
+        reference: bool,
+        /// Merge what is there, and say in the report which shards and scenarios are missing
+        #[arg(long)]
+        allow_partial: bool,
+    },
 }
 
 struct CliBackends {
@@ -190,6 +214,41 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
     exit_codes::OK
 }
 
+fn report_merge(dirs: &[PathBuf], out: &std::path::Path, reference: bool, allow_partial: bool) -> i32 {
+    let mut shards = Vec::new();
+    for d in dirs {
+        let p = d.join("report.json");
+        let r = clonesafe::input::read_text(&p, 256 << 20)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<clonesafe_metadata::Report>(&t).map_err(|e| format!("not a clonesafe report: {e}")));
+        match r {
+            Ok(r) => shards.push((p, r)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", p.display());
+                return exit_codes::HARNESS_ERROR;
+            }
+        }
+    }
+    let merged = match report::merge::merge(shards, allow_partial) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit_codes::HARNESS_ERROR;
+        }
+    };
+    let written = if reference { report::write_reference(&merged, out) } else { report::write_all(&merged, out) };
+    if let Err(e) = written {
+        eprintln!("error: cannot write the merged report into {}: {e}", out.display());
+        return exit_codes::HARNESS_ERROR;
+    }
+    if let Some(s) = &merged.shard {
+        eprintln!("partial merge: shard(s) {:?} of {} missing; scenarios not reported: {}", s.missing_shards, s.count, s.missing_scenarios.join(", "));
+    }
+    let passed = merged.scenarios.iter().filter(|s| s.passed()).count();
+    println!("merged {} shard(s): {} scenario(s), {passed} passed, into {}", dirs.len(), merged.scenarios.len(), out.display());
+    merged.exit_code()
+}
+
 fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
     let read = |p: &std::path::Path| -> Result<serde_json::Value, String> {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -253,7 +312,8 @@ async fn dispatch(cli: Cli) -> i32 {
             exit_codes::OK
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
-        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference } => {
+        Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
+        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard } => {
             let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,
                 Err(e) => {
@@ -267,6 +327,11 @@ async fn dispatch(cli: Cli) -> i32 {
             if let Some(i) = &image {
                 plan.override_image(i);
             }
+            let shard = shard.map(|spec| {
+                let info = plan.shard(spec);
+                eprintln!("shard {spec}: {} of the plan's {} scenario(s)", plan.scenarios.len(), info.plan.len());
+                info
+            });
             let files_out = match report::Files::create(&out, reference) {
                 Ok(f) => f,
                 Err(e) => {
@@ -282,6 +347,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 guests_dir: guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
                 work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
                 timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
+                shard,
             };
             let progress = terminal::Progress::new();
             let sinks = Fanout(vec![&progress, &files_out]);

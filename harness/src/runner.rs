@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub guests_dir: PathBuf,
     pub work_root: PathBuf,
     pub timeouts: Timeouts,
+    /// Which part of which plan this run is (`--shard I/N`), recorded in the report.
+    pub shard: Option<clonesafe_metadata::Shard>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +214,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
             vmms,
         },
         scenarios: reports,
+        shard: opts.shard.clone(),
     };
     let passed = report.scenarios.iter().filter(|s| s.passed()).count();
     let (failed, exit_code) = (report.scenarios.len() - passed, report.exit_code());

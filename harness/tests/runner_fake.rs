@@ -31,6 +31,7 @@ fn opts(dir: &Path, boot_timeout: Duration) -> RunOptions {
         guests_dir: fake_guests(dir),
         work_root: dir.join("runs"),
         timeouts: Timeouts { boot: boot_timeout, ..Timeouts::default() },
+        shard: None,
     }
 }
 

@@ -23,6 +23,29 @@ pub struct Report {
     pub clonesafe_version: String,
     pub host: Host,
     pub scenarios: Vec<ScenarioReport>,
+    /// Absent for a whole run. A shard's report (`run --shard I/N`) says which part of which plan
+    /// it holds; a merge of every shard has none (it is what one run would have written); a merge
+    /// with `--allow-partial` says which shards it lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// Which part of a sharded plan a report holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Shard {
+    /// 1..=count for one shard; 0 for a partial merge of several.
+    pub index: u32,
+    pub count: u32,
+    /// SHA-256 (hex) of the whole plan's scenarios, as `run` parsed them: shards of one plan
+    /// share it, whatever order the files were given in.
+    pub plan_id: String,
+    /// Every scenario of the whole plan, in plan order.
+    pub plan: Vec<String>,
+    /// The shards a partial merge lacks, and so the scenarios it does not report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_shards: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_scenarios: Vec<String>,
 }
 
 /// The machine the run happened on, and the VMMs it used.
@@ -258,6 +281,7 @@ mod tests {
                 notes: vec![],
                 duration_ms: 9,
             }],
+            shard: None,
         }
     }
 

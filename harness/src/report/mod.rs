@@ -10,6 +10,7 @@ pub mod explain;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod merge;
 pub mod plots;
 pub mod terminal;
 

@@ -24,6 +24,7 @@
 mod error;
 mod parse;
 mod plan;
+pub mod shard;
 
 pub use error::ScenarioError;
 pub use parse::{parse, MAX_FILE_BYTES, MAX_MESSAGE};

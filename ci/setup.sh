@@ -12,6 +12,7 @@ for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dr
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 [ -f /usr/include/libvirt/libvirt.h ] || need_apt=1
+python3 -c 'import yaml' 2>/dev/null || need_apt=1   # tests/ci_recipes.rs reads the CI YAML
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt=1
 if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
     say "installing Debian packages"
@@ -24,7 +25,7 @@ if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
         libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
         busybox-static cpio dropbear-bin e2fsprogs kmod \
         chromium fonts-dejavu-core \
-        mmdebstrap parted extlinux syslinux-common genisoimage openssh-client openssl curl \
+        mmdebstrap parted extlinux syslinux-common genisoimage openssh-client openssl curl python3-yaml \
         libguestfs-tools linux-image-amd64 >/dev/null
     # chromium: the HTML report's screenshot test; fonts-dejavu-core: text in the plots.
     # mmdebstrap, parted, extlinux, syslinux-common: the Debian disk images (guests/lib);

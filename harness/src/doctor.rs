@@ -48,7 +48,10 @@ pub async fn inspect_image(path: &Path) -> Vec<Item> {
             return items;
         }
     }
-    let script = "inspect-os\n-cat /etc/os-release\n-exists /usr/sbin/qemu-ga\n-exists /usr/bin/qemu-ga\n-exists /etc/ssh/sshd_config\n";
+    // `-i` inspects and mounts the OS it finds; an `inspect-os` in the script would run the
+    // inspection again and leave nothing mounted (measured: every read then failed with "you
+    // must call 'mount' first").
+    let script = "-cat /etc/os-release\n-exists /usr/sbin/qemu-ga\n-exists /usr/bin/qemu-ga\n-exists /etc/ssh/sshd_config\n";
     let mut c = tokio::process::Command::new("guestfish");
     c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").args(["--ro", "-a"]).arg(path).arg("-i");
     c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);

@@ -195,7 +195,8 @@ fn a_broken_guest_disk_is_a_clear_error_and_leaks_nothing() {
     let child = c.spawn().unwrap();
     let pid = child.id();
     let ran = finish(child, &out);
-    assert_eq!(ran.code(), Some(1), "{}", ran.stderr());
+    // A VM that failed is exit 2 (the harness could not run the scenario), not 1.
+    assert_eq!(ran.code(), Some(clonesafe_metadata::exit_codes::HARNESS_ERROR), "{}", ran.stderr());
     assert!(ran.stdout().contains("-d-source0: disk image") && ran.stdout().contains("not in qcow2 format"), "{}", ran.stdout());
     assert!(vms_of(pid).is_empty());
     assert_eq!(runs_left(work.path()), 0, "no run directory either");

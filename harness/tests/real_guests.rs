@@ -153,6 +153,12 @@ fn a_users_image_by_path() {
     let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("user.qcow2.identity.json")).unwrap()).unwrap();
     let before = sha256(&image);
 
+    // doctor --image reads the image offline and says what it found.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_clonesafe")).args(["doctor", "--image", image.to_str().unwrap()]).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    let ok = |what: &str, has: &str| said.lines().any(|l| l.split_whitespace().take(2).eq(["ok", what]) && l.contains(has));
+    assert!(ok("os", "Debian GNU/Linux 12 (bookworm)") && ok("agent", "qemu-guest-agent") && ok("ssh", "SSH server"), "doctor --image:\n{said}");
+
     let ran = run_scenarios("[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n", &["--image", image.to_str().unwrap()]);
     assert_eq!(ran.code(), Some(0));
     let s = ran.scenario("boots");

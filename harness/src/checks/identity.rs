@@ -63,8 +63,14 @@ impl Check for FieldCheck {
 }
 
 pub const MAC: FieldCheck = FieldCheck { id: CheckId::Mac, field: "nics", read: Read::Many(|i| i.nics.iter().map(|n| format!("{}={}", n.name, n.mac)).collect()) };
-pub const DISK_SERIAL: FieldCheck =
-    FieldCheck { id: CheckId::DiskSerial, field: "disks", read: Read::Many(|i| i.disks.iter().map(|d| format!("{}={}", d.name, d.serial)).collect()) };
+/// A disk without a serial (an empty /sys/block/*/serial, such as the NoCloud seed disk) has no
+/// serial identity to share, so it is left out: two empty serials are not one identity (the first
+/// Debian reference run counted them as one and called `disk_serial` duplicate).
+pub const DISK_SERIAL: FieldCheck = FieldCheck {
+    id: CheckId::DiskSerial,
+    field: "disks",
+    read: Read::Many(|i| i.disks.iter().filter(|d| !d.serial.is_empty()).map(|d| format!("{}={}", d.name, d.serial)).collect()),
+};
 pub const SSH_HOST_KEYS: FieldCheck =
     FieldCheck { id: CheckId::SshHostKeys, field: "ssh_host_keys", read: Read::Many(|i| i.ssh_host_keys.iter().map(|k| k.fingerprint.clone()).collect()) };
 pub const SMBIOS_UUID: FieldCheck = FieldCheck { id: CheckId::SmbiosUuid, field: "product_uuid", read: Read::One(|i| &i.product_uuid) };

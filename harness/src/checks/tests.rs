@@ -243,3 +243,17 @@ fn guest_claims_that_contradict_the_host_are_errors_with_both_values() {
     assert_eq!(k.verdict, Verdict::Error);
     assert!(k.detail.contains("b's sshd serves SHA256:a") && k.detail.contains("(SHA256:b)"), "{}", k.detail);
 }
+
+/// Two VMs whose seed disks have no serial do not share a disk serial.
+#[test]
+fn disks_without_a_serial_are_not_a_shared_identity() {
+    use clonesafe_protocol::Disk;
+    let mut o = vec![obs("a", "52:54:00:00:00:01", &["01"]), obs("b", "52:54:00:00:00:02", &["02"])];
+    for (x, serial) in o.iter_mut().zip(["CSa", "CSb"]) {
+        x.identity.as_mut().unwrap().disks = vec![Disk { name: "vda".into(), serial: serial.into() }, Disk { name: "vdb".into(), serial: String::new() }];
+    }
+    let naive = recipe(Strategy::Naive);
+    let d = run_all(&o, &cx(&naive)).into_iter().find(|c| c.id == CheckId::DiskSerial).unwrap();
+    assert_eq!(d.verdict, Verdict::Unique, "{}", d.detail);
+    assert_eq!(d.values, vec![json!("vda=CSa"), json!("vda=CSb")]);
+}

@@ -251,16 +251,21 @@ pub struct StreamCheck {
 }
 
 const QEMU_VM_FILE_MAGIC: &[u8; 8] = b"QEVM\0\0\0\x03";
-const QEMU_VM_EOF: u8 = 0x01;
+// migration/savevm.c (QEMU 7.2).
+const QEMU_VM_EOF: u8 = 0x00;
 const QEMU_VM_VMDESCRIPTION: u8 = 0x06;
+const QEMU_VM_SECTION_FOOTER: u8 = 0x7e;
 /// How much of the stream's end is read to find its last section.
 const TAIL: u64 = 1 << 20;
 
 /// Check the stream after the data region of the image at `path`: it must start with QEMU's
 /// file magic and end the way QEMU 7.2 ends a precopy stream (`migration/savevm.c`,
-/// `qemu_savevm_state_complete_precopy_non_iterable`): a `QEMU_VM_EOF` byte, then, unless the
-/// machine suppresses it, `QEMU_VM_VMDESCRIPTION`, a big-endian u32 length and that much JSON.
-/// A cut inside the device sections in between is not detected (the sections are not parsed).
+/// `qemu_savevm_state_complete_precopy_non_iterable`): the last section's footer
+/// (`QEMU_VM_SECTION_FOOTER`, a big-endian u32 section id), a `QEMU_VM_EOF` (0x00) byte, then,
+/// unless the machine suppresses it, `QEMU_VM_VMDESCRIPTION`, a big-endian u32 length and that
+/// much JSON. Measured on a `virsh save` of the tiny guest (libvirt 9.0, QEMU 7.2): the file
+/// ends `7e 00 00 00 2f 00 06 00 01 90 f7` and 102,647 bytes of JSON. A cut inside the device
+/// sections in between is not detected (the sections are not parsed).
 pub fn check_stream(path: &Path, img: &SaveImage) -> Result<StreamCheck, SaveImageError> {
     use std::io::{Read, Seek, SeekFrom};
     if img.header.compressed != 0 {
@@ -285,7 +290,7 @@ pub fn check_stream(path: &Path, img: &SaveImage) -> Result<StreamCheck, SaveIma
     f.take(TAIL).read_to_end(&mut tail)?;
     let ends_with = stream_end(&tail).ok_or_else(|| {
         SaveImageError::StreamCut(format!(
-            "its {stream_len} bytes do not end with QEMU_VM_EOF (0x01), nor with EOF followed by the VM description; the image was truncated or is still being written"
+            "its {stream_len} bytes do not end with a section footer and QEMU_VM_EOF, nor with those followed by the VM description; the image was truncated or is still being written"
         ))
     })?;
     Ok(StreamCheck { stream_len, ends_with: ends_with.into(), unchecked: "the device and RAM sections between the magic and the end are not parsed, so damage inside them is not detected" })
@@ -294,10 +299,12 @@ pub fn check_stream(path: &Path, img: &SaveImage) -> Result<StreamCheck, SaveIma
 /// How `tail` (the last bytes of a stream) ends, if QEMU could have ended it so.
 fn stream_end(tail: &[u8]) -> Option<&'static str> {
     let n = tail.len();
-    // EOF, VMDESCRIPTION, be32 len, JSON of len bytes reaching the end exactly.
+    // A section footer and EOF end at `end`: 7e <be32 id> 00.
+    let footer_eof_at = |end: usize| end >= 6 && tail[end - 1] == QEMU_VM_EOF && tail[end - 6] == QEMU_VM_SECTION_FOOTER;
+    // ... then VMDESCRIPTION, be32 len, and JSON of len bytes reaching the end exactly.
     if tail.last() == Some(&b'}') {
-        for p in (1..n.saturating_sub(5)).rev() {
-            if tail[p] == QEMU_VM_VMDESCRIPTION && tail[p - 1] == QEMU_VM_EOF {
+        for p in (6..n.saturating_sub(5)).rev() {
+            if tail[p] == QEMU_VM_VMDESCRIPTION && footer_eof_at(p) {
                 let len = u32::from_be_bytes(tail[p + 1..p + 5].try_into().expect("4 bytes")) as usize;
                 if p + 5 + len == n && tail[p + 5] == b'{' {
                     return Some("EOF and the VM description");
@@ -305,7 +312,7 @@ fn stream_end(tail: &[u8]) -> Option<&'static str> {
             }
         }
     }
-    (tail.last() == Some(&QEMU_VM_EOF)).then_some("EOF")
+    footer_eof_at(n).then_some("EOF")
 }
 
 /// The aliases (`net0`, ...) of a domain XML's interfaces, in order.

@@ -43,7 +43,18 @@ impl CloneMethod for Live {
             f.before_capture(cx, source, &mut notes).await?;
         }
         let t = cx.timeouts.probe;
-        crate::probes::call(source, "hold the agent", |a| a.hold(t)).await?;
+        // An image without an agent is still cloned: the host-side checks need no agent. There
+        // is then no workload to hold, so nothing samples the RNG across the snapshot.
+        match crate::probes::call(source, "hold the agent", |a| a.hold(t)).await {
+            Ok(_) => {}
+            Err(crate::backend::error::BackendError::NoAgent { .. }) => {
+                notes.push("the source has no agent: the snapshot was taken with no workload held, and the in-guest checks are skipped".into())
+            }
+            Err(crate::backend::error::BackendError::Agent { source: e @ (crate::agent::AgentError::Unavailable { .. } | crate::agent::AgentError::Unsupported { .. }), .. }) => {
+                notes.push(format!("no workload held across the snapshot: {e}"))
+            }
+            Err(e) => return Err(e.into()),
+        }
         let name = source.name().to_string();
         cx.emit(EventKind::Snapshotting { vm: name.clone() });
         let started = Instant::now();

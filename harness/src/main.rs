@@ -218,13 +218,10 @@ fn report_merge(dirs: &[PathBuf], out: &std::path::Path, reference: bool, allow_
     let mut shards = Vec::new();
     for d in dirs {
         let p = d.join("report.json");
-        let r = clonesafe::input::read_text(&p, 256 << 20)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<clonesafe_metadata::Report>(&t).map_err(|e| format!("not a clonesafe report: {e}")));
-        match r {
+        match read_json::<clonesafe_metadata::Report>(&p, "a clonesafe report") {
             Ok(r) => shards.push((p, r)),
             Err(e) => {
-                eprintln!("error: {}: {e}", p.display());
+                eprintln!("error: {e}");
                 return exit_codes::HARNESS_ERROR;
             }
         }
@@ -249,11 +246,17 @@ fn report_merge(dirs: &[PathBuf], out: &std::path::Path, reference: bool, allow_
     merged.exit_code()
 }
 
+/// A report file given on the command line, read like every user input (a regular file, bounded:
+/// README says so of reports too) and parsed as `what`.
+fn read_json<T: serde::de::DeserializeOwned>(p: &std::path::Path, what: &str) -> Result<T, String> {
+    /// A report of thousands of scenarios is a few tens of MB.
+    const MAX_REPORT_BYTES: u64 = 256 << 20;
+    let text = clonesafe::input::read_text(p, MAX_REPORT_BYTES).map_err(|e| format!("{}: {e}", p.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not {what}: {e}", p.display()))
+}
+
 fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
-    let read = |p: &std::path::Path| -> Result<serde_json::Value, String> {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))
-    };
+    let read = |p: &std::path::Path| read_json::<serde_json::Value>(p, "JSON");
     let (a, b) = match (read(old), read(new)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {

@@ -25,14 +25,18 @@ pub fn compare(values: &[Option<String>]) -> Comparison {
     let distinct = by_value.len();
     let mut groups: Vec<Vec<usize>> = by_value.into_values().filter(|g| g.len() > 1).collect();
     groups.sort_by_key(|g| g[0]);
-    let verdict = if values.len() < 2 {
+    Comparison { verdict: verdict_of(values.len(), &groups), groups, distinct }
+}
+
+/// `skipped` below 2 VMs, else `duplicate` when some VMs share (a group), else `unique`.
+fn verdict_of(vms: usize, groups: &[Vec<usize>]) -> Verdict {
+    if vms < 2 {
         Verdict::Skipped
     } else if groups.is_empty() {
         Verdict::Unique
     } else {
         Verdict::Duplicate
-    };
-    Comparison { verdict, groups, distinct }
+    }
 }
 
 /// Compare one *set* per VM (host keys): `duplicate` when any element is in two VMs' sets
@@ -63,14 +67,7 @@ pub fn compare_sets(sets: &[Vec<String>]) -> Comparison {
         })
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    let verdict = if sets.len() < 2 {
-        Verdict::Skipped
-    } else if groups.is_empty() {
-        Verdict::Unique
-    } else {
-        Verdict::Duplicate
-    };
-    Comparison { verdict, groups, distinct }
+    Comparison { verdict: verdict_of(sets.len(), &groups), groups, distinct }
 }
 
 #[cfg(test)]

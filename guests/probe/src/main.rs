@@ -81,6 +81,32 @@ fn main() {
     }
 }
 
+/// Memory a `dirty` request filled; held until the probe exits so its pages stay in guest RAM.
+static DIRTIED: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Fill `mib` MiB with non-zero bytes (xorshift64 words, each forced odd so no page is all
+/// zeros and QEMU cannot send it as a zero page), and hold it.
+fn dirty(mib: u32, prng: &mut XorShift64) -> Reply {
+    if mib > clonesafe_protocol::MAX_DIRTY_MIB {
+        return Reply::Error { message: format!("dirty: {mib} MiB is more than {}", clonesafe_protocol::MAX_DIRTY_MIB) };
+    }
+    let t = monotonic_ns();
+    let bytes = mib as usize * 1024 * 1024;
+    let mut v: Vec<u8> = Vec::new();
+    if let Err(e) = v.try_reserve_exact(bytes) {
+        return Reply::Error { message: format!("dirty: cannot allocate {mib} MiB: {e}") };
+    }
+    let mut x = prng.next() | 1;
+    for _ in 0..bytes / 8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&(x | 1).to_le_bytes());
+    }
+    DIRTIED.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+    Reply::Dirtied { mib, ms: (monotonic_ns() - t) / 1_000_000 }
+}
+
 fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread::JoinHandle<Vec<Sample>>>) -> Reply {
     match req {
         Request::Hold => {
@@ -136,6 +162,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             Err(message) => Reply::Error { message },
         },
         Request::Fixup { entropy_hex } => fixup(&entropy_hex, prng),
+        Request::Dirty { mib } => dirty(mib, prng),
         Request::Time => Reply::Time { realtime_ns: realtime_ns(), monotonic_ns: monotonic_ns() },
         Request::SetTime { realtime_ns } => {
             let ts = libc::timespec { tv_sec: realtime_ns.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: realtime_ns.rem_euclid(1_000_000_000) as libc::c_long };

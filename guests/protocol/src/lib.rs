@@ -74,7 +74,14 @@ pub enum Request {
     Time,
     /// Set the guest's wall clock (CLOCK_REALTIME) to `realtime_ns`.
     SetTime { realtime_ns: i64 },
+    /// Allocate `mib` MiB, fill every byte with non-zero data, and keep it until the probe
+    /// exits: guest RAM the snapshot must carry (`clonesafe bench`). The probe refuses more
+    /// than [`MAX_DIRTY_MIB`] and answers an error when the allocation fails.
+    Dirty { mib: u32 },
 }
+
+/// The most a single `dirty` request may ask the probe to hold, in MiB.
+pub const MAX_DIRTY_MIB: u32 = 16384;
 
 /// Where a guest keeps the identities that are files. Each is a path inside the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +221,8 @@ pub enum Reply {
     Reseeded { t_ns: u64 },
     Time { realtime_ns: i64, monotonic_ns: u64 },
     TimeSet,
+    /// `mib` MiB now held, filled in `ms` milliseconds (the guest's monotonic clock).
+    Dirtied { mib: u32, ms: u64 },
     Error { message: String },
 }
 

@@ -444,6 +444,10 @@ impl GuestAgent for Qga {
         self.probe("sample the kernel RNG after resume")?.go(gate, t).await
     }
 
+    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<u64, AgentError> {
+        self.probe("fill guest memory")?.dirty(mib, t).await
+    }
+
     async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {
         self.probe("collect RNG samples")?.samples(t).await
     }

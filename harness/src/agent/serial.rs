@@ -75,6 +75,7 @@ fn want(req: &Request) -> &'static str {
         Request::Reseed { .. } => "reseeded",
         Request::Time => "time",
         Request::SetTime { .. } => "time_set",
+        Request::Dirty { .. } => "dirtied",
     }
 }
 
@@ -147,6 +148,13 @@ impl GuestAgent for ProbeChannel {
 
     async fn os_info(&mut self, _t: Duration) -> Result<String, AgentError> {
         Err(AgentError::Unsupported { transport: "serial-probe", op: "name the guest's OS" })
+    }
+
+    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<u64, AgentError> {
+        match self.call(&Request::Dirty { mib }, t).await? {
+            Reply::Dirtied { ms, .. } => Ok(ms),
+            other => Err(unexpected("dirtied", &other)),
+        }
     }
 
     async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {

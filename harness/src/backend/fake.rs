@@ -148,6 +148,7 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
         Request::Reseed { .. } => Reply::Reseeded { t_ns: 1 },
         Request::Time => Reply::Time { realtime_ns: 0, monotonic_ns: 0 },
         Request::SetTime { .. } => Reply::TimeSet,
+        Request::Dirty { mib } => Reply::Dirtied { mib, ms: 0 },
         Request::Samples => Reply::Samples { kernel_rng: vec![next()] },
         Request::Report { .. } => Reply::Report {
             identity: Identity {

@@ -113,7 +113,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         let backend = &bks[&s.backend];
         let caps = backend.capabilities();
         let guest = &guests[&s.guest];
-        for (capability, needed_by) in guest_requirements(guest).into_iter().chain(clones::requirements(&s.recipe)) {
+        for (capability, needed_by) in guest_requirements(guest).into_iter().chain(clones::requirements(s)) {
             if !caps.has(capability) {
                 return Err(RunError::Capability {
                     file: s.file.display().to_string(),

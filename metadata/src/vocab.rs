@@ -76,13 +76,17 @@ named! {
         ImageCopy = "image-copy",
         /// One live snapshot (memory, device state, disk) restored N times.
         Live = "live",
+        /// Template mode: the source's RAM is a shared file, the snapshot holds device state
+        /// only (`x-ignore-shared`), and each clone maps the RAM file copy-on-write. The source
+        /// stays paused as a frozen template.
+        SharedRam = "shared-ram",
     }
 }
 
 impl Method {
     /// Whether the VMs compared are restored from one snapshot (so a VM fork happened).
     pub fn restores(self) -> bool {
-        matches!(self, Method::Live)
+        matches!(self, Method::Live | Method::SharedRam)
     }
 }
 
@@ -115,9 +119,9 @@ impl FixupId {
     /// The clone methods this fix-up composes with.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate => &[Method::Live],
+            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate => &[Method::Live, Method::SharedRam],
             FixupId::Sysprep => &[Method::ImageCopy],
-            FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live],
+            FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live, Method::SharedRam],
         }
     }
 }

@@ -24,6 +24,11 @@ pub enum Capability {
     NicHotplug,
     /// A VM generation ID device whose ID each clone gets fresh.
     Vmgenid,
+    /// Guest RAM in a shared file, a snapshot of device state only, and clones that map the
+    /// RAM file copy-on-write ([`super::snapshot::Ram::Shared`]).
+    SharedRam,
+    /// Clone processes started ahead, waiting for their state ([`super::WarmPool`]).
+    WarmPool,
 }
 
 impl Capability {
@@ -36,6 +41,8 @@ impl Capability {
             Capability::LiveSnapshot => "live-snapshot",
             Capability::NicHotplug => "nic-hotplug",
             Capability::Vmgenid => "vmgenid",
+            Capability::SharedRam => "shared-ram",
+            Capability::WarmPool => "warm-pool",
         }
     }
 }

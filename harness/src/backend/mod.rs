@@ -4,7 +4,8 @@
 //!
 //! Following Cloud Hypervisor's small stacked traits (vm-migration/src/lib.rs: `Pausable`,
 //! `Snapshottable`, `Transportable`), a [`Vm`] has a small required core and optional abilities
-//! as traits of their own: [`Snapshottable`], [`NicHotplug`], and, on the backend, [`Restore`].
+//! as traits of their own: [`Snapshottable`], [`NicHotplug`], and, on the backend, [`Restore`]
+//! and [`WarmPool`].
 //! Which ones a backend has is declared once, in [`Backend::capabilities`], and checked against
 //! every scenario before any VM starts ([`capability`]). Unlike Cloud Hypervisor's, no method
 //! here has a default body that pretends to succeed: an ability a VM lacks is `None`.
@@ -90,6 +91,25 @@ pub trait Restore: Send + Sync {
     async fn restore(&self, snap: &Snapshot, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError>;
 }
 
+/// Clone processes started ahead of their restore: a warm pool. A pending clone already has its
+/// fresh identity, its disk overlay and its process; taking it loads the snapshot's state and
+/// resumes. Dropping one kills its process.
+#[async_trait]
+pub trait WarmPool: Send + Sync {
+    /// Start a clone of `snap` with the fresh `args`, stopped, waiting for its state.
+    async fn prepare(&self, snap: &Snapshot, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Pending>, BackendError>;
+}
+
+/// A clone started ahead by [`WarmPool::prepare`].
+#[async_trait]
+pub trait Pending: Send {
+    fn name(&self) -> &str;
+    /// Load `snap`'s state (the one it was prepared for) and resume; the caller sends `go` at once.
+    async fn resume(self: Box<Self>, snap: &Snapshot) -> Result<Box<dyn Vm>, BackendError>;
+    /// Stop it without ever resuming it.
+    async fn destroy(self: Box<Self>) -> Result<(), BackendError>;
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
@@ -105,6 +125,10 @@ pub trait Backend: Send + Sync {
     async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError>;
     /// The restore ability, when the backend declares `live-snapshot`.
     fn restorer(&self) -> Option<&dyn Restore> {
+        None
+    }
+    /// The warm-pool ability, when the backend declares `warm-pool`.
+    fn warm_pool(&self) -> Option<&dyn WarmPool> {
         None
     }
 }

@@ -29,9 +29,22 @@ pub struct Devices {
     pub seed: bool,
 }
 
+/// Where guest RAM lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ram {
+    /// Anonymous memory of the VMM process; a snapshot copies it into the stream.
+    #[default]
+    Private,
+    /// A file in the VM's directory, mapped shared by the source. Its snapshot carries device
+    /// state only and names the file ([`ArtifactKind::RamFile`]); clones map it privately
+    /// (copy-on-write), so none copies the image or writes to it.
+    Shared,
+}
+
 /// The machine a VM is built as: everything a restore must reproduce exactly.
 #[derive(Debug, Clone)]
 pub struct Machine {
+    pub ram: Ram,
     pub guest: GuestProfile,
     pub memory_mib: u32,
     pub vcpus: u32,
@@ -44,7 +57,7 @@ pub struct Machine {
 impl Machine {
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
         let vcpus = guest.vcpus;
-        Machine { guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![] }
+        Machine { ram: Ram::Private, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![] }
     }
 
     /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.
@@ -87,6 +100,12 @@ pub fn free_port() -> u16 {
 pub enum ArtifactKind {
     /// A QEMU migration stream: RAM and device state.
     MemoryStream,
+    /// A QEMU migration stream taken with `x-ignore-shared`: device state, and only the RAM
+    /// that is not in the shared RAM file (firmware and option ROM blocks).
+    DeviceState,
+    /// The source's guest RAM as a shared file ([`Ram::Shared`]): written by the running guest,
+    /// not by the snapshot, and mapped copy-on-write by every clone.
+    RamFile,
     /// A libvirt save image: a header, the domain XML, then a QEMU migration stream.
     LibvirtSaveImage,
     /// The disk as it was at the snapshot instant; read-only from then on.
@@ -98,6 +117,8 @@ impl ArtifactKind {
     pub fn label(self) -> &'static str {
         match self {
             ArtifactKind::MemoryStream | ArtifactKind::LibvirtSaveImage => "memory snapshot",
+            ArtifactKind::DeviceState => "device state",
+            ArtifactKind::RamFile => "RAM file",
             ArtifactKind::FrozenDisk => "frozen disk",
         }
     }
@@ -147,14 +168,20 @@ impl Snapshot {
         self.artifacts.iter().find(|a| a.kind == kind).map(|a| a.path.as_path())
     }
 
+    /// The artifact where guest RAM is: the shared RAM file, or else the stream.
+    pub fn ram(&self) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.kind == ArtifactKind::RamFile).or_else(|| self.memory())
+    }
+
     /// The artifact that holds guest memory (the first, if several).
     pub fn memory(&self) -> Option<&Artifact> {
         self.artifacts.iter().find(|a| a.kind.holds_memory())
     }
 
-    /// Bytes of memory and device state on disk.
+    /// Bytes of memory and device state the snapshot wrote (a shared RAM file is the guest's
+    /// own memory, not written by the snapshot, so it does not count).
     pub fn state_bytes(&self) -> u64 {
-        self.artifacts.iter().filter(|a| a.kind.holds_memory()).filter_map(|a| std::fs::metadata(&a.path).ok()).map(|m| m.len()).sum()
+        self.artifacts.iter().filter(|a| a.kind.holds_memory() && a.kind != ArtifactKind::RamFile).filter_map(|a| std::fs::metadata(&a.path).ok()).map(|m| m.len()).sum()
     }
 
     /// The backend's private data, if this snapshot is of type `T`.

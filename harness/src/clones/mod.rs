@@ -9,6 +9,7 @@ pub mod recipe;
 pub mod remanence;
 
 use crate::backend::capability::Capability;
+use crate::scenario::ScenarioPlan;
 use clonesafe_metadata::Recipe;
 use recipe::{Ctx, Fixup, Fleet, Outcome, RecipeError};
 
@@ -17,10 +18,14 @@ pub fn fixups_of(recipe: &Recipe) -> Vec<&'static dyn Fixup> {
     recipe.fixups.iter().map(|f| fixup::of(*f)).collect()
 }
 
-/// Every capability a recipe needs from its backend, with what needs it.
-pub fn requirements(recipe: &Recipe) -> Vec<(Capability, String)> {
+/// Every capability a scenario's recipe needs from its backend, with what needs it.
+pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
+    let recipe = &s.recipe;
     let m = method::of(recipe.method);
     let mut out: Vec<(Capability, String)> = m.requires().iter().map(|c| (*c, format!("method {}", recipe.method))).collect();
+    if s.pool.is_some() {
+        out.push((Capability::WarmPool, "pool".into()));
+    }
     for f in fixups_of(recipe) {
         out.extend(f.requires().iter().map(|c| (*c, format!("fix-up {}", f.id()))));
     }

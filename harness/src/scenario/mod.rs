@@ -10,13 +10,14 @@
 //! strategy = "naive"        # a preset: cold-boot | image-clone | image-clone-sysprep | naive |
 //!                           # nic-replug | vmgenid | agent-fixup | full
 //! # or compose a recipe instead of naming a preset:
-//! # method = "live"         # cold-boot | image-copy | live
+//! # method = "live"         # cold-boot | image-copy | live | shared-ram
 //! # fixups = ["vmgenid", "agent"]   # nic-replug | vmgenid | agent | sysprep | mitigate-remanence
 //! clones = 3                # VMs compared, 2..=16
 //! memory_mib = 256          # 128..=16384, default 256
 //! canary = true             # plant a deleted secret and scan the artifacts for it
 //! mitigate_remanence = true # adds the mitigate-remanence fix-up (implies canary)
 //! nocloud = "per-vm"        # a cloud-init NoCloud seed per VM: per-vm | shared
+//! pool = 2                  # shared-ram only: clones from a warm pool of 1..=16 processes
 //! [scenario.expect]         # check id = unique | duplicate | skipped | error | any
 //! mac = "duplicate"
 //! ```

@@ -38,6 +38,7 @@ struct RawScenario {
     #[serde(default)]
     mitigate_remanence: bool,
     nocloud: Option<Spanned<String>>,
+    pool: Option<Spanned<i64>>,
 }
 
 /// Scenario files are a few KiB; anything larger is refused before it is parsed.
@@ -187,6 +188,14 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
                 other => return Err(at(n.span(), f("nocloud"), format!("{other:?} is not a NoCloud seed; use \"per-vm\" or \"shared\""))),
             }),
         };
+        let pool = match &s.pool {
+            None => None,
+            Some(p) if recipe.method != Method::SharedRam => {
+                return Err(at(p.span(), f("pool"), format!("a warm pool serves the shared-ram method, not {}", recipe.method)))
+            }
+            Some(p) if (1..=16).contains(p.get_ref()) => Some(*p.get_ref() as u32),
+            Some(p) => return Err(at(p.span(), f("pool"), format!("{} is out of range: a warm pool of 1 to 16 processes", p.get_ref()))),
+        };
         let canary = s.canary || recipe.has(FixupId::MitigateRemanence);
         out.push(ScenarioPlan {
             name,
@@ -203,6 +212,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             expect,
             canary,
             nocloud,
+            pool,
         });
     }
     Ok(out)

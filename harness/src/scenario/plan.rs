@@ -28,6 +28,8 @@ pub struct ScenarioPlan {
     pub canary: bool,
     /// A cloud-init NoCloud seed (a `cidata` disk) for every VM, and whose instance-id it holds.
     pub nocloud: Option<NoCloud>,
+    /// Clones of the shared-ram method taken from a warm pool of this many processes.
+    pub pool: Option<u32>,
 }
 
 /// Whose instance-id a VM's NoCloud seed holds.

@@ -155,3 +155,16 @@ fn a_missing_field_and_a_name_used_twice_across_files_say_where() {
     let e = load_plan(&[a.clone(), b]).unwrap_err().to_string();
     assert!(e.contains("b.toml:4:1: name: \"x\" is also a scenario in") && e.contains("a.toml:2"), "{e}");
 }
+
+/// `pool` belongs to the shared-ram method and is bounded; the method composes with fix-ups.
+#[test]
+fn a_warm_pool_is_for_shared_ram_only() {
+    let ok = "[[scenario]]\nname = \"a\"\nmethod = \"shared-ram\"\nfixups = [\"vmgenid\", \"agent\"]\npool = 2\nclones = 3\n";
+    let p = parse(Path::new("s.toml"), ok).unwrap();
+    assert_eq!((p[0].recipe.method, p[0].pool), (Method::SharedRam, Some(2)));
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\npool = 2\nclones = 3\n");
+    assert_eq!((e.line, e.field.as_deref()), (4, Some("scenario[0].pool")), "{e}");
+    assert!(e.message.contains("shared-ram method, not live"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"shared-ram\"\npool = 0\nclones = 3\n");
+    assert!(e.message.contains("0 is out of range"), "{e}");
+}

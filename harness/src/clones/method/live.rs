@@ -6,8 +6,8 @@
 
 use crate::probes::Early;
 use crate::backend::capability::Capability;
-use crate::backend::snapshot::{ArtifactKind, CloneArgs, Snapshot};
-use crate::backend::Vm;
+use crate::backend::snapshot::{ArtifactKind, CloneArgs, Ram, Snapshot};
+use crate::backend::{Pending, Vm};
 use crate::clones::recipe::{fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
 use crate::clones::remanence;
 use crate::events::EventKind;
@@ -29,89 +29,119 @@ impl CloneMethod for Live {
     }
 
     async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
-        let mut timing = Timing::default();
-        let mut notes = Vec::new();
-        let (source, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Source.as_str(), 0), &mut notes).await?;
-        timing.boot_ms.push(ms);
-        // In the fleet from the start: every error path below tears it down with the rest.
-        fleet.0.push(source);
-        let source = fleet.0[0].as_mut();
-        let source_mac = source.identity().mac.to_string();
-        // The source's hostname is in its kernel memory: the positive control for the scan.
-        let canary = remanence::plant(cx, source, true).await?;
-        for f in &cx.fixups {
-            f.before_capture(cx, source, &mut notes).await?;
-        }
-        let t = cx.timeouts.probe;
-        // An image without an agent is still cloned: the host-side checks need no agent. There
-        // is then no workload to hold, so nothing samples the RNG across the snapshot.
-        match crate::probes::call(source, "hold the agent", |a| a.hold(t)).await {
-            Ok(_) => {}
-            Err(crate::backend::error::BackendError::NoAgent { .. }) => {
-                notes.push("the source has no agent: the snapshot was taken with no workload held, and the in-guest checks are skipped".into())
-            }
-            Err(crate::backend::error::BackendError::Agent { source: e @ (crate::agent::AgentError::Unavailable { .. } | crate::agent::AgentError::Unsupported { .. }), .. }) => {
-                notes.push(format!("no workload held across the snapshot: {e}"))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let name = source.name().to_string();
-        cx.emit(EventKind::Snapshotting { vm: name.clone() });
-        let started = Instant::now();
-        let snap = source.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(&cx.dir).await?;
-        let ms = started.elapsed().as_millis() as u64;
-        let bytes = snap.state_bytes();
-        timing.snapshot_ms = Some(ms);
-        timing.snapshot_bytes = Some(bytes);
-        cx.emit(EventKind::Snapshotted { vm: name.clone(), ms, bytes });
-        if let Some(disk) = snap.artifact(ArtifactKind::FrozenDisk) {
-            for f in &cx.fixups {
-                f.on_image(cx, disk, "frozen disk", &mut notes).await?;
-            }
-        }
-
-        let n = cx.scenario.clones as usize;
-        let snap = &snap;
-        let restored: Vec<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>)> =
-            stream::iter((0..n).map(|i| restore_one(cx, snap, cx.args(VmRole::Clone.as_str(), i)))).buffered(cx.jobs).try_collect().await?;
-
-        let mut observations = Vec::new();
-        let mut vms = Vec::new();
-        let first = fleet.0.len();
-        let mut resumed = Vec::new();
-        for (vm, ms, r, m) in restored {
-            timing.restore_ms.push(ms);
-            fleet.0.push(vm);
-            resumed.push((r, m));
-        }
-        for (vm, (r, m)) in fleet.0[first..].iter_mut().zip(resumed) {
-            let mut o = crate::probes::observe(vm.as_mut(), Some(r), t).await?;
-            o.measurements = m;
-            observations.push(o);
-            vms.push(vm.identity().record(VmRole::Clone));
-        }
-        let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
-        let ids: Vec<MeasurementId> = observations.iter().flat_map(|o| o.measurements.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        for id in ids {
-            timing.measurements.insert(id, observations.iter().map(|o| o.measurements.get(&id).copied().flatten()).collect());
-        }
-        notes.insert(0, live_note(cx, n, &snap.source.identity.name));
-        for note in fleet.0.iter().flat_map(|vm| vm.notes()) {
-            if !notes.contains(&note) {
-                notes.push(note);
-            }
-        }
-        let scan = match canary {
-            Some((secret, control)) => {
-                let artifacts: Vec<(&str, &std::path::Path)> = snap.artifacts.iter().map(|a| (a.kind.label(), a.path.as_path())).collect();
-                let control = control.as_deref().map(|h| (h, ArtifactKind::MemoryStream.label()));
-                Some(remanence::scan(&secret, &artifacts, control).await?)
-            }
-            None => None,
-        };
-        let assigned_macs = std::iter::once(source_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs })
+        make(cx, fleet, Ram::Private, None).await
     }
+}
+
+/// The live method, with the source's RAM `ram` and, when `pool` is given, clones taken from a
+/// warm pool of that many processes started after the snapshot (the `shared-ram` method).
+pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option<u32>) -> Result<Outcome, RecipeError> {
+    let mut timing = Timing::default();
+    let mut notes = Vec::new();
+    let mut machine = cx.machine.clone();
+    machine.ram = ram;
+    let (source, ms) = cx.boot_one(&machine, cx.args(VmRole::Source.as_str(), 0), &mut notes).await?;
+    timing.boot_ms.push(ms);
+    // In the fleet from the start: every error path below tears it down with the rest.
+    fleet.0.push(source);
+    let source = fleet.0[0].as_mut();
+    let source_mac = source.identity().mac.to_string();
+    // The source's hostname is in its kernel memory: the positive control for the scan.
+    let canary = remanence::plant(cx, source, true).await?;
+    for f in &cx.fixups {
+        f.before_capture(cx, source, &mut notes).await?;
+    }
+    let t = cx.timeouts.probe;
+    // An image without an agent is still cloned: the host-side checks need no agent. There
+    // is then no workload to hold, so nothing samples the RNG across the snapshot.
+    match crate::probes::call(source, "hold the agent", |a| a.hold(t)).await {
+        Ok(_) => {}
+        Err(crate::backend::error::BackendError::NoAgent { .. }) => {
+            notes.push("the source has no agent: the snapshot was taken with no workload held, and the in-guest checks are skipped".into())
+        }
+        Err(crate::backend::error::BackendError::Agent { source: e @ (crate::agent::AgentError::Unavailable { .. } | crate::agent::AgentError::Unsupported { .. }), .. }) => {
+            notes.push(format!("no workload held across the snapshot: {e}"))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let name = source.name().to_string();
+    cx.emit(EventKind::Snapshotting { vm: name.clone() });
+    let started = Instant::now();
+    let snap = source.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(&cx.dir).await?;
+    let ms = started.elapsed().as_millis() as u64;
+    let bytes = snap.state_bytes();
+    timing.snapshot_ms = Some(ms);
+    timing.snapshot_bytes = Some(bytes);
+    cx.emit(EventKind::Snapshotted { vm: name.clone(), ms, bytes });
+    if let Some(disk) = snap.artifact(ArtifactKind::FrozenDisk) {
+        for f in &cx.fixups {
+            f.on_image(cx, disk, "frozen disk", &mut notes).await?;
+        }
+    }
+
+    let n = cx.scenario.clones as usize;
+    let snap = &snap;
+    let mut starts: Vec<Start> = Vec::with_capacity(n);
+    if let Some(p) = pool {
+        let warm = cx.backend.warm_pool().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::WarmPool })?;
+        let filled = Instant::now();
+        let size = (p as usize).min(n);
+        let prepared: Vec<Box<dyn Pending>> = stream::iter((0..size).map(|i| async move {
+            let args = cx.args(VmRole::Clone.as_str(), i);
+            cx.write_seed(&args).await?;
+            Ok::<_, RecipeError>(warm.prepare(snap, args, &cx.timeouts).await?)
+        }))
+        .buffered(cx.jobs)
+        .try_collect()
+        .await?;
+        notes.push(format!(
+            "a warm pool of {size} QEMU processes, started with -incoming defer after the snapshot (in {} ms), served {size} of the {n} clones; their restore time runs from the take (migrate-incoming) to the agent's answer",
+            filled.elapsed().as_millis()
+        ));
+        starts.extend(prepared.into_iter().map(Start::Pooled));
+    }
+    for i in starts.len()..n {
+        starts.push(Start::Fresh(cx.args(VmRole::Clone.as_str(), i)));
+    }
+    let restored: Vec<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>)> =
+        stream::iter(starts.into_iter().map(|s| restore_one(cx, snap, s))).buffered(cx.jobs).try_collect().await?;
+
+    let mut observations = Vec::new();
+    let mut vms = Vec::new();
+    let first = fleet.0.len();
+    let mut resumed = Vec::new();
+    for (vm, ms, r, m) in restored {
+        timing.restore_ms.push(ms);
+        fleet.0.push(vm);
+        resumed.push((r, m));
+    }
+    for (vm, (r, m)) in fleet.0[first..].iter_mut().zip(resumed) {
+        let mut o = crate::probes::observe(vm.as_mut(), Some(r), t).await?;
+        o.measurements = m;
+        observations.push(o);
+        vms.push(vm.identity().record(VmRole::Clone));
+    }
+    let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
+    let ids: Vec<MeasurementId> = observations.iter().flat_map(|o| o.measurements.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for id in ids {
+        timing.measurements.insert(id, observations.iter().map(|o| o.measurements.get(&id).copied().flatten()).collect());
+    }
+    notes.insert(0, live_note(cx, n, &snap.source.identity.name));
+    for note in fleet.0.iter().flat_map(|vm| vm.notes()) {
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+    let scan = match canary {
+        Some((secret, control)) => {
+            let artifacts: Vec<(&str, &std::path::Path)> = snap.artifacts.iter().map(|a| (a.kind.label(), a.path.as_path())).collect();
+            let control = control.as_deref().map(|h| (h, snap.ram().map(|a| a.kind).unwrap_or(ArtifactKind::MemoryStream).label()));
+            Some(remanence::scan(&secret, &artifacts, control).await?)
+        }
+        None => None,
+    };
+    let assigned_macs = std::iter::once(source_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
+    Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs })
 }
 
 fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {
@@ -123,17 +153,34 @@ fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {
     s
 }
 
+/// How a clone starts: a new process, or one of the warm pool.
+enum Start {
+    Fresh(CloneArgs),
+    Pooled(Box<dyn Pending>),
+}
+
 /// Restore one clone: `go` first (the kernel RNG as early as possible, held only by a gate the
 /// recipe asks for), then the clock and the TLS server's random, then each fix-up's on-resume
 /// step. The restore time runs from the restore call to the agent's answer to `go`.
-async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, args: CloneArgs) -> Result<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>), RecipeError> {
-    let name = args.identity.name.clone();
+async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, start: Start) -> Result<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>), RecipeError> {
+    let name = match &start {
+        Start::Fresh(args) => args.identity.name.clone(),
+        Start::Pooled(p) => p.name().to_string(),
+    };
     cx.emit(EventKind::Restoring { vm: name.clone() });
-    let restorer = cx.backend.restorer().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?;
     let gate = cx.fixups.iter().find_map(|f| f.gate(&snap.machine));
-    cx.write_seed(&args).await?;
-    let t = Instant::now();
-    let mut vm = restorer.restore(snap, args, &cx.timeouts).await?;
+    let (t, mut vm) = match start {
+        Start::Fresh(args) => {
+            let restorer = cx.backend.restorer().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?;
+            cx.write_seed(&args).await?;
+            let t = Instant::now();
+            (t, restorer.restore(snap, args, &cx.timeouts).await?)
+        }
+        Start::Pooled(p) => {
+            let t = Instant::now();
+            (t, p.resume(snap).await?)
+        }
+    };
     let resumed_at = Instant::now();
     let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, cx.timeouts.probe).await?;
     let ms = early.answered_at.duration_since(t).as_millis() as u64;

@@ -5,6 +5,7 @@
 pub mod cold_boot;
 pub mod image_copy;
 pub mod live;
+pub mod shared_ram;
 
 use super::recipe::CloneMethod;
 use clonesafe_metadata::Method;
@@ -14,5 +15,6 @@ pub fn of(m: Method) -> &'static dyn CloneMethod {
         Method::ColdBoot => &cold_boot::ColdBoot,
         Method::ImageCopy => &image_copy::ImageCopy,
         Method::Live => &live::Live,
+        Method::SharedRam => &shared_ram::SharedRam,
     }
 }

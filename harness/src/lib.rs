@@ -16,12 +16,15 @@
 //! * [`report`]: reporters (terminal, event stream, JSON, JUnit, HTML, Markdown, plots); the
 //!   report types are the contract crate [`clonesafe_metadata`].
 //! * [`runner`]: drives the stages for a whole plan; emits [`events`] and never prints.
+//! * [`bench`]: `clonesafe bench`, every clone method timed side by side (beside the runner: it
+//!   drives a backend directly and compares speed, not identities).
 //!
 //! Below them: [`identity`], [`input`] (bounded reads of user files), [`secrets`], [`text`] and
 //! [`tools`] (qemu-img, e2fsprogs).
 
 pub mod agent;
 pub mod backend;
+pub mod bench;
 pub mod checks;
 pub mod clones;
 pub mod doctor;

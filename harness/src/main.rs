@@ -81,6 +81,38 @@ enum Cmd {
         #[arg(long, value_name = "I/N")]
         shard: Option<clonesafe::scenario::shard::ShardSpec>,
     },
+    /// Measure every way of making a clone side by side on this machine: cold boot, restore
+    /// through the migration stream, shared-RAM restore, and shared-RAM restore from a warm
+    /// pool, for each memory size (most of it dirtied by the guest first) and each fan-out.
+    /// Writes DIR/bench.json, DIR/bench.md (ratios and targets) and two SVG plots. QEMU only;
+    /// the tiny guest
+    Bench {
+        /// Where the results go
+        #[arg(long, default_value = "clonesafe-bench")]
+        out: PathBuf,
+        /// Guest memory sizes in MiB, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
+        memory: Vec<u32>,
+        /// Part of each guest's RAM the probe fills with non-zero data before the snapshot
+        #[arg(long, default_value_t = 0.75)]
+        dirty_fraction: f64,
+        /// Clones resumed at once, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        fanout: Vec<u32>,
+        /// Rounds per (method, memory, fan-out)
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+        /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// Directory of built guest images [default: $CLONESAFE_GUESTS or /var/lib/clonesafe/guests]
+        #[arg(long)]
+        guests: Option<PathBuf>,
+        /// Where the private run directory (snapshots, RAM files) goes; removed after the run
+        /// [default: $CLONESAFE_WORKDIR or /var/lib/clonesafe/runs]
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
     /// Inspect libvirt save images (virsh save, external memory snapshots)
     SaveImage {
         #[command(subcommand)]
@@ -283,6 +315,100 @@ fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
     }
 }
 
+struct StderrProgress;
+
+impl clonesafe::bench::Progress for StderrProgress {
+    fn step(&self, line: &str) {
+        eprintln!("bench {line}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench(out: PathBuf, memory: Vec<u32>, dirty_fraction: f64, fanout: Vec<u32>, repeat: u32, accel: AccelChoice, guests: Option<PathBuf>, workdir: Option<PathBuf>) -> i32 {
+    use clonesafe::bench;
+    if let Err(e) = bench::check_params(&memory, dirty_fraction, &fanout, repeat) {
+        eprintln!("error: {e}");
+        return exit_codes::HARNESS_ERROR;
+    }
+    let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
+    let guest = match clonesafe::guest::GuestProfile::locate(&guests, clonesafe::guest::DEFAULT_GUEST) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {}", clonesafe::error_chain(&e));
+            return exit_codes::HARNESS_ERROR;
+        }
+    };
+    // The output directory is checked before any VM starts.
+    if let Err(e) = std::fs::create_dir_all(&out).and_then(|_| tempfile::tempfile_in(&out).map(|_| ())) {
+        eprintln!("error: cannot write into {}: {e}", out.display());
+        return exit_codes::HARNESS_ERROR;
+    }
+    let root = workdir.unwrap_or_else(clonesafe::secrets::default_work_root);
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        eprintln!("error: cannot create {}: {e}", root.display());
+        return exit_codes::HARNESS_ERROR;
+    }
+    for line in clonesafe::secrets::reap_stale_run_dirs(&root) {
+        eprintln!("{line}");
+    }
+    let backend = clonesafe::backend::qemu::QemuBackend;
+    for line in backend.reap_stale() {
+        eprintln!("{line}");
+    }
+    let work = match clonesafe::secrets::run_dir(&root) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a run directory in {}: {e}", root.display());
+            return exit_codes::HARNESS_ERROR;
+        }
+    };
+    let decision = clonesafe::backend::accel::resolve(accel, &backend, &guest, work.path()).await;
+    eprintln!("bench: accelerator {} ({})", decision.accel.as_str(), decision.reason);
+    let opts = bench::BenchOptions {
+        memory,
+        dirty_fraction,
+        fanout,
+        repeat,
+        accel: decision.accel,
+        accel_reason: decision.reason,
+        guest,
+        work: work.path().to_path_buf(),
+        timeouts: Timeouts::default(),
+    };
+    let r = bench::run(&backend, &opts, &StderrProgress).await;
+    drop(work);
+    let report = match r {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", clonesafe::error_chain(&e));
+            return exit_codes::HARNESS_ERROR;
+        }
+    };
+    match bench::output::write(&report, &out) {
+        Ok((files, notes)) => {
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot write into {}: {e}", out.display());
+            return exit_codes::HARNESS_ERROR;
+        }
+    }
+    for t in bench::output::targets(&report) {
+        let met = match t.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "-",
+        };
+        println!("{met:<6} {}: {}", t.what, t.measured);
+    }
+    exit_codes::OK
+}
+
 use std::time::Duration;
 
 fn main() {
@@ -381,6 +507,7 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
+        Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir } => bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir).await,
         Cmd::Doctor { trial_boot, image, guests, json } => {
             let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
             let work = std::env::temp_dir().join(format!("clonesafe-doctor-{}", std::process::id()));

@@ -84,12 +84,22 @@ fn main() {
 /// Memory a `dirty` request filled; held until the probe exits so its pages stay in guest RAM.
 static DIRTIED: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
-/// Fill `mib` MiB with non-zero bytes (xorshift64 words, each forced odd so no page is all
-/// zeros and QEMU cannot send it as a zero page), and hold it.
+/// Left free when filling memory, so the guest's kernel and the probe itself keep running.
+const DIRTY_RESERVE_MIB: u64 = 32;
+
+/// Fill `mib` MiB (at most MemAvailable less [`DIRTY_RESERVE_MIB`]; the reply says how much)
+/// with non-zero bytes (xorshift64 words, each forced odd so no page is all zeros and QEMU cannot
+/// send it as a zero page), and hold it.
 fn dirty(mib: u32, prng: &mut XorShift64) -> Reply {
     if mib > clonesafe_protocol::MAX_DIRTY_MIB {
         return Reply::Error { message: format!("dirty: {mib} MiB is more than {}", clonesafe_protocol::MAX_DIRTY_MIB) };
     }
+    // Never more than the guest can hold: past MemAvailable the OOM killer takes the probe.
+    let avail = fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<u64>().ok()));
+    let mib = match avail {
+        Some(kib) => mib.min((kib / 1024).saturating_sub(DIRTY_RESERVE_MIB) as u32),
+        None => mib,
+    };
     let t = monotonic_ns();
     let bytes = mib as usize * 1024 * 1024;
     let mut v: Vec<u8> = Vec::new();

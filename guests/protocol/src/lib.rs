@@ -76,7 +76,8 @@ pub enum Request {
     SetTime { realtime_ns: i64 },
     /// Allocate `mib` MiB, fill every byte with non-zero data, and keep it until the probe
     /// exits: guest RAM the snapshot must carry (`clonesafe bench`). The probe refuses more
-    /// than [`MAX_DIRTY_MIB`] and answers an error when the allocation fails.
+    /// than [`MAX_DIRTY_MIB`], fills no more than the guest has available (less a reserve), and
+    /// answers how much it filled.
     Dirty { mib: u32 },
 }
 
@@ -221,7 +222,8 @@ pub enum Reply {
     Reseeded { t_ns: u64 },
     Time { realtime_ns: i64, monotonic_ns: u64 },
     TimeSet,
-    /// `mib` MiB now held, filled in `ms` milliseconds (the guest's monotonic clock).
+    /// `mib` MiB now held (what was filled, which can be less than asked), filled in `ms`
+    /// milliseconds (the guest's monotonic clock).
     Dirtied { mib: u32, ms: u64 },
     Error { message: String },
 }

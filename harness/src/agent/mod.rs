@@ -123,7 +123,7 @@ pub trait GuestAgent: Send {
     async fn write_file(&mut self, path: &str, data: &str, t: Duration) -> Result<(), AgentError>;
     /// The file's contents, or None when it does not exist.
     async fn read_file(&mut self, path: &str, t: Duration) -> Result<Option<String>, AgentError>;
-    /// Make the guest fill and hold `mib` MiB of non-zero memory (`clonesafe bench`); returns
-    /// how long the guest took, in ms.
-    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<u64, AgentError>;
+    /// Make the guest fill and hold up to `mib` MiB of non-zero memory (`clonesafe bench`);
+    /// returns the MiB it filled (no more than it had available) and how long it took, in ms.
+    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<(u32, u64), AgentError>;
 }

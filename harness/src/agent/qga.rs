@@ -444,7 +444,7 @@ impl GuestAgent for Qga {
         self.probe("sample the kernel RNG after resume")?.go(gate, t).await
     }
 
-    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<u64, AgentError> {
+    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<(u32, u64), AgentError> {
         self.probe("fill guest memory")?.dirty(mib, t).await
     }
 

@@ -150,9 +150,9 @@ impl GuestAgent for ProbeChannel {
         Err(AgentError::Unsupported { transport: "serial-probe", op: "name the guest's OS" })
     }
 
-    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<u64, AgentError> {
+    async fn dirty(&mut self, mib: u32, t: Duration) -> Result<(u32, u64), AgentError> {
         match self.call(&Request::Dirty { mib }, t).await? {
-            Reply::Dirtied { ms, .. } => Ok(ms),
+            Reply::Dirtied { mib, ms } => Ok((mib, ms)),
             other => Err(unexpected("dirtied", &other)),
         }
     }

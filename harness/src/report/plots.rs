@@ -153,3 +153,50 @@ mod tests {
         }
     }
 }
+
+/// Lines on a logarithmic y axis: one per series of (x, y) points, x ascending. For figures that
+/// span orders of magnitude (a cold boot against a pooled restore).
+pub fn lines_log_y(title: &str, x_label: &str, y_label: &str, series: &[(String, RGBColor, Vec<(f64, f64)>)]) -> Result<String, String> {
+    if !font_ready() {
+        return Err("no font for plot text (install fonts-dejavu-core)".into());
+    }
+    let pts = || series.iter().flat_map(|s| s.2.iter());
+    let (x0, x1) = pts().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts().filter(|p| p.1 > 0.0).fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    if x0 > x1 || y0 > y1 {
+        return Err("nothing to plot".into());
+    }
+    let pad = ((x1 - x0) * 0.05).max(0.5);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0 - pad)..(x1 + pad), ((y0 / 2.0)..(y1 * 2.0)).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 12)).draw().map_err(|e| e.to_string())?;
+        for (name, color, points) in series {
+            let color = *color;
+            let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1 > 0.0).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}

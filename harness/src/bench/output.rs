@@ -1,0 +1,266 @@
+//! What `clonesafe bench` writes: `bench.json` (the [`BenchReport`] itself), `bench.md` (medians,
+//! ratios and the targets of issue 10, each with the figures it was computed from) and two SVG
+//! plots (restore time against memory, and against fan-out).
+//!
+//! Every ratio is computed from samples of one run: medians per (method, memory, fan-out); for a
+//! fan-out, the slowest clone of each round (each clone is timed to its own answer), against the
+//! median single clone.
+
+use super::{BenchMethod, BenchReport, Sample};
+use crate::report::plots::{lines_log_y, median};
+use plotters::style::RGBColor;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+fn of<'a>(r: &'a BenchReport, method: BenchMethod, memory: u32, fanout: u32) -> impl Iterator<Item = &'a Sample> {
+    r.samples.iter().filter(move |s| s.method == method && s.memory_mib == memory && s.fanout == fanout)
+}
+
+/// Median ms of a (method, memory, fan-out) cell.
+pub fn median_ms(r: &BenchReport, method: BenchMethod, memory: u32, fanout: u32) -> Option<f64> {
+    median(&of(r, method, memory, fanout).map(|s| s.ms).collect::<Vec<_>>())
+}
+
+/// The median over rounds of the slowest clone of each round of fan-out `fanout`.
+pub fn slowest_ms(r: &BenchReport, method: BenchMethod, memory: u32, fanout: u32) -> Option<f64> {
+    let mut rounds: std::collections::BTreeMap<u32, f64> = Default::default();
+    for s in of(r, method, memory, fanout) {
+        let e = rounds.entry(s.repeat).or_insert(0.0);
+        *e = e.max(s.ms);
+    }
+    median(&rounds.into_values().collect::<Vec<_>>())
+}
+
+fn snapshot_of(r: &BenchReport, method: BenchMethod, memory: u32) -> Option<(f64, u64)> {
+    r.samples.iter().find(|s| s.method == method && s.memory_mib == memory).and_then(|s| Some((s.snapshot_ms?, s.snapshot_bytes?)))
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|x| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") }).unwrap_or_else(|| "-".into())
+}
+
+/// One target of issue 10: what it asks, what was measured, and whether it holds.
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+pub fn targets(r: &BenchReport) -> Vec<Target> {
+    use BenchMethod::*;
+    let mut out = Vec::new();
+    let mems = &r.params.memory_mib;
+    let (lo, hi) = (mems.iter().min().copied().unwrap_or(0), mems.iter().max().copied().unwrap_or(0));
+    // 1. pooled shared-RAM restore <= 1/100 of a cold boot, at every size (the worst size shown).
+    let worst = mems.iter().filter_map(|&m| Some((m, median_ms(r, PooledShared, m, 1)?, median_ms(r, Boot, m, 1)?))).max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)));
+    out.push(match worst {
+        Some((m, p, b)) => Target { what: "pooled shared-RAM restore ≤ 1/100 of a cold boot".into(), measured: format!("1/{:.0} at {m} MiB (worst size): {p:.1} ms against {b:.0} ms", b / p), met: Some(p * 100.0 <= b) },
+        None => Target { what: "pooled shared-RAM restore ≤ 1/100 of a cold boot".into(), measured: "not measured".into(), met: None },
+    });
+    // 2. shared restore at the largest size <= 1.2 x at the smallest.
+    out.push(match (median_ms(r, Shared, hi, 1), median_ms(r, Shared, lo, 1)) {
+        (Some(a), Some(b)) if hi != lo => Target {
+            what: format!("shared-RAM restore at {hi} MiB ({} MiB dirtied) ≤ 1.2 × at {lo} MiB", dirtied(r, hi)),
+            measured: format!("{:.2} × ({a:.1} ms against {b:.1} ms)", a / b),
+            met: Some(a <= 1.2 * b),
+        },
+        _ => Target { what: "shared-RAM restore flat in memory size".into(), measured: "needs two memory sizes".into(), met: None },
+    });
+    // 3. shared snapshot <= 0.3 s at every size; stream snapshot per GiB dirtied.
+    let shared_snaps: Vec<(u32, f64, u64)> = mems.iter().filter_map(|&m| snapshot_of(r, Shared, m).map(|(ms, b)| (m, ms, b))).collect();
+    let worst = shared_snaps.iter().map(|s| s.1).fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    out.push(Target {
+        what: "shared-RAM snapshot ≤ 0.3 s at every size".into(),
+        measured: shared_snaps.iter().map(|(m, ms, b)| format!("{m} MiB: {ms:.0} ms, {:.2} MB", *b as f64 / 1e6)).collect::<Vec<_>>().join("; "),
+        met: worst.map(|w| w <= 300.0),
+    });
+    let per_gib: Vec<String> = mems
+        .iter()
+        .filter_map(|&m| {
+            let (ms, b) = snapshot_of(r, Stream, m)?;
+            let d = dirtied(r, m) as f64 / 1024.0;
+            Some(format!("{m} MiB: {ms:.0} ms, {:.0} MB, {:.0} ms per GiB dirtied", b as f64 / 1e6, if d > 0.0 { ms / d } else { f64::NAN }))
+        })
+        .collect();
+    out.push(Target { what: "stream snapshot time per GiB dirtied (reported, no bound)".into(), measured: per_gib.join("; "), met: None });
+    // 4. the widest fan-out at once <= 3 x one clone, each to its own answer (largest size).
+    let widest = r.params.fanout.iter().max().copied().unwrap_or(1);
+    for method in [Shared, PooledShared] {
+        out.push(match (slowest_ms(r, method, hi, widest), median_ms(r, method, hi, 1)) {
+            (Some(w), Some(one)) if widest > 1 => Target {
+                what: format!("{} clones resumed at once ≤ 3 × one clone ({}, {hi} MiB)", widest, method.as_str()),
+                measured: format!("{:.2} × (slowest of {widest}: {w:.1} ms; one: {one:.1} ms)", w / one),
+                met: Some(w <= 3.0 * one),
+            },
+            _ => Target { what: format!("fan-out ({})", method.as_str()), measured: "needs fan-out 1 and a wider one".into(), met: None },
+        });
+    }
+    out
+}
+
+fn dirtied(r: &BenchReport, m: u32) -> u32 {
+    r.samples.iter().find(|s| s.memory_mib == m && s.method != BenchMethod::Boot).map(|s| s.dirtied_mib).unwrap_or(0)
+}
+
+pub fn markdown(r: &BenchReport) -> String {
+    use BenchMethod::*;
+    let mut s = String::new();
+    let _ = writeln!(s, "# clonesafe bench\n");
+    let _ = writeln!(
+        s,
+        "Host: {} ({} CPUs, {} MiB, kernel {}). Emulator: {}. Accelerator: {} ({}). Guest: {} ({} vCPU). Dirtied: {:.0}% of RAM with non-zero data before each snapshot. Repeats: {}. Wall time: {:.0} s.\n",
+        r.host.cpu_model, r.host.vcpus, r.host.mem_total_mib, r.host.kernel, r.emulator, r.accel.as_str(), r.accel_reason, r.params.guest, r.params.guest_vcpus, r.params.dirty_fraction * 100.0, r.params.repeat, r.wall_s
+    );
+    let _ = writeln!(s, "Each figure: QEMU start (or pool take) to the probe's answer after resume, median of the samples; `boot` is QEMU start to the probe's first `ready`.\n");
+    let _ = writeln!(s, "## One clone, by memory size\n");
+    let _ = writeln!(s, "| memory MiB | dirtied MiB | boot ms | stream ms | shared ms | pooled-shared ms | stream snapshot | shared snapshot | boot / pooled-shared |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for &m in &r.params.memory_mib {
+        let snap = |meth| snapshot_of(r, meth, m).map(|(ms, b): (f64, u64)| format!("{ms:.0} ms, {:.2} MB", b as f64 / 1e6)).unwrap_or_else(|| "-".into());
+        let ratio = match (median_ms(r, Boot, m, 1), median_ms(r, PooledShared, m, 1)) {
+            (Some(b), Some(p)) => format!("{:.0}", b / p),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {m} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
+            dirtied(r, m),
+            fmt(median_ms(r, Boot, m, 1)),
+            fmt(median_ms(r, Stream, m, 1)),
+            fmt(median_ms(r, Shared, m, 1)),
+            fmt(median_ms(r, PooledShared, m, 1)),
+            snap(Stream),
+            snap(Shared)
+        );
+    }
+    let _ = writeln!(s, "\n## Fan-out: clones resumed at once (slowest clone of the round, median over rounds)\n");
+    let _ = write!(s, "| memory MiB | method |");
+    for f in &r.params.fanout {
+        let _ = write!(s, " x{f} ms |");
+    }
+    let _ = writeln!(s, "\n|---|---|{}", "---|".repeat(r.params.fanout.len()));
+    for &m in &r.params.memory_mib {
+        for method in [Stream, Shared, PooledShared] {
+            let _ = write!(s, "| {m} | {} |", method.as_str());
+            for &f in &r.params.fanout {
+                let _ = write!(s, " {} |", fmt(slowest_ms(r, method, m, f)));
+            }
+            let _ = writeln!(s);
+        }
+    }
+    let _ = writeln!(s, "\n## Targets (issue 10), from this run\n");
+    let _ = writeln!(s, "| target | measured | met |");
+    let _ = writeln!(s, "|---|---|---|");
+    for t in targets(r) {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        let _ = writeln!(s, "| {} | {} | {met} |", t.what, t.measured);
+    }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(s, "\n## Not measured\n");
+        for k in &r.skipped {
+            let _ = writeln!(s, "- {k}");
+        }
+    }
+    s
+}
+
+const COLORS: [(BenchMethod, RGBColor); 4] = [
+    (BenchMethod::Boot, RGBColor(90, 120, 200)),
+    (BenchMethod::Stream, RGBColor(230, 140, 40)),
+    (BenchMethod::Shared, RGBColor(60, 160, 90)),
+    (BenchMethod::PooledShared, RGBColor(180, 60, 160)),
+];
+
+/// Median restore (and boot) time against memory size, one clone at a time.
+pub fn plot_memory(r: &BenchReport) -> Result<String, String> {
+    let series = COLORS
+        .iter()
+        .map(|(m, c)| (m.as_str().to_string(), *c, r.params.memory_mib.iter().filter_map(|&mem| Some((mem as f64, median_ms(r, *m, mem, 1)?))).collect()))
+        .collect::<Vec<_>>();
+    lines_log_y("Clone time against memory size (one clone; median)", "guest memory, MiB", "ms (log scale)", &series)
+}
+
+/// The slowest clone of a round against fan-out, at the largest memory size.
+pub fn plot_fanout(r: &BenchReport) -> Result<String, String> {
+    let hi = r.params.memory_mib.iter().max().copied().unwrap_or(0);
+    let series = COLORS[1..]
+        .iter()
+        .map(|(m, c)| (m.as_str().to_string(), *c, r.params.fanout.iter().filter_map(|&f| Some((f as f64, slowest_ms(r, *m, hi, f)?))).collect()))
+        .collect::<Vec<_>>();
+    lines_log_y(&format!("Clones resumed at once, {hi} MiB (slowest clone; median over rounds)"), "clones resumed at once", "ms (log scale)", &series)
+}
+
+/// Write bench.json, bench.md and the plots into `out`; returns the files written (and notes
+/// for plots that could not be drawn).
+pub fn write(r: &BenchReport, out: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<String>)> {
+    std::fs::create_dir_all(out)?;
+    let mut files = Vec::new();
+    let mut notes = Vec::new();
+    let json = out.join("bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(r).map_err(std::io::Error::other)? + "\n")?;
+    files.push(json);
+    let md = out.join("bench.md");
+    std::fs::write(&md, markdown(r))?;
+    files.push(md);
+    for (name, svg) in [("bench-memory.svg", plot_memory(r)), ("bench-fanout.svg", plot_fanout(r))] {
+        match svg {
+            Ok(svg) => {
+                let p = out.join(name);
+                std::fs::write(&p, svg)?;
+                files.push(p);
+            }
+            Err(e) => notes.push(format!("{name} not drawn: {e}")),
+        }
+    }
+    Ok((files, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{Host, Params};
+    use clonesafe_metadata::Accel;
+
+    fn sample(method: BenchMethod, memory_mib: u32, fanout: u32, ms: f64, repeat: u32) -> Sample {
+        let snap = (method != BenchMethod::Boot).then_some((if method == BenchMethod::Stream { 900.0 } else { 25.0 }, 1_000_000));
+        Sample { method, memory_mib, dirtied_mib: memory_mib * 3 / 4, fanout, ms, snapshot_ms: snap.map(|s| s.0), snapshot_bytes: snap.map(|s| s.1), emulator: "qemu 7.2.19".into(), accel: Accel::Tcg, repeat }
+    }
+
+    fn report(samples: Vec<Sample>) -> BenchReport {
+        BenchReport {
+            clonesafe_version: "0".into(),
+            host: Host { cpu_model: "cpu".into(), vcpus: 2, mem_total_mib: 1024, kernel: "k".into() },
+            emulator: "qemu 7.2.19".into(),
+            accel: Accel::Tcg,
+            accel_reason: "forced".into(),
+            params: Params { memory_mib: vec![256, 4096], dirty_fraction: 0.75, fanout: vec![1, 8], repeat: 1, guest: "tiny".into(), guest_vcpus: 1 },
+            samples,
+            skipped: vec!["mapped-ram: not measured".into()],
+            wall_s: 1.0,
+        }
+    }
+
+    /// The targets are computed from the samples, and a miss says **no** with its figures.
+    #[test]
+    fn targets_follow_the_samples() {
+        use BenchMethod::*;
+        let mut v = vec![sample(Boot, 256, 1, 6000.0, 0), sample(Boot, 4096, 1, 6500.0, 0)];
+        v.extend([sample(PooledShared, 256, 1, 40.0, 0), sample(PooledShared, 4096, 1, 45.0, 0)]);
+        v.extend([sample(Shared, 256, 1, 100.0, 0), sample(Shared, 4096, 1, 150.0, 0)]);
+        v.extend((0..8).map(|i| sample(Shared, 4096, 8, 200.0 + i as f64 * 40.0, 0)));
+        let r = report(v);
+        let t = targets(&r);
+        assert_eq!(t[0].met, Some(true), "{}", t[0].measured);
+        assert!(t[0].measured.contains("1/144"), "{}", t[0].measured);
+        assert_eq!(t[1].met, Some(false), "150 against 100 is 1.5x: {}", t[1].measured);
+        assert_eq!(t[2].met, Some(true));
+        // Slowest of 8 is 480 ms against 150: 3.2x, a miss.
+        assert_eq!(t[4].met, Some(false), "{}", t[4].measured);
+        let md = markdown(&r);
+        assert!(md.contains("**no**") && md.contains("mapped-ram: not measured"), "{md}");
+    }
+}

@@ -58,6 +58,9 @@ bash guests/debian13/build.sh
 # reaches through qemu-guest-agent.
 install -D -m 755 target/x86_64-unknown-linux-gnu/release/clonesafe-probe /var/lib/clonesafe/probe/clonesafe-probe
 
+# QEMU 10 beside 7.2, for `--emulator` (mapped-ram in clonesafe bench; tests/bench.rs).
+bash ci/install-qemu10.sh
+
 say "building clonesafe"
 cargo build --release --locked -p clonesafe 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' || true
 test -x target/release/clonesafe

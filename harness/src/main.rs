@@ -80,6 +80,11 @@ enum Cmd {
         /// and exits 0
         #[arg(long, value_name = "I/N")]
         shard: Option<clonesafe::scenario::shard::ShardSpec>,
+        /// The QEMU binary the QEMU backend runs instead of the system's (e.g. QEMU 10 from
+        /// ci/install-qemu10.sh); the report records its version. QEMU 7.2 stays the default,
+        /// and the libvirt backend always runs the system's QEMU
+        #[arg(long, value_name = "PATH")]
+        emulator: Option<PathBuf>,
     },
     /// Measure every way of making a clone side by side on this machine: cold boot, restore
     /// through the migration stream, shared-RAM restore, and shared-RAM restore from a warm
@@ -112,6 +117,11 @@ enum Cmd {
         /// [default: $CLONESAFE_WORKDIR or /var/lib/clonesafe/runs]
         #[arg(long)]
         workdir: Option<PathBuf>,
+        /// The QEMU binary to run instead of the system's, e.g. QEMU 10 unpacked by
+        /// ci/install-qemu10.sh into /opt/clonesafe/qemu-10/usr/bin/qemu-system-x86_64; with
+        /// QEMU 9.0 or later, mapped-ram (with and without multifd) is measured too
+        #[arg(long, value_name = "PATH")]
+        emulator: Option<PathBuf>,
     },
     /// Inspect libvirt save images (virsh save, external memory snapshots)
     SaveImage {
@@ -187,6 +197,13 @@ impl Backends for CliBackends {
         match kind {
             BackendKind::Qemu => Ok(Arc::new(clonesafe::backend::qemu::QemuBackend)),
             BackendKind::Libvirt => {
+                if clonesafe::backend::emulator::is_private() {
+                    return Err(format!(
+                        "--emulator {} is a QEMU in a private prefix, which libvirtd cannot run (it needs the firmware beside it); the libvirt backend runs the system's QEMU: drop --emulator for libvirt scenarios",
+                        clonesafe::backend::emulator::qemu_binary().display()
+                    )
+                    .into());
+                }
                 let b = LibvirtBackend::connect(clonesafe::backend::libvirt::DEFAULT_URI, self.libvirt_mode)
                     .map_err(|e| format!("cannot connect to {}: {e} (is libvirtd running? ci/start-libvirt.sh starts it)", clonesafe::backend::libvirt::DEFAULT_URI))?;
                 Ok(Arc::new(b))
@@ -442,7 +459,16 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
-        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard } => {
+        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator } => {
+            if let Some(e) = &emulator {
+                match clonesafe::backend::emulator::choose(e) {
+                    Ok(v) => eprintln!("emulator: {} ({v})", e.display()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return exit_codes::HARNESS_ERROR;
+                    }
+                }
+            }
             let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,
                 Err(e) => {
@@ -507,7 +533,18 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
-        Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir } => bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir).await,
+        Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir, emulator } => {
+            if let Some(e) = &emulator {
+                match clonesafe::backend::emulator::choose(e) {
+                    Ok(v) => eprintln!("emulator: {} ({v})", e.display()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return exit_codes::HARNESS_ERROR;
+                    }
+                }
+            }
+            bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir).await
+        }
         Cmd::Doctor { trial_boot, image, guests, json } => {
             let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
             let work = std::env::temp_dir().join(format!("clonesafe-doctor-{}", std::process::id()));

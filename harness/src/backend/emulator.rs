@@ -2,11 +2,51 @@
 //! and the CPU model per accelerator. One place, so the two backends cannot drift apart.
 
 use clonesafe_metadata::Accel;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// The QEMU binary: `CLONESAFE_QEMU` or `qemu-system-x86_64` on PATH.
+/// The binary `--emulator` chose for this process.
+static CHOSEN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Run this QEMU binary instead of the system's (`--emulator PATH`), before any VM starts. It
+/// must run and name its version; a QEMU unpacked into a private prefix (`PREFIX/usr/bin/...`)
+/// gets its own firmware ([`firmware_args`]). Returns its version line.
+pub fn choose(path: &Path) -> Result<String, String> {
+    let out = std::process::Command::new(path).arg("--version").output().map_err(|e| format!("--emulator {}: cannot run it: {e}", path.display()))?;
+    let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
+    if !out.status.success() || !line.contains("QEMU emulator version") {
+        return Err(format!("--emulator {}: not a QEMU binary (its --version said {:?}; stderr: {})", path.display(), line, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    CHOSEN.set(abs).map_err(|_| "--emulator was given twice".to_string())?;
+    Ok(line)
+}
+
+/// The QEMU binary: the one `--emulator` chose, else `CLONESAFE_QEMU`, else
+/// `qemu-system-x86_64` on PATH.
 pub fn qemu_binary() -> PathBuf {
+    if let Some(p) = CHOSEN.get() {
+        return p.clone();
+    }
     std::env::var_os("CLONESAFE_QEMU").map(PathBuf::from).unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
+/// Whether the QEMU in use is a private one (`--emulator` into a prefix other than /usr).
+pub fn is_private() -> bool {
+    !firmware_args().is_empty()
+}
+
+/// `-L` firmware directories for a QEMU unpacked into a private prefix (`PREFIX/usr/bin/qemu-
+/// system-x86_64`, as `dpkg-deb -x` leaves it; ci/install-qemu10.sh): its own `usr/share/qemu`
+/// and `usr/share/seabios`, which QEMU searches in order. Without them it would load the system
+/// QEMU's firmware, built for another version. Empty for a QEMU in /usr/bin.
+pub fn firmware_args() -> Vec<String> {
+    let bin = qemu_binary();
+    let Some(prefix) = bin.parent().filter(|d| d.ends_with("usr/bin")).and_then(|d| d.parent()).and_then(|d| d.parent()) else { return vec![] };
+    if prefix == Path::new("/") {
+        return vec![];
+    }
+    ["usr/share/qemu", "usr/share/seabios"].iter().map(|d| prefix.join(d)).filter(|d| d.is_dir()).flat_map(|d| ["-L".to_string(), d.display().to_string()]).collect()
 }
 
 /// The QEMU binary as an absolute path (libvirt's `<emulator>` needs one).
@@ -30,6 +70,18 @@ pub fn qemu_version() -> Option<String> {
 pub fn qemu_version_number() -> Option<String> {
     let v = qemu_version()?;
     v.split_whitespace().skip_while(|w| *w != "version").nth(1).map(str::to_string)
+}
+
+/// `a.b[.c]` ≥ `major.minor`.
+pub fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
+    let mut it = v.split('.').map(|p| p.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().unwrap_or(0));
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// Whether the QEMU in use has the `mapped-ram` migration capability (QEMU 9.0 added it).
+pub fn has_mapped_ram() -> bool {
+    qemu_version_number().is_some_and(|v| version_at_least(&v, 9, 0))
 }
 
 /// `-cpu` for an accelerator: the host's CPU under KVM, everything TCG emulates otherwise.

@@ -41,10 +41,22 @@ pub enum Ram {
     Shared,
 }
 
+/// How a snapshot of [`Ram::Private`] memory is written: both ends of a migration must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Migration {
+    /// QEMU's sequential migration stream (`exec:cat`), every QEMU.
+    #[default]
+    Stream,
+    /// QEMU 9.0+'s `mapped-ram` to a `file:` URI: each RAM page at a fixed offset of the file,
+    /// with `multifd_channels` threads (0: multifd off).
+    MappedRam { multifd_channels: u8 },
+}
+
 /// The machine a VM is built as: everything a restore must reproduce exactly.
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub ram: Ram,
+    pub migration: Migration,
     pub guest: GuestProfile,
     pub memory_mib: u32,
     pub vcpus: u32,
@@ -57,7 +69,7 @@ pub struct Machine {
 impl Machine {
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
         let vcpus = guest.vcpus;
-        Machine { ram: Ram::Private, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![] }
+        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![] }
     }
 
     /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.
@@ -181,7 +193,10 @@ impl Snapshot {
     /// Bytes of memory and device state the snapshot wrote (a shared RAM file is the guest's
     /// own memory, not written by the snapshot, so it does not count).
     pub fn state_bytes(&self) -> u64 {
-        self.artifacts.iter().filter(|a| a.kind.holds_memory() && a.kind != ArtifactKind::RamFile).filter_map(|a| std::fs::metadata(&a.path).ok()).map(|m| m.len()).sum()
+        use std::os::unix::fs::MetadataExt;
+        // Allocated, not apparent, size: a mapped-ram file is as long as guest RAM but sparse
+        // where the guest never wrote.
+        self.artifacts.iter().filter(|a| a.kind.holds_memory() && a.kind != ArtifactKind::RamFile).filter_map(|a| std::fs::metadata(&a.path).ok()).map(|m| m.len().min(m.blocks() * 512)).sum()
     }
 
     /// The backend's private data, if this snapshot is of type `T`.

@@ -8,7 +8,8 @@
 //!  stream         anonymous          stop + migrate to a file      a new QEMU reading the stream
 //!  shared         shared file        x-ignore-shared: devices only a new QEMU mapping the RAM file privately
 //!  pooled-shared  shared file        (the same snapshot)           a pre-started QEMU: migrate-incoming + cont
-//!  mapped-ram     anonymous          QEMU 9.0+ file: + mapped-ram  (not with QEMU 7.2: recorded as skipped)
+//!  mapped-ram     anonymous          QEMU 9.0+ file: + mapped-ram, a new QEMU reading pages at fixed
+//!                                    with and without multifd      offsets (QEMU 7.2: skipped, and said so)
 //! ```
 //!
 //! Every figure is "QEMU start (or pool take) to the probe's answer after resume", per clone (a
@@ -23,7 +24,7 @@ pub mod output;
 use crate::agent::GuestAgent;
 use crate::backend::error::BackendError;
 use crate::backend::lifecycle::Timeouts;
-use crate::backend::snapshot::{CloneArgs, Machine, Ram, Snapshot};
+use crate::backend::snapshot::{CloneArgs, Machine, Migration, Ram, Snapshot};
 use crate::backend::{Backend, Pending, Vm};
 use crate::guest::GuestProfile;
 use crate::identity::{HostIdentity, NAME_PREFIX};
@@ -73,6 +74,9 @@ pub struct Sample {
     pub accel: Accel,
     /// Which repetition (0-based).
     pub repeat: u32,
+    /// mapped-ram only: the multifd channels (0: multifd off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multifd_channels: Option<u8>,
 }
 
 /// The machine the figures were measured on.
@@ -186,9 +190,10 @@ fn meminfo(field: &str) -> Option<u64> {
 pub async fn run(backend: &dyn Backend, opts: &BenchOptions, progress: &dyn Progress) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
     let emulator = format!("qemu {}", crate::backend::emulator::qemu_version_number().unwrap_or_else(|| "unknown".into()));
-    let mut b = Bench { backend, opts, progress, emulator: emulator.clone(), samples: vec![], skipped: vec![], n: 0, steps: steps(opts) };
-    if !crate::backend::emulator::qemu_version_number().is_some_and(|v| version_at_least(&v, 9, 0)) {
-        b.skipped.push(format!("mapped-ram: {emulator} has no mapped-ram migration capability (QEMU 9.0 added it); not measured"));
+    let mapped = crate::backend::emulator::has_mapped_ram();
+    let mut b = Bench { backend, opts, progress, emulator: emulator.clone(), samples: vec![], skipped: vec![], n: 0, steps: steps(opts, mapped), mapped };
+    if !mapped {
+        b.skipped.push(format!("mapped-ram: {emulator} has no mapped-ram migration capability (QEMU 9.0 added it); not measured (--emulator chooses another QEMU)"));
     }
     for &m in &opts.memory {
         let dirtied = ((m as f64) * opts.dirty_fraction).round() as u32;
@@ -214,18 +219,27 @@ pub async fn run(backend: &dyn Backend, opts: &BenchOptions, progress: &dyn Prog
     })
 }
 
-/// `a.b[.c]` ≥ `major.minor`.
-fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
-    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (a, b) >= (major, minor)
+/// Steps shown in progress: per memory size, one per source and, per fan-out and repetition,
+/// a stream, a shared and a pooled round (and two mapped-ram rounds when measured).
+fn steps(o: &BenchOptions, mapped: bool) -> usize {
+    let (sources, rounds) = if mapped { (4, 5) } else { (2, 3) };
+    o.memory.len() * (sources + o.fanout.len() * o.repeat as usize * rounds)
 }
 
-/// Steps shown in progress: per memory size, 2 sources and, per fan-out and repetition, a
-/// stream, a shared and a pooled round.
-fn steps(o: &BenchOptions) -> usize {
-    o.memory.len() * (2 + o.fanout.len() * o.repeat as usize * 3)
+/// One source per memory size: how its RAM lives and how its snapshot is written.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    tag: &'static str,
+    ram: Ram,
+    migration: Migration,
 }
+
+const SOURCES: [Source; 4] = [
+    Source { tag: "stream", ram: Ram::Private, migration: Migration::Stream },
+    Source { tag: "shared", ram: Ram::Shared, migration: Migration::Stream },
+    Source { tag: "mapped-ram", ram: Ram::Private, migration: Migration::MappedRam { multifd_channels: 0 } },
+    Source { tag: "mapped-ram-multifd", ram: Ram::Private, migration: Migration::MappedRam { multifd_channels: 2 } },
+];
 
 struct Bench<'a> {
     backend: &'a dyn Backend,
@@ -236,6 +250,8 @@ struct Bench<'a> {
     skipped: Vec<String>,
     n: usize,
     steps: usize,
+    /// Whether the emulator has mapped-ram.
+    mapped: bool,
 }
 
 impl Bench<'_> {
@@ -244,8 +260,10 @@ impl Bench<'_> {
         self.progress.step(&format!("[{}/{}] {what}", self.n, self.steps));
     }
 
-    fn sample(&mut self, method: BenchMethod, memory_mib: u32, dirtied_mib: u32, fanout: u32, ms: f64, snap: Option<(f64, u64)>, repeat: u32) {
+    #[allow(clippy::too_many_arguments)]
+    fn sample(&mut self, method: BenchMethod, memory_mib: u32, dirtied_mib: u32, fanout: u32, ms: f64, snap: Option<(f64, u64)>, repeat: u32, multifd_channels: Option<u8>) {
         self.samples.push(Sample {
+            multifd_channels,
             method,
             memory_mib,
             dirtied_mib,
@@ -265,20 +283,19 @@ impl Bench<'_> {
 
     /// Both sources of memory size `m`, each asked to fill `want` MiB, and their clones.
     async fn memory_size(&mut self, m: u32, want: u32) -> Result<(), BenchError> {
-        for ram in [Ram::Private, Ram::Shared] {
-            let tag = match ram {
-                Ram::Private => "stream",
-                Ram::Shared => "shared",
-            };
+        let n = if self.mapped { 4 } else { 2 };
+        for src in SOURCES.into_iter().take(n) {
+            let (tag, ram) = (src.tag, src.ram);
             let dir = self.opts.work.join(format!("{m}-{tag}"));
             std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(format!("create {}: {e}", dir.display())))?;
             self.say(format!("{m} MiB: boot a {tag} source, fill {want} MiB, snapshot"));
             let mut machine = Machine::new(self.opts.guest.clone(), m, self.opts.accel);
             machine.ram = ram;
+            machine.migration = src.migration;
             let t = Instant::now();
             let mut source = self.backend.boot(&machine, self.args(&dir, &format!("m{m}-{tag}-source"), &machine), &self.opts.timeouts).await?;
             let boot_ms = t.elapsed().as_secs_f64() * 1000.0;
-            self.sample(BenchMethod::Boot, m, 0, 1, boot_ms, None, 0);
+            self.sample(BenchMethod::Boot, m, 0, 1, boot_ms, None, 0, None);
             let dirtied = fill(source.as_mut(), want).await?;
             self.progress.step(&format!("      the guest filled {dirtied} MiB"));
             let snap_dir = dir.join("snapshot");
@@ -298,7 +315,7 @@ impl Bench<'_> {
                 // The frozen template stays: its file is what the clones map.
                 Ram::Shared => Some(source),
             };
-            let r = self.fanouts(&snap, &dir, m, dirtied, ram, snap_cost).await;
+            let r = self.fanouts(&snap, &dir, m, dirtied, src, snap_cost).await;
             if let Some(s) = source {
                 let _ = s.destroy().await;
             }
@@ -308,22 +325,27 @@ impl Bench<'_> {
         Ok(())
     }
 
-    async fn fanouts(&mut self, snap: &Snapshot, dir: &Path, m: u32, dirtied: u32, ram: Ram, snap_cost: (f64, u64)) -> Result<(), BenchError> {
+    async fn fanouts(&mut self, snap: &Snapshot, dir: &Path, m: u32, dirtied: u32, src: Source, snap_cost: (f64, u64)) -> Result<(), BenchError> {
+        let multifd = match src.migration {
+            Migration::MappedRam { multifd_channels } => Some(multifd_channels),
+            Migration::Stream => None,
+        };
         let mut k = 0u32;
         for &f in &self.opts.fanout {
             for r in 0..self.opts.repeat {
-                let methods: &[BenchMethod] = match ram {
-                    Ram::Private => &[BenchMethod::Stream],
-                    Ram::Shared => &[BenchMethod::Shared, BenchMethod::PooledShared],
+                let methods: &[BenchMethod] = match (src.ram, src.migration) {
+                    (Ram::Private, Migration::Stream) => &[BenchMethod::Stream],
+                    (Ram::Private, Migration::MappedRam { .. }) => &[BenchMethod::MappedRam],
+                    (Ram::Shared, _) => &[BenchMethod::Shared, BenchMethod::PooledShared],
                 };
                 for &method in methods {
-                    self.say(format!("{m} MiB: {} x{f} (repeat {}/{})", method.as_str(), r + 1, self.opts.repeat));
-                    if method == BenchMethod::Stream {
+                    self.say(format!("{m} MiB: {} x{f} (repeat {}/{})", src.tag, r + 1, self.opts.repeat));
+                    if src.ram == Ram::Private {
                         // Each stream clone holds the dirtied RAM in its own anonymous memory.
                         let need = f as u64 * (dirtied as u64 + 96);
                         let avail = meminfo("MemAvailable:").unwrap_or(0) / 1024;
                         if need * 10 > avail * 7 {
-                            let why = format!("stream x{f} at {m} MiB: {f} clones need about {need} MiB, more than 70% of the {avail} MiB available; not measured");
+                            let why = format!("{} x{f} at {m} MiB: {f} clones need about {need} MiB, more than 70% of the {avail} MiB available; not measured", src.tag);
                             if !self.skipped.contains(&why) && r == 0 {
                                 self.skipped.push(why);
                             }
@@ -331,10 +353,10 @@ impl Bench<'_> {
                         }
                     }
                     k += 1;
-                    let names: Vec<String> = (0..f).map(|i| format!("m{m}-{}-r{k}-c{i}", method.as_str())).collect();
+                    let names: Vec<String> = (0..f).map(|i| format!("m{m}-{}-r{k}-c{i}", src.tag)).collect();
                     let times = self.round(snap, dir, &names, method == BenchMethod::PooledShared).await?;
                     for ms in times {
-                        self.sample(method, m, dirtied, f, ms, Some(snap_cost), r);
+                        self.sample(method, m, dirtied, f, ms, Some(snap_cost), r, multifd);
                     }
                 }
             }
@@ -440,6 +462,7 @@ mod tests {
 
     #[test]
     fn versions_compare_by_number() {
+        use crate::backend::emulator::version_at_least;
         assert!(version_at_least("10.0.2", 9, 0));
         assert!(!version_at_least("7.2.19", 9, 0));
         assert!(version_at_least("9.0", 9, 0));

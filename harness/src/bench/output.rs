@@ -13,7 +13,12 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 fn of<'a>(r: &'a BenchReport, method: BenchMethod, memory: u32, fanout: u32) -> impl Iterator<Item = &'a Sample> {
-    r.samples.iter().filter(move |s| s.method == method && s.memory_mib == memory && s.fanout == fanout)
+    r.samples.iter().filter(move |s| s.method == method && s.memory_mib == memory && s.fanout == fanout && s.multifd_channels.unwrap_or(0) == 0)
+}
+
+/// mapped-ram with multifd channels.
+fn multifd<'a>(r: &'a BenchReport, memory: u32, fanout: u32) -> impl Iterator<Item = &'a Sample> {
+    r.samples.iter().filter(move |s| s.method == BenchMethod::MappedRam && s.memory_mib == memory && s.fanout == fanout && s.multifd_channels.unwrap_or(0) > 0)
 }
 
 /// Median ms of a (method, memory, fan-out) cell.
@@ -32,7 +37,7 @@ pub fn slowest_ms(r: &BenchReport, method: BenchMethod, memory: u32, fanout: u32
 }
 
 fn snapshot_of(r: &BenchReport, method: BenchMethod, memory: u32) -> Option<(f64, u64)> {
-    r.samples.iter().find(|s| s.method == method && s.memory_mib == memory).and_then(|s| Some((s.snapshot_ms?, s.snapshot_bytes?)))
+    r.samples.iter().find(|s| s.method == method && s.memory_mib == memory && s.multifd_channels.unwrap_or(0) == 0).and_then(|s| Some((s.snapshot_ms?, s.snapshot_bytes?)))
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -133,6 +138,28 @@ pub fn markdown(r: &BenchReport) -> String {
             snap(Shared)
         );
     }
+    if r.samples.iter().any(|x| x.method == MappedRam) {
+        let _ = writeln!(s, "\n## mapped-ram beside the stream (one clone)\n");
+        let _ = writeln!(s, "| memory MiB | stream ms | mapped-ram ms | mapped-ram + multifd ms | stream snapshot | mapped-ram snapshot | mapped-ram + multifd snapshot |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for &m in &r.params.memory_mib {
+            let snap = |v: Option<(f64, u64)>| v.map(|(ms, b)| format!("{ms:.0} ms, {:.1} MB", b as f64 / 1e6)).unwrap_or_else(|| "-".into());
+            let mf: Vec<&Sample> = multifd(r, m, 1).collect();
+            let mf_ms = median(&mf.iter().map(|x| x.ms).collect::<Vec<_>>());
+            let mf_snap = mf.first().and_then(|x| Some((x.snapshot_ms?, x.snapshot_bytes?)));
+            let _ = writeln!(
+                s,
+                "| {m} | {} | {} | {} | {} | {} | {} |",
+                fmt(median_ms(r, Stream, m, 1)),
+                fmt(median_ms(r, MappedRam, m, 1)),
+                fmt(mf_ms),
+                snap(snapshot_of(r, Stream, m)),
+                snap(snapshot_of(r, MappedRam, m)),
+                snap(mf_snap)
+            );
+        }
+        let _ = writeln!(s, "\nSnapshot bytes are allocated bytes on disk: a mapped-ram file is as long as guest RAM but sparse where the guest never wrote.");
+    }
     let _ = writeln!(s, "\n## Fan-out: clones resumed at once (slowest clone of the round, median over rounds)\n");
     let _ = write!(s, "| memory MiB | method |");
     for f in &r.params.fanout {
@@ -140,7 +167,10 @@ pub fn markdown(r: &BenchReport) -> String {
     }
     let _ = writeln!(s, "\n|---|---|{}", "---|".repeat(r.params.fanout.len()));
     for &m in &r.params.memory_mib {
-        for method in [Stream, Shared, PooledShared] {
+        for method in [Stream, Shared, PooledShared, MappedRam] {
+            if method == MappedRam && !r.samples.iter().any(|x| x.method == MappedRam) {
+                continue;
+            }
             let _ = write!(s, "| {m} | {} |", method.as_str());
             for &f in &r.params.fanout {
                 let _ = write!(s, " {} |", fmt(slowest_ms(r, method, m, f)));
@@ -168,18 +198,20 @@ pub fn markdown(r: &BenchReport) -> String {
     s
 }
 
-const COLORS: [(BenchMethod, RGBColor); 4] = [
+const COLORS: [(BenchMethod, RGBColor); 5] = [
     (BenchMethod::Boot, RGBColor(90, 120, 200)),
     (BenchMethod::Stream, RGBColor(230, 140, 40)),
     (BenchMethod::Shared, RGBColor(60, 160, 90)),
     (BenchMethod::PooledShared, RGBColor(180, 60, 160)),
+    (BenchMethod::MappedRam, RGBColor(120, 120, 120)),
 ];
 
 /// Median restore (and boot) time against memory size, one clone at a time.
 pub fn plot_memory(r: &BenchReport) -> Result<String, String> {
     let series = COLORS
         .iter()
-        .map(|(m, c)| (m.as_str().to_string(), *c, r.params.memory_mib.iter().filter_map(|&mem| Some((mem as f64, median_ms(r, *m, mem, 1)?))).collect()))
+        .map(|(m, c)| (m.as_str().to_string(), *c, r.params.memory_mib.iter().filter_map(|&mem| Some((mem as f64, median_ms(r, *m, mem, 1)?))).collect::<Vec<_>>()))
+        .filter(|s| !s.2.is_empty())
         .collect::<Vec<_>>();
     lines_log_y("Clone time against memory size (one clone; median)", "guest memory, MiB", "ms (log scale)", &series)
 }
@@ -189,7 +221,8 @@ pub fn plot_fanout(r: &BenchReport) -> Result<String, String> {
     let hi = r.params.memory_mib.iter().max().copied().unwrap_or(0);
     let series = COLORS[1..]
         .iter()
-        .map(|(m, c)| (m.as_str().to_string(), *c, r.params.fanout.iter().filter_map(|&f| Some((f as f64, slowest_ms(r, *m, hi, f)?))).collect()))
+        .map(|(m, c)| (m.as_str().to_string(), *c, r.params.fanout.iter().filter_map(|&f| Some((f as f64, slowest_ms(r, *m, hi, f)?))).collect::<Vec<_>>()))
+        .filter(|s| !s.2.is_empty())
         .collect::<Vec<_>>();
     lines_log_y(&format!("Clones resumed at once, {hi} MiB (slowest clone; median over rounds)"), "clones resumed at once", "ms (log scale)", &series)
 }
@@ -227,7 +260,7 @@ mod tests {
 
     fn sample(method: BenchMethod, memory_mib: u32, fanout: u32, ms: f64, repeat: u32) -> Sample {
         let snap = (method != BenchMethod::Boot).then_some((if method == BenchMethod::Stream { 900.0 } else { 25.0 }, 1_000_000));
-        Sample { method, memory_mib, dirtied_mib: memory_mib * 3 / 4, fanout, ms, snapshot_ms: snap.map(|s| s.0), snapshot_bytes: snap.map(|s| s.1), emulator: "qemu 7.2.19".into(), accel: Accel::Tcg, repeat }
+        Sample { method, memory_mib, dirtied_mib: memory_mib * 3 / 4, fanout, ms, snapshot_ms: snap.map(|s| s.0), snapshot_bytes: snap.map(|s| s.1), emulator: "qemu 7.2.19".into(), accel: Accel::Tcg, repeat, multifd_channels: None }
     }
 
     fn report(samples: Vec<Sample>) -> BenchReport {

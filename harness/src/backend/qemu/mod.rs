@@ -20,6 +20,11 @@
 //! Measured with a prototype (FACTS.md, "Restore floor under TCG"): 20 ms and 0.37 MB for the
 //! snapshot, 65-81 ms to the first answer of a clone, 35-39 ms from a pre-started process.
 //!
+//! mapped-ram ([`Migration::MappedRam`], QEMU 9.0+, `clonesafe bench` with `--emulator`): the
+//! `mapped-ram` capability (and `multifd` with `multifd-channels`) on both ends and a `file:`
+//! URI (QEMU 8.2+); each page lands at a fixed offset, so the file is as large as guest RAM but
+//! sparse where the guest never wrote. QEMU docs/devel/migration/mapped-ram.rst.
+//!
 //! A warm pool ([`WarmPool`]) is [`WarmPool::prepare`] ahead of time and [`Pending::resume`]
 //! at take: `migrate-incoming`, wait, `cont`.
 
@@ -31,7 +36,7 @@ use super::capability::{Capabilities, Capability};
 use super::emulator;
 use super::error::BackendError;
 use super::lifecycle::{Phase, Timeouts};
-use super::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Ram, Snapshot, SourceRecord};
+use super::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Migration, Ram, Snapshot, SourceRecord};
 use super::{vm_disk, Backend, NicHotplug, Pending, Restore, Snapshottable, Vm, WarmPool};
 use crate::agent::qga::{Qga, SocketWire};
 use crate::agent::transport::Transport;
@@ -83,6 +88,46 @@ enum RamMap<'a> {
     /// `memory-backend-file` on `path`: `share` maps it MAP_SHARED (a template), otherwise
     /// MAP_PRIVATE (a clone: copy-on-write, the file is never written).
     File { path: &'a Path, share: bool },
+}
+
+/// The command line a clone of `machine` starts with (without `-incoming`): the host-side work
+/// on the restore path that criterion measures (benches/fleet.rs). `ram_file`: the shared RAM
+/// file it maps privately, if any.
+pub fn restore_command_line(machine: &Machine, args: &CloneArgs, disk: &Path, ram_file: Option<&Path>) -> Vec<String> {
+    machine_args(machine, args, disk, ram_file.map_or(RamMap::Anonymous, |path| RamMap::File { path, share: false }))
+}
+
+/// Set the migration capabilities and parameters `machine`'s snapshots are written with (the
+/// destination must set the same). Refused by a QEMU older than the capability.
+async fn set_migration(proc: &mut QemuProcess, machine: &Machine, phase: Phase) -> Result<(), BackendError> {
+    let mut caps = Vec::new();
+    if machine.ram == Ram::Shared {
+        caps.push(json!({ "capability": "x-ignore-shared", "state": true }));
+    }
+    if let Migration::MappedRam { multifd_channels } = machine.migration {
+        caps.push(json!({ "capability": "mapped-ram", "state": true }));
+        if multifd_channels > 0 {
+            caps.push(json!({ "capability": "multifd", "state": true }));
+        }
+    }
+    if !caps.is_empty() {
+        proc.qmp(phase, "migrate-set-capabilities", json!({ "capabilities": caps })).await?;
+    }
+    if let Migration::MappedRam { multifd_channels } = machine.migration {
+        if multifd_channels > 0 {
+            proc.qmp(phase, "migrate-set-parameters", json!({ "multifd-channels": multifd_channels })).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The migration URI for `file`, written (`out`) or read.
+fn migration_uri(machine: &Machine, file: &Path, out: bool) -> String {
+    match machine.migration {
+        Migration::MappedRam { .. } => format!("file:{}", file.display()),
+        Migration::Stream if out => format!("exec:cat > {}", shell_quote(file)),
+        Migration::Stream => format!("exec:cat {}", shell_quote(file)),
+    }
 }
 
 /// Escape a value for QEMU's comma-separated option syntax.
@@ -344,9 +389,7 @@ impl WarmPool for QemuBackend {
         qargs.extend(["-S".into(), "-incoming".into(), "defer".into()]);
         let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(&machine), t, &qargs).await?;
         proc.init_migration().await?;
-        if matches!(ram, RamMap::File { .. }) {
-            proc.qmp(Phase::IncomingMigration, "migrate-set-capabilities", json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })).await?;
-        }
+        set_migration(&mut proc, &machine, Phase::IncomingMigration).await?;
         Ok(Box::new(PendingQemu { proc, machine, args, disk, timeouts: *t }))
     }
 }
@@ -362,7 +405,7 @@ impl Pending for PendingQemu {
         let Some(stream) = stream_of(snap) else {
             return Err(BackendError::WrongSnapshot { backend: BackendKind::Qemu, made_by: snap.backend });
         };
-        let uri = format!("exec:cat {}", shell_quote(stream));
+        let uri = migration_uri(&machine, stream, false);
         proc.qmp(Phase::IncomingMigration, "migrate-incoming", json!({ "uri": uri })).await?;
         if let Err(e) = proc.qmp_wait_migration(t.restore).await {
             return Err(proc.fail_qmp(Phase::IncomingMigration, t.restore, e).await);
@@ -473,10 +516,8 @@ impl Snapshottable for QemuVm {
         p.qmp(Phase::Snapshot, "blockdev-snapshot-sync", json!({ "device": "drive0", "snapshot-file": next.display().to_string(), "format": "qcow2" })).await?;
         self.disk = next;
         let shared = self.machine.ram == Ram::Shared;
-        if shared {
-            p.qmp(Phase::Snapshot, "migrate-set-capabilities", json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })).await?;
-        }
-        let uri = format!("exec:cat > {}", shell_quote(&memory));
+        set_migration(p, &self.machine, Phase::Snapshot).await?;
+        let uri = migration_uri(&self.machine, &memory, true);
         p.qmp(Phase::Snapshot, "migrate", json!({ "uri": uri })).await?;
         if let Err(e) = p.qmp_wait_migration(t).await {
             // ENOSPC kills QEMU's `cat`, and QEMU only says "Broken pipe": name the full disk.

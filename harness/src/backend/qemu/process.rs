@@ -52,7 +52,7 @@ impl QemuProcess {
         let err_file = std::fs::File::create(&stderr).map_err(BackendError::io(&name, format!("create {}", stderr.display())))?;
 
         let mut cmd = Command::new(emulator::qemu_binary());
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file).kill_on_drop(true);
+        cmd.args(emulator::firmware_args()).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file).kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe. If the harness dies, even by SIGKILL, the kernel
         // kills QEMU too: no VM outlives the run that started it.
         unsafe {

@@ -339,7 +339,8 @@ impl Bench<'_> {
                     (Ram::Shared, _) => &[BenchMethod::Shared, BenchMethod::PooledShared],
                 };
                 for &method in methods {
-                    self.say(format!("{m} MiB: {} x{f} (repeat {}/{})", src.tag, r + 1, self.opts.repeat));
+                    let label = if method == BenchMethod::PooledShared { method.as_str() } else { src.tag };
+                    self.say(format!("{m} MiB: {label} x{f} (repeat {}/{})", r + 1, self.opts.repeat));
                     if src.ram == Ram::Private {
                         // Each stream clone holds the dirtied RAM in its own anonymous memory.
                         let need = f as u64 * (dirtied as u64 + 96);

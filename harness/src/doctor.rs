@@ -37,6 +37,72 @@ pub async fn libvirt_status() -> Result<String, String> {
     }
 }
 
+/// What the libvirt host at `uri` offers (`doctor --connect URI`), asked over libvirt's own
+/// protocol, so it works for a remote host: who answers (its hostname, libvirt and QEMU
+/// versions), whether it can run KVM guests, its active storage pools and their free space, and
+/// whether the connection is encrypted. Bounded at 20 s.
+pub async fn remote(uri: &str) -> Vec<Item> {
+    let u = uri.to_string();
+    let r = tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(move || remote_blocking(&u))).await;
+    match r {
+        Ok(Ok(items)) => items,
+        Ok(Err(e)) => vec![item("connect", false, format!("{uri}: {e}"))],
+        Err(_) => vec![item("connect", false, format!("{uri}: no answer within 20 s"))],
+    }
+}
+
+/// libvirt's packed version number (major * 1,000,000 + minor * 1,000 + release).
+fn version(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, (v / 1_000) % 1_000, v % 1_000)
+}
+
+fn remote_blocking(uri: &str) -> Vec<Item> {
+    use virt::connect::Connect;
+    let conn = match Connect::open(Some(uri)) {
+        Ok(c) => c,
+        Err(e) => return vec![item("connect", false, format!("{uri}: {e}"))],
+    };
+    let mut items = Vec::new();
+    let host = conn.hostname().unwrap_or_else(|_| "?".into());
+    let lib = conn.lib_version().map(version).unwrap_or_else(|_| "?".into());
+    let hyp = conn.hyp_version().map(version).unwrap_or_else(|_| "?".into());
+    let driver = conn.driver_type().unwrap_or_else(|_| "?".into());
+    items.push(item("connect", true, format!("{uri} answers: host {host}, libvirt {lib}, {driver} {hyp}")));
+    // The host's capabilities list a <domain type='kvm'> for each guest arch it can run under KVM.
+    let kvm = conn.capabilities().map(|x| x.contains("<domain type='kvm'")).unwrap_or(false);
+    items.push(item("kvm", kvm, if kvm { "the host offers KVM guests (whether a guest really boots under it is only known by booting one)" } else { "no KVM on that host: guests run under TCG" }));
+    let flags = virt::sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE;
+    match conn.list_all_storage_pools(flags) {
+        Ok(pools) if pools.is_empty() => items.push(item("pools", false, "no active storage pool: a remote host needs one for images, overlays and save images")),
+        Ok(pools) => {
+            let d: Vec<String> = pools
+                .iter()
+                .map(|p| {
+                    let name = p.name().unwrap_or_else(|_| "?".into());
+                    match p.info() {
+                        Ok(i) => format!("{name}: {:.1} GiB free of {:.1} GiB", i.available as f64 / (1u64 << 30) as f64, i.capacity as f64 / (1u64 << 30) as f64),
+                        Err(e) => format!("{name}: {e}"),
+                    }
+                })
+                .collect();
+            items.push(item("pools", true, d.join("; ")));
+        }
+        Err(e) => items.push(item("pools", false, format!("cannot list storage pools: {e}"))),
+    }
+    let encrypted = conn.is_encrypted().unwrap_or(false);
+    let secure = conn.is_secure().unwrap_or(false);
+    items.push(item(
+        "transport",
+        true,
+        match (encrypted, secure) {
+            (true, _) => "encrypted".to_string(),
+            (false, true) => "local (a UNIX socket)".to_string(),
+            (false, false) => "NOT encrypted and not local (e.g. qemu+tcp without TLS): for tests on loopback only".to_string(),
+        },
+    ));
+    items
+}
+
 /// What a user's image holds, read offline (guestfish, read-only, libguestfs under TCG): its OS
 /// and whether it has qemu-guest-agent. Nothing is booted and nothing is written.
 pub async fn inspect_image(path: &Path) -> Vec<Item> {

@@ -142,6 +142,11 @@ enum Cmd {
         /// Inspect this disk image (read-only, nothing booted) instead of the machine
         #[arg(long, value_name = "PATH")]
         image: Option<PathBuf>,
+        /// Ask the libvirt host at this URI what it offers instead (e.g. qemu+ssh://host/system,
+        /// or qemu+tcp://127.0.0.1/system after ci/start-libvirt.sh --tcp-loopback): its
+        /// versions, KVM, storage pools and free space, and whether the connection is encrypted
+        #[arg(long, value_name = "URI", conflicts_with = "image")]
+        connect: Option<String>,
         #[arg(long)]
         guests: Option<PathBuf>,
         /// Print JSON instead of a table
@@ -545,12 +550,13 @@ async fn dispatch(cli: Cli) -> i32 {
             }
             bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir).await
         }
-        Cmd::Doctor { trial_boot, image, guests, json } => {
+        Cmd::Doctor { trial_boot, image, connect, guests, json } => {
             let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
             let work = std::env::temp_dir().join(format!("clonesafe-doctor-{}", std::process::id()));
-            let items = match &image {
-                Some(p) => clonesafe::doctor::inspect_image(p).await,
-                None => clonesafe::doctor::run(&guests, trial_boot, &work).await,
+            let items = match (&image, &connect) {
+                (Some(p), _) => clonesafe::doctor::inspect_image(p).await,
+                (None, Some(uri)) => clonesafe::doctor::remote(uri).await,
+                (None, None) => clonesafe::doctor::run(&guests, trial_boot, &work).await,
             };
             let _ = std::fs::remove_dir_all(&work);
             if json {

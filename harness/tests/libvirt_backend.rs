@@ -209,3 +209,31 @@ fn smoke_suite_on_libvirt_matches_qemu_verdicts() {
     let left: Vec<String> = b.clonesafe_domains().into_iter().filter(|n| n.starts_with(&format!("{NAME_PREFIX}{pid}-"))).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `doctor --connect` asks a libvirt host over libvirt's network protocol (loopback TCP, which
+/// ci/start-libvirt.sh --tcp-loopback opens) what it offers, and says the transport is not
+/// encrypted. A URI nobody answers is a clear error, exit 2.
+#[test]
+fn doctor_asks_a_host_over_the_network_protocol() {
+    const TCP: &str = "qemu+tcp://127.0.0.1/system";
+    if libvirt(SnapshotMode::External).is_none() {
+        return;
+    }
+    if virt::connect::Connect::open(Some(TCP)).is_err() {
+        assert!(!std::env::var("CLONESAFE_REQUIRE_VMS").is_ok_and(|v| v == "1"), "libvirtd does not listen on {TCP}: run ci/start-libvirt.sh --tcp-loopback");
+        eprintln!("skipping: nothing answers on {TCP}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let o = clonesafe(&["doctor", "--connect", TCP, "--json"], work.path()).output().unwrap();
+    let items: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let get = |what: &str| items.as_array().unwrap().iter().find(|i| i["what"] == what).unwrap_or_else(|| panic!("no {what}: {items}")).clone();
+    assert_eq!(get("connect")["ok"], true, "{items}");
+    assert!(get("connect")["detail"].as_str().unwrap().contains("libvirt 9."), "{items}");
+    assert!(get("transport")["detail"].as_str().unwrap().contains("NOT encrypted"), "{items}");
+    let pools_ok = get("pools")["ok"].as_bool().unwrap();
+    assert_eq!(o.status.code(), Some(if pools_ok { 0 } else { 2 }), "exit code follows the pools item: {items}");
+    let o = clonesafe(&["doctor", "--connect", "qemu+tcp://127.0.0.1:1/system"], work.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("qemu+tcp://127.0.0.1:1/system"), "{}", String::from_utf8_lossy(&o.stdout));
+}

@@ -53,6 +53,16 @@ fn bench_samples_every_method_and_writes_its_files() {
             assert!(!s[k].is_null(), "sample without {k}: {s}");
         }
         assert!(s["ms"].as_f64().unwrap() > 0.0, "{s}");
+        // A clone's phases add up to its figure.
+        if s["method"] != "boot" {
+            let p = &s["phases"];
+            let sum = p["start_ms"].as_f64().unwrap() + p["load_ms"].as_f64().unwrap() + p["answer_ms"].as_f64().unwrap();
+            let ms = s["ms"].as_f64().unwrap();
+            assert!(sum <= ms + 0.5 && sum >= ms * 0.95, "phases {sum} against {ms}: {s}");
+            if s["method"] == "pooled-shared" {
+                assert!(p["start_ms"].as_f64().unwrap() < 1.0, "a pooled clone starts before the take: {s}");
+            }
+        }
     }
     let x2 = j["samples"].as_array().unwrap().iter().filter(|s| s["method"] == "shared" && s["fanout"] == 2).count();
     assert_eq!(x2, 2, "fan-out 2 is two clones, each timed");

@@ -77,6 +77,21 @@ pub struct Sample {
     /// mapped-ram only: the multifd channels (0: multifd off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multifd_channels: Option<u8>,
+    /// Where a clone's `ms` went (absent for a boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+}
+
+/// A clone's time in three parts that add up to its `ms`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Phases {
+    /// Its disk overlay, QEMU's start with `-incoming defer`, QMP and migration capabilities
+    /// (0 for a pooled clone: done before the take).
+    pub start_ms: f64,
+    /// `migrate-incoming` until the migration completed, and `cont`.
+    pub load_ms: f64,
+    /// From `cont` to the probe's answer.
+    pub answer_ms: f64,
 }
 
 /// The machine the figures were measured on.
@@ -261,9 +276,10 @@ impl Bench<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn sample(&mut self, method: BenchMethod, memory_mib: u32, dirtied_mib: u32, fanout: u32, ms: f64, snap: Option<(f64, u64)>, repeat: u32, multifd_channels: Option<u8>) {
+    fn sample(&mut self, method: BenchMethod, memory_mib: u32, dirtied_mib: u32, fanout: u32, ms: f64, snap: Option<(f64, u64)>, repeat: u32, multifd_channels: Option<u8>, phases: Option<Phases>) {
         self.samples.push(Sample {
             multifd_channels,
+            phases,
             method,
             memory_mib,
             dirtied_mib,
@@ -295,7 +311,7 @@ impl Bench<'_> {
             let t = Instant::now();
             let mut source = self.backend.boot(&machine, self.args(&dir, &format!("m{m}-{tag}-source"), &machine), &self.opts.timeouts).await?;
             let boot_ms = t.elapsed().as_secs_f64() * 1000.0;
-            self.sample(BenchMethod::Boot, m, 0, 1, boot_ms, None, 0, None);
+            self.sample(BenchMethod::Boot, m, 0, 1, boot_ms, None, 0, None, None);
             let dirtied = fill(source.as_mut(), want).await?;
             self.progress.step(&format!("      the guest filled {dirtied} MiB"));
             let snap_dir = dir.join("snapshot");
@@ -356,8 +372,8 @@ impl Bench<'_> {
                     k += 1;
                     let names: Vec<String> = (0..f).map(|i| format!("m{m}-{}-r{k}-c{i}", src.tag)).collect();
                     let times = self.round(snap, dir, &names, method == BenchMethod::PooledShared).await?;
-                    for ms in times {
-                        self.sample(method, m, dirtied, f, ms, Some(snap_cost), r, multifd);
+                    for (ms, phases) in times {
+                        self.sample(method, m, dirtied, f, ms, Some(snap_cost), r, multifd, Some(phases));
                     }
                 }
             }
@@ -367,7 +383,7 @@ impl Bench<'_> {
 
     /// Resume `names.len()` clones of `snap` at once (from a pool started first, untimed, when
     /// `pooled`), each timed to its probe's answer; then tear them down.
-    async fn round(&self, snap: &Snapshot, dir: &Path, names: &[String], pooled: bool) -> Result<Vec<f64>, BenchError> {
+    async fn round(&self, snap: &Snapshot, dir: &Path, names: &[String], pooled: bool) -> Result<Vec<(f64, Phases)>, BenchError> {
         let t = &self.opts.timeouts;
         let mut pending: Vec<Box<dyn Pending>> = Vec::new();
         if pooled {
@@ -376,21 +392,30 @@ impl Bench<'_> {
                 pending.push(warm.prepare(snap, self.args(dir, n, &snap.machine), t).await?);
             }
         }
-        let restorer = self.backend.restorer().ok_or_else(|| BenchError::Setup("the backend cannot restore".into()))?;
+        // A fresh restore is the backend's own prepare + resume (QemuBackend::restore is exactly
+        // that), timed in its parts.
+        let warm = self.backend.warm_pool().ok_or_else(|| BenchError::Setup("the backend has no warm pool".into()))?;
         let starts: Vec<_> = if pooled {
             pending.into_iter().map(Start::Pooled).collect()
         } else {
             names.iter().map(|n| Start::Fresh(self.args(dir, n, &snap.machine))).collect()
         };
         let runs = starts.into_iter().map(|s| async move {
+            let since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
             let t0 = Instant::now();
-            let mut vm = match s {
-                Start::Fresh(args) => restorer.restore(snap, args, t).await?,
-                Start::Pooled(p) => p.resume(snap).await?,
+            let p = match s {
+                Start::Fresh(args) => warm.prepare(snap, args, t).await?,
+                Start::Pooled(p) => p,
             };
+            let start_ms = since(t0);
+            let t1 = Instant::now();
+            let mut vm = p.resume(snap).await?;
+            let load_ms = since(t1);
+            let t2 = Instant::now();
             let answered = answer(vm.as_mut(), t.probe).await;
-            let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            Ok::<_, BenchError>((vm, answered.map(|_| ms)))
+            let phases = Phases { start_ms, load_ms, answer_ms: since(t2) };
+            let ms = since(t0);
+            Ok::<_, BenchError>((vm, answered.map(|_| (ms, phases))))
         });
         let results = futures::future::join_all(runs).await;
         let mut times = Vec::new();

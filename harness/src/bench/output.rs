@@ -160,6 +160,20 @@ pub fn markdown(r: &BenchReport) -> String {
         }
         let _ = writeln!(s, "\nSnapshot bytes are allocated bytes on disk: a mapped-ram file is as long as guest RAM but sparse where the guest never wrote.");
     }
+    let _ = writeln!(s, "\n## Where one clone's time goes (medians, ms)\n");
+    let _ = writeln!(s, "Start: disk overlay, QEMU start with -incoming defer, QMP (none for a pooled clone: done before the take). Load: migrate-incoming to completed, and cont. Answer: cont to the probe's answer.\n");
+    let _ = writeln!(s, "| memory MiB | method | start | load | answer | total |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for &m in &r.params.memory_mib {
+        for method in [Stream, Shared, PooledShared, MappedRam] {
+            let ph: Vec<super::Phases> = of(r, method, m, 1).filter_map(|x| x.phases).collect();
+            if ph.is_empty() {
+                continue;
+            }
+            let med = |f: fn(&super::Phases) -> f64| fmt(median(&ph.iter().map(f).collect::<Vec<_>>()));
+            let _ = writeln!(s, "| {m} | {} | {} | {} | {} | {} |", method.as_str(), med(|p| p.start_ms), med(|p| p.load_ms), med(|p| p.answer_ms), fmt(median_ms(r, method, m, 1)));
+        }
+    }
     let _ = writeln!(s, "\n## Fan-out: clones resumed at once (slowest clone of the round, median over rounds)\n");
     let _ = write!(s, "| memory MiB | method |");
     for f in &r.params.fanout {
@@ -260,7 +274,7 @@ mod tests {
 
     fn sample(method: BenchMethod, memory_mib: u32, fanout: u32, ms: f64, repeat: u32) -> Sample {
         let snap = (method != BenchMethod::Boot).then_some((if method == BenchMethod::Stream { 900.0 } else { 25.0 }, 1_000_000));
-        Sample { method, memory_mib, dirtied_mib: memory_mib * 3 / 4, fanout, ms, snapshot_ms: snap.map(|s| s.0), snapshot_bytes: snap.map(|s| s.1), emulator: "qemu 7.2.19".into(), accel: Accel::Tcg, repeat, multifd_channels: None }
+        Sample { method, memory_mib, dirtied_mib: memory_mib * 3 / 4, fanout, ms, snapshot_ms: snap.map(|s| s.0), snapshot_bytes: snap.map(|s| s.1), emulator: "qemu 7.2.19".into(), accel: Accel::Tcg, repeat, multifd_channels: None, phases: None }
     }
 
     fn report(samples: Vec<Sample>) -> BenchReport {

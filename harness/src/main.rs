@@ -337,6 +337,21 @@ fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
     }
 }
 
+/// `--emulator`: choose that QEMU before any VM starts; false (said on stderr) if it is unusable.
+fn choose_emulator(path: Option<&std::path::Path>) -> bool {
+    let Some(p) = path else { return true };
+    match clonesafe::backend::emulator::choose(p) {
+        Ok(v) => {
+            eprintln!("emulator: {} ({v})", p.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}
+
 struct StderrProgress;
 
 impl clonesafe::bench::Progress for StderrProgress {
@@ -465,14 +480,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
         Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator } => {
-            if let Some(e) = &emulator {
-                match clonesafe::backend::emulator::choose(e) {
-                    Ok(v) => eprintln!("emulator: {} ({v})", e.display()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return exit_codes::HARNESS_ERROR;
-                    }
-                }
+            if !choose_emulator(emulator.as_deref()) {
+                return exit_codes::HARNESS_ERROR;
             }
             let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,
@@ -539,14 +548,8 @@ async fn dispatch(cli: Cli) -> i32 {
             report.exit_code()
         }
         Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir, emulator } => {
-            if let Some(e) = &emulator {
-                match clonesafe::backend::emulator::choose(e) {
-                    Ok(v) => eprintln!("emulator: {} ({v})", e.display()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return exit_codes::HARNESS_ERROR;
-                    }
-                }
+            if !choose_emulator(emulator.as_deref()) {
+                return exit_codes::HARNESS_ERROR;
             }
             bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir).await
         }

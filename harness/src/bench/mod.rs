@@ -188,8 +188,7 @@ pub trait Progress: Sync {
 
 /// The host's CPU model, CPUs, memory and kernel.
 pub fn host() -> Host {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())).unwrap_or_else(|| "unknown".into());
+    let cpu_model = crate::backend::emulator::host_cpu_model();
     let vcpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     Host { cpu_model, vcpus, mem_total_mib: meminfo("MemTotal:").unwrap_or(0) / 1024, kernel: crate::backend::emulator::host_kernel() }
 }

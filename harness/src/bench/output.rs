@@ -12,13 +12,14 @@ use plotters::style::RGBColor;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-fn of<'a>(r: &'a BenchReport, method: BenchMethod, memory: u32, fanout: u32) -> impl Iterator<Item = &'a Sample> {
-    r.samples.iter().filter(move |s| s.method == method && s.memory_mib == memory && s.fanout == fanout && s.multifd_channels.unwrap_or(0) == 0)
+/// The samples of one (method, memory, fan-out) cell, with or without multifd channels.
+fn cell<'a>(r: &'a BenchReport, method: BenchMethod, memory: u32, fanout: u32, multifd: bool) -> impl Iterator<Item = &'a Sample> {
+    r.samples.iter().filter(move |s| s.method == method && s.memory_mib == memory && s.fanout == fanout && (s.multifd_channels.unwrap_or(0) > 0) == multifd)
 }
 
-/// mapped-ram with multifd channels.
-fn multifd<'a>(r: &'a BenchReport, memory: u32, fanout: u32) -> impl Iterator<Item = &'a Sample> {
-    r.samples.iter().filter(move |s| s.method == BenchMethod::MappedRam && s.memory_mib == memory && s.fanout == fanout && s.multifd_channels.unwrap_or(0) > 0)
+/// The samples of a cell without multifd (every method but mapped-ram has none).
+fn of<'a>(r: &'a BenchReport, method: BenchMethod, memory: u32, fanout: u32) -> impl Iterator<Item = &'a Sample> {
+    cell(r, method, memory, fanout, false)
 }
 
 /// Median ms of a (method, memory, fan-out) cell.
@@ -144,7 +145,7 @@ pub fn markdown(r: &BenchReport) -> String {
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for &m in &r.params.memory_mib {
             let snap = |v: Option<(f64, u64)>| v.map(|(ms, b)| format!("{ms:.0} ms, {:.1} MB", b as f64 / 1e6)).unwrap_or_else(|| "-".into());
-            let mf: Vec<&Sample> = multifd(r, m, 1).collect();
+            let mf: Vec<&Sample> = cell(r, MappedRam, m, 1, true).collect();
             let mf_ms = median(&mf.iter().map(|x| x.ms).collect::<Vec<_>>());
             let mf_snap = mf.first().and_then(|x| Some((x.snapshot_ms?, x.snapshot_bytes?)));
             let _ = writeln!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const QEMU10: &str = "/opt/clonesafe/qemu-10/usr/bin/qemu-system-x86_64";
 
@@ -24,14 +24,9 @@ fn methods(j: &serde_json::Value) -> std::collections::BTreeSet<String> {
 }
 
 fn nothing_left(work: &Path) {
-    let left: Vec<PathBuf> = std::fs::read_dir(work.join("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left = runs_left(work);
     assert!(left.is_empty(), "run directories left (they hold RAM files and streams): {left:?}");
-    // A bench VM whose clonesafe has exited was leaked (another test's bench may be running).
-    let vms: Vec<String> = clonesafe::backend::qemu::reap::find_vms()
-        .into_iter()
-        .filter(|v| v.name.contains("-bench-") && !Path::new(&format!("/proc/{}", v.owner)).exists())
-        .map(|v| v.name)
-        .collect();
+    let vms = orphan_vms(&["-bench-"]);
     assert!(vms.is_empty(), "bench VMs left by an exited run: {vms:?}");
 }
 

@@ -36,7 +36,7 @@ fn run_scenarios(scenarios: &str, extra: &[&str]) -> Ran {
     let pid = child.id();
     let ran = finish(child, &out);
     assert!(settle_blocking(pid).is_empty(), "VMs left behind");
-    assert_eq!(std::fs::read_dir(work.path().join("runs")).map(|d| d.count()).unwrap_or(0), 0, "run directory left behind");
+    assert_eq!(runs_left(work.path()).len(), 0, "run directory left behind");
     let left = std::process::Command::new("virsh").args(["-c", "qemu:///system", "list", "--all", "--name"]).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
     assert!(!left.contains(&format!("clonesafe-{pid}-")), "libvirt domains left behind: {left}");
     ran

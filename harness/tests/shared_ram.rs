@@ -74,9 +74,9 @@ fn shared_ram_clones_give_the_stream_verdicts() {
     assert!(pooled["notes"].to_string().contains("warm pool of 2"), "{}", pooled["notes"]);
     assert_eq!(pooled["recipe"]["method"], "shared-ram");
     // Nothing left: no VM, and no RAM file or stream in the work directory.
-    let left = vms_with(&["-naive-shared-", "-full-shared-pooled-", "-naive-stream-", "-full-stream-"]);
+    let left = orphan_vms(&["-naive-shared-", "-full-shared-pooled-", "-naive-stream-", "-full-stream-"]);
     assert!(left.is_empty(), "VMs left behind: {left:?}");
-    let left: Vec<_> = std::fs::read_dir(work.path().join("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left = runs_left(work.path());
     assert!(left.is_empty(), "run directories left: {left:?}");
 }
 
@@ -97,9 +97,4 @@ fn libvirt_refuses_shared_ram_at_plan_time() {
     let ran = run_files(&[&f], &work.path().join("out"), &["--accel", "tcg"], work.path());
     assert_eq!(ran.code(), Some(2), "{}", ran.stderr());
     assert!(ran.stderr().contains("shared-ram") && ran.stderr().contains("libvirt"), "{}", ran.stderr());
-}
-
-/// Running clonesafe VMs whose name has one of `parts` (the run has exited: none should be).
-fn vms_with(parts: &[&str]) -> Vec<String> {
-    clonesafe::backend::qemu::reap::find_vms().into_iter().filter(|v| parts.iter().any(|p| v.name.contains(p))).map(|v| v.name).collect()
 }

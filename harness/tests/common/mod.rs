@@ -53,6 +53,22 @@ pub fn vms_of(owner: u32) -> Vec<String> {
     clonesafe::backend::qemu::reap::find_vms().into_iter().filter(|v| v.owner == owner).map(|v| v.name).collect()
 }
 
+/// What is left in a test's work directory `work` (its `runs/`, where run directories holding
+/// RAM files, streams and overlays go) after the runs have ended.
+pub fn runs_left(work: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(work.join("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+}
+
+/// clonesafe VMs whose name has one of `parts` and whose clonesafe has exited: leaked (a VM of a
+/// run still going, another test's, is not counted).
+pub fn orphan_vms(parts: &[&str]) -> Vec<String> {
+    clonesafe::backend::qemu::reap::find_vms()
+        .into_iter()
+        .filter(|v| parts.iter().any(|p| v.name.contains(p)) && !Path::new(&format!("/proc/{}", v.owner)).exists())
+        .map(|v| v.name)
+        .collect()
+}
+
 /// Wait (bounded) until no VM of `owner` is left, and return what is left after that.
 pub async fn settle(owner: u32) -> Vec<String> {
     for _ in 0..50 {

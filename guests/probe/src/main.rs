@@ -173,6 +173,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
         },
         Request::Fixup { entropy_hex } => fixup(&entropy_hex, prng),
         Request::Dirty { mib } => dirty(mib, prng),
+        Request::Addrs => addrs(),
         Request::Time => Reply::Time { realtime_ns: realtime_ns(), monotonic_ns: monotonic_ns() },
         Request::SetTime { realtime_ns } => {
             let ts = libc::timespec { tv_sec: realtime_ns.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: realtime_ns.rem_euclid(1_000_000_000) as libc::c_long };
@@ -625,4 +626,31 @@ impl LineReader {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// The guest's addresses as its kernel lists them (bounded: the harness treats them as untrusted).
+fn addrs() -> Reply {
+    use std::io::Read;
+    let read = |p: &str| {
+        let mut s = String::new();
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = f.take(clonesafe_protocol::MAX_ADDRS_BYTES as u64).read_to_string(&mut s);
+        }
+        s
+    };
+    // fib_trie: an address line ("|-- 10.77.0.23") followed by "/32 host LOCAL" is local.
+    let trie = read("/proc/net/fib_trie");
+    let mut ipv4: Vec<String> = Vec::new();
+    let mut last = "";
+    for line in trie.lines() {
+        let t = line.trim_start_matches(|c: char| c == ' ' || c == '|' || c == '+' || c == '-');
+        if line.contains("/32 host LOCAL") {
+            if !last.starts_with("127.") && !ipv4.iter().any(|a| a == last) {
+                ipv4.push(last.to_string());
+            }
+        } else if t.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            last = t.split_whitespace().next().unwrap_or("");
+        }
+    }
+    Reply::Addrs { if_inet6: read("/proc/net/if_inet6"), ipv4 }
 }

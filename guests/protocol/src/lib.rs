@@ -79,7 +79,14 @@ pub enum Request {
     /// than [`MAX_DIRTY_MIB`], fills no more than the guest has available (less a reserve), and
     /// answers how much it filled.
     Dirty { mib: u32 },
+    /// The guest's own addresses: `/proc/net/if_inet6` as the kernel writes it (address,
+    /// ifindex, prefix length, scope, flags, name; flag 0x08 is IFA_F_DADFAILED), and the IPv4
+    /// addresses `/proc/net/fib_trie` lists as local. Each bounded by [`MAX_ADDRS_BYTES`].
+    Addrs,
 }
+
+/// The most of each address file the probe sends back.
+pub const MAX_ADDRS_BYTES: usize = 16 * 1024;
 
 /// The most a single `dirty` request may ask the probe to hold, in MiB.
 pub const MAX_DIRTY_MIB: u32 = 16384;
@@ -225,6 +232,8 @@ pub enum Reply {
     /// `mib` MiB now held (what was filled, which can be less than asked), filled in `ms`
     /// milliseconds (the guest's monotonic clock).
     Dirtied { mib: u32, ms: u64 },
+    /// `if_inet6`: the kernel's IPv6 address table, verbatim; `ipv4`: local IPv4 addresses.
+    Addrs { if_inet6: String, ipv4: Vec<String> },
     Error { message: String },
 }
 

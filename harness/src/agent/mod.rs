@@ -126,4 +126,10 @@ pub trait GuestAgent: Send {
     /// Make the guest fill and hold up to `mib` MiB of non-zero memory (`clonesafe bench`);
     /// returns the MiB it filled (no more than it had available) and how long it took, in ms.
     async fn dirty(&mut self, mib: u32, t: Duration) -> Result<(u32, u64), AgentError>;
+    /// Renew the guest's DHCP lease with the identity it has now: systemd-networkd computes its
+    /// DUID from machine-id once, at start, so it is restarted (it releases, then asks anew).
+    /// Returns what was done.
+    async fn renew_lease(&mut self, t: Duration) -> Result<String, AgentError>;
+    /// The guest's addresses: `/proc/net/if_inet6` verbatim and its local IPv4 addresses.
+    async fn addrs(&mut self, t: Duration) -> Result<(String, Vec<String>), AgentError>;
 }

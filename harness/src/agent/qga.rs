@@ -448,6 +448,18 @@ impl GuestAgent for Qga {
         self.probe("fill guest memory")?.dirty(mib, t).await
     }
 
+    async fn renew_lease(&mut self, t: Duration) -> Result<String, AgentError> {
+        let r = self.sh("systemctl restart systemd-networkd 2>&1 && echo 'restarted systemd-networkd (new DUID from the new machine-id)'", t).await?;
+        if r.exitcode != 0 {
+            return Err(AgentError::Unexpected { want: "systemd-networkd restarted", got: crate::text::truncate(&format!("{}{}", r.out, r.err), 200) });
+        }
+        Ok(r.out.trim().to_string())
+    }
+
+    async fn addrs(&mut self, t: Duration) -> Result<(String, Vec<String>), AgentError> {
+        self.probe("read the guest's addresses")?.addrs(t).await
+    }
+
     async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {
         self.probe("collect RNG samples")?.samples(t).await
     }

@@ -76,6 +76,7 @@ fn want(req: &Request) -> &'static str {
         Request::Time => "time",
         Request::SetTime { .. } => "time_set",
         Request::Dirty { .. } => "dirtied",
+        Request::Addrs => "addrs",
     }
 }
 
@@ -154,6 +155,18 @@ impl GuestAgent for ProbeChannel {
         match self.call(&Request::Dirty { mib }, t).await? {
             Reply::Dirtied { mib, ms } => Ok((mib, ms)),
             other => Err(unexpected("dirtied", &other)),
+        }
+    }
+
+    async fn renew_lease(&mut self, _t: Duration) -> Result<String, AgentError> {
+        // busybox udhcpc's client id is the MAC: only a new NIC gives a new identity.
+        Err(AgentError::Unsupported { transport: "serial probe", op: "renew a DHCP lease (udhcpc's identity is its MAC)" })
+    }
+
+    async fn addrs(&mut self, t: Duration) -> Result<(String, Vec<String>), AgentError> {
+        match self.call(&Request::Addrs, t).await? {
+            Reply::Addrs { if_inet6, ipv4 } => Ok((if_inet6, ipv4)),
+            other => Err(unexpected("addrs", &other)),
         }
     }
 

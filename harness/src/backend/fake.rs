@@ -149,6 +149,7 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
         Request::Time => Reply::Time { realtime_ns: 0, monotonic_ns: 0 },
         Request::SetTime { .. } => Reply::TimeSet,
         Request::Dirty { mib } => Reply::Dirtied { mib, ms: 0 },
+        Request::Addrs => Reply::Addrs { if_inet6: String::new(), ipv4: vec![] },
         Request::Samples => Reply::Samples { kernel_rng: vec![next()] },
         Request::Report { .. } => Reply::Report {
             identity: Identity {

@@ -39,7 +39,7 @@ fn observations(n: usize) -> Vec<Observation> {
 fn bench(c: &mut Criterion) {
     let obs = observations(1000);
     let recipe = Recipe { method: Method::Live, fixups: vec![] };
-    let cx = CheckContext { recipe: &recipe, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: false };
+    let cx = CheckContext { recipe: &recipe, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: false, segment: None };
     let mut g = c.benchmark_group("checks");
     g.sample_size(20);
     g.bench_function("run_all_1000_clones", |b| b.iter(|| clonesafe::checks::run_all(black_box(&obs), &cx)));

@@ -32,6 +32,7 @@ pub mod events;
 pub mod guest;
 pub mod identity;
 pub mod input;
+pub mod network;
 pub mod probes;
 pub mod report;
 pub mod runner;

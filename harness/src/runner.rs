@@ -85,6 +85,12 @@ fn guest_requirements(g: &GuestProfile) -> Vec<(Capability, String)> {
 fn machine_of(s: &ScenarioPlan, guest: &GuestProfile, accel: Accel) -> Result<Machine, RunError> {
     let mut m = Machine::new(guest.clone(), s.memory_mib.unwrap_or(guest.memory_mib), accel);
     m.devices.seed = s.nocloud.is_some();
+    m.network = s.network;
+    if s.network == crate::scenario::Network::Segment {
+        // Tells a direct-kernel guest to run its DHCP client (guests/tiny/init); disk guests
+        // configure their network themselves.
+        m.kernel_args.push("clonesafe.net=dhcp".into());
+    }
     for f in clones::fixups_of(&s.recipe) {
         f.configure(&mut m).map_err(|message| RunError::Recipe { file: s.file.display().to_string(), scenario: s.name.clone(), message })?;
     }
@@ -126,9 +132,23 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
             }
         }
         machine_of(s, guest, Accel::Tcg)?;
+        if s.network == crate::scenario::Network::Segment {
+            let missing = crate::network::segment::missing_tools();
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            if !missing.is_empty() || !root {
+                let why = if root { format!("{} not installed (apt-get install dnsmasq-base tcpdump)", missing.join(" and ")) } else { "it needs root (network namespaces and taps)".into() };
+                return Err(RunError::Recipe { file: s.file.display().to_string(), scenario: s.name.clone(), message: format!("network = \"segment\" cannot run here: {why}") });
+            }
+        }
     }
     for b in bks.values() {
         for text in b.reap_stale() {
+            note(text);
+        }
+    }
+    if plan.scenarios.iter().any(|s| s.network == crate::scenario::Network::Segment) {
+        for text in crate::network::segment::reap_stale() {
             note(text);
         }
     }
@@ -179,6 +199,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
                 sink,
                 started,
                 scenario: s,
+                segment: Default::default(),
             };
             let r = run_scenario(&cx).await;
             cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
@@ -251,6 +272,7 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
                 tickets: outcome.tickets.as_ref(),
                 assigned_macs: &outcome.assigned_macs,
                 vmgenid_device: s.recipe.has(clonesafe_metadata::FixupId::Vmgenid),
+                segment: outcome.segment.as_ref(),
             };
             let results = checks::run_all(&outcome.observations, &ccx);
             report.checks = results.into_iter().map(|r| {

@@ -241,6 +241,16 @@ named! {
         OpensslRng = "openssl_rng",
         /// Guest wall clock minus host wall clock, per VM.
         WallClockSkewMs = "wall_clock_skew_ms",
+        /// The DHCP client identity each VM sent on the segment (option 61, or DUID and IAID).
+        DhcpClientId = "dhcp_client_id",
+        /// The IPv4 address each VM held at the end of the watch, from the leases on the wire.
+        Ipv4Lease = "ipv4_lease",
+        /// Each VM's IPv6 addresses, and whether duplicate-address detection failed.
+        Ipv6Addr = "ipv6_addr",
+        /// Two MACs claiming one IPv4 address in ARP, or one MAC sending from two ports.
+        ArpConflict = "arp_conflict",
+        /// From resume until each VM held an address no other VM held (null: never).
+        IpWindowMs = "ip_window_ms",
     }
 }
 

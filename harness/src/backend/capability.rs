@@ -29,6 +29,9 @@ pub enum Capability {
     SharedRam,
     /// Clone processes started ahead, waiting for their state ([`super::WarmPool`]).
     WarmPool,
+    /// Plug each NIC into a port of the scenario's network segment: a tap the VMM opens by name
+    /// in the host namespace, which the segment then moves into its own (network/segment.rs).
+    SegmentNetwork,
 }
 
 impl Capability {
@@ -43,6 +46,7 @@ impl Capability {
             Capability::Vmgenid => "vmgenid",
             Capability::SharedRam => "shared-ram",
             Capability::WarmPool => "warm-pool",
+            Capability::SegmentNetwork => "segment-network",
         }
     }
 }

@@ -80,6 +80,12 @@ pub enum BackendError {
     },
     #[error("{vm}: the guest has no agent, so clonesafe cannot {op}")]
     NoAgent { vm: String, op: &'static str },
+    #[error("{vm}: its network port")]
+    Segment {
+        vm: String,
+        #[source]
+        source: crate::network::segment::SegmentError,
+    },
     #[error("The {backend} backend cannot do {capability}")]
     Unsupported { backend: BackendKind, capability: Capability },
     #[error("A snapshot made by the {made_by} backend cannot be restored by the {backend} backend")]

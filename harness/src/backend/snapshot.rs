@@ -64,12 +64,14 @@ pub struct Machine {
     pub devices: Devices,
     /// Added to a direct-kernel guest's command line (e.g. `init_on_free=1`).
     pub kernel_args: Vec<String>,
+    /// Where its NIC is plugged.
+    pub network: crate::scenario::Network,
 }
 
 impl Machine {
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
         let vcpus = guest.vcpus;
-        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![] }
+        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![], network: crate::scenario::Network::User }
     }
 
     /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.
@@ -91,14 +93,23 @@ pub struct CloneArgs {
     pub dir: PathBuf,
     /// Host ports on 127.0.0.1 forwarded to the guest's services: service name → host port.
     pub forwards: std::collections::BTreeMap<String, u16>,
+    /// The segment its NICs are plugged into (`network = "segment"`); the backend asks it for a
+    /// port per NIC.
+    pub segment: Option<std::sync::Arc<crate::network::segment::Segment>>,
+    /// The port its current NIC is on (set by the backend).
+    pub port: Option<crate::network::segment::Port>,
 }
 
 impl CloneArgs {
     /// A fresh identity named `name` in `dir`, with a free host port for each of `machine`'s
     /// guest services.
     pub fn fresh(identity: HostIdentity, dir: PathBuf, machine: &Machine) -> Self {
-        let forwards = machine.guest.services.keys().map(|k| (k.clone(), free_port())).collect();
-        CloneArgs { identity, dir, forwards }
+        // On a segment the NIC is a port of the segment: nothing is forwarded from the host.
+        let forwards = match machine.network {
+            crate::scenario::Network::User => machine.guest.services.keys().map(|k| (k.clone(), free_port())).collect(),
+            crate::scenario::Network::Segment => Default::default(),
+        };
+        CloneArgs { identity, dir, forwards, segment: None, port: None }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct CheckContext<'a> {
     /// Whether the host gave the VMs a vmgenid device (the `vmgenid` fix-up is what adds it:
     /// clones/fixup/vmgenid.rs).
     pub vmgenid_device: bool,
+    /// What the segment's capture and the guests said, when the VMs were on one.
+    pub segment: Option<&'a crate::network::SegmentReport>,
 }
 
 impl CheckContext<'_> {

@@ -14,6 +14,7 @@ pub mod host;
 pub mod hw_mismatch;
 pub mod identity;
 pub mod kernel_rng;
+pub mod network;
 pub mod remanence;
 pub mod vmgenid;
 
@@ -44,6 +45,11 @@ pub fn all() -> Vec<&'static dyn Check> {
         &host::TlsTicketKey,
         &host::OpensslRng,
         &host::WallClockSkew,
+        &network::DhcpClientId,
+        &network::Ipv4Lease,
+        &network::Ipv6Addr,
+        &network::ArpConflict,
+        &network::IpWindow,
     ]
 }
 

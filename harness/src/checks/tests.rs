@@ -11,7 +11,7 @@ fn recipe(s: Strategy) -> Recipe {
 }
 
 fn cx(r: &Recipe) -> CheckContext<'_> {
-    CheckContext { recipe: r, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: r.has(clonesafe_metadata::FixupId::Vmgenid) }
+    CheckContext { recipe: r, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: r.has(clonesafe_metadata::FixupId::Vmgenid), segment: None }
 }
 
 proptest! {

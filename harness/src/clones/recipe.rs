@@ -52,6 +52,8 @@ pub enum RecipeError {
     },
     #[error("sysprep: {0}")]
     Sysprep(String),
+    #[error("{0}")]
+    Segment(String),
     #[error("{vm}: the backend gave no {capability} ability although it declares it")]
     Missing { vm: String, capability: Capability },
 }
@@ -81,6 +83,8 @@ pub struct Outcome {
     /// Every MAC the host gave a VM of this scenario (source or template included): what guest
     /// MAC claims are checked against (checks/claims.rs).
     pub assigned_macs: Vec<String>,
+    /// What the segment saw, when the scenario's VMs were on one (filled by `clones::run`).
+    pub segment: Option<crate::network::SegmentReport>,
 }
 
 /// Tests that need all compared VMs at once (the TLS ticket test), run on `vms` once they have
@@ -165,6 +169,8 @@ pub struct Ctx<'a> {
     pub sink: &'a dyn EventSink,
     pub started: Instant,
     pub scenario: &'a ScenarioPlan,
+    /// The scenario's network segment, once `clones::run` has made it (`network = "segment"`).
+    pub segment: std::sync::OnceLock<std::sync::Arc<crate::network::segment::Segment>>,
 }
 
 impl Ctx<'_> {
@@ -180,6 +186,7 @@ impl Ctx<'_> {
     /// A fresh identity and a directory for one VM, shaped by every fix-up.
     pub fn args(&self, role: &str, i: usize) -> CloneArgs {
         let mut args = CloneArgs::fresh(HostIdentity::fresh(self.vm_name(role, i)), self.dir.join(format!("{role}{i}")), &self.machine);
+        args.segment = self.segment.get().cloned();
         for f in &self.fixups {
             f.clone_args(&mut args);
         }
@@ -233,6 +240,13 @@ impl Ctx<'_> {
             }
         }
         let ms = t.elapsed().as_millis() as u64;
+        if self.segment.get().is_some() {
+            // Not part of the boot time: on a segment, a VM is snapshotted or compared bound.
+            match crate::network::wait_address(vm.as_mut(), self.timeouts.probe).await {
+                Ok(waited) => notes.push(format!("{name} held its segment addresses {waited} ms after its agent answered")),
+                Err(why) => notes.push(why),
+            }
+        }
         self.emit(EventKind::Booted { vm: name, ms });
         Ok((vm, ms))
     }

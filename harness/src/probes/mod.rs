@@ -45,6 +45,9 @@ pub struct Observation {
     /// resume (before them).
     pub clock_skew_ms: Option<f64>,
     pub clock_skew_at_resume_ms: Option<f64>,
+    /// When the VMM resumed it (or, for a VM that booted, when it was first observed), as unix
+    /// ns: where the segment's `ip_window_ms` counts from.
+    pub resumed_unix_ns: u64,
 }
 
 /// What is read from a VM right after it resumes (or, for a booted VM, when first observed),
@@ -59,6 +62,11 @@ pub struct Early {
     pub no_rng: Option<String>,
     pub clock_skew_ms: Option<f64>,
     pub tls_random: Option<Result<Vec<Sample>, String>>,
+}
+
+/// `t` as ns since the Unix epoch.
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// Handshakes whose ServerHello randoms are compared.
@@ -122,6 +130,7 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Resu
         vm: vm.name().to_string(),
         host_mac: Some(vm.identity().mac.to_string()),
         clock_skew_at_resume_ms: early.clock_skew_ms,
+        resumed_unix_ns: unix_ns(SystemTime::now()).saturating_sub(early.resumed_at.elapsed().as_nanos() as u64),
         tls_random: early.tls_random,
         ..Default::default()
     };

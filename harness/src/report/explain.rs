@@ -23,5 +23,10 @@ pub fn why_duplicate(id: CheckId) -> &'static str {
         CheckId::TlsTicketKey => "The TLS server keeps its session-ticket key in memory; every clone resumes with the same key, so a ticket issued by one clone is accepted by all, and one clone's recorded sessions can be decrypted with another's key.",
         CheckId::OpensslRng => "OpenSSL's DRBG state is program memory, copied into every clone; until it reseeds (it does not watch for VM forks), clones produce the same 'random' bytes: ServerHello randoms, and with them ephemeral keys.",
         CheckId::WallClockSkewMs => "A clone resumes with its source's wall clock, behind the host by as long as the snapshot waited, until something sets it (NTP, or the clock fix-up).",
+        CheckId::DhcpClientId => "systemd-networkd's DHCP client identity is a DUID derived from /etc/machine-id (systemd issue 9609), not the MAC: clones that share a machine-id ask for one lease whatever their MACs, until machine-id is regenerated and networkd restarted.",
+        CheckId::Ipv4Lease => "A live clone resumes bound to the address its source holds, and a DHCP server that keys leases on the client identity hands clones that share one the same address at renewal (FACTS.md, dnsmasq 2.90).",
+        CheckId::Ipv6Addr => "IPv6 addresses derived from the MAC or from a per-host secret are copied with the guest's memory; addresses already configured are not probed again (DAD) after a resume.",
+        CheckId::ArpConflict => "Clones answering ARP for one address (or sending with one MAC from several ports) make the segment's neighbours flap between them.",
+        CheckId::IpWindowMs => "Until every clone renews with an identity of its own, clones hold their source's address (or each other's).",
     }
 }

@@ -21,7 +21,7 @@ th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top}th{background:#ee
 td.unique{background:#c8efc8}td.duplicate{background:#f6c1c1}td.skipped{background:#e6e6e6}td.error{background:#ffd591}
 td.unmet{outline:3px solid #b00;outline-offset:-3px}details summary{cursor:pointer;font-weight:bold}
 pre{white-space:pre-wrap;max-width:42em;font-size:11px;margin:4px 0}.legend span{padding:2px 8px;margin-right:6px}
-.note{font-size:12px;color:#444}";
+.note{font-size:12px;color:#444}tr.collides td{background:#f6c1c1}";
 
 pub fn render(r: &Report) -> String {
     let mut h = String::new();
@@ -76,6 +76,8 @@ pub fn render(r: &Report) -> String {
     }
     h.push_str("</table>");
 
+    h.push_str(&addresses_html(r));
+
     h.push_str("<h2>What no recipe here fixes</h2>");
     h.push_str(&still_duplicated_html(r));
 
@@ -127,6 +129,50 @@ pub fn render(r: &Report) -> String {
         h.push_str("</ul>");
     }
     h.push_str("</body></html>\n");
+    h
+}
+
+/// Per scenario on a network segment: who got which address, from the segment checks' values
+/// and evidence, the rows that share an IPv4 address or a DHCP client id marked.
+fn addresses_html(r: &Report) -> String {
+    let mut h = String::new();
+    for s in &r.scenarios {
+        let check = |id: CheckId| s.checks.iter().find(|c| c.id() == id && c.verdict() != Verdict::Skipped);
+        let Some(lease) = check(CheckId::Ipv4Lease) else { continue };
+        let Some(vms) = lease.result.evidence.as_ref().and_then(|e| e["vms"].as_array()) else { continue };
+        if h.is_empty() {
+            h.push_str("<h2>Who got which address</h2><p class=\"note\">Each segment scenario's VMs as the wire saw them at the end of the watch; rows that share an IPv4 address or a DHCP client id are marked.</p>");
+        }
+        let value = |id: CheckId, i: usize| -> String {
+            check(id).and_then(|c| c.result.values.get(i)).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                v => v.to_string(),
+            }).unwrap_or_default()
+        };
+        let rows: Vec<(String, String, String, String, String, String, String)> = vms
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let compared = v["role"] != "source";
+                let macs = v["macs"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+                let v4 = v["wire"]["final"].as_str().unwrap_or("-").to_string();
+                let get = |id| if compared { value(id, i) } else { String::new() };
+                (v["vm"].as_str().unwrap_or("").to_string(), v["role"].as_str().unwrap_or("").to_string(), macs, get(CheckId::DhcpClientId), v4, get(CheckId::Ipv6Addr), get(CheckId::IpWindowMs))
+            })
+            .collect();
+        let _ = write!(h, "<h3>{}</h3><table><tr><th>VM</th><th>role</th><th>MAC assigned</th><th>DHCP client id</th><th>IPv4 held</th><th>IPv6</th><th>own address after (ms)</th></tr>", esc(&s.name));
+        for (i, row) in rows.iter().enumerate() {
+            let shares = rows.iter().enumerate().any(|(j, o)| j != i && ((row.4 != "-" && o.4 == row.4) || (!row.3.is_empty() && o.3 == row.3)));
+            let _ = write!(
+                h,
+                "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if shares { " class=\"collides\"" } else { "" },
+                esc(&row.0), esc(&row.1), esc(&row.2), esc(&row.3), esc(&row.4), esc(&row.5), esc(&row.6)
+            );
+        }
+        h.push_str("</table>");
+    }
     h
 }
 

@@ -18,6 +18,8 @@
 //! mitigate_remanence = true # adds the mitigate-remanence fix-up (implies canary)
 //! nocloud = "per-vm"        # a cloud-init NoCloud seed per VM: per-vm | shared
 //! pool = 2                  # shared-ram only: clones from a warm pool of 1..=16 processes
+//! network = "segment"       # user (default: each VM alone) | segment (one isolated segment
+//!                           # with dnsmasq and a capture; network/segment.rs)
 //! [scenario.expect]         # check id = unique | duplicate | skipped | error | any
 //! mac = "duplicate"
 //! ```
@@ -29,7 +31,7 @@ pub mod shard;
 
 pub use error::ScenarioError;
 pub use parse::{parse, MAX_FILE_BYTES, MAX_MESSAGE};
-pub use plan::{NoCloud, Plan, ScenarioPlan};
+pub use plan::{Network, NoCloud, Plan, ScenarioPlan};
 
 use std::path::{Path, PathBuf};
 

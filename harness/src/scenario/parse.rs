@@ -2,7 +2,7 @@
 //! validate each value, so every error says the file, line, column and field.
 
 use super::error::ScenarioError;
-use super::plan::{NoCloud, ScenarioPlan};
+use super::plan::{Network, NoCloud, ScenarioPlan};
 use clonesafe_metadata::{BackendKind, CheckId, Expectation, FixupId, Method, Recipe, Strategy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,6 +39,7 @@ struct RawScenario {
     mitigate_remanence: bool,
     nocloud: Option<Spanned<String>>,
     pool: Option<Spanned<i64>>,
+    network: Option<Spanned<String>>,
 }
 
 /// Scenario files are a few KiB; anything larger is refused before it is parsed.
@@ -196,6 +197,17 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             Some(p) if (1..=16).contains(p.get_ref()) => Some(*p.get_ref() as u32),
             Some(p) => return Err(at(p.span(), f("pool"), format!("{} is out of range: a warm pool of 1 to 16 processes", p.get_ref()))),
         };
+        let network = match &s.network {
+            None => Network::User,
+            Some(n) => match n.get_ref().as_str() {
+                "user" => Network::User,
+                "segment" if recipe.method == Method::SharedRam => {
+                    return Err(at(n.span(), f("network"), "the segment network is not offered with the shared-ram method (its frozen template would hold a port and a lease it never renews)".into()))
+                }
+                "segment" => Network::Segment,
+                other => return Err(at(n.span(), f("network"), format!("{other:?} is not a network; use \"user\" (each VM alone) or \"segment\" (one isolated segment with DHCP)"))),
+            },
+        };
         let canary = s.canary || recipe.has(FixupId::MitigateRemanence);
         out.push(ScenarioPlan {
             name,
@@ -213,6 +225,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             canary,
             nocloud,
             pool,
+            network,
         });
     }
     Ok(out)

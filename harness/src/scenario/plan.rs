@@ -30,6 +30,20 @@ pub struct ScenarioPlan {
     pub nocloud: Option<NoCloud>,
     /// Clones of the shared-ram method taken from a warm pool of this many processes.
     pub pool: Option<u32>,
+    /// Where the VMs' NICs are plugged.
+    pub network: Network,
+}
+
+/// Where a scenario's VMs are plugged (`network = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Each VM behind its own QEMU user network (slirp): no VM sees another, and the host
+    /// reaches guest services through forwarded ports on 127.0.0.1.
+    #[default]
+    User,
+    /// Every VM of the scenario on one isolated segment: a network namespace with a bridge,
+    /// `dnsmasq` and a capture (network/segment.rs).
+    Segment,
 }
 
 /// Whose instance-id a VM's NoCloud seed holds.

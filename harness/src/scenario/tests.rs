@@ -168,3 +168,17 @@ fn a_warm_pool_is_for_shared_ram_only() {
     let e = err("[[scenario]]\nname = \"a\"\nmethod = \"shared-ram\"\npool = 0\nclones = 3\n");
     assert!(e.message.contains("0 is out of range"), "{e}");
 }
+
+/// `network` is user (the default) or segment; the segment refuses shared-ram's frozen template.
+#[test]
+fn network_is_user_or_segment() {
+    let p = parse(Path::new("s.toml"), "[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n").unwrap();
+    assert_eq!(p[0].network, Network::User);
+    let p = parse(Path::new("s.toml"), "[[scenario]]\nname = \"a\"\nstrategy = \"full\"\nclones = 2\nnetwork = \"segment\"\n").unwrap();
+    assert_eq!(p[0].network, Network::Segment);
+    let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\nnetwork = \"bridge\"\n");
+    assert_eq!((e.line, e.field.as_deref()), (5, Some("scenario[0].network")), "{e}");
+    assert!(e.message.contains("\"bridge\" is not a network"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"shared-ram\"\nclones = 2\nnetwork = \"segment\"\n");
+    assert!(e.message.contains("not offered with the shared-ram method"), "{e}");
+}

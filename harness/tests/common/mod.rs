@@ -45,7 +45,7 @@ pub fn machine(guest: &GuestProfile, vmgenid: bool) -> Machine {
 pub fn args(dir: &Path, role: &str, vmgenid: bool) -> CloneArgs {
     let name = format!("{NAME_PREFIX}{}-test-{role}", std::process::id());
     let identity = if vmgenid { HostIdentity::fresh_with_vmgenid(name) } else { HostIdentity::fresh(name) };
-    CloneArgs { identity, dir: dir.join(role), forwards: Default::default() }
+    CloneArgs { identity, dir: dir.join(role), forwards: Default::default(), segment: None, port: None }
 }
 
 /// clonesafe VMs started by process `owner` that are still running.

@@ -170,7 +170,7 @@ mod tests {
 
     fn args(name: &str, vmgenid: bool) -> CloneArgs {
         let identity = if vmgenid { HostIdentity::fresh_with_vmgenid(name.into()) } else { HostIdentity::fresh(name.into()) };
-        CloneArgs { identity, dir: format!("/runs/{name}").into(), forwards: Default::default() }
+        CloneArgs { identity, dir: format!("/runs/{name}").into(), forwards: Default::default(), segment: None, port: None }
     }
 
     /// libvirt's in-process test driver parses and validates the XML we generate, and reads back

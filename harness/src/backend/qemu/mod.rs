@@ -63,6 +63,7 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability::Vmgenid,
     Capability::SharedRam,
     Capability::WarmPool,
+    Capability::SegmentNetwork,
 ];
 
 /// The file a [`Ram::Shared`] VM's guest RAM lives in, in its directory.
@@ -245,6 +246,11 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
 /// guest from the host and the outside (it can reach nothing) while the host reaches each
 /// service through a forward on 127.0.0.1 (FACTS.md: ssh-keyscan through such a forward works).
 fn netdev(machine: &Machine, args: &CloneArgs) -> String {
+    if let Some(port) = &args.port {
+        // A tap the segment made in the host namespace (down, no address); QEMU opens it by name
+        // and the segment then moves it into its namespace (network/segment.rs).
+        return format!("tap,id=net0,ifname={},script=no,downscript=no", port.tap);
+    }
     if args.forwards.is_empty() {
         return "hubport,id=net0,hubid=0".into();
     }
@@ -255,6 +261,26 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
         }
     }
     s
+}
+
+/// A port of the VM's segment for its NIC, if it is on one.
+fn take_port(args: &mut CloneArgs) -> Result<(), BackendError> {
+    if let Some(seg) = &args.segment {
+        let name = &args.identity.name;
+        args.port = Some(seg.port(name).map_err(|source| BackendError::Segment { vm: name.clone(), source })?);
+    }
+    Ok(())
+}
+
+/// Once QEMU has opened its tap: move it into the segment and record the NIC's MAC on it.
+fn attach_port(args: &CloneArgs, nic: bool) -> Result<(), BackendError> {
+    if let (Some(seg), Some(port)) = (&args.segment, &args.port) {
+        port.attach(Some(seg)).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })?;
+        if nic {
+            seg.set_mac(&port.tap, &args.identity.mac.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// The channels QEMU connects for `machine`'s agent transport.
@@ -307,8 +333,9 @@ impl Backend for QemuBackend {
         reap::reap_stale().into_iter().map(|v| format!("killed a leftover VM {} (pid {}) of a dead run", v.name, v.pid)).collect()
     }
 
-    async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+    async fn boot(&self, machine: &Machine, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
+        take_port(&mut args)?;
         let ram_file = args.dir.join(RAM_FILE);
         let ram = match machine.ram {
             Ram::Private => RamMap::Anonymous,
@@ -321,6 +348,7 @@ impl Backend for QemuBackend {
         };
         let qargs = machine_args(machine, &args, &disk, ram);
         let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(machine), t, &qargs).await?;
+        attach_port(&args, machine.devices.nic)?;
         proc.init_migration().await?;
         let mut agent = transport(&mut proc, machine, None);
         let mut notes = Vec::new();
@@ -369,7 +397,7 @@ fn stream_of(snap: &Snapshot) -> Option<&Path> {
 
 #[async_trait]
 impl WarmPool for QemuBackend {
-    async fn prepare(&self, snap: &Snapshot, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Pending>, BackendError> {
+    async fn prepare(&self, snap: &Snapshot, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Pending>, BackendError> {
         let wrong = || BackendError::WrongSnapshot { backend: BackendKind::Qemu, made_by: snap.backend };
         if snap.backend != BackendKind::Qemu {
             return Err(wrong());
@@ -384,10 +412,12 @@ impl WarmPool for QemuBackend {
         };
         // Clones get their own overlay on the frozen disk: no two VMs share a writable image.
         let disk = vm_disk(&args, frozen, "qcow2").await?;
+        take_port(&mut args)?;
         let machine = snap.machine.clone();
         let mut qargs = machine_args(&machine, &args, &disk, ram);
         qargs.extend(["-S".into(), "-incoming".into(), "defer".into()]);
         let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(&machine), t, &qargs).await?;
+        attach_port(&args, machine.devices.nic)?;
         proc.init_migration().await?;
         set_migration(&mut proc, &machine, Phase::IncomingMigration).await?;
         Ok(Box::new(PendingQemu { proc, machine, args, disk, timeouts: *t }))
@@ -480,7 +510,16 @@ impl NicHotplug for QemuVm {
             let (k, v) = kv.split_once('=').expect("key=value");
             args[k] = json!(v);
         }
-        if !self.args.forwards.is_empty() {
+        if let Some(seg) = self.args.segment.clone() {
+            // A new port of the segment for the new NIC; the old port stays, silent.
+            let name = self.args.identity.name.clone();
+            let port = seg.port(&name).map_err(|source| BackendError::Segment { vm: name.clone(), source })?;
+            self.proc.qmp(Phase::Hotplug, "netdev_add", json!({ "type": "tap", "id": "net1", "ifname": port.tap, "script": "no", "downscript": "no" })).await?;
+            port.attach(Some(&seg)).map_err(|source| BackendError::Segment { vm: name, source })?;
+            seg.set_mac(&port.tap, &mac.to_string());
+            self.args.port = Some(port);
+            args["netdev"] = json!("net1");
+        } else if !self.args.forwards.is_empty() {
             // The new NIC gets a user network of its own. On the old one, slirp (whose state the
             // snapshot carried) still leases 10.0.2.15 to the source's MAC, so the new MAC would
             // get .16 while the forwards point at .15 (measured: ssh-keyscan got nothing).

@@ -36,6 +36,12 @@ impl Fixup for Agent {
         let entropy = crate::identity::host_entropy(64);
         let t = cx.timeouts.probe;
         let done = crate::probes::call(vm, "run the fix-up", |a| Box::pin(async move { a.fixup(&entropy, t).await })).await?;
+        if vm.machine().network == crate::scenario::Network::Segment {
+            // On a shared segment the DHCP identity must follow the new machine-id: renew the
+            // lease with it. A guest whose identity is its MAC cannot; that is a finding, not a
+            // failure.
+            let _ = crate::probes::call(vm, "renew the DHCP lease", |a| a.renew_lease(t)).await;
+        }
         // The window needs the first sample's guest time; without it (no RNG protocol) it is null.
         let t0 = early.resumed.as_ref().map(|r| r.t0_ns()).filter(|t| *t > 0);
         Ok(vec![

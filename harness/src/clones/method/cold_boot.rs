@@ -22,6 +22,6 @@ impl CloneMethod for ColdBoot {
         let (observations, vms) = boot_and_observe(cx, fleet, &cx.machine, VmRole::Boot, &mut timing.boot_ms, &mut notes).await?;
         let tickets = Some(fleet_tests(cx, &fleet.0, &observations).await);
         let assigned_macs = vms.iter().map(|v| v.mac.clone()).collect();
-        Ok(Outcome { observations, vms, timing, notes, remanence: None, tickets, assigned_macs })
+        Ok(Outcome { observations, vms, timing, notes, remanence: None, tickets, assigned_macs, segment: None })
     }
 }

@@ -56,6 +56,6 @@ impl CloneMethod for ImageCopy {
             None => None,
         };
         let assigned_macs = std::iter::once(template_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs })
+        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs, segment: None })
     }
 }

@@ -141,7 +141,7 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
         None => None,
     };
     let assigned_macs = std::iter::once(source_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
-    Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs })
+    Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs, segment: None })
 }
 
 fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {

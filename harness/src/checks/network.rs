@@ -1,0 +1,232 @@
+//! Checks from the wire of a segment (`network = "segment"`, network/segment.rs): what each VM
+//! sent and was given, read from the capture in the segment's namespace (network/wire.rs) and,
+//! for IPv6, from the guest's own address table. Evidence points at frame numbers of the
+//! capture and lines of dnsmasq's log.
+//!
+//! * `dhcp_client_id`: the client identities (option 61) each VM sent.
+//! * `ipv4_lease`: the address each VM held at the end of the watch; duplicate when two VMs
+//!   (or a clone and its running source) hold one.
+//! * `ipv6_addr`: each VM's addresses; duplicate when two share one or duplicate-address
+//!   detection failed (in the guest, or answered on the wire).
+//! * `arp_conflict`: two MACs claiming one IPv4 address, or one MAC sending from two ports.
+//! * `ip_window_ms`: from resume until each VM held an address of its own and kept it.
+
+use super::common::{error, from_sets, skipped, Check, CheckContext};
+use crate::network::SegmentReport;
+use crate::probes::Observation;
+use clonesafe_metadata::{CheckId, CheckResult, Verdict};
+use serde_json::{json, Value};
+
+fn segment<'a>(id: CheckId, obs: &[Observation], cx: &'a CheckContext) -> Result<&'a SegmentReport, CheckResult> {
+    let Some(s) = cx.segment else {
+        return Err(skipped(id, vec![Value::Null; obs.len()], "the VMs were not on a shared segment (network = \"segment\" puts them on one)"));
+    };
+    if let Some(e) = &s.error {
+        return Err(error(id, obs, format!("the segment's capture could not be read: {e}")));
+    }
+    if let Some(o) = obs.iter().find(|o| s.vm(&o.vm).is_none()) {
+        return Err(error(id, obs, format!("{} has no port on the segment", o.vm)));
+    }
+    Ok(s)
+}
+
+fn source_of(s: &SegmentReport) -> Option<&crate::network::wire::VmWire> {
+    s.wire.vms.iter().find(|v| v.role == "source")
+}
+
+pub struct DhcpClientId;
+
+impl Check for DhcpClientId {
+    fn id(&self) -> CheckId {
+        CheckId::DhcpClientId
+    }
+    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+        let id = self.id();
+        let s = match segment(id, obs, cx) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let mut sets = Vec::new();
+        for o in obs {
+            let v = s.vm(&o.vm).expect("checked");
+            if v.client_ids.is_empty() {
+                return error(id, obs, format!("{} sent no DHCP message in the {} s watched", o.vm, s.watched_ms / 1000));
+            }
+            sets.push(v.client_ids.clone());
+        }
+        let mut r = from_sets(id, obs, sets);
+        if let Some(src) = source_of(s) {
+            let same: Vec<&str> = obs.iter().filter(|o| s.vm(&o.vm).is_some_and(|v| v.client_ids.iter().any(|c| src.client_ids.contains(c)))).map(|o| o.vm.as_str()).collect();
+            if !same.is_empty() {
+                r.detail.push_str(&format!("; {} sent the source's own client id", same.join(", ")));
+                if r.verdict == Verdict::Unique {
+                    r.verdict = Verdict::Duplicate;
+                }
+            }
+        }
+        r.evidence = Some(evidence(s, obs, |v| json!(v.dhcp.iter().filter(|d| d.dir == "sent").take(6).map(|d| json!({ "frame": d.frame, "t_ms": d.t_ms, "msg": d.msg, "client_id": d.client_id })).collect::<Vec<_>>())));
+        r
+    }
+}
+
+pub struct Ipv4Lease;
+
+impl Check for Ipv4Lease {
+    fn id(&self) -> CheckId {
+        CheckId::Ipv4Lease
+    }
+    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+        let id = self.id();
+        let s = match segment(id, obs, cx) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let finals: Vec<Option<String>> = obs.iter().map(|o| s.vm(&o.vm).and_then(|v| v.final_v4.clone())).collect();
+        let values: Vec<Value> = finals.iter().map(|f| json!(f)).collect();
+        let mut shared = Vec::new();
+        let src = source_of(s).and_then(|v| v.final_v4.clone());
+        let mut by_addr: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (o, a) in obs.iter().zip(&finals) {
+            if let Some(a) = a {
+                by_addr.entry(a.as_str()).or_default().push(o.vm.as_str());
+            }
+        }
+        for (a, vms) in &by_addr {
+            if vms.len() > 1 {
+                shared.push(format!("{a} held by {}", vms.join(" and ")));
+            }
+            if src.as_deref() == Some(*a) {
+                shared.push(format!("{} hold the running source's address {a}", vms.join(" and ")));
+            }
+        }
+        let mismatch: Vec<String> = obs
+            .iter()
+            .zip(&finals)
+            .filter_map(|(o, f)| {
+                let g = s.guests.get(&o.vm)?;
+                let own: Vec<&String> = g.v4.iter().filter(|a| a.starts_with("10.77.0.")).collect();
+                (g.error.is_none() && f.as_ref().is_some_and(|f| !own.contains(&f))).then(|| format!("{} reports {:?} itself", o.vm, own))
+            })
+            .collect();
+        let ev = evidence(s, obs, |v| json!({ "held": v.held, "final": v.final_v4 }));
+        let (verdict, mut detail) = if !shared.is_empty() {
+            (Verdict::Duplicate, shared.join("; "))
+        } else if let Some(i) = finals.iter().position(Option::is_none) {
+            (Verdict::Error, format!("{} held no address at the end of the {} s watched", obs[i].vm, s.watched_ms / 1000))
+        } else {
+            (Verdict::Unique, format!("each of the {} VMs held its own address at the end of the watch", obs.len()))
+        };
+        if !mismatch.is_empty() {
+            detail.push_str(&format!(" (the guest's own view differs: {})", mismatch.join("; ")));
+        }
+        CheckResult { id, verdict, values, detail, evidence: Some(ev) }
+    }
+}
+
+pub struct Ipv6Addr;
+
+impl Check for Ipv6Addr {
+    fn id(&self) -> CheckId {
+        CheckId::Ipv6Addr
+    }
+    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+        let id = self.id();
+        let s = match segment(id, obs, cx) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let mut sets = Vec::new();
+        let mut failed = Vec::new();
+        for o in obs {
+            let v = s.vm(&o.vm).expect("checked");
+            let g = s.guests.get(&o.vm);
+            let set: Vec<String> = match g {
+                Some(g) if g.error.is_none() => {
+                    for a in g.v6.iter().filter(|a| a.dad_failed) {
+                        failed.push(format!("{} marks {} dadfailed", o.vm, a.addr));
+                    }
+                    g.v6.iter().map(|a| a.addr.clone()).collect()
+                }
+                _ => v.v6_sources.clone(),
+            };
+            for d in v.dad.iter().filter(|d| d.defended_by.is_some()) {
+                failed.push(format!("{}'s DAD probe for {} (frame {}) was answered by {} (frame {})", o.vm, d.target, d.frame, d.defended_by.as_deref().unwrap_or(""), d.defended_frame.unwrap_or(0)));
+            }
+            if set.is_empty() {
+                return error(id, obs, format!("{} has no IPv6 address that it reports or sent from", o.vm));
+            }
+            sets.push(set);
+        }
+        let mut r = from_sets(id, obs, sets);
+        if !failed.is_empty() {
+            r.verdict = Verdict::Duplicate;
+            r.detail = format!("{}; duplicate-address detection failed: {}", r.detail, failed.join("; "));
+        }
+        r.evidence = Some(evidence(s, obs, |v| json!({ "guest": s.guests.get(&v.vm).map(|g| &g.v6), "dad_probes": v.dad, "sent_from": v.v6_sources })));
+        r
+    }
+}
+
+pub struct ArpConflict;
+
+impl Check for ArpConflict {
+    fn id(&self) -> CheckId {
+        CheckId::ArpConflict
+    }
+    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+        let id = self.id();
+        let s = match segment(id, obs, cx) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let ours = |vms: &Vec<String>| vms.iter().any(|v| obs.iter().any(|o| &o.vm == v));
+        let mut found: Vec<String> = s.wire.mac_on_ports.iter().filter(|(_, v)| ours(v)).map(|(m, v)| format!("MAC {m} sent from the ports of {}", v.join(", "))).collect();
+        found.extend(s.wire.arp_conflicts.iter().filter(|(_, _, v)| ours(v)).map(|(ip, macs, v)| format!("{ip} claimed by {} ({})", macs.join(" and "), v.join(", "))));
+        let values: Vec<Value> = obs.iter().map(|o| json!(s.vm(&o.vm).map(|v| v.arp_claims.keys().cloned().collect::<Vec<_>>()))).collect();
+        let (verdict, detail) = if found.is_empty() {
+            (Verdict::Unique, format!("no address claimed by two MACs and no MAC on two ports in {} frames", s.wire.frames))
+        } else {
+            (Verdict::Duplicate, found.join("; "))
+        };
+        let ev = evidence(s, obs, |v| json!(v.arp_claims));
+        CheckResult { id, verdict, values, detail, evidence: Some(ev) }
+    }
+}
+
+pub struct IpWindow;
+
+impl Check for IpWindow {
+    fn id(&self) -> CheckId {
+        CheckId::IpWindowMs
+    }
+    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+        let id = self.id();
+        let s = match segment(id, obs, cx) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let w: Vec<Option<f64>> = obs.iter().map(|o| s.vm(&o.vm).and_then(|v| v.unique_after_ms)).collect();
+        let values = w.iter().map(|x| json!(x.map(f64::round))).collect();
+        let never: Vec<&str> = obs.iter().zip(&w).filter(|(_, x)| x.is_none()).map(|(o, _)| o.vm.as_str()).collect();
+        let (verdict, detail) = if never.is_empty() {
+            let worst = w.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
+            (Verdict::Unique, format!("every VM held an address of its own within {:.1} s of resume, and kept it to the end of the {} s watched", worst / 1000.0, s.watched_ms / 1000))
+        } else {
+            (Verdict::Duplicate, format!("{} never held an address no other VM held, in the {} s watched", never.join(", "), s.watched_ms / 1000))
+        };
+        let ev = evidence(s, obs, |v| json!(v.held));
+        CheckResult { id, verdict, values, detail, evidence: Some(ev) }
+    }
+}
+
+/// Per VM (the compared ones, then the source): `f` of its wire view and dnsmasq's lines on it.
+fn evidence(s: &SegmentReport, obs: &[Observation], f: impl Fn(&crate::network::wire::VmWire) -> Value) -> Value {
+    let mut vms: Vec<&crate::network::wire::VmWire> = obs.iter().filter_map(|o| s.vm(&o.vm)).collect();
+    vms.extend(source_of(s));
+    json!({
+        "namespace": s.namespace,
+        "frames": s.wire.frames,
+        "watched_ms": s.watched_ms,
+        "vms": vms.iter().map(|v| json!({ "vm": v.vm, "role": v.role, "macs": v.macs, "taps": v.taps, "wire": f(v), "dnsmasq_log": s.log.get(&v.vm) })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,103 @@
+//! Clones on one network (`network = "segment"`): the segment itself ([`segment`]), a reader for
+//! its capture ([`pcap`]), and what the capture says about each VM ([`wire`]). The checks
+//! `dhcp_client_id`, `ipv4_lease`, `ipv6_addr`, `arp_conflict` and `ip_window_ms`
+//! (checks/network.rs) read the [`SegmentReport`] made here at the end of a scenario.
+
+pub mod pcap;
+pub mod segment;
+pub mod wire;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use wire::{GuestV6, Member, Wire};
+
+/// How long a segment scenario watches the wire after its last clone resumed: past T1 (half
+/// of dnsmasq's 2-minute lease), so every VM renews at least once in the capture.
+pub const WATCH: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// What a guest said of its own addresses when it was observed.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct GuestAddrs {
+    pub v4: Vec<String>,
+    pub v6: Vec<GuestV6>,
+    /// Why they could not be read.
+    pub error: Option<String>,
+}
+
+/// Everything the network checks read, kept whole in the report's evidence.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct SegmentReport {
+    pub namespace: String,
+    /// The capture as kept with the report (relative to the report directory), when kept.
+    pub capture: Option<String>,
+    pub watched_ms: u64,
+    pub wire: Wire,
+    /// Per VM, its own view (read at the end of the watch).
+    pub guests: BTreeMap<String, GuestAddrs>,
+    /// Per VM, dnsmasq's log lines naming one of its MACs: (line number, text), the first 12.
+    pub log: BTreeMap<String, Vec<(usize, String)>>,
+    /// What went wrong reading the capture, if anything.
+    pub error: Option<String>,
+}
+
+impl SegmentReport {
+    /// The analysed view of `vm`.
+    pub fn vm(&self, vm: &str) -> Option<&wire::VmWire> {
+        self.wire.vms.iter().find(|v| v.vm == vm)
+    }
+}
+
+/// Read the capture and dnsmasq's log of `seg` (stopped) for `members`.
+pub fn report(seg: &segment::Segment, members: &[Member], t0_ns: u64, watched_ms: u64, guests: BTreeMap<String, GuestAddrs>) -> SegmentReport {
+    let mut r = SegmentReport { namespace: seg.ns.clone(), capture: None, watched_ms, guests, ..Default::default() };
+    match std::fs::read(seg.capture_path()) {
+        Ok(data) => match pcap::parse(&data) {
+            Ok(frames) => r.wire = wire::analyse(&frames, members, t0_ns),
+            Err(e) => r.error = Some(format!("{}: {e}", seg.capture_path().display())),
+        },
+        Err(e) => r.error = Some(format!("{}: {e}", seg.capture_path().display())),
+    }
+    let log = crate::input::read_text(&seg.log_path(), 8 << 20).unwrap_or_default();
+    for m in members {
+        let seen = r.vm(&m.vm).map(|v| v.macs_seen.clone()).unwrap_or_default();
+        let macs: Vec<&String> = m.macs.iter().chain(&seen).collect();
+        let lines: Vec<(usize, String)> = log
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| macs.iter().any(|mac| l.contains(mac.as_str())) && (l.contains("DHCPACK") || l.contains("DHCPNAK") || l.contains("DHCPOFFER") || l.contains("not found") || l.contains("client provides")))
+            .take(12)
+            .map(|(i, l)| (i + 1, crate::text::truncate(l, 200)))
+            .collect();
+        r.log.insert(m.vm.clone(), lines);
+    }
+    r
+}
+
+/// How long a VM that booted onto a segment may take to get its addresses.
+pub const ADDRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Wait until `vm` holds an IPv4 address of the segment and a global IPv6 address past DAD,
+/// as its own address table says: a VM about to be snapshotted (or compared) is bound, so that
+/// clones resume bound, not mid-exchange. Ok(ms waited), or Err(why not) after
+/// [`ADDRESS_WAIT`].
+pub async fn wait_address(vm: &mut dyn crate::backend::Vm, t: std::time::Duration) -> Result<u64, String> {
+    let start = std::time::Instant::now();
+    let prefix = segment::ROUTER_V4.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
+    let v6_prefix = segment::PREFIX_V6.trim_end_matches(':');
+    let mut last = String::new();
+    while start.elapsed() < ADDRESS_WAIT {
+        match crate::probes::call(vm, "read the guest's addresses", |a| a.addrs(t)).await {
+            Ok((v6, v4)) => {
+                let has4 = v4.iter().any(|a| a.starts_with(&prefix) && a != segment::ROUTER_V4);
+                let has6 = wire::parse_if_inet6(&v6).iter().any(|a| a.addr.starts_with(v6_prefix) && !a.tentative);
+                if has4 && has6 {
+                    return Ok(start.elapsed().as_millis() as u64);
+                }
+                last = format!("IPv4 {v4:?}, IPv6 on the segment: {has6}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err(format!("{} had no address on the segment after {} s ({last})", vm.name(), ADDRESS_WAIT.as_secs()))
+}

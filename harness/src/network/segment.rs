@@ -1,0 +1,367 @@
+//! One isolated network segment per scenario (`network = "segment"`): a network namespace the
+//! harness creates, holding a Linux bridge, one port per VM NIC, `dnsmasq` as DHCPv4 server and
+//! IPv6 router, and `tcpdump` capturing every port into a pcap.
+//!
+//! ```text
+//!   host namespace (no address, no route, no forwarding)     namespace clonesafe-<pid>-<scenario>
+//!   ┌───────────────────────────────────────────┐            ┌──────────────────────────────────┐
+//!   │ VMM ──fd── tap cs<pid>n<k> (down, no IPv6)│ ─ moved ─▶ │ tap ─┐                            │
+//!   └───────────────────────────────────────────┘            │ tap ─┼─ br0 10.77.0.1/24          │
+//!                                                            │ tap ─┘     fd00:77::1/64          │
+//!                                                            │ dnsmasq (DHCP 2 min, RA)          │
+//!                                                            │ tcpdump -i any (LINUX_SLL2) → pcap│
+//!                                                            └──────────────────────────────────┘
+//! ```
+//!
+//! A tap is created in the host namespace, down and with IPv6 disabled, so it never holds an
+//! address there; the VMM opens it by name; then it is moved into the segment's namespace and
+//! enslaved to the bridge. The VMM's file descriptor survives the move (measured here
+//! 2026-11-28: a frame written to the fd after `ip link set ... netns` arrived on the bridge).
+//! That works for every VMM that opens a tap by name, QEMU's `-netdev tap,ifname=` and
+//! libvirt's `<interface type='ethernet'>` with `<target managed='no'>`, and keeps the
+//! workplace rule (FACTS.md, "Networks on these machines"): the host namespace never carries the
+//! segment's traffic. Inside the namespace, new interfaces get no IPv6 either
+//! (`default.disable_ipv6`), so the only IPv6 speakers on the wire are the bridge and the guests.
+//!
+//! `tcpdump -i any` with the Linux cooked v2 header records each frame's interface, so a frame a
+//! VM sent is attributed to its port even when two VMs share a MAC (`naive`). dnsmasq's lease
+//! time is its minimum, 2 minutes (dnsmasq(8) `--dhcp-range`), so renewals (T1, half the lease)
+//! happen within a run.
+//!
+//! Teardown kills dnsmasq and tcpdump and deletes the namespace (the kernel deletes the taps and
+//! the bridge in it); dropping a [`Segment`] does the same. dnsmasq and tcpdump die with the
+//! harness (PR_SET_PDEATHSIG), and [`reap_stale`] removes namespaces and taps of a run that was
+//! killed.
+
+use crate::identity::{is_stale, owner_of, NAME_PREFIX};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The segment's IPv4 router (the bridge), its prefix and the DHCP pool.
+pub const ROUTER_V4: &str = "10.77.0.1";
+pub const PREFIX_V4: u8 = 24;
+pub const POOL_V4: (&str, &str) = ("10.77.0.10", "10.77.0.250");
+/// The IPv6 prefix dnsmasq advertises (SLAAC), and the bridge's address in it.
+pub const PREFIX_V6: &str = "fd00:77::";
+pub const ROUTER_V6: &str = "fd00:77::1";
+/// dnsmasq's shortest lease: renewals (T1) every minute.
+pub const LEASE: Duration = Duration::from_secs(120);
+/// Captured bytes per frame (a DHCP message is under 600 bytes) and frames per capture.
+pub const SNAPLEN: u32 = 1024;
+pub const MAX_FRAMES: u32 = 200_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("network segment {ns}: {step}: {detail}")]
+    Step { ns: String, step: String, detail: String },
+}
+
+/// A port of the segment: a tap the VMM opens by name, then [`Port::attach`] moves into the
+/// segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub tap: String,
+    pub ns: String,
+    /// The VM it was made for.
+    pub vm: String,
+}
+
+/// One port as the segment recorded it (for the capture's analysis).
+#[derive(Debug, Clone)]
+pub struct PortRecord {
+    pub tap: String,
+    pub vm: String,
+    pub mac: String,
+    pub attached: bool,
+}
+
+pub struct Segment {
+    pub ns: String,
+    /// Where the lease file, dnsmasq's log and the capture are written (0700, in the scenario's
+    /// directory; removed with the run).
+    pub dir: PathBuf,
+    children: Mutex<Vec<std::process::Child>>,
+    ports: Mutex<Vec<PortRecord>>,
+}
+
+static NEXT_TAP: AtomicU32 = AtomicU32::new(0);
+
+fn run(ns: &str, step: &str, cmd: &mut Command) -> Result<String, SegmentError> {
+    let err = |detail: String| SegmentError::Step { ns: ns.to_string(), step: step.to_string(), detail };
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| err(format!("{e} (is iproute2 installed?)")))?;
+    if !out.status.success() {
+        return Err(err(crate::text::truncate(String::from_utf8_lossy(&out.stderr).trim(), 400)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(args);
+    c
+}
+
+/// A command run inside namespace `ns`, dying with the harness.
+fn in_ns(ns: &str, prog: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, prog]);
+    // SAFETY: prctl is async-signal-safe. `ip netns exec` execs the program in this process,
+    // so the death signal reaches dnsmasq and tcpdump themselves.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c
+}
+
+fn set_sysctl(ns: Option<&str>, path: &str, value: &str) -> Result<(), SegmentError> {
+    let script = format!("echo {value} > /proc/sys/{path}");
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "sh", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        }
+    };
+    run(ns.unwrap_or("host"), &format!("set {path} = {value}"), &mut c).map(|_| ())
+}
+
+impl Segment {
+    /// The namespace of scenario `scenario` of this run.
+    pub fn ns_name(scenario: &str) -> String {
+        format!("{NAME_PREFIX}{}-{scenario}", std::process::id())
+    }
+
+    /// Create the namespace, bridge, dnsmasq and capture; returns once the capture listens.
+    pub fn create(scenario: &str, dir: &Path) -> Result<Segment, SegmentError> {
+        let ns = Self::ns_name(scenario);
+        let seg = Segment { ns: ns.clone(), dir: dir.to_path_buf(), children: Mutex::new(vec![]), ports: Mutex::new(vec![]) };
+        let err = |step: &str, detail: String| SegmentError::Step { ns: ns.clone(), step: step.into(), detail };
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| err("create its directory", e.to_string()))?;
+        }
+        run(&ns, "create the namespace", &mut ip(&["netns", "add", &ns]))?;
+        // From here on, dropping `seg` deletes the namespace.
+        run(&ns, "bring up lo", &mut ip(&["-n", &ns, "link", "set", "lo", "up"]))?;
+        set_sysctl(Some(&ns), "net/ipv6/conf/default/disable_ipv6", "1")?;
+        set_sysctl(Some(&ns), "net/ipv6/conf/all/forwarding", "0")?;
+        set_sysctl(Some(&ns), "net/ipv4/ip_forward", "0")?;
+        // No STP delay, no multicast snooping: neighbour solicitations reach every port at once.
+        run(&ns, "create the bridge", &mut ip(&["-n", &ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"]))?;
+        set_sysctl(Some(&ns), "net/ipv6/conf/br0/disable_ipv6", "0")?;
+        run(&ns, "address the bridge", &mut ip(&["-n", &ns, "addr", "add", &format!("{ROUTER_V4}/{PREFIX_V4}"), "dev", "br0"]))?;
+        run(&ns, "address the bridge (IPv6)", &mut ip(&["-n", &ns, "addr", "add", &format!("{ROUTER_V6}/64"), "dev", "br0", "nodad"]))?;
+        run(&ns, "bring up the bridge", &mut ip(&["-n", &ns, "link", "set", "br0", "up"]))?;
+
+        // The capture first, so that it sees every packet of every VM.
+        let pcap = seg.capture_path();
+        let tcpdump_err = dir.join("tcpdump.stderr");
+        let errf = std::fs::File::create(&tcpdump_err).map_err(|e| err("create tcpdump's log", e.to_string()))?;
+        let child = in_ns(&ns, "tcpdump")
+            .args(["-i", "any", "-y", "LINUX_SLL2", "-U", "-n", "-Z", "root", "-s", &SNAPLEN.to_string(), "-c", &MAX_FRAMES.to_string(), "-w"])
+            .arg(&pcap)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errf)
+            .spawn()
+            .map_err(|e| err("start tcpdump", format!("{e} (is tcpdump installed?)")))?;
+        seg.children.lock().unwrap().push(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&tcpdump_err).unwrap_or_default();
+            if log.contains("listening on") {
+                break;
+            }
+            let exited = seg.children.lock().unwrap()[0].try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                return Err(err("start tcpdump", format!("it did not start listening ({})", crate::text::truncate(log.trim(), 400))));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        let log = dir.join("dnsmasq.log");
+        let child = in_ns(&ns, "dnsmasq")
+            .args(["--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", "--interface=br0", "--bind-interfaces", "--log-dhcp"])
+            .arg(format!("--dhcp-range={},{},{}m", POOL_V4.0, POOL_V4.1, LEASE.as_secs() / 60))
+            .arg(format!("--dhcp-range={PREFIX_V6},ra-only,64"))
+            .arg("--enable-ra")
+            .arg(format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| err("start dnsmasq", format!("{e} (is dnsmasq-base installed?)")))?;
+        seg.children.lock().unwrap().push(child);
+        // dnsmasq logs "DHCP, IP range ..." once it serves.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("DHCP, IP range") {
+                break;
+            }
+            let exited = seg.children.lock().unwrap()[1].try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                return Err(err("start dnsmasq", format!("it did not start serving ({})", crate::text::truncate(text.trim(), 400))));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(seg)
+    }
+
+    pub fn capture_path(&self) -> PathBuf {
+        self.dir.join("segment.pcap")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
+
+    /// A new port for `vm`: a tap in the host namespace, down and with IPv6 disabled, that its
+    /// VMM opens by name before [`Port::attach`] moves it into the segment.
+    pub fn port(&self, vm: &str) -> Result<Port, SegmentError> {
+        let tap = format!("cs{}n{}", std::process::id(), NEXT_TAP.fetch_add(1, Ordering::Relaxed));
+        run(&self.ns, &format!("create tap {tap}"), &mut ip(&["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"]))?;
+        if let Err(e) = set_sysctl(None, &format!("net/ipv6/conf/{tap}/disable_ipv6"), "1") {
+            let _ = ip(&["link", "del", &tap]).output();
+            return Err(e);
+        }
+        self.ports.lock().unwrap().push(PortRecord { tap: tap.clone(), vm: vm.to_string(), mac: String::new(), attached: false });
+        Ok(Port { tap, ns: self.ns.clone(), vm: vm.to_string() })
+    }
+
+    /// Record which MAC the VM's NIC on `tap` has (set when the VMM plugs it).
+    pub fn set_mac(&self, tap: &str, mac: &str) {
+        if let Some(p) = self.ports.lock().unwrap().iter_mut().find(|p| p.tap == tap) {
+            p.mac = mac.to_string();
+        }
+    }
+
+    pub fn ports(&self) -> Vec<PortRecord> {
+        self.ports.lock().unwrap().clone()
+    }
+
+    /// Interface index of each attached tap inside the namespace (what the capture records).
+    pub fn ifindexes(&self) -> Result<Vec<(String, u32)>, SegmentError> {
+        let out = run(&self.ns, "list its interfaces", &mut ip(&["-n", &self.ns, "-o", "link", "show"]))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (idx, rest) = l.split_once(':')?;
+                let name = rest.trim().split(['@', ':']).next()?.trim().to_string();
+                Some((name, idx.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Stop the capture (tcpdump flushes on SIGTERM) and dnsmasq; the namespace stays until
+    /// [`Segment::teardown`].
+    pub fn stop(&self) {
+        for c in self.children.lock().unwrap().iter_mut() {
+            // SAFETY: a signal to our own child, which we have not reaped yet.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for c in self.children.lock().unwrap().iter_mut() {
+            while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Remove everything: the processes, the namespace (and with it the bridge and the taps in
+    /// it), and any tap not yet moved into it.
+    pub fn teardown(&self) {
+        self.stop();
+        let _ = ip(&["netns", "del", &self.ns]).output();
+        for p in self.ports.lock().unwrap().iter() {
+            if !p.attached {
+                let _ = ip(&["link", "del", &p.tap]).stderr(Stdio::null()).output();
+            }
+        }
+    }
+
+    fn mark_attached(&self, tap: &str) {
+        if let Some(p) = self.ports.lock().unwrap().iter_mut().find(|p| p.tap == tap) {
+            p.attached = true;
+        }
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("ns", &self.ns).field("dir", &self.dir).finish()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl Port {
+    /// Move the tap (its VMM has opened it) into the segment and plug it into the bridge.
+    pub fn attach(&self, seg: Option<&Segment>) -> Result<(), SegmentError> {
+        run(&self.ns, &format!("move {} into the segment", self.tap), &mut ip(&["link", "set", &self.tap, "netns", &self.ns]))?;
+        if let Some(s) = seg {
+            s.mark_attached(&self.tap);
+        }
+        run(&self.ns, &format!("plug {} into the bridge", self.tap), &mut ip(&["-n", &self.ns, "link", "set", &self.tap, "master", "br0", "up"]))?;
+        Ok(())
+    }
+}
+
+/// Remove the namespaces and taps of runs that were killed. Returns a line per thing removed.
+pub fn reap_stale() -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Ok(out) = ip(&["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if owner_of(name).is_some() && is_stale(name) {
+                // Processes still inside it (a dnsmasq whose death signal was lost) go first.
+                if let Ok(p) = ip(&["netns", "pids", name]).output() {
+                    for pid in String::from_utf8_lossy(&p.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                        // SAFETY: kill(2) on a pid the kernel lists in that namespace.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                let ok = ip(&["netns", "del", name]).output().is_ok_and(|o| o.status.success());
+                notes.push(format!("{} the network segment {name} of a dead run", if ok { "removed" } else { "could not remove" }));
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("cs").and_then(|r| r.split('n').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() && name.len() > 3 {
+                let ok = ip(&["link", "del", &name]).output().is_ok_and(|o| o.status.success());
+                notes.push(format!("{} the tap {name} of a dead run", if ok { "removed" } else { "could not remove" }));
+            }
+        }
+    }
+    notes
+}
+
+/// Whether this host can make segments: `ip netns`, dnsmasq and tcpdump are there.
+pub fn missing_tools() -> Vec<&'static str> {
+    ["dnsmasq", "tcpdump"]
+        .into_iter()
+        .filter(|t| !["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(t).exists()))
+        .collect()
+}

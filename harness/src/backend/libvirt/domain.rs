@@ -46,7 +46,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
         ),
         AgentTransport::None => String::new(),
     };
-    let nic = if machine.devices.nic { interface_xml(&id.mac) } else { String::new() };
+    let nic = if machine.devices.nic { interface_xml(&id.mac, args.port.as_ref()) } else { String::new() };
     let seed = if machine.devices.seed {
         format!(
             "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}/seed.iso'/><target dev='vdb' bus='virtio'/><readonly/><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></disk>",
@@ -100,9 +100,22 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
 }
 
 /// The NIC: virtio on user networking (the guest never configures it, so no packet leaves),
-/// without an option ROM. The same XML plugs and unplugs it.
-pub fn interface_xml(mac: &crate::identity::MacAddr) -> String {
-    format!("<interface type='user'><mac address='{mac}'/><model type='virtio'/><rom enabled='no'/></interface>")
+/// without an option ROM; or, on a network segment, on the segment's tap, which libvirt opens by
+/// name and does not manage (`type='ethernet'`, `managed='no'`, libvirt 5.7+; the segment then
+/// moves it into its namespace: network/segment.rs). The same XML plugs and unplugs it.
+pub fn interface_xml(mac: &crate::identity::MacAddr, port: Option<&crate::network::segment::Port>) -> String {
+    match port {
+        None => format!("<interface type='user'><mac address='{mac}'/><model type='virtio'/><rom enabled='no'/></interface>"),
+        Some(p) => format!("<interface type='ethernet'><mac address='{mac}'/><target dev='{}' managed='no'/><model type='virtio'/><rom enabled='no'/></interface>", esc(&p.tap)),
+    }
+}
+
+/// The segment tap a domain XML's ethernet interface names, if any.
+pub fn segment_tap(xml: &str) -> Option<&str> {
+    let i = xml.find("<interface type='ethernet'")?;
+    let rest = &xml[i..xml[i..].find("</interface>").map(|e| i + e)?];
+    let t = rest.find("<target dev='")? + "<target dev='".len();
+    rest[t..].split('\'').next()
 }
 
 #[derive(Debug, thiserror::Error)]

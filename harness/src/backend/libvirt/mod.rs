@@ -47,6 +47,7 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability::LiveSnapshot,
     Capability::NicHotplug,
     Capability::Vmgenid,
+    Capability::SegmentNetwork,
 ];
 
 /// How a running domain is snapshotted.
@@ -265,12 +266,20 @@ impl Backend for LibvirtBackend {
         out
     }
 
-    async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+    async fn boot(&self, machine: &Machine, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
+        crate::network::segment::take_port(&mut args).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })?;
         let xml = domain::domain_xml(machine, &args, &disk);
         let name = args.identity.name.clone();
-        let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, 0).map(drop).map_err(lv(&name, Phase::Start, "create the domain"));
+        // On a segment the domain starts paused: its tap joins the segment before the guest runs.
+        let flags = if args.port.is_some() { sys::VIR_DOMAIN_START_PAUSED } else { 0 };
+        let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, flags).map(drop).map_err(lv(&name, Phase::Start, "create the domain"));
         let mut vm = self.launch(machine.clone(), args, t, disk, start, Phase::Start, None).await?;
+        if vm.args.port.is_some() {
+            vm.attach_port()?;
+            let n = vm.args.identity.name.clone();
+            vm.on_domain(Phase::Start, t.start, move |d| d.resume().map_err(lv(&n, Phase::Start, "resume the domain"))).await?;
+        }
         let ssh = vm.args.forwards.get("ssh").copied();
         if let Some(agent) = vm.agent.agent() {
             let waited = crate::backend::wait_agent(agent, machine.guest.optional, ssh, t.boot).await;
@@ -296,8 +305,9 @@ impl Backend for LibvirtBackend {
 
 #[async_trait]
 impl Restore for LibvirtBackend {
-    async fn restore(&self, snap: &Snapshot, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
+    async fn restore(&self, snap: &Snapshot, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let wrong = || BackendError::WrongSnapshot { backend: BackendKind::Libvirt, made_by: snap.backend };
+        crate::network::segment::take_port(&mut args).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })?;
         let private = snap.private::<LibvirtSnapshot>().ok_or_else(wrong)?;
         let (Some(image), Some(frozen)) = (snap.artifact(ArtifactKind::LibvirtSaveImage), snap.artifact(ArtifactKind::FrozenDisk)) else {
             return Err(wrong());
@@ -316,7 +326,7 @@ impl Restore for LibvirtBackend {
 
         // 1. libvirt's own route, once per snapshot, with the identity in dxml.
         if !private.tried.swap(true, Ordering::SeqCst) {
-            let dxml = domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?;
+            let dxml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
             let conn = self.conn.clone();
             let img = image.display().to_string();
             let r = blocking(&name, Phase::IncomingMigration, t.restore, move || Ok(conn.restore_domain_flags(&img, Some(&dxml), sys::VIR_DOMAIN_SAVE_PAUSED))).await?;
@@ -337,7 +347,7 @@ impl Restore for LibvirtBackend {
         }
 
         // 2. Rewrite the XML in the image and restore it as is.
-        let xml = domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?;
+        let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
         SaveImage::rewrite_xml(&image, &xml).map_err(|source| BackendError::SaveImage { path: image.clone(), source })?;
         let img = image.display().to_string();
         let n2 = name.clone();
@@ -354,9 +364,18 @@ impl Restore for LibvirtBackend {
             });
         }
         vm.notes = notes;
+        vm.attach_port()?;
         let n3 = name.clone();
         vm.on_domain(Phase::Resume, t.start, move |d| d.resume().map_err(lv(&n3, Phase::Resume, "resume the domain"))).await?;
         Ok(Box::new(vm))
+    }
+}
+
+/// `xml` with the source's segment tap (if any) replaced by the clone's own.
+fn with_port(xml: String, args: &CloneArgs) -> String {
+    match (domain::segment_tap(&xml).map(str::to_string), &args.port) {
+        (Some(old), Some(p)) => xml.replace(&format!("<target dev='{old}' managed='no'/>"), &format!("<target dev='{}' managed='no'/>", p.tap)),
+        _ => xml,
     }
 }
 
@@ -405,6 +424,17 @@ impl LibvirtVm {
     /// Unlike the QEMU backend's, libvirt's user network is not started with `restrict=on`;
     /// the guests here are given no route out, and the machine's network is closed.
     /// (The future does not borrow `self`, as with [`LibvirtVm::on_domain`].)
+    /// Move this VM's segment tap (libvirt has opened it) into the segment, recording its MAC.
+    fn attach_port(&self) -> Result<(), BackendError> {
+        let (Some(seg), Some(port)) = (&self.args.segment, &self.args.port) else { return Ok(()) };
+        let vm = self.args.identity.name.clone();
+        port.attach(Some(seg)).map_err(|source| BackendError::Segment { vm, source })?;
+        if let Some(mac) = self.current_mac {
+            seg.set_mac(&port.tap, &mac.to_string());
+        }
+        Ok(())
+    }
+
     fn forward_ports(&self) -> impl std::future::Future<Output = Result<(), BackendError>> + Send + 'static {
         let rules: Vec<String> = self
             .args
@@ -529,7 +559,7 @@ impl NicHotplug for LibvirtVm {
         let Some(mac) = self.current_mac else {
             return Err(BackendError::Unsupported { backend: BackendKind::Libvirt, capability: Capability::NicHotplug });
         };
-        let xml = domain::interface_xml(&mac);
+        let xml = domain::interface_xml(&mac, self.args.port.as_ref());
         self.on_domain(Phase::Hotplug, self.timeouts.snapshot, move |d| {
             d.detach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(lv(&name, Phase::Hotplug, "detach the NIC"))?;
             // libvirt returns once QEMU reports DEVICE_DELETED, or after its own wait; confirm.
@@ -549,10 +579,19 @@ impl NicHotplug for LibvirtVm {
     }
 
     async fn plug_nic(&mut self, mac: MacAddr) -> Result<(), BackendError> {
-        let xml = domain::interface_xml(&mac);
+        if self.args.segment.is_some() {
+            // A new port of the segment for the new NIC.
+            let vm = self.args.identity.name.clone();
+            self.args.port = None;
+            crate::network::segment::take_port(&mut self.args).map_err(|source| BackendError::Segment { vm, source })?;
+        }
+        let xml = domain::interface_xml(&mac, self.args.port.as_ref());
         let name = self.args.identity.name.clone();
         self.on_domain(Phase::Hotplug, self.timeouts.start, move |d| d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(lv(&name, Phase::Hotplug, "attach a NIC"))).await?;
         self.current_mac = Some(mac);
+        if self.args.port.is_some() {
+            self.attach_port()?;
+        }
         self.machine.devices.nic = true;
         // A new NIC is a new slirp netdev: the forwards made at start went with the old one.
         self.forward_ports().await

@@ -265,11 +265,7 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
 
 /// A port of the VM's segment for its NIC, if it is on one.
 fn take_port(args: &mut CloneArgs) -> Result<(), BackendError> {
-    if let Some(seg) = &args.segment {
-        let name = &args.identity.name;
-        args.port = Some(seg.port(name).map_err(|source| BackendError::Segment { vm: name.clone(), source })?);
-    }
-    Ok(())
+    crate::network::segment::take_port(args).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })
 }
 
 /// Once QEMU has opened its tap: move it into the segment and record the NIC's MAC on it.

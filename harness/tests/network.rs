@@ -1,0 +1,127 @@
+//! Clones on one network segment against real QEMU, through the binary: what collides on the
+//! wire is read from the capture, the host namespace sees none of the segment's traffic, and
+//! nothing of the segment outlives the run (or a killed run, once the next one reaps it).
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+
+const SCENARIOS: &str = r#"
+[[scenario]]
+name = "seg-naive"
+strategy = "naive"
+clones = 2
+network = "segment"
+
+[[scenario]]
+name = "seg-nic-replug"
+strategy = "nic-replug"
+clones = 2
+network = "segment"
+
+[[scenario]]
+name = "seg-naive-libvirt"
+strategy = "naive"
+backend = "libvirt"
+clones = 2
+network = "segment"
+"#;
+
+/// Names of network namespaces and taps of harness `pid`.
+fn segment_leftovers(pid: u32) -> Vec<String> {
+    let ns = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    let mut left: Vec<String> = ns.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(&format!("clonesafe-{pid}-"))).map(String::from).collect();
+    left.extend(std::fs::read_dir("/sys/class/net").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&format!("cs{pid}n"))));
+    left
+}
+
+#[test]
+fn segment_shows_collisions_on_the_wire_and_leaves_nothing() {
+    if guest().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // The host namespace's own view of the run: any packet to or from the segment's networks.
+    let host_pcap = work.path().join("host.pcap");
+    let host_err = work.path().join("host-tcpdump.err");
+    let mut host = Command::new("tcpdump")
+        .args(["-i", "any", "-n", "-U", "-w"])
+        .arg(&host_pcap)
+        .args(["net", "10.77.0.0/24", "or", "net", "fd00:77::/64"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&host_err).unwrap())
+        .spawn()
+        .expect("tcpdump (apt-get install tcpdump)");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&host_err).unwrap_or_default().contains("listening on") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let f = work.path().join("net.toml");
+    std::fs::write(&f, SCENARIOS).unwrap();
+    let out = work.path().join("out");
+    let mut a: Vec<&str> = vec!["run", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--accel", "tcg"];
+    a.extend(["--parallel", "2"]);
+    let child = clonesafe(&a, work.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let ran = finish(child, &out);
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
+    host.wait().unwrap();
+    assert_eq!(ran.code(), Some(0), "the run failed");
+
+    // The same MAC on three ports: one client id (the MAC), the MAC from several ports, and no
+    // clone ever holds an address of its own.
+    for name in ["seg-naive", "seg-naive-libvirt"] {
+        let naive = ran.scenario(name);
+        for (id, want) in [("mac", "duplicate"), ("dhcp_client_id", "duplicate"), ("arp_conflict", "duplicate"), ("ip_window_ms", "duplicate")] {
+            assert_eq!(verdict(&naive, id), want, "{name} {id}");
+        }
+    }
+    let naive = ran.scenario("seg-naive");
+    let arp = naive["checks"].as_array().unwrap().iter().find(|c| c["id"] == "arp_conflict").unwrap();
+    assert!(arp["detail"].as_str().unwrap().contains("sent from the ports of"), "{arp}");
+    // New NICs: udhcpc's client id follows the MAC, so each clone gets its own lease.
+    let replug = ran.scenario("seg-nic-replug");
+    for id in ["mac", "dhcp_client_id", "ipv4_lease", "ipv6_addr", "arp_conflict", "ip_window_ms"] {
+        assert_eq!(verdict(&replug, id), "unique", "seg-nic-replug {id}");
+    }
+    let lease = replug["checks"].as_array().unwrap().iter().find(|c| c["id"] == "ipv4_lease").unwrap();
+    for v in lease["values"].as_array().unwrap() {
+        assert!(v.as_str().is_some_and(|a| a.starts_with("10.77.0.")), "a lease from the segment's dnsmasq: {lease}");
+    }
+    // Evidence points at frames of the capture and lines of dnsmasq's log.
+    let ev = &lease["evidence"]["vms"][0];
+    assert!(ev["wire"]["held"].as_array().is_some_and(|h| !h.is_empty()) && ev["dnsmasq_log"].as_array().is_some_and(|l| !l.is_empty()), "{ev}");
+    // Checks of scenarios not on a segment are skipped, not guessed.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Who got which address") && html.contains("class=\"collides\""), "the HTML table of addresses");
+
+    let seen = Command::new("tcpdump").args(["-r"]).arg(&host_pcap).arg("-n").output().unwrap();
+    assert!(seen.status.success(), "{}", String::from_utf8_lossy(&seen.stderr));
+    let lines = String::from_utf8_lossy(&seen.stdout).into_owned();
+    assert_eq!(lines.lines().count(), 0, "the host namespace saw the segment's traffic:\n{lines}");
+    assert!(segment_leftovers(pid).is_empty(), "left: {:?}", segment_leftovers(pid));
+    assert!(runs_left(work.path()).is_empty(), "run directories left");
+    assert!(orphan_vms(&["-seg-naive-", "-seg-nic-replug-", "-seg-naive-libvirt-"]).is_empty());
+}
+
+#[test]
+fn a_killed_runs_segment_is_reaped() {
+    if std::env::var("CLONESAFE_REQUIRE_VMS").ok().as_deref() != Some("1") && unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    // A pid that is certainly gone: a child that has exited and been reaped.
+    let mut c = Command::new("true").spawn().unwrap();
+    c.wait().unwrap();
+    let dead = c.id();
+    let ns = format!("clonesafe-{dead}-killed");
+    let tap = format!("cs{dead}n0");
+    assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    assert!(Command::new("ip").args(["tuntap", "add", "dev", &tap, "mode", "tap"]).status().unwrap().success());
+    let notes = clonesafe::network::segment::reap_stale();
+    assert!(segment_leftovers(dead).is_empty(), "left: {:?}", segment_leftovers(dead));
+    assert!(notes.iter().any(|n| n.contains(&ns)) && notes.iter().any(|n| n.contains(&tap)), "{notes:?}");
+}

@@ -517,6 +517,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
                 timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
                 shard,
+                captures: Some(out.join("captures")),
             };
             let progress = terminal::Progress::new();
             let sinks = Fanout(vec![&progress, &files_out]);

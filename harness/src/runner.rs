@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub timeouts: Timeouts,
     /// Which part of which plan this run is (`--shard I/N`), recorded in the report.
     pub shard: Option<clonesafe_metadata::Shard>,
+    /// Where each segment scenario's capture is kept (`<scenario>.pcap`), if anywhere.
+    pub captures: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +202,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
                 started,
                 scenario: s,
                 segment: Default::default(),
+                captures: opts.captures.clone(),
             };
             let r = run_scenario(&cx).await;
             cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });

@@ -32,6 +32,7 @@ fn opts(dir: &Path, boot_timeout: Duration) -> RunOptions {
         work_root: dir.join("runs"),
         timeouts: Timeouts { boot: boot_timeout, ..Timeouts::default() },
         shard: None,
+        captures: None,
     }
 }
 

@@ -65,7 +65,7 @@ async fn watch_segment(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &mut
     let until = last + network::WATCH.as_nanos() as u64;
     let now = crate::probes::unix_ns(std::time::SystemTime::now());
     if until > now {
-        cx.emit(EventKind::Note { text: format!("{}: watching the segment for {} s more (renewals happen at half the {} s lease)", cx.scenario.name, (until - now) / 1_000_000_000, network::segment::LEASE.as_secs()) });
+        cx.emit(EventKind::Note { text: format!("watching the segment for {} s more (renewals happen at half the {} s lease)", (until - now) / 1_000_000_000, network::segment::LEASE.as_secs()) });
         tokio::time::sleep(std::time::Duration::from_nanos(until - now)).await;
     }
     let mut guests = std::collections::BTreeMap::new();
@@ -112,7 +112,16 @@ async fn watch_segment(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &mut
     }
     // The source first: a clone inherits what it held.
     members.sort_by_key(|m| m.role != "source");
-    let r = network::report(seg, &members, t0, watched_ms, guests);
+    let mut r = network::report(seg, &members, t0, watched_ms, guests);
+    if let Some(dir) = &cx.captures {
+        // The capture holds DHCP, ARP and neighbour discovery of the scenario's VMs (and
+        // whatever else they sent: at most segment::MAX_FRAMES frames of segment::SNAPLEN bytes).
+        let to = dir.join(format!("{}.pcap", cx.scenario.name));
+        match std::fs::create_dir_all(dir).and_then(|_| std::fs::copy(seg.capture_path(), &to)) {
+            Ok(_) => r.capture = Some(format!("captures/{}.pcap", cx.scenario.name)),
+            Err(e) => out.notes.push(format!("the capture could not be kept in {}: {e}", to.display())),
+        }
+    }
     out.notes.push(format!(
         "the VMs shared one segment ({}: bridge, dnsmasq with {} s leases, capture of {} frames); watched {} s after the last resume",
         seg.ns,

@@ -171,6 +171,8 @@ pub struct Ctx<'a> {
     pub scenario: &'a ScenarioPlan,
     /// The scenario's network segment, once `clones::run` has made it (`network = "segment"`).
     pub segment: std::sync::OnceLock<std::sync::Arc<crate::network::segment::Segment>>,
+    /// Where the segment's capture is kept with the report (`<scenario>.pcap`).
+    pub captures: Option<PathBuf>,
 }
 
 impl Ctx<'_> {

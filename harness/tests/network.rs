@@ -63,7 +63,7 @@ fn segment_shows_collisions_on_the_wire_and_leaves_nothing() {
     std::fs::write(&f, SCENARIOS).unwrap();
     let out = work.path().join("out");
     let mut a: Vec<&str> = vec!["run", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--accel", "tcg"];
-    a.extend(["--parallel", "2"]);
+    a.extend(["--parallel", "3"]);
     let child = clonesafe(&a, work.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let ran = finish(child, &out);

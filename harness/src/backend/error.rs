@@ -133,6 +133,11 @@ fn stderr_section(s: &str) -> String {
 
 impl BackendError {
     /// An I/O error while doing `what` for `vm`.
+    pub fn segment(vm: &str) -> impl FnOnce(crate::network::segment::SegmentError) -> BackendError {
+        let vm = vm.to_string();
+        move |source| BackendError::Segment { vm, source }
+    }
+
     pub fn io(vm: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
         let (vm, what) = (vm.to_string(), what.into());
         move |source| BackendError::Io { vm, what, source }

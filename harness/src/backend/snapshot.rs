@@ -113,6 +113,17 @@ impl CloneArgs {
     }
 }
 
+impl CloneArgs {
+    /// A new port of its segment for its NIC, if it is on one (any backend, before it builds
+    /// the VM's NIC from `port`).
+    pub fn take_port(&mut self) -> Result<(), crate::network::segment::SegmentError> {
+        if let Some(seg) = &self.segment {
+            self.port = Some(seg.port(&self.identity.name)?);
+        }
+        Ok(())
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)

@@ -326,15 +326,6 @@ impl Port {
     }
 }
 
-/// Give `args` a port of its segment for its NIC, if it is on one (any backend, before it
-/// builds the VM's NIC from `args.port`).
-pub fn take_port(args: &mut crate::backend::snapshot::CloneArgs) -> Result<(), SegmentError> {
-    if let Some(seg) = &args.segment {
-        args.port = Some(seg.port(&args.identity.name)?);
-    }
-    Ok(())
-}
-
 /// Remove the namespaces and taps of runs that were killed. Returns a line per thing removed.
 pub fn reap_stale() -> Vec<String> {
     let mut notes = Vec::new();

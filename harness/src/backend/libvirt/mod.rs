@@ -268,7 +268,7 @@ impl Backend for LibvirtBackend {
 
     async fn boot(&self, machine: &Machine, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
-        crate::network::segment::take_port(&mut args).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })?;
+        args.take_port().map_err(BackendError::segment(&args.identity.name))?;
         let xml = domain::domain_xml(machine, &args, &disk);
         let name = args.identity.name.clone();
         // On a segment the domain starts paused: its tap joins the segment before the guest runs.
@@ -307,7 +307,7 @@ impl Backend for LibvirtBackend {
 impl Restore for LibvirtBackend {
     async fn restore(&self, snap: &Snapshot, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let wrong = || BackendError::WrongSnapshot { backend: BackendKind::Libvirt, made_by: snap.backend };
-        crate::network::segment::take_port(&mut args).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })?;
+        args.take_port().map_err(BackendError::segment(&args.identity.name))?;
         let private = snap.private::<LibvirtSnapshot>().ok_or_else(wrong)?;
         let (Some(image), Some(frozen)) = (snap.artifact(ArtifactKind::LibvirtSaveImage), snap.artifact(ArtifactKind::FrozenDisk)) else {
             return Err(wrong());
@@ -427,8 +427,7 @@ impl LibvirtVm {
     /// Move this VM's segment tap (libvirt has opened it) into the segment, recording its MAC.
     fn attach_port(&self) -> Result<(), BackendError> {
         let (Some(seg), Some(port)) = (&self.args.segment, &self.args.port) else { return Ok(()) };
-        let vm = self.args.identity.name.clone();
-        port.attach(Some(seg)).map_err(|source| BackendError::Segment { vm, source })?;
+        port.attach(Some(seg)).map_err(BackendError::segment(&self.args.identity.name))?;
         if let Some(mac) = self.current_mac {
             seg.set_mac(&port.tap, &mac.to_string());
         }
@@ -582,8 +581,7 @@ impl NicHotplug for LibvirtVm {
         if self.args.segment.is_some() {
             // A new port of the segment for the new NIC.
             let vm = self.args.identity.name.clone();
-            self.args.port = None;
-            crate::network::segment::take_port(&mut self.args).map_err(|source| BackendError::Segment { vm, source })?;
+            self.args.take_port().map_err(BackendError::segment(&vm))?;
         }
         let xml = domain::interface_xml(&mac, self.args.port.as_ref());
         let name = self.args.identity.name.clone();

@@ -263,15 +263,10 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
     s
 }
 
-/// A port of the VM's segment for its NIC, if it is on one.
-fn take_port(args: &mut CloneArgs) -> Result<(), BackendError> {
-    crate::network::segment::take_port(args).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })
-}
-
 /// Once QEMU has opened its tap: move it into the segment and record the NIC's MAC on it.
 fn attach_port(args: &CloneArgs, nic: bool) -> Result<(), BackendError> {
     if let (Some(seg), Some(port)) = (&args.segment, &args.port) {
-        port.attach(Some(seg)).map_err(|source| BackendError::Segment { vm: args.identity.name.clone(), source })?;
+        port.attach(Some(seg)).map_err(BackendError::segment(&args.identity.name))?;
         if nic {
             seg.set_mac(&port.tap, &args.identity.mac.to_string());
         }
@@ -331,7 +326,7 @@ impl Backend for QemuBackend {
 
     async fn boot(&self, machine: &Machine, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
-        take_port(&mut args)?;
+        args.take_port().map_err(BackendError::segment(&args.identity.name))?;
         let ram_file = args.dir.join(RAM_FILE);
         let ram = match machine.ram {
             Ram::Private => RamMap::Anonymous,
@@ -408,7 +403,7 @@ impl WarmPool for QemuBackend {
         };
         // Clones get their own overlay on the frozen disk: no two VMs share a writable image.
         let disk = vm_disk(&args, frozen, "qcow2").await?;
-        take_port(&mut args)?;
+        args.take_port().map_err(BackendError::segment(&args.identity.name))?;
         let machine = snap.machine.clone();
         let mut qargs = machine_args(&machine, &args, &disk, ram);
         qargs.extend(["-S".into(), "-incoming".into(), "defer".into()]);
@@ -509,9 +504,9 @@ impl NicHotplug for QemuVm {
         if let Some(seg) = self.args.segment.clone() {
             // A new port of the segment for the new NIC; the old port stays, silent.
             let name = self.args.identity.name.clone();
-            let port = seg.port(&name).map_err(|source| BackendError::Segment { vm: name.clone(), source })?;
+            let port = seg.port(&name).map_err(BackendError::segment(&name))?;
             self.proc.qmp(Phase::Hotplug, "netdev_add", json!({ "type": "tap", "id": "net1", "ifname": port.tap, "script": "no", "downscript": "no" })).await?;
-            port.attach(Some(&seg)).map_err(|source| BackendError::Segment { vm: name, source })?;
+            port.attach(Some(&seg)).map_err(BackendError::segment(&name))?;
             seg.set_mac(&port.tap, &mac.to_string());
             self.args.port = Some(port);
             args["netdev"] = json!("net1");

@@ -154,6 +154,13 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Resu
             o.tls_random = None;
         }
     }
+    if vm.machine().network == crate::scenario::Network::Segment && !vm.machine().guest.services.is_empty() {
+        // The NIC is a port of the segment: the host forwards nothing to the guest's services.
+        let why = "on a segment network the host reaches no guest port (nothing is forwarded from the host namespace)".to_string();
+        for c in [CheckId::SshKeyscan, CheckId::TlsTicketKey, CheckId::OpensslRng] {
+            o.unavailable.insert(c, why.clone());
+        }
+    }
     if vm.agent().is_none() {
         let why = "the guest has no agent to ask".to_string();
         for c in CheckId::ALL.iter().filter(|c| !HOST_SIDE.contains(c)) {

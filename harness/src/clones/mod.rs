@@ -41,7 +41,12 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
 pub async fn run(cx: &Ctx<'_>) -> Result<Outcome, RecipeError> {
     std::fs::create_dir_all(&cx.dir).map_err(|source| RecipeError::Io { what: format!("create {}", cx.dir.display()), source })?;
     if cx.scenario.network == Network::Segment {
-        let seg = Segment::create(&cx.scenario.name, &cx.dir.join("segment")).map_err(|e| RecipeError::Segment(e.to_string()))?;
+        // Off the runtime's thread: it waits (bounded) for tcpdump and dnsmasq to come up.
+        let (name, dir) = (cx.scenario.name.clone(), cx.dir.join("segment"));
+        let seg = tokio::task::spawn_blocking(move || Segment::create(&name, &dir))
+            .await
+            .map_err(|e| RecipeError::Segment(format!("setting up the segment panicked: {e}")))?
+            .map_err(|e| RecipeError::Segment(e.to_string()))?;
         let _ = cx.segment.set(std::sync::Arc::new(seg));
     }
     let t0 = crate::probes::unix_ns(std::time::SystemTime::now());
@@ -79,7 +84,8 @@ async fn watch_segment(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &mut
         guests.insert(name, g);
     }
     let watched_ms = (crate::probes::unix_ns(std::time::SystemTime::now()).saturating_sub(last)) / 1_000_000;
-    seg.stop();
+    let stopping = cx.segment.get().cloned();
+    let _ = tokio::task::spawn_blocking(move || stopping.map(|s| s.stop())).await;
     let restored = cx.scenario.recipe.method.restores();
     let inherits = restored && !cx.scenario.recipe.has(FixupId::NicReplug);
     let resumed: std::collections::BTreeMap<&str, u64> = out.observations.iter().map(|o| (o.vm.as_str(), o.resumed_unix_ns)).collect();

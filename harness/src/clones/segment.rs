@@ -1,0 +1,84 @@
+//! A scenario on a network segment, at the end of its recipe: watch the wire past the first
+//! renewal, read each VM's own addresses, stop the capture and turn it into the
+//! [`network::SegmentReport`] the network checks read (checks/network.rs), keeping the capture
+//! with the report.
+
+use super::recipe::{Ctx, Fleet, Outcome};
+use crate::network::{self, segment::Segment};
+use clonesafe_metadata::FixupId;
+
+/// Watch the segment until [`network::WATCH`] after the last resume, read each VM's own
+/// addresses, stop the capture, and analyse it.
+pub(super) async fn watch(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &mut Outcome, t0: u64) -> network::SegmentReport {
+    use crate::events::EventKind;
+    let last = out.observations.iter().map(|o| o.resumed_unix_ns).max().unwrap_or(t0);
+    let until = last + network::WATCH.as_nanos() as u64;
+    let now = crate::probes::unix_ns(std::time::SystemTime::now());
+    if until > now {
+        cx.emit(EventKind::Note { text: format!("watching the segment for {} s more (renewals happen at half the {} s lease)", (until - now) / 1_000_000_000, network::segment::LEASE.as_secs()) });
+        tokio::time::sleep(std::time::Duration::from_nanos(until - now)).await;
+    }
+    let mut guests = std::collections::BTreeMap::new();
+    for vm in fleet.0.iter_mut() {
+        let name = vm.name().to_string();
+        let t = cx.timeouts.probe;
+        let g = match crate::probes::call(vm.as_mut(), "read the guest's addresses", |a| a.addrs(t)).await {
+            Ok((v6, v4)) => network::GuestAddrs { v4, v6: network::wire::parse_if_inet6(&v6), error: None },
+            Err(e) => network::GuestAddrs { error: Some(crate::error_chain(&e)), ..Default::default() },
+        };
+        guests.insert(name, g);
+    }
+    let watched_ms = (crate::probes::unix_ns(std::time::SystemTime::now()).saturating_sub(last)) / 1_000_000;
+    let stopping = cx.segment.get().cloned();
+    let _ = tokio::task::spawn_blocking(move || stopping.map(|s| s.stop())).await;
+    let restored = cx.scenario.recipe.method.restores();
+    let inherits = restored && !cx.scenario.recipe.has(FixupId::NicReplug);
+    let resumed: std::collections::BTreeMap<&str, u64> = out.observations.iter().map(|o| (o.vm.as_str(), o.resumed_unix_ns)).collect();
+    let index = seg.ifindexes().unwrap_or_default();
+    let mut members: Vec<network::wire::Member> = Vec::new();
+    for p in seg.ports() {
+        let ifx = index.iter().find(|(n, _)| *n == p.tap).map(|(_, i)| *i);
+        let m = match members.iter_mut().position(|m| m.vm == p.vm) {
+            Some(i) => &mut members[i],
+            None => {
+                let role = p.vm.rsplit('-').next().unwrap_or("").trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
+                let compared = resumed.get(p.vm.as_str()).copied();
+                members.push(network::wire::Member {
+                    vm: p.vm.clone(),
+                    inherits: inherits && role == "clone",
+                    resumed_ns: if restored && role == "clone" { compared } else { None },
+                    role,
+                    ifindexes: vec![],
+                    taps: vec![],
+                    macs: vec![],
+                });
+                members.last_mut().expect("pushed")
+            }
+        };
+        m.ifindexes.extend(ifx);
+        m.taps.push(p.tap.clone());
+        if !p.mac.is_empty() && !m.macs.contains(&p.mac) {
+            m.macs.push(p.mac.clone());
+        }
+    }
+    // The source first: a clone inherits what it held.
+    members.sort_by_key(|m| m.role != "source");
+    let mut r = network::report(seg, &members, t0, watched_ms, guests);
+    if let Some(dir) = &cx.captures {
+        // The capture holds DHCP, ARP and neighbour discovery of the scenario's VMs (and
+        // whatever else they sent: at most segment::MAX_FRAMES frames of segment::SNAPLEN bytes).
+        let to = dir.join(format!("{}.pcap", cx.scenario.name));
+        match std::fs::create_dir_all(dir).and_then(|_| std::fs::copy(seg.capture_path(), &to)) {
+            Ok(_) => r.capture = Some(format!("captures/{}.pcap", cx.scenario.name)),
+            Err(e) => out.notes.push(format!("the capture could not be kept in {}: {e}", to.display())),
+        }
+    }
+    out.notes.push(format!(
+        "the VMs shared one segment ({}: bridge, dnsmasq with {} s leases, capture of {} frames); watched {} s after the last resume",
+        seg.ns,
+        network::segment::LEASE.as_secs(),
+        r.wire.frames,
+        watched_ms / 1000
+    ));
+    r
+}

@@ -42,12 +42,11 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
 pub async fn run(cx: &Ctx<'_>) -> Result<Outcome, RecipeError> {
     std::fs::create_dir_all(&cx.dir).map_err(|source| RecipeError::Io { what: format!("create {}", cx.dir.display()), source })?;
     if cx.scenario.network == Network::Segment {
-        // Off the runtime's thread: it waits (bounded) for tcpdump and dnsmasq to come up.
-        let (name, dir) = (cx.scenario.name.clone(), cx.dir.join("segment"));
-        let seg = tokio::task::spawn_blocking(move || Segment::create(&name, &dir))
-            .await
-            .map_err(|e| RecipeError::Segment(format!("setting up the segment panicked: {e}")))?
-            .map_err(|e| RecipeError::Segment(e.to_string()))?;
+        // On the runtime's own thread, not a blocking-pool one: dnsmasq and tcpdump get
+        // PR_SET_PDEATHSIG, which fires when the *thread* that spawned them exits (prctl(2)), and
+        // an idle pool thread exits after 10 s (measured: every DHCP server of a run died, and no
+        // VM got an address). Its waits for them to come up are bounded and short.
+        let seg = Segment::create(&cx.scenario.name, &cx.dir.join("segment")).map_err(|e| RecipeError::Segment(e.to_string()))?;
         let _ = cx.segment.set(std::sync::Arc::new(seg));
     }
     let t0 = crate::probes::unix_ns(std::time::SystemTime::now());

@@ -121,6 +121,7 @@ impl HostIdentity {
             mac: self.mac.to_string(),
             disk_serial: self.disk_serial.as_str().to_string(),
             vmgenid: self.vmgenid.map(|g| g.to_string()),
+            host: None,
         }
     }
 }

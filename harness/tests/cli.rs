@@ -36,6 +36,9 @@ fn smoke_suite_passes_and_writes_the_report_contract() {
             assert!(s.get(k).is_some(), "scenario lacks {k}");
         }
         assert_eq!(s["expectations_met"], true);
+        // Each VM names the host that ran it: this machine, for QEMU.
+        let here = clonesafe::backend::local_hostname();
+        assert!(s["vms"].as_array().unwrap().iter().all(|v| v["host"] == here.as_str()), "{}", s["vms"]);
         for c in s["checks"].as_array().unwrap().iter().filter(|c| c["id"] != "secret_remanence") {
             assert_eq!(c["values"].as_array().unwrap().len(), s["clones"].as_u64().unwrap() as usize, "{}: one value per VM", c["id"]);
         }

@@ -205,6 +205,10 @@ fn smoke_suite_on_libvirt_matches_qemu_verdicts() {
     assert_eq!(naive["backend"], "libvirt");
     let notes = naive["notes"].to_string();
     assert!(notes.contains("Target domain uuid") && notes.contains("rewrote the domain XML"), "{notes}");
+    // Each VM names the host libvirtd says it is (here this machine, through the daemon).
+    let virsh = std::process::Command::new("virsh").args(["-c", DEFAULT_URI, "hostname"]).output().unwrap();
+    let host = String::from_utf8_lossy(&virsh.stdout).trim().to_string();
+    assert!(!host.is_empty() && naive["vms"].as_array().unwrap().iter().all(|v| v["host"] == host.as_str()), "{host}: {}", naive["vms"]);
     let b = LibvirtBackend::connect(DEFAULT_URI, SnapshotMode::External).unwrap();
     let left: Vec<String> = b.clonesafe_domains().into_iter().filter(|n| n.starts_with(&format!("{NAME_PREFIX}{pid}-"))).collect();
     assert!(left.is_empty(), "{left:?}");

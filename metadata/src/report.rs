@@ -169,6 +169,11 @@ pub struct VmRecord {
     pub mac: String,
     pub disk_serial: String,
     pub vmgenid: Option<String>,
+    /// The hypervisor host that ran it, as its backend names it (this machine's hostname for
+    /// QEMU, libvirtd's `virConnectGetHostname` for libvirt). Absent in reports made before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Where a deleted canary secret was looked for, and found.

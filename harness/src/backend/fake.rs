@@ -247,6 +247,9 @@ impl Vm for FakeVm {
         static NONE: std::collections::BTreeMap<String, u16> = std::collections::BTreeMap::new();
         &NONE
     }
+    fn host(&self) -> String {
+        super::local_hostname()
+    }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
         Ok(())
     }

@@ -50,6 +50,8 @@ pub trait Vm: Send {
     fn disk(&self) -> &Path;
     /// Host ports on 127.0.0.1 forwarded to the guest's services (service name → port).
     fn forwards(&self) -> &std::collections::BTreeMap<String, u16>;
+    /// The hypervisor host it runs on, as its backend names it.
+    fn host(&self) -> String;
     async fn destroy(self: Box<Self>) -> Result<(), BackendError>;
     /// Power the guest off through ACPI and wait (at most `t`) until it has gone, as a user
     /// shuts a template down before copying its disk; if it does not go, destroy it. Ok(true):
@@ -194,4 +196,16 @@ pub async fn vm_disk(args: &CloneArgs, backing: &Path, backing_format: &str) -> 
 /// Wrap an agent error with its VM, phase and console tail.
 pub fn agent_err(vm: &dyn Vm, phase: lifecycle::Phase) -> impl FnOnce(crate::agent::AgentError) -> BackendError + '_ {
     move |source| BackendError::Agent { vm: vm.name().to_string(), phase, console_tail: vm.console_tail(20), source }
+}
+
+/// This machine's hostname (the host a local VMM runs its VMs on).
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// What the report keeps of `vm`: its fresh identity, its role, and the host that ran it.
+pub fn record(vm: &dyn Vm, role: clonesafe_metadata::VmRole) -> clonesafe_metadata::VmRecord {
+    let mut r = vm.identity().record(role);
+    r.host = Some(vm.host());
+    r
 }

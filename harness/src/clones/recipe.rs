@@ -308,7 +308,7 @@ pub async fn boot_and_observe(
     let mut vms = Vec::new();
     for vm in fleet.0[first..].iter_mut() {
         observations.push(crate::probes::observe(vm.as_mut(), None, cx.timeouts.probe).await?);
-        vms.push(vm.identity().record(role));
+        vms.push(crate::backend::record(vm.as_ref(), role));
     }
     Ok((observations, vms))
 }

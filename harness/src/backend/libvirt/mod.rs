@@ -506,6 +506,10 @@ impl Vm for LibvirtVm {
     fn forwards(&self) -> &std::collections::BTreeMap<String, u16> {
         &self.args.forwards
     }
+    fn host(&self) -> String {
+        // libvirtd's host, which for a remote URI is not this machine.
+        self.conn.hostname().unwrap_or_else(|e| format!("? ({})", e.message()))
+    }
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
         if std::mem::take(&mut self.alive) {
             let (conn, name) = (self.conn.clone(), self.args.identity.name.clone());

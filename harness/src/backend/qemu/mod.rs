@@ -467,6 +467,9 @@ impl Vm for QemuVm {
     fn forwards(&self) -> &std::collections::BTreeMap<String, u16> {
         &self.args.forwards
     }
+    fn host(&self) -> String {
+        crate::backend::local_hostname()
+    }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
         self.proc.shutdown().await
     }

@@ -119,7 +119,7 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
         let mut o = crate::probes::observe(vm.as_mut(), Some(r), t).await?;
         o.measurements = m;
         observations.push(o);
-        vms.push(vm.identity().record(VmRole::Clone));
+        vms.push(crate::backend::record(vm.as_ref(), VmRole::Clone));
     }
     let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
     let ids: Vec<MeasurementId> = observations.iter().flat_map(|o| o.measurements.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();

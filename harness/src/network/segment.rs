@@ -85,6 +85,8 @@ pub struct Segment {
     pub dir: PathBuf,
     children: Mutex<Vec<std::process::Child>>,
     ports: Mutex<Vec<PortRecord>>,
+    /// Set once torn down (explicitly at the end of the scenario, or on drop).
+    torn: std::sync::atomic::AtomicBool,
 }
 
 static NEXT_TAP: AtomicU32 = AtomicU32::new(0);
@@ -146,7 +148,7 @@ impl Segment {
     /// Create the namespace, bridge, dnsmasq and capture; returns once the capture listens.
     pub fn create(scenario: &str, dir: &Path) -> Result<Segment, SegmentError> {
         let ns = Self::ns_name(scenario);
-        let seg = Segment { ns: ns.clone(), dir: dir.to_path_buf(), children: Mutex::new(vec![]), ports: Mutex::new(vec![]) };
+        let seg = Segment { ns: ns.clone(), dir: dir.to_path_buf(), children: Mutex::new(vec![]), ports: Mutex::new(vec![]), torn: Default::default() };
         let err = |step: &str, detail: String| SegmentError::Step { ns: ns.clone(), step: step.into(), detail };
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -178,18 +180,7 @@ impl Segment {
             .spawn()
             .map_err(|e| err("start tcpdump", format!("{e} (is tcpdump installed?)")))?;
         seg.children.lock().unwrap().push(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(&tcpdump_err).unwrap_or_default();
-            if log.contains("listening on") {
-                break;
-            }
-            let exited = seg.children.lock().unwrap()[0].try_wait().ok().flatten();
-            if exited.is_some() || std::time::Instant::now() > deadline {
-                return Err(err("start tcpdump", format!("it did not start listening ({})", crate::text::truncate(log.trim(), 400))));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        seg.wait_for(0, &tcpdump_err, "listening on").map_err(|log| err("start tcpdump", format!("it did not start listening ({log})")))?;
 
         let log = dir.join("dnsmasq.log");
         let child = in_ns(&ns, "dnsmasq")
@@ -206,19 +197,25 @@ impl Segment {
             .map_err(|e| err("start dnsmasq", format!("{e} (is dnsmasq-base installed?)")))?;
         seg.children.lock().unwrap().push(child);
         // dnsmasq logs "DHCP, IP range ..." once it serves.
+        seg.wait_for(1, &log, "DHCP, IP range").map_err(|log| err("start dnsmasq", format!("it did not start serving ({log})")))?;
+        Ok(seg)
+    }
+
+    /// Wait (at most 10 s) until `log` says `needle`; Err(the log's start) if child `i` exits
+    /// first or time runs out.
+    fn wait_for(&self, i: usize, log: &Path, needle: &str) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("DHCP, IP range") {
-                break;
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(());
             }
-            let exited = seg.children.lock().unwrap()[1].try_wait().ok().flatten();
+            let exited = self.children.lock().unwrap()[i].try_wait().ok().flatten();
             if exited.is_some() || std::time::Instant::now() > deadline {
-                return Err(err("start dnsmasq", format!("it did not start serving ({})", crate::text::truncate(text.trim(), 400))));
+                return Err(crate::text::truncate(text.trim(), 400));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(seg)
     }
 
     pub fn capture_path(&self) -> PathBuf {
@@ -286,6 +283,9 @@ impl Segment {
     /// Remove everything: the processes, the namespace (and with it the bridge and the taps in
     /// it), and any tap not yet moved into it.
     pub fn teardown(&self) {
+        if self.torn.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.stop();
         let _ = ip(&["netns", "del", &self.ns]).output();
         for p in self.ports.lock().unwrap().iter() {
@@ -316,11 +316,9 @@ impl Drop for Segment {
 
 impl Port {
     /// Move the tap (its VMM has opened it) into the segment and plug it into the bridge.
-    pub fn attach(&self, seg: Option<&Segment>) -> Result<(), SegmentError> {
+    pub fn attach(&self, seg: &Segment) -> Result<(), SegmentError> {
         run(&self.ns, &format!("move {} into the segment", self.tap), &mut ip(&["link", "set", &self.tap, "netns", &self.ns]))?;
-        if let Some(s) = seg {
-            s.mark_attached(&self.tap);
-        }
+        seg.mark_attached(&self.tap);
         run(&self.ns, &format!("plug {} into the bridge", self.tap), &mut ip(&["-n", &self.ns, "link", "set", &self.tap, "master", "br0", "up"]))?;
         Ok(())
     }

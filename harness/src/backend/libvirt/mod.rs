@@ -427,7 +427,7 @@ impl LibvirtVm {
     /// Move this VM's segment tap (libvirt has opened it) into the segment, recording its MAC.
     fn attach_port(&self) -> Result<(), BackendError> {
         let (Some(seg), Some(port)) = (&self.args.segment, &self.args.port) else { return Ok(()) };
-        port.attach(Some(seg)).map_err(BackendError::segment(&self.args.identity.name))?;
+        port.attach(seg).map_err(BackendError::segment(&self.args.identity.name))?;
         if let Some(mac) = self.current_mac {
             seg.set_mac(&port.tap, &mac.to_string());
         }

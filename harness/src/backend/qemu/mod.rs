@@ -266,7 +266,7 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
 /// Once QEMU has opened its tap: move it into the segment and record the NIC's MAC on it.
 fn attach_port(args: &CloneArgs, nic: bool) -> Result<(), BackendError> {
     if let (Some(seg), Some(port)) = (&args.segment, &args.port) {
-        port.attach(Some(seg)).map_err(BackendError::segment(&args.identity.name))?;
+        port.attach(seg).map_err(BackendError::segment(&args.identity.name))?;
         if nic {
             seg.set_mac(&port.tap, &args.identity.mac.to_string());
         }
@@ -509,7 +509,7 @@ impl NicHotplug for QemuVm {
             let name = self.args.identity.name.clone();
             let port = seg.port(&name).map_err(BackendError::segment(&name))?;
             self.proc.qmp(Phase::Hotplug, "netdev_add", json!({ "type": "tap", "id": "net1", "ifname": port.tap, "script": "no", "downscript": "no" })).await?;
-            port.attach(Some(&seg)).map_err(BackendError::segment(&name))?;
+            port.attach(&seg).map_err(BackendError::segment(&name))?;
             seg.set_mac(&port.tap, &mac.to_string());
             self.args.port = Some(port);
             args["netdev"] = json!("net1");

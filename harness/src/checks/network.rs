@@ -30,22 +30,35 @@ fn segment<'a>(id: CheckId, obs: &[Observation], cx: &'a CheckContext) -> Result
     Ok(s)
 }
 
+/// A check read from the segment's report: skipped off a segment, an error when the capture
+/// could not be read or a compared VM has no port; otherwise [`WireCheck::judge`].
+trait WireCheck: Send + Sync {
+    const ID: CheckId;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult;
+}
+
+impl<T: WireCheck> Check for T {
+    fn id(&self) -> CheckId {
+        T::ID
+    }
+    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+        match segment(T::ID, obs, cx) {
+            Ok(s) => self.judge(s, obs),
+            Err(r) => r,
+        }
+    }
+}
+
 fn source_of(s: &SegmentReport) -> Option<&crate::network::wire::VmWire> {
     s.wire.vms.iter().find(|v| v.role == "source")
 }
 
 pub struct DhcpClientId;
 
-impl Check for DhcpClientId {
-    fn id(&self) -> CheckId {
-        CheckId::DhcpClientId
-    }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
-        let id = self.id();
-        let s = match segment(id, obs, cx) {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+impl WireCheck for DhcpClientId {
+    const ID: CheckId = CheckId::DhcpClientId;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult {
+        let id = Self::ID;
         let mut sets = Vec::new();
         for o in obs {
             let v = s.vm(&o.vm).expect("checked");
@@ -71,16 +84,10 @@ impl Check for DhcpClientId {
 
 pub struct Ipv4Lease;
 
-impl Check for Ipv4Lease {
-    fn id(&self) -> CheckId {
-        CheckId::Ipv4Lease
-    }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
-        let id = self.id();
-        let s = match segment(id, obs, cx) {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+impl WireCheck for Ipv4Lease {
+    const ID: CheckId = CheckId::Ipv4Lease;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult {
+        let id = Self::ID;
         let finals: Vec<Option<String>> = obs.iter().map(|o| s.vm(&o.vm).and_then(|v| v.final_v4.clone())).collect();
         let values: Vec<Value> = finals.iter().map(|f| json!(f)).collect();
         let mut shared = Vec::new();
@@ -125,16 +132,10 @@ impl Check for Ipv4Lease {
 
 pub struct Ipv6Addr;
 
-impl Check for Ipv6Addr {
-    fn id(&self) -> CheckId {
-        CheckId::Ipv6Addr
-    }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
-        let id = self.id();
-        let s = match segment(id, obs, cx) {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+impl WireCheck for Ipv6Addr {
+    const ID: CheckId = CheckId::Ipv6Addr;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult {
+        let id = Self::ID;
         let mut sets = Vec::new();
         let mut failed = Vec::new();
         for o in obs {
@@ -169,16 +170,10 @@ impl Check for Ipv6Addr {
 
 pub struct ArpConflict;
 
-impl Check for ArpConflict {
-    fn id(&self) -> CheckId {
-        CheckId::ArpConflict
-    }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
-        let id = self.id();
-        let s = match segment(id, obs, cx) {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+impl WireCheck for ArpConflict {
+    const ID: CheckId = CheckId::ArpConflict;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult {
+        let id = Self::ID;
         let ours = |vms: &Vec<String>| vms.iter().any(|v| obs.iter().any(|o| &o.vm == v));
         let mut found: Vec<String> = s.wire.mac_on_ports.iter().filter(|(_, v)| ours(v)).map(|(m, v)| format!("MAC {m} sent from the ports of {}", v.join(", "))).collect();
         found.extend(s.wire.arp_conflicts.iter().filter(|(_, _, v)| ours(v)).map(|(ip, macs, v)| format!("{ip} claimed by {} ({})", macs.join(" and "), v.join(", "))));
@@ -195,16 +190,10 @@ impl Check for ArpConflict {
 
 pub struct IpWindow;
 
-impl Check for IpWindow {
-    fn id(&self) -> CheckId {
-        CheckId::IpWindowMs
-    }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
-        let id = self.id();
-        let s = match segment(id, obs, cx) {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+impl WireCheck for IpWindow {
+    const ID: CheckId = CheckId::IpWindowMs;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult {
+        let id = Self::ID;
         let w: Vec<Option<f64>> = obs.iter().map(|o| s.vm(&o.vm).and_then(|v| v.unique_after_ms)).collect();
         let values = w.iter().map(|x| json!(x.map(f64::round))).collect();
         let never: Vec<&str> = obs.iter().zip(&w).filter(|(_, x)| x.is_none()).map(|(o, _)| o.vm.as_str()).collect();

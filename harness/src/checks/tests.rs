@@ -257,3 +257,60 @@ fn disks_without_a_serial_are_not_a_shared_identity() {
     assert_eq!(d.verdict, Verdict::Unique, "{}", d.detail);
     assert_eq!(d.values, vec![json!("vda=CSa"), json!("vda=CSb")]);
 }
+
+/// The segment checks: skipped off a segment; on one, verdicts from the wire's view of each VM
+/// (the compared clones and the running source).
+#[test]
+fn segment_checks_read_the_wire_and_skip_off_a_segment() {
+    use crate::network::{wire::VmWire, GuestAddrs, SegmentReport};
+    let o = vec![Observation { vm: "c0".into(), ..Default::default() }, Observation { vm: "c1".into(), ..Default::default() }];
+    let r = recipe(Strategy::NicReplug);
+    let off = run_all(&o, &cx(&r));
+    for id in [CheckId::DhcpClientId, CheckId::Ipv4Lease, CheckId::Ipv6Addr, CheckId::ArpConflict, CheckId::IpWindowMs] {
+        let c = off.iter().find(|c| c.id == id).unwrap();
+        assert_eq!(c.verdict, Verdict::Skipped, "{id:?}");
+        assert!(c.detail.contains("network = \"segment\""), "{}", c.detail);
+    }
+    let vm = |name: &str, role: &str, id: &str, v4: Option<&str>, after: Option<f64>| VmWire {
+        vm: name.into(),
+        role: role.into(),
+        taps: vec![],
+        macs: vec![],
+        macs_seen: vec![],
+        client_ids: vec![id.into()],
+        dhcp: vec![],
+        held: vec![],
+        final_v4: v4.map(String::from),
+        arp_claims: Default::default(),
+        dad: vec![],
+        v6_sources: vec![format!("fe80::{name}")],
+        unique_after_ms: after,
+    };
+    // One DUID for both clones: one address, which the source holds too; never their own.
+    let mut seg = SegmentReport { watched_ms: 75_000, ..Default::default() };
+    seg.wire.vms = vec![vm("c0", "clone", "ff01", Some("10.77.0.5"), None), vm("c1", "clone", "ff01", Some("10.77.0.5"), None), vm("s", "source", "ff01", Some("10.77.0.5"), None)];
+    let v6 = crate::network::wire::GuestV6 { addr: "fd00:77::1:5".into(), iface: "eth0".into(), prefix: 64, dad_failed: true, tentative: false };
+    seg.guests.insert("c0".into(), GuestAddrs { v4: vec!["10.77.0.5".into()], v6: vec![v6], error: None });
+    let mut c = cx(&r);
+    c.segment = Some(&seg);
+    let on = run_all(&o, &c);
+    let get = |id: CheckId| on.iter().find(|c| c.id == id).unwrap().clone();
+    assert_eq!(get(CheckId::DhcpClientId).verdict, Verdict::Duplicate);
+    let lease = get(CheckId::Ipv4Lease);
+    assert_eq!(lease.verdict, Verdict::Duplicate);
+    assert!(lease.detail.contains("10.77.0.5 held by c0 and c1") && lease.detail.contains("running source's address"), "{}", lease.detail);
+    assert_eq!(get(CheckId::IpWindowMs).verdict, Verdict::Duplicate);
+    // Addresses of their own (c0's from the guest, c1's from the wire), but c0's failed DAD.
+    let v6 = get(CheckId::Ipv6Addr);
+    assert_eq!(v6.verdict, Verdict::Duplicate);
+    assert!(v6.detail.contains("c0 marks fd00:77::1:5 dadfailed"), "{}", v6.detail);
+    // Own ids and own addresses, each within a second of resume.
+    seg.wire.vms = vec![vm("c0", "clone", "ff02", Some("10.77.0.6"), Some(800.0)), vm("c1", "clone", "ff03", Some("10.77.0.7"), Some(900.0)), vm("s", "source", "ff01", Some("10.77.0.5"), None)];
+    let mut c = cx(&r);
+    c.segment = Some(&seg);
+    let on = run_all(&o, &c);
+    for id in [CheckId::DhcpClientId, CheckId::Ipv4Lease, CheckId::ArpConflict, CheckId::IpWindowMs] {
+        assert_eq!(on.iter().find(|c| c.id == id).unwrap().verdict, Verdict::Unique, "{id:?}");
+    }
+    assert_eq!(on.iter().find(|c| c.id == CheckId::IpWindowMs).unwrap().values, vec![json!(800.0), json!(900.0)]);
+}

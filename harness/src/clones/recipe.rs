@@ -244,7 +244,7 @@ impl Ctx<'_> {
         let ms = t.elapsed().as_millis() as u64;
         if self.segment.get().is_some() {
             // Not part of the boot time: on a segment, a VM is snapshotted or compared bound.
-            match super::segment::wait_address(vm.as_mut(), self.timeouts.probe).await {
+            match crate::probes::wait_address(vm.as_mut(), self.timeouts.probe).await {
                 Ok(waited) => notes.push(format!("{name} held its segment addresses {waited} ms after its agent answered")),
                 Err(why) => notes.push(why),
             }

@@ -189,3 +189,32 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Resu
 
 /// Checks whose values come from the host, not from the guest's agent.
 pub const HOST_SIDE: &[CheckId] = &[CheckId::SecretRemanence, CheckId::SshKeyscan, CheckId::TlsTicketKey, CheckId::OpensslRng];
+
+/// How long a VM that booted onto a segment may take to get its addresses.
+pub const ADDRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Wait until `vm` holds an IPv4 address of the segment and a global IPv6 address past DAD,
+/// as its own address table says: a VM about to be snapshotted (or compared) is bound, so that
+/// clones resume bound, not mid-exchange. Ok(ms waited), or Err(why not) after
+/// [`ADDRESS_WAIT`].
+pub async fn wait_address(vm: &mut dyn crate::backend::Vm, t: std::time::Duration) -> Result<u64, String> {
+    let start = std::time::Instant::now();
+    let prefix = crate::network::segment::ROUTER_V4.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
+    let v6_prefix = crate::network::segment::PREFIX_V6.trim_end_matches(':');
+    let mut last = String::new();
+    while start.elapsed() < ADDRESS_WAIT {
+        match call(vm, "read the guest's addresses", |a| a.addrs(t)).await {
+            Ok((v6, v4)) => {
+                let has4 = v4.iter().any(|a| a.starts_with(&prefix) && a != crate::network::segment::ROUTER_V4);
+                let has6 = crate::network::wire::parse_if_inet6(&v6).iter().any(|a| a.addr.starts_with(v6_prefix) && !a.tentative);
+                if has4 && has6 {
+                    return Ok(start.elapsed().as_millis() as u64);
+                }
+                last = format!("IPv4 {v4:?}, IPv6 on the segment: {has6}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err(format!("{} had no address on the segment after {} s ({last})", vm.name(), ADDRESS_WAIT.as_secs()))
+}

@@ -217,13 +217,9 @@ pub async fn run(guests_dir: &Path, trial: bool, work: &Path) -> Vec<Item> {
 
 /// Whether `network = "segment"` can run here: root (namespaces, taps), dnsmasq and tcpdump.
 fn segment_item() -> Item {
-    let missing = crate::network::segment::missing_tools();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    match (root, missing.is_empty()) {
-        (true, true) => item("segment", true, format!("network segments can be made ({}; {})", tool_version("dnsmasq").map(|v| v.split("  Copyright").next().unwrap_or("").trim().to_string()).unwrap_or_else(|| "dnsmasq".into()), tool_version("tcpdump").unwrap_or_else(|| "tcpdump".into()))),
-        (false, _) => item("segment", false, "network = \"segment\" needs root (network namespaces and taps)"),
-        (true, false) => item("segment", false, format!("{} not installed: apt-get install dnsmasq-base tcpdump", missing.join(" and "))),
+    match crate::network::segment::unavailable() {
+        None => item("segment", true, format!("network segments can be made ({}; {})", tool_version("dnsmasq").map(|v| v.split("  Copyright").next().unwrap_or("").trim().to_string()).unwrap_or_else(|| "dnsmasq".into()), tool_version("tcpdump").unwrap_or_else(|| "tcpdump".into()))),
+        Some(why) => item("segment", false, format!("network = \"segment\" cannot run here: {why}")),
     }
 }
 

@@ -135,11 +135,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         }
         machine_of(s, guest, Accel::Tcg)?;
         if s.network == crate::scenario::Network::Segment {
-            let missing = crate::network::segment::missing_tools();
-            // SAFETY: geteuid has no preconditions.
-            let root = unsafe { libc::geteuid() } == 0;
-            if !missing.is_empty() || !root {
-                let why = if root { format!("{} not installed (apt-get install dnsmasq-base tcpdump)", missing.join(" and ")) } else { "it needs root (network namespaces and taps)".into() };
+            if let Some(why) = crate::network::segment::unavailable() {
                 return Err(RunError::Recipe { file: s.file.display().to_string(), scenario: s.name.clone(), message: format!("network = \"segment\" cannot run here: {why}") });
             }
         }

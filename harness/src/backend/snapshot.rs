@@ -122,6 +122,18 @@ impl CloneArgs {
         }
         Ok(())
     }
+
+    /// Once its VMM has opened the tap: move `port` into the segment and plug it into the
+    /// bridge, recording the MAC of the NIC on it (None: no NIC is on it yet).
+    pub fn attach_port(&self, mac: Option<crate::identity::MacAddr>) -> Result<(), crate::network::segment::SegmentError> {
+        if let (Some(seg), Some(port)) = (&self.segment, &self.port) {
+            port.attach(seg)?;
+            if let Some(mac) = mac {
+                seg.set_mac(&port.tap, &mac.to_string());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).

@@ -266,12 +266,15 @@ impl Segment {
     /// Stop the capture (tcpdump flushes on SIGTERM) and dnsmasq; the namespace stays until
     /// [`Segment::teardown`].
     pub fn stop(&self) {
-        for c in self.children.lock().unwrap().iter_mut() {
+        // Taken out, so that a second stop (teardown after the watch) signals nothing: a reaped
+        // child's pid may already belong to another process.
+        let mut children = std::mem::take(&mut *self.children.lock().unwrap());
+        for c in children.iter_mut() {
             // SAFETY: a signal to our own child, which we have not reaped yet.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        for c in self.children.lock().unwrap().iter_mut() {
+        for c in children.iter_mut() {
             while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -356,10 +359,16 @@ pub fn reap_stale() -> Vec<String> {
     notes
 }
 
-/// Whether this host can make segments: `ip netns`, dnsmasq and tcpdump are there.
-pub fn missing_tools() -> Vec<&'static str> {
-    ["dnsmasq", "tcpdump"]
+/// Why this host cannot make segments (None: it can): they need root (namespaces, taps),
+/// dnsmasq and tcpdump.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("it needs root (network namespaces and taps)".into());
+    }
+    let missing: Vec<&str> = ["dnsmasq", "tcpdump"]
         .into_iter()
         .filter(|t| !["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(t).exists()))
-        .collect()
+        .collect();
+    (!missing.is_empty()).then(|| format!("{} not installed (apt-get install dnsmasq-base tcpdump)", missing.join(" and ")))
 }

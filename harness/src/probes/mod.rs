@@ -78,8 +78,7 @@ pub async fn clock_skew(vm: &mut dyn Vm, t: Duration) -> Option<f64> {
     let before = SystemTime::now();
     let guest = vm.agent()?.time(t).await.ok()?;
     let after = SystemTime::now();
-    let ns = |s: SystemTime| s.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-    let host_mid = (ns(before) + ns(after)) / 2;
+    let host_mid = (unix_ns(before) as i128 + unix_ns(after) as i128) / 2;
     Some((guest as i128 - host_mid) as f64 / 1e6)
 }
 

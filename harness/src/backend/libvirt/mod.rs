@@ -419,21 +419,16 @@ impl LibvirtVm {
         }
     }
 
+    /// Move this VM's segment tap (libvirt has opened it) into the segment, recording its MAC.
+    fn attach_port(&self) -> Result<(), BackendError> {
+        self.args.attach_port(self.current_mac).map_err(BackendError::segment(&self.args.identity.name))
+    }
+
     /// Forward each service's host port to the guest through the NIC's user network (HMP
     /// `hostfwd_add` on the netdev libvirt made for it: libvirt 9.0 has no forwards for slirp).
     /// Unlike the QEMU backend's, libvirt's user network is not started with `restrict=on`;
     /// the guests here are given no route out, and the machine's network is closed.
     /// (The future does not borrow `self`, as with [`LibvirtVm::on_domain`].)
-    /// Move this VM's segment tap (libvirt has opened it) into the segment, recording its MAC.
-    fn attach_port(&self) -> Result<(), BackendError> {
-        let (Some(seg), Some(port)) = (&self.args.segment, &self.args.port) else { return Ok(()) };
-        port.attach(seg).map_err(BackendError::segment(&self.args.identity.name))?;
-        if let Some(mac) = self.current_mac {
-            seg.set_mac(&port.tap, &mac.to_string());
-        }
-        Ok(())
-    }
-
     fn forward_ports(&self) -> impl std::future::Future<Output = Result<(), BackendError>> + Send + 'static {
         let rules: Vec<String> = self
             .args
@@ -591,9 +586,7 @@ impl NicHotplug for LibvirtVm {
         let name = self.args.identity.name.clone();
         self.on_domain(Phase::Hotplug, self.timeouts.start, move |d| d.attach_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(lv(&name, Phase::Hotplug, "attach a NIC"))).await?;
         self.current_mac = Some(mac);
-        if self.args.port.is_some() {
-            self.attach_port()?;
-        }
+        self.attach_port()?;
         self.machine.devices.nic = true;
         // A new NIC is a new slirp netdev: the forwards made at start went with the old one.
         self.forward_ports().await

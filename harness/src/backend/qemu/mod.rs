@@ -263,17 +263,6 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
     s
 }
 
-/// Once QEMU has opened its tap: move it into the segment and record the NIC's MAC on it.
-fn attach_port(args: &CloneArgs, nic: bool) -> Result<(), BackendError> {
-    if let (Some(seg), Some(port)) = (&args.segment, &args.port) {
-        port.attach(seg).map_err(BackendError::segment(&args.identity.name))?;
-        if nic {
-            seg.set_mac(&port.tap, &args.identity.mac.to_string());
-        }
-    }
-    Ok(())
-}
-
 /// The channels QEMU connects for `machine`'s agent transport.
 fn channels(machine: &Machine) -> Channels {
     match machine.guest.agent {
@@ -339,7 +328,7 @@ impl Backend for QemuBackend {
         };
         let qargs = machine_args(machine, &args, &disk, ram);
         let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(machine), t, &qargs).await?;
-        attach_port(&args, machine.devices.nic)?;
+        args.attach_port(machine.devices.nic.then_some(args.identity.mac)).map_err(BackendError::segment(&args.identity.name))?;
         proc.init_migration().await?;
         let mut agent = transport(&mut proc, machine, None);
         let mut notes = Vec::new();
@@ -408,7 +397,7 @@ impl WarmPool for QemuBackend {
         let mut qargs = machine_args(&machine, &args, &disk, ram);
         qargs.extend(["-S".into(), "-incoming".into(), "defer".into()]);
         let mut proc = QemuProcess::spawn(&args.identity.name, &args.dir, channels(&machine), t, &qargs).await?;
-        attach_port(&args, machine.devices.nic)?;
+        args.attach_port(machine.devices.nic.then_some(args.identity.mac)).map_err(BackendError::segment(&args.identity.name))?;
         proc.init_migration().await?;
         set_migration(&mut proc, &machine, Phase::IncomingMigration).await?;
         Ok(Box::new(PendingQemu { proc, machine, args, disk, timeouts: *t }))
@@ -504,14 +493,13 @@ impl NicHotplug for QemuVm {
             let (k, v) = kv.split_once('=').expect("key=value");
             args[k] = json!(v);
         }
-        if let Some(seg) = self.args.segment.clone() {
+        if self.args.segment.is_some() {
             // A new port of the segment for the new NIC; the old port stays, silent.
             let name = self.args.identity.name.clone();
-            let port = seg.port(&name).map_err(BackendError::segment(&name))?;
-            self.proc.qmp(Phase::Hotplug, "netdev_add", json!({ "type": "tap", "id": "net1", "ifname": port.tap, "script": "no", "downscript": "no" })).await?;
-            port.attach(&seg).map_err(BackendError::segment(&name))?;
-            seg.set_mac(&port.tap, &mac.to_string());
-            self.args.port = Some(port);
+            self.args.take_port().map_err(BackendError::segment(&name))?;
+            let tap = self.args.port.as_ref().map(|p| p.tap.clone());
+            self.proc.qmp(Phase::Hotplug, "netdev_add", json!({ "type": "tap", "id": "net1", "ifname": tap, "script": "no", "downscript": "no" })).await?;
+            self.args.attach_port(Some(mac)).map_err(BackendError::segment(&name))?;
             args["netdev"] = json!("net1");
         } else if !self.args.forwards.is_empty() {
             // The new NIC gets a user network of its own. On the old one, slirp (whose state the

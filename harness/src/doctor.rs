@@ -73,7 +73,8 @@ fn remote_blocking(uri: &str) -> Vec<Item> {
     items.push(item("kvm", kvm, if kvm { "the host offers KVM guests (whether a guest really boots under it is only known by booting one)" } else { "no KVM on that host: guests run under TCG" }));
     let flags = virt::sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE;
     match conn.list_all_storage_pools(flags) {
-        Ok(pools) if pools.is_empty() => items.push(item("pools", false, "no active storage pool: a remote host needs one for images, overlays and save images")),
+        // `run --connect` makes a pool of its own for each run (under --pool-dir).
+        Ok(pools) if pools.is_empty() => items.push(item("pools", true, format!("no active storage pool; `run --connect` makes one for its run under {} (--pool-dir)", crate::backend::libvirt::remote::DEFAULT_POOL_DIR))),
         Ok(pools) => {
             let d: Vec<String> = pools
                 .iter()

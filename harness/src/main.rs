@@ -85,6 +85,19 @@ enum Cmd {
         /// and the libvirt backend always runs the system's QEMU
         #[arg(long, value_name = "PATH")]
         emulator: Option<PathBuf>,
+        /// Run the scenarios on the libvirt host at this URI (e.g. qemu+ssh://host/system;
+        /// implies --backend libvirt). The host need not share a filesystem with this machine:
+        /// the guest's files are uploaded into a storage pool made for the run there (see
+        /// --pool-dir), save images are read and rewritten through libvirt's volume streams,
+        /// consoles and probes are libvirt streams, and the pool is removed at the end. Not
+        /// offered there: network = "segment", and the recipes that edit or scan disk and
+        /// snapshot files on this machine (sysprep, mitigate-remanence, image-copy, canary)
+        #[arg(long, value_name = "URI")]
+        connect: Option<String>,
+        /// The directory on the --connect host under which the run's pool directory is made
+        /// (libvirt creates it, 0700)
+        #[arg(long, value_name = "DIR", default_value = clonesafe::backend::libvirt::remote::DEFAULT_POOL_DIR, requires = "connect")]
+        pool_dir: String,
     },
     /// Measure every way of making a clone side by side on this machine: cold boot, restore
     /// through the migration stream, shared-RAM restore, and shared-RAM restore from a warm
@@ -195,6 +208,8 @@ enum ReportCmd {
 
 struct CliBackends {
     libvirt_mode: SnapshotMode,
+    /// `--connect URI` and `--pool-dir`: libvirt on a host reached through its storage API.
+    remote: Option<(String, String)>,
 }
 
 impl Backends for CliBackends {
@@ -208,6 +223,11 @@ impl Backends for CliBackends {
                         clonesafe::backend::emulator::qemu_binary().display()
                     )
                     .into());
+                }
+                if let Some((uri, pool_dir)) = &self.remote {
+                    let b = LibvirtBackend::connect_remote(uri, self.libvirt_mode, pool_dir)
+                        .map_err(|e| format!("cannot use the libvirt host {uri} (storage pool under {pool_dir}): {e} (`clonesafe doctor --connect {uri}` says what it offers)"))?;
+                    return Ok(Arc::new(b));
                 }
                 let b = LibvirtBackend::connect(clonesafe::backend::libvirt::DEFAULT_URI, self.libvirt_mode)
                     .map_err(|e| format!("cannot connect to {}: {e} (is libvirtd running? ci/start-libvirt.sh starts it)", clonesafe::backend::libvirt::DEFAULT_URI))?;
@@ -479,10 +499,15 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
-        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator } => {
+        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
             if !choose_emulator(emulator.as_deref()) {
                 return exit_codes::HARNESS_ERROR;
             }
+            if connect.is_some() && backend == Some(BackendKind::Qemu) {
+                eprintln!("error: --connect is for the libvirt backend (it names a libvirt host); drop --backend qemu or --connect");
+                return exit_codes::HARNESS_ERROR;
+            }
+            let backend = if connect.is_some() { Some(BackendKind::Libvirt) } else { backend };
             let mut plan = match clonesafe::scenario::load_plan(&files) {
                 Ok(p) => p,
                 Err(e) => {
@@ -521,7 +546,7 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             let progress = terminal::Progress::new();
             let sinks = Fanout(vec![&progress, &files_out]);
-            let r = runner::run_plan(&plan, &opts, &CliBackends { libvirt_mode: libvirt_snapshot }, &sinks).await;
+            let r = runner::run_plan(&plan, &opts, &CliBackends { libvirt_mode: libvirt_snapshot, remote: connect.map(|c| (c, pool_dir)) }, &sinks).await;
             progress.finish();
             let report = match r {
                 Ok(r) => r,

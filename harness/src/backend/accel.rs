@@ -64,6 +64,13 @@ pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestPr
         AccelChoice::Kvm => AccelDecision { accel: Accel::Kvm, reason: "forced with --accel kvm".into() },
         AccelChoice::Tcg => AccelDecision { accel: Accel::Tcg, reason: "forced with --accel tcg".into() },
         AccelChoice::Auto => {
+            if let Some(remote) = backend.remote_kvm() {
+                // Another host's KVM: nothing here (device, cache) says anything about it.
+                return match remote {
+                    Err(e) => AccelDecision { accel: Accel::Tcg, reason: format!("{e}; using TCG") },
+                    Ok(()) => trial(backend, guest, work).await,
+                };
+            }
             if let Err(e) = kvm_device() {
                 return AccelDecision { accel: Accel::Tcg, reason: format!("no usable KVM ({e}); using TCG") };
             }

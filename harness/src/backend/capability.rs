@@ -32,6 +32,10 @@ pub enum Capability {
     /// Plug each NIC into a port of the scenario's network segment: a tap the VMM opens by name
     /// in the host namespace, which the segment then moves into its own (network/segment.rs).
     SegmentNetwork,
+    /// The harness reads and writes the VMs' disks and snapshot files itself (sysprep and the
+    /// remanence mitigation edit the frozen disk, image-copy copies it, the canary scan reads
+    /// the snapshot): true when the VMs run on this machine, false on a remote libvirt host.
+    HostFiles,
 }
 
 impl Capability {
@@ -47,6 +51,7 @@ impl Capability {
             Capability::SharedRam => "shared-ram",
             Capability::WarmPool => "warm-pool",
             Capability::SegmentNetwork => "segment-network",
+            Capability::HostFiles => "host-files",
         }
     }
 }

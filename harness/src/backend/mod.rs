@@ -122,6 +122,11 @@ pub trait Backend: Send + Sync {
     /// Remove VMs that runs of clonesafe left behind when they were killed (their harness
     /// process is gone). Returns a line per VM removed.
     fn reap_stale(&self) -> Vec<String>;
+    /// For VMs on another host: whether that host offers KVM at all (`--accel auto` then tries
+    /// a guest there instead of asking this machine's /dev/kvm). None: the VMs run here.
+    fn remote_kvm(&self) -> Option<Result<(), String>> {
+        None
+    }
     /// Start a VM as `machine` from the guest's never-booted disk, and return once its agent
     /// is ready.
     async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError>;

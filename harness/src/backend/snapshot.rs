@@ -178,7 +178,11 @@ impl ArtifactKind {
 #[derive(Debug, Clone)]
 pub struct Artifact {
     pub kind: ArtifactKind,
+    /// Its path on the host that runs the VMs (not this machine's, for a remote libvirt host).
     pub path: PathBuf,
+    /// The bytes it takes there, when that host is not this machine (read through libvirt);
+    /// None: the file is here.
+    pub host_bytes: Option<u64>,
 }
 
 /// The VM a snapshot was taken of, as a clone's copy of the device configuration still names it.
@@ -230,7 +234,11 @@ impl Snapshot {
         use std::os::unix::fs::MetadataExt;
         // Allocated, not apparent, size: a mapped-ram file is as long as guest RAM but sparse
         // where the guest never wrote.
-        self.artifacts.iter().filter(|a| a.kind.holds_memory() && a.kind != ArtifactKind::RamFile).filter_map(|a| std::fs::metadata(&a.path).ok()).map(|m| m.len().min(m.blocks() * 512)).sum()
+        self.artifacts
+            .iter()
+            .filter(|a| a.kind.holds_memory() && a.kind != ArtifactKind::RamFile)
+            .filter_map(|a| a.host_bytes.or_else(|| std::fs::metadata(&a.path).ok().map(|m| m.len().min(m.blocks() * 512))))
+            .sum()
     }
 
     /// The backend's private data, if this snapshot is of type `T`.

@@ -31,6 +31,9 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
     if s.network == Network::Segment {
         out.push((Capability::SegmentNetwork, "network = \"segment\"".into()));
     }
+    if s.canary {
+        out.push((Capability::HostFiles, "canary = true (the snapshot is scanned on this machine)".into()));
+    }
     for f in fixups_of(recipe) {
         out.extend(f.requires().iter().map(|c| (*c, format!("fix-up {}", f.id()))));
     }

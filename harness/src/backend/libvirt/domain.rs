@@ -7,12 +7,37 @@ use crate::text::xml_escape as esc;
 use clonesafe_metadata::Accel;
 use std::path::Path;
 
-/// The domain for one VM. Every file it names lives in the VM's directory, so a clone's files
-/// are the source's with the directory changed. QEMU runs as root:root (`seclabel` DAC static,
-/// no relabel) because the run directory is private (0700) to the harness.
-pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
+/// Where a VM's files are, as the hypervisor host sees them.
+#[derive(Debug, Clone)]
+pub enum Files {
+    /// In the harness's run directory, which libvirtd on this machine shares: `<dir>/<file>`.
+    /// The console is a file there and the probe a socket the harness listens on.
+    Local,
+    /// In the run's storage pool on a host that shares no filesystem with the harness
+    /// (remote.rs): `<pool dir>/<vm>.<file>`, the guest's kernel and initrd uploaded there. The
+    /// console and the serial probe are ptys and the qga probe's channel a socket libvirt binds;
+    /// the harness reaches them through libvirt streams.
+    Pool { prefix: String, kernel: Option<(String, String)> },
+}
+
+impl Files {
+    /// What every file of the VM is named with: its directory and a slash, or its pool prefix.
+    pub fn prefix(&self, args: &CloneArgs) -> String {
+        match self {
+            Files::Local => format!("{}/", args.dir.display()),
+            Files::Pool { prefix, .. } => prefix.clone(),
+        }
+    }
+}
+
+/// The domain for one VM. Every file it names starts with the VM's prefix (its directory, or
+/// its name in the run's pool), so a clone's files are the source's with the prefix changed.
+/// QEMU runs as root:root (`seclabel` DAC static, no relabel) because the run directory (or the
+/// pool's) is private (0700) to the harness.
+pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path, files: &Files) -> String {
     let id = &args.identity;
-    let dir = args.dir.display().to_string();
+    let pre = esc(&files.prefix(args));
+    let remote = matches!(files, Files::Pool { .. });
     let (dtype, cpu) = match machine.accel {
         Accel::Kvm => ("kvm", "<cpu mode='host-passthrough'/>"),
         // libvirt's "maximum" is QEMU's -cpu max, what the QEMU backend uses under TCG.
@@ -26,22 +51,30 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
     let os = match &machine.guest.boot {
         Boot::DirectKernel { kernel, initrd, .. } => format!(
             "<kernel>{}</kernel>\n    <initrd>{}</initrd>\n    <cmdline>{}</cmdline>",
-            esc(&kernel.display().to_string()),
-            esc(&initrd.display().to_string()),
+            esc(&match files {
+                Files::Pool { kernel: Some((k, _)), .. } => k.clone(),
+                _ => kernel.display().to_string(),
+            }),
+            esc(&match files {
+                Files::Pool { kernel: Some((_, i)), .. } => i.clone(),
+                _ => initrd.display().to_string(),
+            }),
             esc(&machine.cmdline().unwrap_or_default())
         ),
         Boot::Disk => "<boot dev='hd'/>".into(),
     };
     let probe = match machine.guest.agent {
-        AgentTransport::SerialProbe => format!("<serial type='unix'><source mode='connect' path='{}/probe.sock'/><target port='1'/></serial>", esc(&dir)),
+        AgentTransport::SerialProbe if remote => "<serial type='pty'><target port='1'/></serial>".into(),
+        AgentTransport::SerialProbe => format!("<serial type='unix'><source mode='connect' path='{pre}probe.sock'/><target port='1'/></serial>"),
         // qemu-guest-agent's channel is libvirt's (clonesafe reaches it with
         // virDomainQemuAgentCommand); the injected probe's port connects to our socket. The
         // controller sits in the slot the QEMU backend uses.
         AgentTransport::Qga => format!(
             "<controller type='virtio-serial' index='0'><address type='pci' domain='0x0000' bus='0x00' slot='0x06' function='0x0'/></controller>
-    <channel type='unix'><source mode='connect' path='{}/probe.sock'/><target type='virtio' name='{}'/><address type='virtio-serial' controller='0' bus='0' port='2'/></channel>
+    <channel type='unix'>{}<target type='virtio' name='{}'/><address type='virtio-serial' controller='0' bus='0' port='2'/></channel>
     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/><address type='virtio-serial' controller='0' bus='0' port='1'/></channel>",
-            esc(&dir),
+            // Remote: a socket libvirt binds on its host, opened with virDomainOpenChannel.
+            if remote { "<source mode='bind'/>".to_string() } else { format!("<source mode='connect' path='{pre}probe.sock'/>") },
             crate::agent::qga::PROBE_PORT
         ),
         AgentTransport::None => String::new(),
@@ -49,8 +82,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
     let nic = if machine.devices.nic { interface_xml(&id.mac, args.port.as_ref()) } else { String::new() };
     let seed = if machine.devices.seed {
         format!(
-            "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}/seed.iso'/><target dev='vdb' bus='virtio'/><readonly/><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></disk>",
-            esc(&dir)
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{pre}seed.iso'/><target dev='vdb' bus='virtio'/><readonly/><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></disk>"
         )
     } else {
         String::new()
@@ -72,7 +104,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <emulator>{emulator}</emulator>
+    {emulator}
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2' discard='unmap'/>
       <source file='{disk}'/>
@@ -81,7 +113,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
     </disk>
     {seed}
     {nic}
-    <serial type='file'><source path='{dir}/console.log'/><target port='0'/></serial>
+    {console}
     {probe}
     <memballoon model='none'/>
   </devices>
@@ -92,10 +124,11 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path) -> String {
         uuid = id.uuid,
         mem = machine.memory_mib,
         vcpus = machine.vcpus,
-        emulator = esc(&emulator::qemu_path().display().to_string()),
+        // A remote host runs its own QEMU: libvirt picks it from its capabilities.
+        emulator = if remote { String::new() } else { format!("<emulator>{}</emulator>", esc(&emulator::qemu_path().display().to_string())) },
+        console = if remote { "<serial type='pty'><target port='0'/></serial>".to_string() } else { format!("<serial type='file'><source path='{pre}console.log'/><target port='0'/></serial>") },
         disk = esc(&disk.display().to_string()),
         serial = esc(id.disk_serial.as_str()),
-        dir = esc(&dir),
     )
 }
 
@@ -127,9 +160,10 @@ pub enum RewriteError {
 }
 
 /// Give the domain XML embedded in a save image a clone's identity: name, UUID, MAC, disk serial,
-/// the files in its own directory (disk overlay, console log, probe socket), and the genid when
-/// the clone has one. Each old value must be present, or the rewrite is refused.
-pub fn rewrite_identity(xml: &str, from: &SourceRecord, to: &CloneArgs, nic: bool) -> Result<String, RewriteError> {
+/// its own files (disk overlay, console log, probe socket: `from_prefix` becomes `to_prefix`, see
+/// [`Files::prefix`]), and the genid when the clone has one. Each old value must be present, or
+/// the rewrite is refused.
+pub fn rewrite_identity(xml: &str, from: &SourceRecord, to: &CloneArgs, nic: bool, (from_prefix, to_prefix): (&str, &str)) -> Result<String, RewriteError> {
     let (f, t) = (&from.identity, &to.identity);
     let mut out = xml.to_string();
     let mut swap = |what: &'static str, old: String, new: String| -> Result<(), RewriteError> {
@@ -145,7 +179,7 @@ pub fn rewrite_identity(xml: &str, from: &SourceRecord, to: &CloneArgs, nic: boo
         swap("MAC", format!("address='{}'", f.mac), format!("address='{}'", t.mac))?;
     }
     swap("disk serial", format!("<serial>{}</serial>", esc(f.disk_serial.as_str())), format!("<serial>{}</serial>", esc(t.disk_serial.as_str())))?;
-    swap("directory", format!("{}/", esc(&from.dir.display().to_string())), format!("{}/", esc(&to.dir.display().to_string())))?;
+    swap("directory", esc(from_prefix), esc(to_prefix))?;
     if let Some(g) = t.vmgenid {
         let start = out.find("<genid>").ok_or(RewriteError::NoGenid)?;
         let end = out[start..].find("</genid>").ok_or(RewriteError::NoGenid)? + start + "</genid>".len();
@@ -193,7 +227,7 @@ mod tests {
         virt::error::clear_error_callback();
         let conn = virt::connect::Connect::open(Some("test:///default")).unwrap();
         let s = args("clonesafe-1-unit", true);
-        let xml = domain_xml(&machine(true), &s, Path::new("/runs/clonesafe-1-unit/disk.qcow2"));
+        let xml = domain_xml(&machine(true), &s, Path::new("/runs/clonesafe-1-unit/disk.qcow2"), &Files::Local);
         let d = conn.define_domain_xml(&xml).unwrap_or_else(|e| panic!("{}\n{xml}", e.message()));
         let back = d.xml_desc(0).unwrap();
         let sum = crate::backend::libvirt::save_image::DomainSummary::of(&back).unwrap();
@@ -209,10 +243,11 @@ mod tests {
     #[test]
     fn rewrite_replaces_every_source_identity_and_path() {
         let src = args("clonesafe-1-src", false);
-        let xml = domain_xml(&machine(false), &src, &src.dir.join("disk.qcow2"));
+        let xml = domain_xml(&machine(false), &src, &src.dir.join("disk.qcow2"), &Files::Local);
         let clone = args("clonesafe-1-clone", false);
         let from = SourceRecord { identity: src.identity.clone(), dir: src.dir.clone(), probe: crate::agent::ProbeState::Builtin, agent: true };
-        let out = rewrite_identity(&xml, &from, &clone, true).unwrap();
+        let prefixes = (Files::Local.prefix(&src), Files::Local.prefix(&clone));
+        let out = rewrite_identity(&xml, &from, &clone, true, (&prefixes.0, &prefixes.1)).unwrap();
         for old in [src.identity.name.clone(), src.identity.uuid.to_string(), src.identity.mac.to_string(), src.identity.disk_serial.as_str().to_string(), format!("{}/", src.dir.display())] {
             assert!(!out.contains(&old), "{old} survived:\n{out}");
         }
@@ -221,6 +256,36 @@ mod tests {
         // An image that is not the source's is refused rather than half-rewritten.
         let other = args("clonesafe-1-other", false);
         let other = SourceRecord { identity: other.identity, dir: other.dir, probe: crate::agent::ProbeState::Builtin, agent: true };
-        assert!(matches!(rewrite_identity(&xml, &other, &clone, true), Err(RewriteError::Missing { what: "name", .. })));
+        assert!(matches!(rewrite_identity(&xml, &other, &clone, true, (&prefixes.0, &prefixes.1)), Err(RewriteError::Missing { what: "name", .. })));
+    }
+
+    /// For a remote host the XML names no file of the harness's machine: the disk, kernel,
+    /// initrd and seed are the pool's, the console and the probe are ptys or a socket libvirt
+    /// binds, and no emulator path is given. The test driver accepts it, and the clone's rewrite
+    /// swaps the pool prefix.
+    #[test]
+    fn remote_files_name_nothing_local() {
+        virt::error::clear_error_callback();
+        let conn = virt::connect::Connect::open(Some("test:///default")).unwrap();
+        let pool = |n: &str| Files::Pool { prefix: format!("/pool/{n}."), kernel: Some(("/pool/base-1-vmlinuz".into(), "/pool/base-2-initrd.img".into())) };
+        let src = args("clonesafe-1-src", true);
+        let mut m = machine(true);
+        m.devices.seed = true;
+        let xml = domain_xml(&m, &src, Path::new("/pool/clonesafe-1-src.disk.qcow2"), &pool("clonesafe-1-src"));
+        for local in ["/runs/", "/g/", "<emulator>", "type='file'><source path"] {
+            assert!(!xml.contains(local), "{local} in:\n{xml}");
+        }
+        assert_eq!(xml.matches("<serial type='pty'>").count(), 2, "{xml}");
+        assert!(xml.contains("/pool/clonesafe-1-src.seed.iso") && xml.contains("/pool/base-1-vmlinuz"), "{xml}");
+        let d = conn.define_domain_xml(&xml).unwrap_or_else(|e| panic!("{}\n{xml}", e.message()));
+        d.undefine().unwrap();
+        let mut q = machine(false);
+        q.guest.agent = AgentTransport::Qga;
+        let qxml = domain_xml(&q, &src, Path::new("/pool/d"), &pool("clonesafe-1-src"));
+        assert!(qxml.contains("<channel type='unix'><source mode='bind'/>") && !qxml.contains("probe.sock"), "{qxml}");
+        let clone = args("clonesafe-1-clone", true);
+        let from = SourceRecord { identity: src.identity.clone(), dir: src.dir.clone(), probe: crate::agent::ProbeState::Builtin, agent: true };
+        let out = rewrite_identity(&xml, &from, &clone, true, ("/pool/clonesafe-1-src.", "/pool/clonesafe-1-clone.")).unwrap();
+        assert!(out.contains("/pool/clonesafe-1-clone.disk.qcow2") && out.contains("/pool/clonesafe-1-clone.seed.iso") && !out.contains("clonesafe-1-src"), "{out}");
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod domain;
 pub mod qga_wire;
+pub mod remote;
 pub mod save_image;
 
 use crate::agent::qga::Qga;
@@ -26,6 +27,8 @@ use crate::backend::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snaps
 use crate::backend::{vm_disk, Backend, NicHotplug, Restore, Snapshottable, Vm};
 use crate::guest::AgentTransport;
 use crate::identity::{is_stale, HostIdentity, MacAddr, NAME_PREFIX};
+use domain::Files;
+use remote::RunPool;
 use async_trait::async_trait;
 use clonesafe_metadata::{BackendKind, Vmm};
 use save_image::SaveImage;
@@ -40,6 +43,7 @@ use virt::sys;
 pub const DEFAULT_URI: &str = "qemu:///system";
 
 pub const CAPABILITIES: &[Capability] = &[
+    Capability::HostFiles,
     Capability::DirectKernelBoot,
     Capability::DiskBoot,
     Capability::SerialProbe,
@@ -64,6 +68,9 @@ pub enum SnapshotMode {
 pub struct LibvirtBackend {
     conn: Arc<Connect>,
     pub mode: SnapshotMode,
+    /// Some for a host reached with `--connect`, which may share no filesystem with the
+    /// harness: every file a VM needs is a volume of this run's pool there (remote.rs).
+    pool: Option<Arc<RunPool>>,
     /// Clones of one image are restored one at a time: its XML is rewritten for each. The map
     /// keeps each image's XML as the source wrote it, which every rewrite starts from.
     restore_lock: tokio::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
@@ -74,6 +81,12 @@ pub struct LibvirtBackend {
 struct LibvirtSnapshot {
     /// Whether libvirt's own restore route was already tried (and refused) for this snapshot.
     tried: AtomicBool,
+}
+
+/// A [`LibvirtError`] (already converted) of `step`.
+fn lv_src(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(LibvirtError) -> BackendError {
+    let vm = vm.to_string();
+    move |source| BackendError::Libvirt { vm, phase, step, source }
 }
 
 /// A libvirt failure of `step`, keeping libvirt's code and message.
@@ -90,6 +103,8 @@ fn lv(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(virt::error::Er
 static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Whether this process ever connected to libvirt (else there is nothing to sweep).
 static CONNECTED: AtomicBool = AtomicBool::new(false);
+/// The URI this process connected to (the sweep after a run reconnects to it).
+static URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 struct InFlight;
 impl InFlight {
@@ -115,7 +130,7 @@ pub fn sweep_own_domains(wait: Duration) -> Vec<String> {
     while IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let Ok(conn) = Connect::open(Some(DEFAULT_URI)) else { return vec![] };
+    let Ok(conn) = Connect::open(Some(URI.get().map(String::as_str).unwrap_or(DEFAULT_URI))) else { return vec![] };
     let mine = format!("{NAME_PREFIX}{}-", std::process::id());
     let mut out = Vec::new();
     for d in conn.list_all_domains(0).unwrap_or_default() {
@@ -131,6 +146,9 @@ pub fn sweep_own_domains(wait: Duration) -> Vec<String> {
         }
         out.push(format!("removed libvirt domain {name}, which a call still in flight created after teardown"));
     }
+    // The run's pool, if the backend could not remove it (a domain still used a volume).
+    let pool = remote::pool_name(std::process::id());
+    out.extend(remote::sweep(&conn, |n| n == pool));
     out
 }
 
@@ -153,7 +171,98 @@ impl LibvirtBackend {
         virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(LibvirtError::from)?;
         CONNECTED.store(true, Ordering::SeqCst);
-        Ok(LibvirtBackend { conn: Arc::new(conn), mode, restore_lock: Default::default() })
+        let _ = URI.set(uri.to_string());
+        Ok(LibvirtBackend { conn: Arc::new(conn), mode, pool: None, restore_lock: Default::default() })
+    }
+
+    /// Connect to a host that may share no filesystem with the harness (`run --connect`): make
+    /// this run's storage pool under `pool_dir` on that host, after removing the pools of dead
+    /// runs. Guests' files are uploaded into it; consoles and probes are libvirt streams.
+    pub fn connect_remote(uri: &str, mode: SnapshotMode, pool_dir: &str) -> Result<Self, LibvirtError> {
+        // Before the connection opens: its streams are read by libvirt's event loop.
+        remote::start_event_loop();
+        let mut b = Self::connect(uri, mode)?;
+        remote::sweep(&b.conn, is_stale);
+        b.pool = Some(Arc::new(RunPool::create(&b.conn, pool_dir)?));
+        Ok(b)
+    }
+
+    /// Whether VMs run on a host reached with `--connect` (files through its storage pool).
+    pub fn is_remote(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// Where `args`'s VM keeps its files on the host, made ready: its overlay on `backing` (the
+    /// guest's disk when None) and, for a remote host, the guest's kernel, initrd and the VM's
+    /// seed uploaded into the run's pool. The harness's own directory for the VM (console log,
+    /// seed source) is made in both cases.
+    async fn place(&self, machine: &Machine, args: &CloneArgs, backing: Option<&Path>, t: &Timeouts) -> Result<(PathBuf, Files), BackendError> {
+        let Some(pool) = self.pool.clone() else {
+            let (b, f) = match backing {
+                Some(b) => (b, "qcow2"),
+                None => (machine.guest.disk.as_path(), machine.guest.disk_format.as_str()),
+            };
+            return Ok((vm_disk(args, b, f).await?, Files::Local));
+        };
+        let name = args.identity.name.clone();
+        std::fs::create_dir_all(&args.dir).map_err(BackendError::io(&name, format!("create {}", args.dir.display())))?;
+        let (machine, dir, backing) = (machine.clone(), args.dir.clone(), backing.map(|b| b.display().to_string()));
+        let n = name.clone();
+        blocking(&name, Phase::Start, t.boot, move || {
+            let up = |e: remote::UploadError| match e {
+                remote::UploadError::Local(path, why) => BackendError::Io { vm: n.clone(), what: format!("read {} to upload it", path.display()), source: std::io::Error::other(why) },
+                remote::UploadError::Libvirt(source) => BackendError::Libvirt { vm: n.clone(), phase: Phase::Start, step: "upload a guest file into the run's pool", source },
+            };
+            let kernel = match &machine.guest.boot {
+                crate::guest::Boot::DirectKernel { kernel, initrd, .. } => Some((pool.base(kernel, "raw").map_err(up)?.0, pool.base(initrd, "raw").map_err(up)?.0)),
+                crate::guest::Boot::Disk => None,
+            };
+            let (backing, format) = match backing {
+                Some(b) => (b, "qcow2".to_string()),
+                None => (pool.base(&machine.guest.disk, &machine.guest.disk_format).map_err(up)?.0, machine.guest.disk_format.clone()),
+            };
+            let disk = pool.overlay(&format!("{n}.disk.qcow2"), &backing, &format).map_err(lv_src(&n, Phase::Start, "make the VM's disk overlay in the run's pool"))?;
+            if machine.devices.seed {
+                pool.upload(&dir.join("seed.iso"), &format!("{n}.seed.iso")).map_err(up)?;
+            }
+            Ok((PathBuf::from(disk), Files::Pool { prefix: pool.prefix(&n), kernel }))
+        })
+        .await
+    }
+
+    /// The save image at `path`: read here, or through the pool's volume stream.
+    async fn read_image(&self, vm: &str, path: &Path, t: Duration) -> Result<SaveImage, BackendError> {
+        let bad = |source| BackendError::SaveImage { path: path.to_path_buf(), source };
+        let Some(pool) = self.pool.clone() else { return SaveImage::read(path).map_err(bad) };
+        let p = path.display().to_string();
+        let n = vm.to_string();
+        let (head, total) = blocking(vm, Phase::IncomingMigration, t, move || {
+            let read = |len| pool.read_head(&p, len).map_err(lv_src(&n, Phase::IncomingMigration, "read the save image's header through libvirt"));
+            let (head, total) = read(save_image::HEADER_LEN as u64)?;
+            match save_image::data_len(&head) {
+                Some(d) => read(save_image::HEADER_LEN as u64 + d as u64),
+                None => Ok((head, total)),
+            }
+        })
+        .await?;
+        SaveImage::parse(&head, total).map_err(bad)
+    }
+
+    /// Rewrite the XML of the save image at `path` in place (here, or through the pool).
+    async fn write_image_xml(&self, vm: &str, path: &Path, xml: &str, t: Duration) -> Result<(), BackendError> {
+        let bad = |source| BackendError::SaveImage { path: path.to_path_buf(), source };
+        let Some(pool) = self.pool.clone() else { return SaveImage::rewrite_xml(path, xml).map(drop).map_err(bad) };
+        let bytes = self.read_image(vm, path, t).await?.encode_with_xml(xml).map_err(bad)?;
+        let (p, n) = (path.display().to_string(), vm.to_string());
+        blocking(vm, Phase::IncomingMigration, t, move || pool.write_head(&p, &bytes).map_err(lv_src(&n, Phase::IncomingMigration, "rewrite the save image's XML through libvirt"))).await
+    }
+
+    /// The prefix of the source's files, as its domain XML names them.
+    fn source_prefix(&self, s: &SourceRecord) -> String {
+        match &self.pool {
+            None => format!("{}/", s.dir.display()),
+            Some(p) => p.prefix(&s.identity.name),
+        }
     }
 
     /// Names of the clonesafe domains libvirt knows, running or not.
@@ -175,7 +284,7 @@ impl LibvirtBackend {
         restored: Option<&SourceRecord>,
     ) -> Result<LibvirtVm, BackendError> {
         let name = args.identity.name.clone();
-        let listener = if machine.guest.agent != AgentTransport::None {
+        let listener = if machine.guest.agent != AgentTransport::None && self.pool.is_none() {
             let probe_path = args.dir.join("probe.sock");
             let _ = std::fs::remove_file(&probe_path);
             Some(UnixListener::bind(&probe_path).map_err(BackendError::io(&name, format!("bind {}", probe_path.display())))?)
@@ -199,12 +308,17 @@ impl LibvirtBackend {
             notes: vec![],
             mode: self.mode,
             current_mac,
+            pumps: vec![],
+            pool: self.pool.clone(),
         };
         if let Err(e) = started {
             vm.alive = false;
             return Err(e);
         }
         let probe = match listener {
+            // A remote host's domain was started paused: its console and probe are opened as
+            // streams before it runs, so nothing it writes is lost.
+            None if self.pool.is_some() => vm.open_streams(bound).await?,
             None => None,
             Some(listener) => match tokio::time::timeout(t.start, listener.accept()).await {
                 Ok(Ok((s, _))) => Some(ProbeChannel::new(s)),
@@ -236,7 +350,12 @@ impl Backend for LibvirtBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(CAPABILITIES)
+        match self.pool {
+            None => Capabilities::of(CAPABILITIES),
+            // A remote host's VMs cannot join a segment made here, and their files are not
+            // here for the harness to read or rewrite.
+            Some(_) => Capabilities::of(CAPABILITIES).without(Capability::SegmentNetwork).without(Capability::HostFiles),
+        }
     }
 
     fn versions(&self) -> Vec<Vmm> {
@@ -246,6 +365,16 @@ impl Backend for LibvirtBackend {
             out.push(Vmm { name: "qemu (through libvirt)".into(), version: v(h) });
         }
         out
+    }
+
+    fn remote_kvm(&self) -> Option<Result<(), String>> {
+        self.pool.as_ref()?;
+        // The host's capabilities list a <domain type='kvm'> per arch it runs under KVM.
+        Some(match self.conn.capabilities() {
+            Ok(x) if x.contains("<domain type='kvm'") => Ok(()),
+            Ok(_) => Err(format!("the libvirt host {} offers no KVM domain type", self.conn.hostname().unwrap_or_default())),
+            Err(e) => Err(format!("cannot read the libvirt host's capabilities: {}", e.message())),
+        })
     }
 
     /// Destroy `clonesafe-<pid>-…` domains whose harness `<pid>` is gone.
@@ -263,19 +392,23 @@ impl Backend for LibvirtBackend {
                 out.push(format!("removed leftover libvirt domain {name} of a dead run"));
             }
         }
+        out.extend(remote::sweep(&self.conn, is_stale));
         out
     }
 
     async fn boot(&self, machine: &Machine, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
-        let disk = vm_disk(&args, &machine.guest.disk, &machine.guest.disk_format).await?;
+        self.remote_args(&mut args);
+        let (disk, files) = self.place(machine, &args, None, t).await?;
         args.take_port().map_err(BackendError::segment(&args.identity.name))?;
-        let xml = domain::domain_xml(machine, &args, &disk);
+        let xml = domain::domain_xml(machine, &args, &disk, &files);
         let name = args.identity.name.clone();
-        // On a segment the domain starts paused: its tap joins the segment before the guest runs.
-        let flags = if args.port.is_some() { sys::VIR_DOMAIN_START_PAUSED } else { 0 };
+        // On a segment the domain starts paused: its tap joins the segment before the guest
+        // runs; on a remote host, its console and probe streams open first.
+        let paused = args.port.is_some() || self.pool.is_some();
+        let flags = if paused { sys::VIR_DOMAIN_START_PAUSED } else { 0 };
         let start = move |c: Arc<Connect>| c.create_domain_xml(&xml, flags).map(drop).map_err(lv(&name, Phase::Start, "create the domain"));
         let mut vm = self.launch(machine.clone(), args, t, disk, start, Phase::Start, None).await?;
-        if vm.args.port.is_some() {
+        if paused {
             vm.attach_port()?;
             let n = vm.args.identity.name.clone();
             vm.on_domain(Phase::Start, t.start, move |d| d.resume().map_err(lv(&n, Phase::Start, "resume the domain"))).await?;
@@ -307,17 +440,20 @@ impl Backend for LibvirtBackend {
 impl Restore for LibvirtBackend {
     async fn restore(&self, snap: &Snapshot, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         let wrong = || BackendError::WrongSnapshot { backend: BackendKind::Libvirt, made_by: snap.backend };
+        self.remote_args(&mut args);
         args.take_port().map_err(BackendError::segment(&args.identity.name))?;
         let private = snap.private::<LibvirtSnapshot>().ok_or_else(wrong)?;
         let (Some(image), Some(frozen)) = (snap.artifact(ArtifactKind::LibvirtSaveImage), snap.artifact(ArtifactKind::FrozenDisk)) else {
             return Err(wrong());
         };
         let image = image.to_path_buf();
-        let disk = vm_disk(&args, frozen, "qcow2").await?;
+        let (disk, files) = self.place(&snap.machine, &args, Some(frozen), t).await?;
+        let prefixes = (self.source_prefix(&snap.source), files.prefix(&args));
+        let prefixes = (prefixes.0.as_str(), prefixes.1.as_str());
         let mut originals = self.restore_lock.lock().await;
         let name = args.identity.name.clone();
         if !originals.contains_key(&image) {
-            let img = SaveImage::read(&image).map_err(|source| BackendError::SaveImage { path: image.clone(), source })?;
+            let img = self.read_image(&name, &image, t.restore).await?;
             originals.insert(image.clone(), img.xml);
         }
         let source_xml = originals[&image].clone();
@@ -326,7 +462,7 @@ impl Restore for LibvirtBackend {
 
         // 1. libvirt's own route, once per snapshot, with the identity in dxml.
         if !private.tried.swap(true, Ordering::SeqCst) {
-            let dxml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
+            let dxml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
             let conn = self.conn.clone();
             let img = image.display().to_string();
             let r = blocking(&name, Phase::IncomingMigration, t.restore, move || Ok(conn.restore_domain_flags(&img, Some(&dxml), sys::VIR_DOMAIN_SAVE_PAUSED))).await?;
@@ -347,8 +483,8 @@ impl Restore for LibvirtBackend {
         }
 
         // 2. Rewrite the XML in the image and restore it as is.
-        let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
-        SaveImage::rewrite_xml(&image, &xml).map_err(|source| BackendError::SaveImage { path: image.clone(), source })?;
+        let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
+        self.write_image_xml(&name, &image, &xml, t.restore).await?;
         let img = image.display().to_string();
         let n2 = name.clone();
         let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(lv(&n2, Phase::IncomingMigration, "restore the rewritten image"));
@@ -368,6 +504,16 @@ impl Restore for LibvirtBackend {
         let n3 = name.clone();
         vm.on_domain(Phase::Resume, t.start, move |d| d.resume().map_err(lv(&n3, Phase::Resume, "resume the domain"))).await?;
         Ok(Box::new(vm))
+    }
+}
+
+impl LibvirtBackend {
+    /// A remote host's VM gets no host ports: QEMU would listen on that host's loopback, which
+    /// the harness cannot reach (so ssh-keyscan and the TLS checks are skipped there).
+    fn remote_args(&self, args: &mut CloneArgs) {
+        if self.pool.is_some() {
+            args.forwards.clear();
+        }
     }
 }
 
@@ -393,6 +539,11 @@ pub struct LibvirtVm {
     mode: SnapshotMode,
     /// The MAC of the NIC the domain has now, if any.
     current_mac: Option<MacAddr>,
+    /// On a remote host: the streams that carry its console (into `console.log` here) and its
+    /// probe. They end with the VM.
+    pumps: Vec<remote::Pump>,
+    /// On a remote host: the run's pool, which holds its files.
+    pool: Option<Arc<RunPool>>,
 }
 
 impl LibvirtVm {
@@ -409,6 +560,34 @@ impl LibvirtVm {
             let vm = name.clone();
             blocking(&vm, phase, t, move || f(&conn.lookup_domain_by_name(&name).map_err(lv(&name, phase, "look up the domain"))?)).await
         }
+    }
+
+    /// Open the console (into `console.log` in the VM's directory here) and the probe's device as
+    /// libvirt streams; returns the probe's channel.
+    async fn open_streams(&mut self, t: Duration) -> Result<Option<ProbeChannel>, BackendError> {
+        let probe_dev = match self.machine.guest.agent {
+            AgentTransport::SerialProbe => Some(remote::Device::Serial("serial1")),
+            AgentTransport::Qga => Some(remote::Device::Channel(crate::agent::qga::PROBE_PORT)),
+            AgentTransport::None => None,
+        };
+        let (conn, name) = (self.conn.clone(), self.args.identity.name.clone());
+        let log = self.args.dir.join("console.log");
+        let (console, probe) = self
+            .on_domain(Phase::Start, t, move |d| {
+                let open = |dev| remote::open(&conn, d, dev).map_err(lv_src(&name, Phase::Start, "open a console or channel stream"));
+                let console = open(remote::Device::Serial("serial0"))?;
+                let probe = probe_dev.map(open).transpose()?;
+                Ok((console, probe))
+            })
+            .await?;
+        let vm = self.args.identity.name.clone();
+        self.pumps.push(remote::to_file(console, &log).map_err(BackendError::io(&vm, format!("write {}", log.display())))?);
+        let Some(probe) = probe else { return Ok(None) };
+        let (mine, pump) = remote::to_socket(probe).map_err(BackendError::io(&vm, "join the probe stream to a socket"))?;
+        self.pumps.push(pump);
+        mine.set_nonblocking(true).map_err(BackendError::io(&vm, "join the probe stream to a socket"))?;
+        let s = tokio::net::UnixStream::from_std(mine).map_err(BackendError::io(&vm, "join the probe stream to a socket"))?;
+        Ok(Some(ProbeChannel::new(s)))
     }
 
     fn destroy_now(&mut self) {
@@ -598,14 +777,23 @@ impl Snapshottable for LibvirtVm {
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         self.snapshots += 1;
         let name = self.args.identity.name.clone();
-        let memory = dir.join(format!("{name}.save"));
+        // On a remote host both files are in the run's pool: `<pool dir>/<vm>.save`, and the
+        // source's next overlay beside its disk.
+        let prefix = self.pool.as_ref().map(|p| p.prefix(&name));
+        let memory = match &prefix {
+            None => dir.join(format!("{name}.save")),
+            Some(p) => PathBuf::from(format!("{p}save")),
+        };
         let frozen = self.disk.clone();
         let t = self.timeouts.snapshot;
         let mem = memory.display().to_string();
         let n = name.clone();
         match self.mode {
             SnapshotMode::External => {
-                let next = self.args.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
+                let next = match &prefix {
+                    None => self.args.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots)),
+                    Some(p) => PathBuf::from(format!("{p}disk-after-snapshot-{}.qcow2", self.snapshots)),
+                };
                 let xml = format!(
                     "<domainsnapshot><name>clonesafe-{}</name><memory snapshot='external' file='{}'/><disks><disk name='vda' snapshot='external'><source file='{}'/></disk></disks></domainsnapshot>",
                     self.snapshots,
@@ -641,9 +829,26 @@ impl Snapshottable for LibvirtVm {
                 self.notes.push("suspend and clone: the source domain stopped when it was saved".into());
             }
         }
-        // The image holds guest memory: make sure it is private whatever libvirt's umask was.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o600)).map_err(BackendError::io(&name, format!("chmod {}", memory.display())))?;
+        let bytes = match self.pool.clone() {
+            None => {
+                // The image holds guest memory: make sure it is private whatever libvirt's umask was.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o600)).map_err(BackendError::io(&name, format!("chmod {}", memory.display())))?;
+                None
+            }
+            Some(pool) => {
+                // libvirt wrote the image and the new overlay into the pool's directory (0700;
+                // QEMU's save file is created 0600: qemu_saveimage.c, qemuSaveImageCreate opens it
+                // O_CREAT with S_IRUSR | S_IWUSR): list them as volumes, to read and delete.
+                let (mem, disk, frozen) = (memory.display().to_string(), self.disk.display().to_string(), frozen.display().to_string());
+                let n = name.clone();
+                blocking(&name, Phase::Snapshot, t, move || {
+                    pool.adopt(&disk, &frozen).map_err(lv_src(&n, Phase::Snapshot, "list the snapshot's files in the run's pool"))?;
+                    Ok(pool.allocation(&mem))
+                })
+                .await?
+            }
+        };
         Ok(Snapshot {
             backend: BackendKind::Libvirt,
             machine: self.machine.clone(),
@@ -653,7 +858,7 @@ impl Snapshottable for LibvirtVm {
                 probe: self.agent.probe_state(),
                 agent: !matches!(self.agent, Transport::None),
             },
-            artifacts: vec![Artifact { kind: ArtifactKind::LibvirtSaveImage, path: memory }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen }],
+            artifacts: vec![Artifact { kind: ArtifactKind::LibvirtSaveImage, path: memory, host_bytes: bytes }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen, host_bytes: None }],
             private: Arc::new(LibvirtSnapshot::default()),
         })
     }

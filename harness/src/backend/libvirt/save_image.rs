@@ -89,6 +89,12 @@ pub struct SaveImage {
     pub cookie: Option<String>,
 }
 
+/// The data region's length a complete header gives, if it is one worth reading after it
+/// (`parse` says what is wrong with the rest).
+pub fn data_len(head: &[u8]) -> Option<u32> {
+    (head.len() >= HEADER_LEN && &head[..16] == MAGIC).then(|| u32_at(head, 20)).filter(|d| *d > 0 && *d <= MAX_DATA_LEN)
+}
+
 fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
 }
@@ -154,9 +160,8 @@ impl SaveImage {
         let file_len = f.metadata()?.len();
         let mut head = vec![0u8; HEADER_LEN.min(file_len as usize)];
         f.read_exact(&mut head)?;
-        if head.len() == HEADER_LEN && &head[..16] == MAGIC {
-            let data_len = u32_at(&head, 20);
-            if data_len > 0 && data_len <= MAX_DATA_LEN && HEADER_LEN as u64 + data_len as u64 <= file_len {
+        if let Some(data_len) = data_len(&head) {
+            if HEADER_LEN as u64 + data_len as u64 <= file_len {
                 let mut rest = vec![0u8; data_len as usize];
                 f.read_exact(&mut rest)?;
                 head.extend_from_slice(&rest);

@@ -54,6 +54,7 @@ use std::sync::Arc;
 pub struct QemuBackend;
 
 pub const CAPABILITIES: &[Capability] = &[
+    Capability::HostFiles,
     Capability::DirectKernelBoot,
     Capability::DiskBoot,
     Capability::SerialProbe,
@@ -558,14 +559,14 @@ impl Snapshottable for QemuVm {
             // A frozen template: if it ran on, its writes would reach the file its clones map.
             self.notes.push("the source's RAM is the clones' shared RAM file: it stayed paused after the snapshot, a frozen template".into());
             vec![
-                Artifact { kind: ArtifactKind::DeviceState, path: memory },
-                Artifact { kind: ArtifactKind::RamFile, path: self.args.dir.join(RAM_FILE) },
-                Artifact { kind: ArtifactKind::FrozenDisk, path: frozen },
+                Artifact { kind: ArtifactKind::DeviceState, path: memory, host_bytes: None },
+                Artifact { kind: ArtifactKind::RamFile, path: self.args.dir.join(RAM_FILE), host_bytes: None },
+                Artifact { kind: ArtifactKind::FrozenDisk, path: frozen, host_bytes: None },
             ]
         } else {
             // The source goes on running (QEMU re-activates its block devices on `cont`).
             p.qmp(Phase::Resume, "cont", json!({})).await?;
-            vec![Artifact { kind: ArtifactKind::MemoryStream, path: memory }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen }]
+            vec![Artifact { kind: ArtifactKind::MemoryStream, path: memory, host_bytes: None }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen, host_bytes: None }]
         };
         Ok(Snapshot {
             backend: BackendKind::Qemu,

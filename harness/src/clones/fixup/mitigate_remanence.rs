@@ -22,7 +22,7 @@ impl Fixup for MitigateRemanence {
         FixupId::MitigateRemanence
     }
     fn requires(&self) -> &'static [Capability] {
-        &[]
+        &[Capability::HostFiles]
     }
     fn describe(&self) -> Option<&'static str> {
         None

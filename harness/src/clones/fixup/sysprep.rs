@@ -35,7 +35,7 @@ impl Fixup for Sysprep {
         FixupId::Sysprep
     }
     fn requires(&self) -> &'static [Capability] {
-        &[]
+        &[Capability::HostFiles]
     }
     fn describe(&self) -> Option<&'static str> {
         None

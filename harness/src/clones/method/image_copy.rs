@@ -18,7 +18,7 @@ impl CloneMethod for ImageCopy {
         Method::ImageCopy
     }
     fn requires(&self) -> &'static [Capability] {
-        &[]
+        &[Capability::HostFiles]
     }
     async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
         let mut timing = Timing::default();

@@ -1,0 +1,133 @@
+//! `clonesafe run --connect URI` against a libvirt host that shares no file with the harness.
+//!
+//! The host is this machine's libvirtd reached over libvirt's network protocol on loopback
+//! (`qemu+tcp://127.0.0.1/system`, which `ci/start-libvirt.sh --tcp-loopback` opens). To make
+//! "shares no file" true, the harness runs in a mount namespace of its own (`unshare --mount`)
+//! where
+//! * the pool directory is an empty tmpfs: a local read of a save image or overlay finds
+//!   nothing (a marker file put there from outside must be invisible inside, or the test fails);
+//! * its guests, run directory and report are on a tmpfs libvirtd cannot see: a domain XML that
+//!   named a local path (kernel, console log, probe socket) would fail to start.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const TCP: &str = "qemu+tcp://127.0.0.1/system";
+const POOL_DIR: &str = "/var/lib/clonesafe/pool";
+
+fn required() -> bool {
+    std::env::var("CLONESAFE_REQUIRE_VMS").is_ok_and(|v| v == "1")
+}
+
+/// The tiny guest's directory, root, and libvirtd answering on loopback TCP; else skip.
+fn ready() -> Option<std::path::PathBuf> {
+    let g = guest()?;
+    let root = nix_is_root();
+    let tcp = virt::connect::Connect::open(Some(TCP)).is_ok();
+    if !root || !tcp {
+        assert!(!required(), "needs root ({root}) and libvirtd on {TCP} ({tcp}): run ci/start-libvirt.sh --tcp-loopback");
+        eprintln!("skipping: needs root and libvirtd on {TCP}");
+        return None;
+    }
+    Some(g.dir)
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+/// clonesafe pools, domains and pool directories libvirtd has now.
+fn remote_leftovers() -> Vec<String> {
+    let conn = virt::connect::Connect::open(Some(TCP)).unwrap();
+    let mut out: Vec<String> = conn.list_all_storage_pools(0).unwrap().iter().filter_map(|p| p.name().ok()).filter(|n| n.starts_with("clonesafe-")).map(|n| format!("pool {n}")).collect();
+    out.extend(conn.list_all_domains(0).unwrap().iter().filter_map(|d| d.name().ok()).filter(|n| n.starts_with("clonesafe-")).map(|n| format!("domain {n}")));
+    if let Ok(rd) = std::fs::read_dir(POOL_DIR) {
+        out.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("clonesafe-")).map(|n| format!("directory {POOL_DIR}/{n}")));
+    }
+    out
+}
+
+/// Run `clonesafe run ARGS` in its own mount namespace: POOL_DIR an empty tmpfs, `private` a
+/// tmpfs holding a copy of the tiny guest, the run directory and the report.
+fn run_hidden(private: &Path, guest_dir: &Path, args: &str) -> std::process::Output {
+    std::fs::create_dir_all(POOL_DIR).unwrap();
+    let marker = Path::new(POOL_DIR).join("clonesafe-test-marker");
+    std::fs::write(&marker, "visible from outside").unwrap();
+    let script = format!(
+        r#"set -e
+mount -t tmpfs -o mode=0700 clonesafe-hide {pool}
+mount -t tmpfs -o mode=0700 clonesafe-private {p}
+if [ -e {pool}/clonesafe-test-marker ]; then echo "the pool directory is still visible" >&2; exit 97; fi
+mkdir -p {p}/guests {p}/out
+cp -r {g} {p}/guests/tiny
+set +e
+{bin} run {args} --connect {TCP} --guests {p}/guests --workdir {p}/runs --out {p}/out --accel tcg
+code=$?
+cp -r {p}/out {p}/../out-copy 2>/dev/null
+exit $code"#,
+        pool = POOL_DIR,
+        p = private.display(),
+        g = guest_dir.display(),
+        bin = env!("CARGO_BIN_EXE_clonesafe"),
+    );
+    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "bash", "-c", &script]).output().expect("unshare (util-linux)");
+    let _ = std::fs::remove_file(&marker);
+    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The smoke suite passes through `--connect` on the loopback network URI with the pool
+/// directory hidden from the harness and the harness's files hidden from libvirtd; every VM ran
+/// on the host libvirt names; the snapshot's size was read through libvirt; nothing is left on
+/// the "remote" side (no pool, volume, pool directory or domain).
+#[test]
+fn smoke_suite_through_a_network_uri_shares_no_file() {
+    let Some(guest_dir) = ready() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let private = work.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let before = remote_leftovers();
+    let smoke = repo("scenarios/smoke.toml");
+    let out = run_hidden(&private, &guest_dir, smoke.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(0), "the smoke suite through {TCP}");
+    // What the harness wrote on its private tmpfs never appeared outside the namespace.
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0, "the private tmpfs leaked");
+    let report = read_report(&work.path().join("out-copy")).expect("report.json");
+    let host = String::from_utf8_lossy(&Command::new("virsh").args(["-c", TCP, "hostname"]).output().unwrap().stdout).trim().to_string();
+    for s in report["scenarios"].as_array().unwrap() {
+        assert!(s["expectations_met"] == true && s["error"].is_null(), "{}: {}", s["name"], s["error"]);
+        assert!(s["vms"].as_array().unwrap().iter().all(|v| v["host"] == host.as_str()), "{}", s["vms"]);
+    }
+    let naive = report["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "naive").unwrap();
+    assert_eq!(verdict(naive, "mac"), "duplicate");
+    assert_eq!(verdict(naive, "disk_serial"), "unique");
+    assert_eq!(verdict(naive, "userspace_rng"), "duplicate");
+    let notes = naive["notes"].to_string();
+    assert!(notes.contains("does not match source"), "libvirt's own refusal is recorded: {notes}");
+    assert!(naive["timing"]["snapshot_bytes"].as_u64().unwrap() > 1 << 20, "snapshot size read through libvirt: {}", naive["timing"]);
+    let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
+
+/// What needs the VMs' files on this machine is refused at plan time with exit 2, naming the
+/// capability, and the refusal leaves no pool behind.
+#[test]
+fn host_file_recipes_are_refused_before_any_vm() {
+    let Some(_) = ready() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("canary.toml");
+    std::fs::write(&file, "[[scenario]]\nname = \"canary\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\ncanary = true\n").unwrap();
+    let before = remote_leftovers();
+    let out = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--out", work.path().join("out").to_str().unwrap()], work.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("host-files") && err.contains("canary"), "{err}");
+    let o = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--backend", "qemu"], work.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--connect is for the libvirt backend"));
+    let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}

@@ -112,8 +112,8 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
     assert!(left.is_empty(), "left on the host: {left:?}");
 }
 
-/// What needs the VMs' files on this machine is refused at plan time with exit 2, naming the
-/// capability, and the refusal leaves no pool behind.
+/// What needs the VMs' files on this machine, or a port forwarded to it, is refused at plan time
+/// with exit 2, naming the capability, and the refusal leaves no pool behind.
 #[test]
 fn host_file_recipes_are_refused_before_any_vm() {
     let Some(_) = ready() else { return };
@@ -125,6 +125,12 @@ fn host_file_recipes_are_refused_before_any_vm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("host-files") && err.contains("canary"), "{err}");
+    // An expectation on a check that needs a port forwarded to this machine.
+    std::fs::write(&file, "[[scenario]]\nname = \"keys\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n[scenario.expect]\nssh_keyscan = \"duplicate\"\n").unwrap();
+    let out = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--out", work.path().join("out").to_str().unwrap()], work.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("guest-ports") && err.contains("ssh_keyscan"), "{err}");
     let o = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--backend", "qemu"], work.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--connect is for the libvirt backend"));

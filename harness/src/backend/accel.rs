@@ -68,7 +68,7 @@ pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestPr
                 // Another host's KVM: nothing here (device, cache) says anything about it.
                 return match remote {
                     Err(e) => AccelDecision { accel: Accel::Tcg, reason: format!("{e}; using TCG") },
-                    Ok(()) => trial(backend, guest, work).await,
+                    Ok(()) => trial(backend, guest, work, "the libvirt host offers KVM").await,
                 };
             }
             if let Err(e) = kvm_device() {
@@ -77,7 +77,7 @@ pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestPr
             if let Some(d) = cached(guest) {
                 return d;
             }
-            let d = trial(backend, guest, work).await;
+            let d = trial(backend, guest, work, "/dev/kvm is present").await;
             let c = Cached { key: cache_key(guest), decision: d.clone() };
             let _ = std::fs::write(cache_path(), serde_json::to_string_pretty(&c).unwrap_or_default());
             d
@@ -86,7 +86,7 @@ pub async fn resolve(choice: AccelChoice, backend: &dyn Backend, guest: &GuestPr
 }
 
 /// Boot the guest under KVM once, bounded, and keep KVM only if its agent answered.
-async fn trial(backend: &dyn Backend, guest: &GuestProfile, work: &Path) -> AccelDecision {
+async fn trial(backend: &dyn Backend, guest: &GuestProfile, work: &Path, offered: &str) -> AccelDecision {
     let name = format!("{NAME_PREFIX}{}-kvm-trial", std::process::id());
     let machine = Machine::new(guest.clone(), 256, Accel::Kvm);
     let args = CloneArgs::fresh(HostIdentity::fresh(name), work.join("kvm-trial"), &machine);
@@ -98,7 +98,7 @@ async fn trial(backend: &dyn Backend, guest: &GuestProfile, work: &Path) -> Acce
         }
         Err(e) => {
             let first = e.to_string().lines().next().unwrap_or_default().to_string();
-            AccelDecision { accel: Accel::Tcg, reason: format!("/dev/kvm is present but a trial guest did not boot under it ({first}); using TCG") }
+            AccelDecision { accel: Accel::Tcg, reason: format!("{offered} but a trial guest did not boot under it ({first}); using TCG") }
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum Capability {
     /// remanence mitigation edit the frozen disk, image-copy copies it, the canary scan reads
     /// the snapshot): true when the VMs run on this machine, false on a remote libvirt host.
     HostFiles,
+    /// The harness reaches the guest's services (ssh, TLS) through ports forwarded to this
+    /// machine: the host-side checks ssh_keyscan, tls_ticket_key and openssl_rng.
+    GuestPorts,
 }
 
 impl Capability {
@@ -52,6 +55,7 @@ impl Capability {
             Capability::WarmPool => "warm-pool",
             Capability::SegmentNetwork => "segment-network",
             Capability::HostFiles => "host-files",
+            Capability::GuestPorts => "guest-ports",
         }
     }
 }

@@ -31,6 +31,11 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
     if s.network == Network::Segment {
         out.push((Capability::SegmentNetwork, "network = \"segment\"".into()));
     }
+    for c in crate::probes::GUEST_PORT_CHECKS {
+        if matches!(s.expect.get(c), Some(clonesafe_metadata::Expectation::Verdict(_))) {
+            out.push((Capability::GuestPorts, format!("the expectation on {c}")));
+        }
+    }
     if s.canary {
         out.push((Capability::HostFiles, "canary = true (the snapshot is scanned on this machine)".into()));
     }

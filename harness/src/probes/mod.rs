@@ -153,11 +153,15 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Resu
             o.tls_random = None;
         }
     }
-    if vm.machine().network == crate::scenario::Network::Segment && !vm.machine().guest.services.is_empty() {
-        // The NIC is a port of the segment: the host forwards nothing to the guest's services.
-        let why = "on a segment network the host reaches no guest port (nothing is forwarded from the host namespace)".to_string();
-        for c in [CheckId::SshKeyscan, CheckId::TlsTicketKey, CheckId::OpensslRng] {
-            o.unavailable.insert(c, why.clone());
+    if !vm.machine().guest.services.is_empty() && vm.forwards().is_empty() {
+        let why = match vm.machine().network {
+            // The NIC is a port of the segment: the host forwards nothing to the guest's services.
+            crate::scenario::Network::Segment => "on a segment network the host reaches no guest port (nothing is forwarded from the host namespace)".to_string(),
+            // A libvirt host reached with `run --connect`: a forward would listen over there.
+            crate::scenario::Network::User => format!("the VM runs on {} (run --connect): no guest port is forwarded to this machine", vm.host()),
+        };
+        for c in GUEST_PORT_CHECKS {
+            o.unavailable.insert(*c, why.clone());
         }
     }
     if vm.agent().is_none() {
@@ -185,6 +189,9 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Resu
     o.clock_skew_ms = clock_skew(vm, t).await;
     Ok(o)
 }
+
+/// Host-side checks that reach a guest service through a port forwarded to this machine.
+pub const GUEST_PORT_CHECKS: &[CheckId] = &[CheckId::SshKeyscan, CheckId::TlsTicketKey, CheckId::OpensslRng];
 
 /// Checks whose values come from the host, not from the guest's agent.
 pub const HOST_SIDE: &[CheckId] = &[CheckId::SecretRemanence, CheckId::SshKeyscan, CheckId::TlsTicketKey, CheckId::OpensslRng];

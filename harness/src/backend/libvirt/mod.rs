@@ -44,6 +44,7 @@ pub const DEFAULT_URI: &str = "qemu:///system";
 
 pub const CAPABILITIES: &[Capability] = &[
     Capability::HostFiles,
+    Capability::GuestPorts,
     Capability::DirectKernelBoot,
     Capability::DiskBoot,
     Capability::SerialProbe,
@@ -352,9 +353,9 @@ impl Backend for LibvirtBackend {
     fn capabilities(&self) -> Capabilities {
         match self.pool {
             None => Capabilities::of(CAPABILITIES),
-            // A remote host's VMs cannot join a segment made here, and their files are not
-            // here for the harness to read or rewrite.
-            Some(_) => Capabilities::of(CAPABILITIES).without(Capability::SegmentNetwork).without(Capability::HostFiles),
+            // A remote host's VMs cannot join a segment made here, their files are not here
+            // for the harness to read or rewrite, and their forwarded ports would listen there.
+            Some(_) => Capabilities::of(CAPABILITIES).without(Capability::SegmentNetwork).without(Capability::HostFiles).without(Capability::GuestPorts),
         }
     }
 

@@ -55,6 +55,7 @@ pub struct QemuBackend;
 
 pub const CAPABILITIES: &[Capability] = &[
     Capability::HostFiles,
+    Capability::GuestPorts,
     Capability::DirectKernelBoot,
     Capability::DiskBoot,
     Capability::SerialProbe,

@@ -223,29 +223,6 @@ fn libvirt_answers() -> bool {
 
 /// Start `clonesafe run FILE` and return once its progress output (stderr) has shown `line`
 /// (and a further `after`), with the child still running.
-fn run_until(file: &Path, work: &Path, line: &str, after: Duration) -> std::process::Child {
-    use std::io::BufRead;
-    let mut child = clonesafe(&["run", file.to_str().unwrap(), "--accel", "tcg", "--out", work.join("o").to_str().unwrap()], work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Progress lines go to stderr.
-    let out = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let want = line.to_string();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if l.contains(&want) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(240)).unwrap_or_else(|_| panic!("no {line:?} progress line within 240 s"));
-    std::thread::sleep(after);
-    child
-}
-
 /// Issue 11, item 2: a run killed with SIGKILL left its run directory (with the memory snapshot
 /// in it) for good, on both backends. The next run reaps its VMs, domains and directory, and
 /// says so.
@@ -260,7 +237,7 @@ fn a_run_killed_with_sigkill_is_reaped_by_the_next_run() {
         }
         let work = tempfile::tempdir().unwrap();
         let file = naive_on(work.path(), backend);
-        let mut child = run_until(&file, work.path(), "snapshot of", Duration::from_millis(500));
+        let mut child = run_until(&file, work.path(), &[], "snapshot of", Duration::from_millis(500));
         let pid = child.id();
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         child.wait().unwrap();
@@ -291,7 +268,7 @@ fn ctrl_c_during_libvirt_restores_leaves_no_domain() {
     for attempt in 0..3 {
         let work = tempfile::tempdir().unwrap();
         let file = naive_on(work.path(), "libvirt");
-        let mut child = run_until(&file, work.path(), "snapshot of", Duration::from_millis(500));
+        let mut child = run_until(&file, work.path(), &[], "snapshot of", Duration::from_millis(500));
         let pid = child.id();
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
         let status = child.wait().unwrap();

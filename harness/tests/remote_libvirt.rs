@@ -137,3 +137,39 @@ fn host_file_recipes_are_refused_before_any_vm() {
     let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
     assert!(left.is_empty(), "left on the host: {left:?}");
 }
+
+/// What run `pid` has on the host: its pool, its pool directory, its domains.
+fn of_run(pid: u32) -> Vec<String> {
+    let mine = format!("clonesafe-{pid}-");
+    remote_leftovers().into_iter().filter(|l| l.contains(&mine)).collect()
+}
+
+/// Ctrl-C while clones are being restored on the remote host removes its domains and its
+/// pool; a run killed with SIGKILL leaves both, and the next `run --connect` removes them and
+/// says so.
+#[test]
+fn interrupted_and_killed_remote_runs_leave_nothing() {
+    let Some(_) = ready() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("naive.toml");
+    std::fs::write(&file, "[[scenario]]\nname = \"naive\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n").unwrap();
+    let remote = ["--connect", TCP];
+
+    let mut child = run_until(&file, work.path(), &remote, "snapshot of", std::time::Duration::from_millis(500));
+    let pid = child.id();
+    assert!(of_run(pid).iter().any(|l| l.starts_with("pool ")), "the run's pool exists while it runs: {:?}", remote_leftovers());
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED));
+    assert!(of_run(pid).is_empty(), "left after Ctrl-C: {:?}", of_run(pid));
+
+    let mut child = run_until(&file, work.path(), &remote, "snapshot of", std::time::Duration::from_millis(500));
+    let pid = child.id();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let left = of_run(pid);
+    assert!(left.iter().any(|l| l.starts_with("pool ")) && left.iter().any(|l| l.starts_with("domain ")), "SIGKILL leaves the pool and domains: {left:?}");
+    let ran = run_files(&[&file], &work.path().join("o2"), &["--accel", "tcg", "--connect", TCP], work.path());
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert!(ran.stderr().contains(&format!("removed storage pool clonesafe-{pid}-pool")), "the reaping is said: {}", ran.stderr());
+    assert!(of_run(pid).is_empty(), "left after the next run: {:?}", of_run(pid));
+}

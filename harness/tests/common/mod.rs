@@ -196,3 +196,32 @@ pub fn run_files(files: &[&Path], out: &Path, extra: &[&str], work: &Path) -> Ra
     let child = clonesafe(&a, work).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("start clonesafe");
     finish(child, out)
 }
+
+/// Start `clonesafe run FILE --accel tcg --out WORK/o EXTRA...` and return once a progress line
+/// containing `line` was printed, and `after` more.
+pub fn run_until(file: &Path, work: &Path, extra: &[&str], line: &str, after: std::time::Duration) -> std::process::Child {
+    use std::io::BufRead;
+    let mut a = vec!["run", file.to_str().unwrap(), "--accel", "tcg", "--out"];
+    let o = work.join("o");
+    a.push(o.to_str().unwrap());
+    a.extend(extra);
+    let mut child = clonesafe(&a, work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Progress lines go to stderr.
+    let out = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let want = line.to_string();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if l.contains(&want) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(240)).unwrap_or_else(|_| panic!("no {line:?} progress line within 240 s"));
+    std::thread::sleep(after);
+    child
+}

@@ -177,13 +177,13 @@ impl LibvirtBackend {
     }
 
     /// Connect to a host that may share no filesystem with the harness (`run --connect`): make
-    /// this run's storage pool under `pool_dir` on that host, after removing the pools of dead
-    /// runs. Guests' files are uploaded into it; consoles and probes are libvirt streams.
+    /// this run's storage pool under `pool_dir` on that host (the pools of dead runs go with
+    /// their domains in [`Backend::reap_stale`]). Guests' files are uploaded into it; consoles
+    /// and probes are libvirt streams.
     pub fn connect_remote(uri: &str, mode: SnapshotMode, pool_dir: &str) -> Result<Self, LibvirtError> {
         // Before the connection opens: its streams are read by libvirt's event loop.
         remote::start_event_loop();
         let mut b = Self::connect(uri, mode)?;
-        remote::sweep(&b.conn, is_stale);
         b.pool = Some(Arc::new(RunPool::create(&b.conn, pool_dir)?));
         Ok(b)
     }
@@ -378,7 +378,8 @@ impl Backend for LibvirtBackend {
         })
     }
 
-    /// Destroy `clonesafe-<pid>-…` domains whose harness `<pid>` is gone.
+    /// Destroy `clonesafe-<pid>-…` domains whose harness `<pid>` is gone, then remove the
+    /// storage pools of such runs (`run --connect`).
     fn reap_stale(&self) -> Vec<String> {
         let mut out = Vec::new();
         for d in self.conn.list_all_domains(0).unwrap_or_default() {
@@ -393,7 +394,8 @@ impl Backend for LibvirtBackend {
                 out.push(format!("removed leftover libvirt domain {name} of a dead run"));
             }
         }
-        out.extend(remote::sweep(&self.conn, is_stale));
+        // After the domains: their disks are volumes of these pools.
+        out.extend(remote::sweep(&self.conn, is_stale).into_iter().map(|l| format!("{l} (left by a dead run)")));
         out
     }
 

@@ -90,6 +90,7 @@ fn remote_blocking(uri: &str) -> Vec<Item> {
         }
         Err(e) => items.push(item("pools", false, format!("cannot list storage pools: {e}"))),
     }
+    items.push(pool_dir(&conn, crate::backend::libvirt::remote::DEFAULT_POOL_DIR));
     let encrypted = conn.is_encrypted().unwrap_or(false);
     let secure = conn.is_secure().unwrap_or(false);
     items.push(item(
@@ -102,6 +103,25 @@ fn remote_blocking(uri: &str) -> Vec<Item> {
         },
     ));
     items
+}
+
+/// The free space where `run --connect` makes its pool, read through a transient dir pool on
+/// that directory, stopped at once (libvirt reports the filesystem's free bytes for a dir
+/// pool). Nothing is created: a missing directory is said, not built.
+fn pool_dir(conn: &virt::connect::Connect, dir: &str) -> Item {
+    let name = format!("{}{}-doctor", crate::identity::NAME_PREFIX, std::process::id());
+    let xml = format!("<pool type='dir'><name>{name}</name><target><path>{}</path></target></pool>", crate::text::xml_escape(dir));
+    match conn.create_storage_pool_xml(&xml, 0) {
+        Ok(p) => {
+            let info = p.info();
+            let _ = p.destroy();
+            match info {
+                Ok(i) => item("pool-dir", true, format!("{dir} (where `run --connect` makes its pool): {:.1} GiB free of {:.1} GiB", i.available as f64 / (1u64 << 30) as f64, i.capacity as f64 / (1u64 << 30) as f64)),
+                Err(e) => item("pool-dir", false, format!("{dir}: cannot read its free space: {e}")),
+            }
+        }
+        Err(e) => item("pool-dir", true, format!("{dir} is not usable as a pool there yet (`run --connect` creates it; free space unknown): {e}")),
+    }
 }
 
 /// What a user's image holds, read offline (guestfish, read-only, libguestfs under TCG): its OS

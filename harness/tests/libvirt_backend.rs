@@ -235,6 +235,7 @@ fn doctor_asks_a_host_over_the_network_protocol() {
     assert_eq!(get("connect")["ok"], true, "{items}");
     assert!(get("connect")["detail"].as_str().unwrap().contains("libvirt 9."), "{items}");
     assert!(get("transport")["detail"].as_str().unwrap().contains("NOT encrypted"), "{items}");
+    assert!(get("pool-dir")["detail"].as_str().unwrap().contains("/var/lib/clonesafe/pool"), "{items}");
     let pools_ok = get("pools")["ok"].as_bool().unwrap();
     assert_eq!(o.status.code(), Some(if pools_ok { 0 } else { 2 }), "exit code follows the pools item: {items}");
     let o = clonesafe(&["doctor", "--connect", "qemu+tcp://127.0.0.1:1/system"], work.path()).output().unwrap();

@@ -107,6 +107,7 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
     assert_eq!(verdict(naive, "userspace_rng"), "duplicate");
     let notes = naive["notes"].to_string();
     assert!(notes.contains("does not match source"), "libvirt's own refusal is recorded: {notes}");
+    assert!(notes.contains(&format!("ran on the libvirt host {host} ({TCP})")), "the report says where the VMs ran: {notes}");
     assert!(naive["timing"]["snapshot_bytes"].as_u64().unwrap() > 1 << 20, "snapshot size read through libvirt: {}", naive["timing"]);
     let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
     assert!(left.is_empty(), "left on the host: {left:?}");

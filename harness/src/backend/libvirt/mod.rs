@@ -10,6 +10,11 @@
 //! 2. the engine rewrites the domain XML *inside the save image* ([`save_image`]), within the
 //!    slack libvirt left, and restores with no dxml. The memory stream is never copied: clones
 //!    are restored one after another from the one image, whose XML is rewritten before each.
+//!
+//! On `qemu:///system` the VMs' files are in the harness's run directory. With `run --connect
+//! URI` ([`LibvirtBackend::connect_remote`]) the host may share no filesystem with the harness:
+//! files are volumes of a pool made for the run, and consoles and probes are libvirt streams
+//! ([`remote`]).
 
 pub mod domain;
 pub mod qga_wire;
@@ -316,6 +321,15 @@ impl LibvirtBackend {
             vm.alive = false;
             return Err(e);
         }
+        if let Some(pool) = &self.pool {
+            vm.notes.push(format!(
+                "the VMs ran on the libvirt host {} ({}), their files volumes of its pool {} in {} (uploaded, read and rewritten through libvirt), their consoles and probes libvirt streams",
+                vm.host(),
+                self.conn.uri().unwrap_or_default(),
+                pool.name,
+                pool.dir
+            ));
+        }
         let probe = match listener {
             // A remote host's domain was started paused: its console and probe are opened as
             // streams before it runs, so nothing it writes is lost.
@@ -502,7 +516,7 @@ impl Restore for LibvirtBackend {
                 (b, a) => format!("libvirt kept <genid> on restore (image {b:?}, domain {a:?})"),
             });
         }
-        vm.notes = notes;
+        vm.notes.extend(notes);
         vm.attach_port()?;
         let n3 = name.clone();
         vm.on_domain(Phase::Resume, t.start, move |d| d.resume().map_err(lv(&n3, Phase::Resume, "resume the domain"))).await?;

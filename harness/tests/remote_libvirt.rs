@@ -169,6 +169,13 @@ fn interrupted_and_killed_remote_runs_leave_nothing() {
     child.wait().unwrap();
     let left = of_run(pid);
     assert!(left.iter().any(|l| l.starts_with("pool ")) && left.iter().any(|l| l.starts_with("domain ")), "SIGKILL leaves the pool and domains: {left:?}");
+    // What it left holds guest memory: the directory is 0700 and every file in it 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(POOL_DIR).join(format!("clonesafe-{pid}-pool"));
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    let files: Vec<(String, u32)> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().to_string(), e.metadata().unwrap().permissions().mode() & 0o777)).collect();
+    assert!(files.iter().any(|(n, _)| n.ends_with(".save")), "{files:?}");
+    assert!(files.iter().all(|(_, m)| *m == 0o600), "every file 0600: {files:?}");
     let ran = run_files(&[&file], &work.path().join("o2"), &["--accel", "tcg", "--connect", TCP], work.path());
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     assert!(ran.stderr().contains(&format!("removed storage pool clonesafe-{pid}-pool")), "the reaping is said: {}", ran.stderr());

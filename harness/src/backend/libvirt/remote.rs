@@ -395,14 +395,26 @@ fn pump_out(st: &Stream, stop: &std::sync::atomic::AtomicBool, mut sink: impl Fn
     }
 }
 
-/// Append everything `st` carries to the local file `path` (a console log).
+/// Most of a console a remote VM may write into its local log: the guest is untrusted. Past
+/// this the stream is still read (so the guest never blocks on a full pty) but not kept.
+pub const CONSOLE_CAP: u64 = 16 << 20;
+
+/// Append everything `st` carries to the local file `path` (a console log), up to
+/// [`CONSOLE_CAP`] bytes.
 pub fn to_file(st: Stream, path: &Path) -> std::io::Result<Pump> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut kept = f.metadata()?.len();
     let stream = Arc::new(st);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s, halt) = (stream.clone(), stop.clone());
-    std::thread::Builder::new().name("console-pump".into()).spawn(move || pump_out(&s, &halt, |b| f.write_all(b).is_ok()))?;
+    std::thread::Builder::new().name("console-pump".into()).spawn(move || {
+        pump_out(&s, &halt, |b| {
+            let room = CONSOLE_CAP.saturating_sub(kept).min(b.len() as u64) as usize;
+            kept += room as u64;
+            room == 0 || f.write_all(&b[..room]).is_ok()
+        })
+    })?;
     Ok(Pump { stream, stop })
 }
 

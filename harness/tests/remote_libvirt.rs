@@ -119,15 +119,14 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
 fn host_file_recipes_are_refused_before_any_vm() {
     let Some(_) = ready() else { return };
     let work = tempfile::tempdir().unwrap();
-    let file = work.path().join("canary.toml");
-    std::fs::write(&file, "[[scenario]]\nname = \"canary\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\ncanary = true\n").unwrap();
+    let file = scenario(work.path(), "canary", "canary = true\n");
     let before = remote_leftovers();
     let out = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--out", work.path().join("out").to_str().unwrap()], work.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("host-files") && err.contains("canary"), "{err}");
     // An expectation on a check that needs a port forwarded to this machine.
-    std::fs::write(&file, "[[scenario]]\nname = \"keys\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n[scenario.expect]\nssh_keyscan = \"duplicate\"\n").unwrap();
+    let file = scenario(work.path(), "keys", "[scenario.expect]\nssh_keyscan = \"duplicate\"\n");
     let out = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--out", work.path().join("out").to_str().unwrap()], work.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -137,6 +136,13 @@ fn host_file_recipes_are_refused_before_any_vm() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--connect is for the libvirt backend"));
     let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
     assert!(left.is_empty(), "left on the host: {left:?}");
+}
+
+/// A scenario file in `work`: one naive scenario `name` of the tiny guest (2 clones, 256 MiB), and `more`.
+fn scenario(work: &Path, name: &str, more: &str) -> std::path::PathBuf {
+    let file = work.join(format!("{name}.toml"));
+    std::fs::write(&file, format!("[[scenario]]\nname = \"{name}\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n{more}")).unwrap();
+    file
 }
 
 /// What run `pid` has on the host: its pool, its pool directory, its domains.
@@ -152,8 +158,7 @@ fn of_run(pid: u32) -> Vec<String> {
 fn interrupted_and_killed_remote_runs_leave_nothing() {
     let Some(_) = ready() else { return };
     let work = tempfile::tempdir().unwrap();
-    let file = work.path().join("naive.toml");
-    std::fs::write(&file, "[[scenario]]\nname = \"naive\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n").unwrap();
+    let file = scenario(work.path(), "naive", "");
     let remote = ["--connect", TCP];
 
     let mut child = run_until(&file, work.path(), &remote, "snapshot of", std::time::Duration::from_millis(500));

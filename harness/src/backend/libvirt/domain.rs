@@ -24,10 +24,15 @@ impl Files {
     /// What every file of the VM is named with: its directory and a slash, or its pool prefix.
     pub fn prefix(&self, args: &CloneArgs) -> String {
         match self {
-            Files::Local => format!("{}/", args.dir.display()),
+            Files::Local => local_prefix(&args.dir),
             Files::Pool { prefix, .. } => prefix.clone(),
         }
     }
+}
+
+/// A VM's files in its directory `dir` here: `<dir>/`.
+pub fn local_prefix(dir: &Path) -> String {
+    format!("{}/", dir.display())
 }
 
 /// The domain for one VM. Every file it names starts with the VM's prefix (its directory, or

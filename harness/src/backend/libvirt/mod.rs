@@ -97,8 +97,8 @@ fn lv_src(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(LibvirtErro
 
 /// A libvirt failure of `step`, keeping libvirt's code and message.
 fn lv(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(virt::error::Error) -> BackendError {
-    let vm = vm.to_string();
-    move |e| BackendError::Libvirt { vm, phase, step, source: LibvirtError::from(e) }
+    let to = lv_src(vm, phase, step);
+    move |e| to(LibvirtError::from(e))
 }
 
 /// Run a blocking libvirt call on tokio's blocking pool, bounded by `t`.
@@ -193,11 +193,6 @@ impl LibvirtBackend {
         Ok(b)
     }
 
-    /// Whether VMs run on a host reached with `--connect` (files through its storage pool).
-    pub fn is_remote(&self) -> bool {
-        self.pool.is_some()
-    }
-
     /// Where `args`'s VM keeps its files on the host, made ready: its overlay on `backing` (the
     /// guest's disk when None) and, for a remote host, the guest's kernel, initrd and the VM's
     /// seed uploaded into the run's pool. The harness's own directory for the VM (console log,
@@ -266,8 +261,16 @@ impl LibvirtBackend {
     /// The prefix of the source's files, as its domain XML names them.
     fn source_prefix(&self, s: &SourceRecord) -> String {
         match &self.pool {
-            None => format!("{}/", s.dir.display()),
+            None => domain::local_prefix(&s.dir),
             Some(p) => p.prefix(&s.identity.name),
+        }
+    }
+
+    /// A remote host's VM gets no host ports: QEMU would listen on that host's loopback, which
+    /// the harness cannot reach (so ssh-keyscan and the TLS checks are skipped there).
+    fn remote_args(&self, args: &mut CloneArgs) {
+        if self.pool.is_some() {
+            args.forwards.clear();
         }
     }
 
@@ -521,16 +524,6 @@ impl Restore for LibvirtBackend {
         let n3 = name.clone();
         vm.on_domain(Phase::Resume, t.start, move |d| d.resume().map_err(lv(&n3, Phase::Resume, "resume the domain"))).await?;
         Ok(Box::new(vm))
-    }
-}
-
-impl LibvirtBackend {
-    /// A remote host's VM gets no host ports: QEMU would listen on that host's loopback, which
-    /// the harness cannot reach (so ssh-keyscan and the TLS checks are skipped there).
-    fn remote_args(&self, args: &mut CloneArgs) {
-        if self.pool.is_some() {
-            args.forwards.clear();
-        }
     }
 }
 

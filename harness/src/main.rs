@@ -89,9 +89,11 @@ enum Cmd {
         /// implies --backend libvirt). The host need not share a filesystem with this machine:
         /// the guest's files are uploaded into a storage pool made for the run there (see
         /// --pool-dir), save images are read and rewritten through libvirt's volume streams,
-        /// consoles and probes are libvirt streams, and the pool is removed at the end. Not
-        /// offered there: network = "segment", and the recipes that edit or scan disk and
-        /// snapshot files on this machine (sysprep, mitigate-remanence, image-copy, canary)
+        /// consoles and probes are libvirt streams, the canary scan reads the snapshot through
+        /// volume streams, and the pool is removed at the end. Not offered there (refused
+        /// before any VM starts): network = "segment", the recipes that edit disk files with
+        /// tools on this machine (sysprep, mitigate-remanence, image-copy), and expectations on
+        /// ssh_keyscan, tls_ticket_key and openssl_rng (no port is forwarded from that host)
         #[arg(long, value_name = "URI")]
         connect: Option<String>,
         /// The directory on the --connect host under which the run's pool directory is made

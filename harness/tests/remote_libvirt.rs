@@ -81,8 +81,10 @@ exit $code"#,
 
 /// The smoke suite passes through `--connect` on the loopback network URI with the pool
 /// directory hidden from the harness and the harness's files hidden from libvirtd; every VM ran
-/// on the host libvirt names; the snapshot's size was read through libvirt; nothing is left on
-/// the "remote" side (no pool, volume, pool directory or domain).
+/// on the host libvirt names; the snapshot's size was read through libvirt, and a canary
+/// scenario finds the deleted secret in the frozen disk by reading it through libvirt, as it
+/// does locally; nothing is left on the "remote" side (no pool, volume, pool directory or
+/// domain).
 #[test]
 fn smoke_suite_through_a_network_uri_shares_no_file() {
     let Some(guest_dir) = ready() else { return };
@@ -91,7 +93,9 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
     std::fs::create_dir_all(&private).unwrap();
     let before = remote_leftovers();
     let smoke = repo("scenarios/smoke.toml");
-    let out = run_hidden(&private, &guest_dir, smoke.to_str().unwrap());
+    // The canary is scanned for in the snapshot through the host's volume streams.
+    let canary = scenario(work.path(), "canary", "canary = true\n[scenario.expect]\nsecret_remanence = \"duplicate\"\n");
+    let out = run_hidden(&private, &guest_dir, &format!("{} {}", smoke.display(), canary.display()));
     assert_eq!(out.status.code(), Some(0), "the smoke suite through {TCP}");
     // What the harness wrote on its private tmpfs never appeared outside the namespace.
     assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0, "the private tmpfs leaked");
@@ -101,6 +105,10 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
         assert!(s["expectations_met"] == true && s["error"].is_null(), "{}: {}", s["name"], s["error"]);
         assert!(s["vms"].as_array().unwrap().iter().all(|v| v["host"] == host.as_str()), "{}", s["vms"]);
     }
+    assert_eq!(report["scenarios"].as_array().unwrap().len(), 3);
+    let scanned = report["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "canary").unwrap();
+    let c = scanned["checks"].as_array().unwrap().iter().find(|c| c["id"] == "secret_remanence").unwrap();
+    assert!(c["detail"].as_str().unwrap().contains("frozen disk"), "{c}");
     let naive = report["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "naive").unwrap();
     assert_eq!(verdict(naive, "mac"), "duplicate");
     assert_eq!(verdict(naive, "disk_serial"), "unique");
@@ -119,12 +127,12 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
 fn host_file_recipes_are_refused_before_any_vm() {
     let Some(_) = ready() else { return };
     let work = tempfile::tempdir().unwrap();
-    let file = scenario(work.path(), "canary", "canary = true\n");
+    let file = scenario(work.path(), "mitigated", "mitigate_remanence = true\n");
     let before = remote_leftovers();
     let out = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--out", work.path().join("out").to_str().unwrap()], work.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("host-files") && err.contains("canary"), "{err}");
+    assert!(err.contains("host-files") && err.contains("mitigate-remanence"), "{err}");
     // An expectation on a check that needs a port forwarded to this machine.
     let file = scenario(work.path(), "keys", "[scenario.expect]\nssh_keyscan = \"duplicate\"\n");
     let out = clonesafe(&["run", file.to_str().unwrap(), "--connect", TCP, "--out", work.path().join("out").to_str().unwrap()], work.path()).output().unwrap();

@@ -32,9 +32,10 @@ pub enum Capability {
     /// Plug each NIC into a port of the scenario's network segment: a tap the VMM opens by name
     /// in the host namespace, which the segment then moves into its own (network/segment.rs).
     SegmentNetwork,
-    /// The harness reads and writes the VMs' disks and snapshot files itself (sysprep and the
-    /// remanence mitigation edit the frozen disk, image-copy copies it, the canary scan reads
-    /// the snapshot): true when the VMs run on this machine, false on a remote libvirt host.
+    /// The harness reads and writes the VMs' disk files itself with local tools (sysprep and
+    /// the remanence mitigation edit the frozen disk, image-copy copies it): true when the VMs
+    /// run on this machine, false on a remote libvirt host (whose snapshots the canary scan
+    /// still reads, through volume streams).
     HostFiles,
     /// The harness reaches the guest's services (ssh, TLS) through ports forwarded to this
     /// machine: the host-side checks ssh_keyscan, tls_ticket_key and openssl_rng.

@@ -127,6 +127,11 @@ pub trait Backend: Send + Sync {
     fn remote_kvm(&self) -> Option<Result<(), String>> {
         None
     }
+    /// How the harness reads a snapshot's artifacts (the canary scan): as files here, or
+    /// through the host's volume streams.
+    fn artifacts(&self) -> Opener {
+        local_opener()
+    }
     /// Start a VM as `machine` from the guest's never-booted disk, and return once its agent
     /// is ready.
     async fn boot(&self, machine: &Machine, args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError>;
@@ -187,6 +192,20 @@ async fn ssh_banner(port: u16) -> bool {
         Some(&b == b"SSH-")
     };
     matches!(tokio::time::timeout(std::time::Duration::from_secs(3), probe).await, Ok(Some(true)))
+}
+
+/// A reader of one artifact, and its length in bytes.
+pub type ArtifactReader = (Box<dyn std::io::Read + Send>, u64);
+/// Opens a snapshot's artifact by its path on the host that runs the VMs.
+pub type Opener = std::sync::Arc<dyn Fn(&Path) -> std::io::Result<ArtifactReader> + Send + Sync>;
+
+/// Artifacts that are files on this machine.
+pub fn local_opener() -> Opener {
+    std::sync::Arc::new(|p: &Path| {
+        let f = std::fs::File::open(p)?;
+        let len = f.metadata()?.len();
+        Ok((Box::new(f) as Box<dyn std::io::Read + Send>, len))
+    })
 }
 
 /// Make the VM's directory and its own writable overlay (`disk.qcow2`) on `backing`.

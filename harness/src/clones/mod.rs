@@ -36,9 +36,6 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
             out.push((Capability::GuestPorts, format!("the expectation on {c}")));
         }
     }
-    if s.canary {
-        out.push((Capability::HostFiles, "canary = true (the snapshot is scanned on this machine)".into()));
-    }
     for f in fixups_of(recipe) {
         out.extend(f.requires().iter().map(|c| (*c, format!("fix-up {}", f.id()))));
     }

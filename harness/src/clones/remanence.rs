@@ -8,7 +8,7 @@
 //! finds is the file's data, in the page cache or on disk.
 
 use super::recipe::{Ctx, RecipeError};
-use crate::backend::Vm;
+use crate::backend::{Opener, Vm};
 use clonesafe_metadata::{Control, Hit, Scan};
 use std::io::Read;
 use std::path::Path;
@@ -41,27 +41,28 @@ pub async fn plant(cx: &Ctx<'_>, vm: &mut dyn Vm, with_control: bool) -> Result<
     Ok(Some((secret, control)))
 }
 
-/// Stream each file looking for `needle`, with an overlap so a match across chunks is found.
-/// `control` is a string known to be in the artifact it names.
-pub async fn scan(needle: &str, artifacts: &[(&str, &Path)], control: Option<(&str, &str)>) -> Result<Scan, RecipeError> {
-    let mut s = scan_for(needle, artifacts).await?;
+/// Stream each artifact (opened with `open`: a file here, or a volume on a remote host) looking
+/// for `needle`, with an overlap so a match across chunks is found. `control` is a string known
+/// to be in the artifact it names.
+pub async fn scan(needle: &str, artifacts: &[(&str, &Path)], control: Option<(&str, &str)>, open: &Opener) -> Result<Scan, RecipeError> {
+    let mut s = scan_for(needle, artifacts, open).await?;
     if let Some((text, artifact)) = control {
         let target: Vec<(&str, &Path)> = artifacts.iter().filter(|(n, _)| *n == artifact).copied().collect();
-        let found = scan_for(text, &target).await?.hits.iter().any(|h| h.found);
+        let found = scan_for(text, &target, open).await?.hits.iter().any(|h| h.found);
         s.control = Some(Control { needle: text.to_string(), artifact: artifact.to_string(), found });
     }
     Ok(s)
 }
 
-async fn scan_for(needle: &str, artifacts: &[(&str, &Path)]) -> Result<Scan, RecipeError> {
+async fn scan_for(needle: &str, artifacts: &[(&str, &Path)], open: &Opener) -> Result<Scan, RecipeError> {
+    let open = open.clone();
     let needle = needle.as_bytes().to_vec();
     let list: Vec<(String, std::path::PathBuf)> = artifacts.iter().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
     let io = |what: String| move |source| RecipeError::Io { what, source };
     tokio::task::spawn_blocking(move || {
         let mut hits = Vec::new();
         for (name, path) in list {
-            let mut f = std::fs::File::open(&path).map_err(io(format!("open {}", path.display())))?;
-            let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let (mut f, bytes) = open(&path).map_err(io(format!("open {}", path.display())))?;
             let finder = memchr::memmem::Finder::new(&needle);
             let mut buf = vec![0u8; 4 << 20];
             let keep = needle.len() - 1;
@@ -109,7 +110,7 @@ mod tests {
         let without = d.path().join("without");
         std::fs::write(&with, &data).unwrap();
         std::fs::write(&without, encode_for_guest(&c)).unwrap();
-        let s = scan(&c, &[("a", with.as_path()), ("b", without.as_path())], Some(("CLONESAFE-CANARY", "b"))).await.unwrap();
+        let s = scan(&c, &[("a", with.as_path()), ("b", without.as_path())], Some(("CLONESAFE-CANARY", "b")), &crate::backend::local_opener()).await.unwrap();
         assert!(!s.control.as_ref().unwrap().found, "the control is searched in its artifact only");
         assert_eq!(s.hits[0].offsets, vec![(4 << 20) - 5]);
         assert!(!s.hits[1].found, "the encoded form must not match");

@@ -385,6 +385,15 @@ impl Backend for LibvirtBackend {
         out
     }
 
+    fn artifacts(&self) -> crate::backend::Opener {
+        let Some(pool) = self.pool.clone() else { return crate::backend::local_opener() };
+        // Read through a download stream: nothing of the guest's memory is copied here.
+        Arc::new(move |path: &Path| {
+            let (r, len) = pool.reader(&path.display().to_string()).map_err(|e| std::io::Error::other(format!("{} (through libvirt)", e)))?;
+            Ok((Box::new(r) as Box<dyn std::io::Read + Send>, len))
+        })
+    }
+
     fn remote_kvm(&self) -> Option<Result<(), String>> {
         self.pool.as_ref()?;
         // The host's capabilities list a <domain type='kvm'> per arch it runs under KVM.

@@ -220,6 +220,15 @@ impl RunPool {
         Ok((out, total))
     }
 
+    /// All of the volume at `path`, as a reader over a download stream, and its length.
+    pub fn reader(&self, path: &str) -> Result<(VolReader, u64), LibvirtError> {
+        let v = self.vol(self.vol_name(path))?;
+        let len = v.info().map_err(err)?.capacity;
+        let st = Stream::new(&self.conn, 0).map_err(err)?;
+        v.download(&st, 0, 0, 0).map_err(err)?;
+        Ok((VolReader { st: Some(st) }, len))
+    }
+
     /// Overwrite the first `bytes.len()` bytes of the volume at `path`; the rest stays.
     pub fn write_head(&self, path: &str, bytes: &[u8]) -> Result<(), LibvirtError> {
         let v = self.vol(self.vol_name(path))?;
@@ -298,6 +307,32 @@ pub fn virtual_size(path: &Path, format: &str) -> std::io::Result<u64> {
         return Ok(u64::from_be_bytes(h[24..32].try_into().expect("8 bytes")));
     }
     Ok(f.metadata()?.len())
+}
+
+/// A volume's bytes as they arrive from `virStorageVolDownload` (blocking stream).
+pub struct VolReader {
+    st: Option<Stream>,
+}
+
+impl std::io::Read for VolReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(st) = &self.st else { return Ok(0) };
+        let n = st.recv(buf).map_err(|e| std::io::Error::other(e.message().to_string()))?;
+        if n == 0 {
+            if let Some(st) = self.st.take() {
+                st.finish().map_err(|e| std::io::Error::other(e.message().to_string()))?;
+            }
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for VolReader {
+    fn drop(&mut self) {
+        if let Some(st) = self.st.take() {
+            let _ = st.abort();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -52,7 +52,7 @@ impl CloneMethod for ImageCopy {
         let (observations, vms) = boot_and_observe(cx, fleet, &machine, VmRole::Clone, &mut timing.boot_ms, &mut notes).await?;
         let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
         let scan = match canary {
-            Some((secret, _)) => Some(remanence::scan(&secret, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())], None).await?),
+            Some((secret, _)) => Some(remanence::scan(&secret, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())], None, &crate::backend::local_opener()).await?),
             None => None,
         };
         let assigned_macs = std::iter::once(template_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();

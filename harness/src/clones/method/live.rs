@@ -136,7 +136,7 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
         Some((secret, control)) => {
             let artifacts: Vec<(&str, &std::path::Path)> = snap.artifacts.iter().map(|a| (a.kind.label(), a.path.as_path())).collect();
             let control = control.as_deref().map(|h| (h, snap.ram().map(|a| a.kind).unwrap_or(ArtifactKind::MemoryStream).label()));
-            Some(remanence::scan(&secret, &artifacts, control).await?)
+            Some(remanence::scan(&secret, &artifacts, control, &cx.backend.artifacts()).await?)
         }
         None => None,
     };

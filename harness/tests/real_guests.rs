@@ -72,7 +72,7 @@ ssh_keyscan = "duplicate"
 tls_ticket_key = "duplicate"
 openssl_rng = "duplicate"
 random_seed = "duplicate"
-wall_clock_skew_ms = "duplicate"
+wall_clock_skew_ms = "any"
 vmgenid = "duplicate"
 
 [[scenario]]
@@ -106,6 +106,11 @@ tls_ticket_key = "duplicate"
         k
     };
     assert_eq!(set(&values(&naive, "ssh_host_keys")[0]), set(&values(&naive, "ssh_keyscan")[0]));
+    // A naive clone's clock lags the host's by the time from the snapshot to its resume. Whether
+    // that passes the check's 2 s tolerance depends on how fast the restore was (CI, 2026-12-04:
+    // -1.8 and -1.7 s, so `unique`; earlier runs were slower), so the verdict is not asserted:
+    // the lag is.
+    assert!(values(&naive, "wall_clock_skew_ms").iter().all(|v| v.as_f64().is_some_and(|ms| ms < -100.0)), "a naive clone runs behind the host: {:?}", values(&naive, "wall_clock_skew_ms"));
     let complete = ran.scenario("complete");
     let t = &complete["timing"];
     assert_eq!(t["rng_gate_ms"].as_array().unwrap().len(), 2, "{t}");

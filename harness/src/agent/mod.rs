@@ -41,6 +41,8 @@ pub enum AgentError {
     Unsupported { transport: &'static str, op: &'static str },
     #[error("Cannot {op}: {why}")]
     Unavailable { op: &'static str, why: String },
+    #[error("The guest's kernel panicked while it booted (its console says \"{0}\"): waiting longer would not bring the agent up")]
+    KernelPanic(String),
 }
 
 /// The first samples after `go`: the kernel RNG first, then the program PRNG.

@@ -151,6 +151,28 @@ pub const AGENT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Wait for the guest's agent, within `t`. For a user's image (`optional`) the agent may never
 /// come: once its SSH server answers on `ssh`, the agent gets [`AGENT_GRACE`] more, and then the
 /// VM runs without it. Ok(None): the agent answered; Ok(Some(why)): it is left out.
+/// What a Linux kernel prints on its console when it gives up.
+pub const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+
+/// [`wait_agent`], giving up as soon as the guest's console (`console`, a file here) shows its
+/// kernel panicked: a Debian 13 guest that panicked 2 s into its boot under TCG (CI,
+/// 2026-12-04) otherwise held the run for the whole boot timeout.
+pub async fn wait_booted(agent: &mut dyn GuestAgent, optional: bool, ssh: Option<u16>, t: std::time::Duration, console: &Path) -> Result<Option<String>, crate::agent::AgentError> {
+    let watch = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let tail = crate::text::read_tail(console, 40);
+            if let Some(line) = tail.lines().find(|l| l.contains(KERNEL_PANIC)) {
+                return line.trim().chars().take(200).collect::<String>();
+            }
+        }
+    };
+    tokio::select! {
+        r = wait_agent(agent, optional, ssh, t) => r,
+        line = watch => Err(crate::agent::AgentError::KernelPanic(line)),
+    }
+}
+
 pub async fn wait_agent(agent: &mut dyn GuestAgent, optional: bool, ssh: Option<u16>, t: std::time::Duration) -> Result<Option<String>, crate::agent::AgentError> {
     use std::time::{Duration, Instant};
     if !optional {

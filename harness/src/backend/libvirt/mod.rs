@@ -444,7 +444,8 @@ impl Backend for LibvirtBackend {
         }
         let ssh = vm.args.forwards.get("ssh").copied();
         if let Some(agent) = vm.agent.agent() {
-            let waited = crate::backend::wait_agent(agent, machine.guest.optional, ssh, t.boot).await;
+            let console = vm.args.dir.join("console.log");
+            let waited = crate::backend::wait_booted(agent, machine.guest.optional, ssh, t.boot, &console).await;
             if let Ok(Some(why)) = &waited {
                 vm.agent = Transport::None;
                 vm.notes.push(why.clone());

@@ -335,7 +335,7 @@ impl Backend for QemuBackend {
         let mut agent = transport(&mut proc, machine, None);
         let mut notes = Vec::new();
         if let Some(a) = agent.agent() {
-            match super::wait_agent(a, machine.guest.optional, args.forwards.get("ssh").copied(), t.boot).await {
+            match super::wait_booted(a, machine.guest.optional, args.forwards.get("ssh").copied(), t.boot, &args.dir.join("console.log")).await {
                 Ok(None) => {}
                 Ok(Some(why)) => {
                     agent = Transport::None;

@@ -113,7 +113,16 @@ impl CloneArgs {
     }
 }
 
+/// The file in a VM's directory here that holds its serial console: QEMU writes it, libvirt
+/// writes it on this machine, and a remote host's console stream is copied into it.
+pub const CONSOLE_LOG: &str = "console.log";
+
 impl CloneArgs {
+    /// Where this VM's serial console is kept on this machine ([`CONSOLE_LOG`]).
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join(CONSOLE_LOG)
+    }
+
     /// A new port of its segment for its NIC, if it is on one (any backend, before it builds
     /// the VM's NIC from `port`).
     pub fn take_port(&mut self) -> Result<(), crate::network::segment::SegmentError> {

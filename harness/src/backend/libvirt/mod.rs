@@ -444,7 +444,7 @@ impl Backend for LibvirtBackend {
         }
         let ssh = vm.args.forwards.get("ssh").copied();
         if let Some(agent) = vm.agent.agent() {
-            let console = vm.args.dir.join("console.log");
+            let console = vm.args.console_log();
             let waited = crate::backend::wait_booted(agent, machine.guest.optional, ssh, t.boot, &console).await;
             if let Ok(Some(why)) = &waited {
                 vm.agent = Transport::None;
@@ -591,7 +591,7 @@ impl LibvirtVm {
             AgentTransport::None => None,
         };
         let (conn, name) = (self.conn.clone(), self.args.identity.name.clone());
-        let log = self.args.dir.join("console.log");
+        let log = self.args.console_log();
         let (console, probe) = self
             .on_domain(Phase::Start, t, move |d| {
                 let open = |dev| remote::open(&conn, d, dev).map_err(lv_src(&name, Phase::Start, "open a console or channel stream"));
@@ -689,7 +689,7 @@ impl Vm for LibvirtVm {
         self.agent.agent()
     }
     fn console_tail(&self, lines: usize) -> String {
-        crate::text::read_tail(&self.args.dir.join("console.log"), lines)
+        crate::text::read_tail(&self.args.console_log(), lines)
     }
     fn notes(&self) -> Vec<String> {
         self.notes.clone()

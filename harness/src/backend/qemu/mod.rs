@@ -176,7 +176,7 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
         a.extend(["-append".into(), machine.cmdline().unwrap_or_default()]);
     }
     // ttyS0: the console, to a file.
-    a.extend(["-serial".into(), format!("file:{}", args.dir.join("console.log").display())]);
+    a.extend(["-serial".into(), format!("file:{}", args.console_log().display())]);
     match machine.guest.agent {
         AgentTransport::SerialProbe => {
             // ttyS1: the probe channel (QEMU connects to our socket).
@@ -335,7 +335,7 @@ impl Backend for QemuBackend {
         let mut agent = transport(&mut proc, machine, None);
         let mut notes = Vec::new();
         if let Some(a) = agent.agent() {
-            match super::wait_booted(a, machine.guest.optional, args.forwards.get("ssh").copied(), t.boot, &args.dir.join("console.log")).await {
+            match super::wait_booted(a, machine.guest.optional, args.forwards.get("ssh").copied(), t.boot, &args.console_log()).await {
                 Ok(None) => {}
                 Ok(Some(why)) => {
                     agent = Transport::None;

@@ -48,7 +48,7 @@ impl QemuProcess {
         let qga_l = if channels.qga { Some(listen("qga.sock")?) } else { None };
         let qmp_l = listen("qmp.sock")?;
         let stderr = dir.join("qemu.stderr");
-        let console = dir.join("console.log");
+        let console = dir.join(crate::backend::snapshot::CONSOLE_LOG);
         let err_file = std::fs::File::create(&stderr).map_err(BackendError::io(&name, format!("create {}", stderr.display())))?;
 
         let mut cmd = Command::new(emulator::qemu_binary());

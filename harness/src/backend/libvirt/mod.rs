@@ -78,8 +78,9 @@ pub struct LibvirtBackend {
     /// harness: every file a VM needs is a volume of this run's pool there (remote.rs).
     pool: Option<Arc<RunPool>>,
     /// Clones of one image are restored one at a time: its XML is rewritten for each. The map
-    /// keeps each image's XML as the source wrote it, which every rewrite starts from.
-    restore_lock: tokio::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
+    /// keeps each image as the source wrote it (header, XML, cookie), which every rewrite
+    /// starts from.
+    restore_lock: tokio::sync::Mutex<std::collections::HashMap<PathBuf, SaveImage>>,
 }
 
 /// What this backend keeps with a snapshot it made.
@@ -249,11 +250,13 @@ impl LibvirtBackend {
         SaveImage::parse(&head, total).map_err(bad)
     }
 
-    /// Rewrite the XML of the save image at `path` in place (here, or through the pool).
-    async fn write_image_xml(&self, vm: &str, path: &Path, xml: &str, t: Duration) -> Result<(), BackendError> {
+    /// Rewrite the XML of the save image at `path` (read before as `img`) in place: here, or
+    /// through the pool. The header and data region are encoded from `img` (a rewrite changes
+    /// neither its data length nor its cookie), so a remote image is not downloaded again.
+    async fn write_image_xml(&self, vm: &str, path: &Path, img: &SaveImage, xml: &str, t: Duration) -> Result<(), BackendError> {
         let bad = |source| BackendError::SaveImage { path: path.to_path_buf(), source };
         let Some(pool) = self.pool.clone() else { return SaveImage::rewrite_xml(path, xml).map(drop).map_err(bad) };
-        let bytes = self.read_image(vm, path, t).await?.encode_with_xml(xml).map_err(bad)?;
+        let bytes = img.encode_with_xml(xml).map_err(bad)?;
         let (p, n) = (path.display().to_string(), vm.to_string());
         blocking(vm, Phase::IncomingMigration, t, move || pool.write_head(&p, &bytes).map_err(lv_src(&n, Phase::IncomingMigration, "rewrite the save image's XML through libvirt"))).await
     }
@@ -389,7 +392,7 @@ impl Backend for LibvirtBackend {
         let Some(pool) = self.pool.clone() else { return crate::backend::local_opener() };
         // Read through a download stream: nothing of the guest's memory is copied here.
         Arc::new(move |path: &Path| {
-            let (r, len) = pool.reader(&path.display().to_string()).map_err(|e| std::io::Error::other(format!("{} (through libvirt)", e)))?;
+            let (r, len) = pool.reader(&path.display().to_string(), 0).map_err(|e| std::io::Error::other(format!("{} (through libvirt)", e)))?;
             Ok((Box::new(r) as Box<dyn std::io::Read + Send>, len))
         })
     }
@@ -484,9 +487,10 @@ impl Restore for LibvirtBackend {
         let name = args.identity.name.clone();
         if !originals.contains_key(&image) {
             let img = self.read_image(&name, &image, t.restore).await?;
-            originals.insert(image.clone(), img.xml);
+            originals.insert(image.clone(), img);
         }
-        let source_xml = originals[&image].clone();
+        let original = &originals[&image];
+        let source_xml = original.xml.clone();
         let nic = snap.machine.devices.nic;
         let mut notes = Vec::new();
 
@@ -514,7 +518,7 @@ impl Restore for LibvirtBackend {
 
         // 2. Rewrite the XML in the image and restore it as is.
         let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
-        self.write_image_xml(&name, &image, &xml, t.restore).await?;
+        self.write_image_xml(&name, &image, original, &xml, t.restore).await?;
         let img = image.display().to_string();
         let n2 = name.clone();
         let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(lv(&n2, Phase::IncomingMigration, "restore the rewritten image"));

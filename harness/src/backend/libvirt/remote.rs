@@ -139,10 +139,7 @@ impl RunPool {
             if n == 0 {
                 break;
             }
-            let mut done = 0;
-            while done < n {
-                done += st.send(&buf[done..n]).map_err(|e| UploadError::Libvirt(err(e)))? as usize;
-            }
+            send_blocking(&st, &buf[..n]).map_err(|e| UploadError::Libvirt(err(e)))?;
         }
         st.finish().map_err(|e| UploadError::Libvirt(err(e)))?;
         v.path().map_err(|e| UploadError::Libvirt(err(e)))
@@ -201,32 +198,21 @@ impl RunPool {
     /// The first `len` bytes (or fewer, if the volume is shorter) of the volume at `path`, and
     /// the volume's length.
     pub fn read_head(&self, path: &str, len: u64) -> Result<(Vec<u8>, u64), LibvirtError> {
-        let v = self.vol(self.vol_name(path))?;
-        let total = v.info().map_err(err)?.capacity;
-        let len = len.min(total);
-        let st = Stream::new(&self.conn, 0).map_err(err)?;
-        v.download(&st, 0, len, 0).map_err(err)?;
-        let mut out = Vec::with_capacity(len as usize);
-        let mut buf = vec![0u8; CHUNK];
-        while (out.len() as u64) < len {
-            let n = st.recv(&mut buf).map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n as usize]);
-        }
-        out.truncate(len as usize);
-        st.finish().map_err(err)?;
+        // The download is `len` bytes long: reading to its end also finishes the stream.
+        let (mut r, total) = self.reader(path, len)?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map_err(|e| stream_err(&e))?;
         Ok((out, total))
     }
 
-    /// All of the volume at `path`, as a reader over a download stream, and its length.
-    pub fn reader(&self, path: &str) -> Result<(VolReader, u64), LibvirtError> {
+    /// The volume at `path` from its start, `len` bytes of it (all when 0, or when it is
+    /// shorter), as a reader over a download stream; and the volume's length.
+    pub fn reader(&self, path: &str, len: u64) -> Result<(VolReader, u64), LibvirtError> {
         let v = self.vol(self.vol_name(path))?;
-        let len = v.info().map_err(err)?.capacity;
+        let total = v.info().map_err(err)?.capacity;
         let st = Stream::new(&self.conn, 0).map_err(err)?;
-        v.download(&st, 0, 0, 0).map_err(err)?;
-        Ok((VolReader { st: Some(st) }, len))
+        v.download(&st, 0, len.min(total), 0).map_err(err)?;
+        Ok((VolReader { st: Some(st) }, total))
     }
 
     /// Overwrite the first `bytes.len()` bytes of the volume at `path`; the rest stays.
@@ -234,10 +220,7 @@ impl RunPool {
         let v = self.vol(self.vol_name(path))?;
         let st = Stream::new(&self.conn, 0).map_err(err)?;
         v.upload(&st, 0, bytes.len() as u64, 0).map_err(err)?;
-        let mut done = 0;
-        while done < bytes.len() {
-            done += st.send(&bytes[done..(done + CHUNK).min(bytes.len())]).map_err(err)? as usize;
-        }
+        send_blocking(&st, bytes).map_err(err)?;
         st.finish().map_err(err)
     }
 
@@ -307,6 +290,20 @@ pub fn virtual_size(path: &Path, format: &str) -> std::io::Result<u64> {
         return Ok(u64::from_be_bytes(h[24..32].try_into().expect("8 bytes")));
     }
     Ok(f.metadata()?.len())
+}
+
+/// Send all of `data` on a blocking stream (an upload), at most [`CHUNK`] bytes a call.
+fn send_blocking(st: &Stream, mut data: &[u8]) -> Result<(), virt::error::Error> {
+    while !data.is_empty() {
+        let n = st.send(&data[..data.len().min(CHUNK)])? as usize;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// A download stream's read error, back as the libvirt error it was.
+fn stream_err(e: &std::io::Error) -> LibvirtError {
+    LibvirtError { code: 0, code_name: "stream".into(), domain: "storage".into(), message: e.to_string() }
 }
 
 /// A volume's bytes as they arrive from `virStorageVolDownload` (blocking stream).

@@ -25,7 +25,8 @@ fn required() -> bool {
 /// The tiny guest's directory, root, and libvirtd answering on loopback TCP; else skip.
 fn ready() -> Option<std::path::PathBuf> {
     let g = guest()?;
-    let root = nix_is_root();
+    // SAFETY: geteuid has no preconditions (the same check as network/segment.rs).
+    let root = unsafe { libc::geteuid() } == 0;
     let tcp = virt::connect::Connect::open(Some(TCP)).is_ok();
     if !root || !tcp {
         assert!(!required(), "needs root ({root}) and libvirtd on {TCP} ({tcp}): run ci/start-libvirt.sh --tcp-loopback");
@@ -33,10 +34,6 @@ fn ready() -> Option<std::path::PathBuf> {
         return None;
     }
     Some(g.dir)
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
 }
 
 /// clonesafe pools, domains and pool directories libvirtd has now.

@@ -183,9 +183,9 @@ impl RunPool {
     /// `disk` is a new overlay the size of `like`.
     pub fn adopt(&self, disk: &str, like: &str) -> Result<(), LibvirtError> {
         self.pool.refresh(0).map_err(err)?;
-        let size = self.sizes.lock().expect("pool lock").get(like).copied();
-        if let Some(s) = size {
-            self.sizes.lock().expect("pool lock").insert(disk.to_string(), s);
+        let mut sizes = self.sizes.lock().expect("pool lock");
+        if let Some(s) = sizes.get(like).copied() {
+            sizes.insert(disk.to_string(), s);
         }
         Ok(())
     }

@@ -68,8 +68,7 @@ fn remote_blocking(uri: &str) -> Vec<Item> {
     let hyp = conn.hyp_version().map(version).unwrap_or_else(|_| "?".into());
     let driver = conn.driver_type().unwrap_or_else(|_| "?".into());
     items.push(item("connect", true, format!("{uri} answers: host {host}, libvirt {lib}, {driver} {hyp}")));
-    // The host's capabilities list a <domain type='kvm'> for each guest arch it can run under KVM.
-    let kvm = conn.capabilities().map(|x| x.contains("<domain type='kvm'")).unwrap_or(false);
+    let kvm = crate::backend::libvirt::remote::offers_kvm(&conn).unwrap_or(false);
     items.push(item("kvm", kvm, if kvm { "the host offers KVM guests (whether a guest really boots under it is only known by booting one)" } else { "no KVM on that host: guests run under TCG" }));
     let flags = virt::sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE;
     match conn.list_all_storage_pools(flags) {

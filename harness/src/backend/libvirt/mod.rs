@@ -399,10 +399,9 @@ impl Backend for LibvirtBackend {
 
     fn remote_kvm(&self) -> Option<Result<(), String>> {
         self.pool.as_ref()?;
-        // The host's capabilities list a <domain type='kvm'> per arch it runs under KVM.
-        Some(match self.conn.capabilities() {
-            Ok(x) if x.contains("<domain type='kvm'") => Ok(()),
-            Ok(_) => Err(format!("the libvirt host {} offers no KVM domain type", self.conn.hostname().unwrap_or_default())),
+        Some(match remote::offers_kvm(&self.conn) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("the libvirt host {} offers no KVM domain type", self.conn.hostname().unwrap_or_default())),
             Err(e) => Err(format!("cannot read the libvirt host's capabilities: {}", e.message())),
         })
     }

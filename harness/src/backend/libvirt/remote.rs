@@ -60,6 +60,13 @@ pub fn start_event_loop() {
     });
 }
 
+/// Whether the host behind `conn` offers KVM guests: its capabilities list a
+/// `<domain type='kvm'>` for each guest arch it can run under KVM (whether one really boots is
+/// only known by booting one).
+pub fn offers_kvm(conn: &Connect) -> Result<bool, virt::error::Error> {
+    conn.capabilities().map(|x| x.contains("<domain type='kvm'"))
+}
+
 /// The name of the pool of the run with process id `pid`.
 pub fn pool_name(pid: u32) -> String {
     format!("{}{pid}-pool", crate::identity::NAME_PREFIX)

@@ -31,9 +31,12 @@
 //! Teardown kills dnsmasq and tcpdump and deletes the namespace (the kernel deletes the taps and
 //! the bridge in it); dropping a [`Segment`] does the same. dnsmasq and tcpdump die with the
 //! harness (PR_SET_PDEATHSIG), and [`reap_stale`] removes namespaces and taps of a run that was
-//! killed.
+//! killed. Each namespace and tap is claimed in the owner registry ([`crate::owner`]) before it
+//! is made, and the reaper removes only what a marker there says a run that is over made: never
+//! an interface or namespace that merely has a clonesafe-like name (issue 19).
 
-use crate::identity::{is_stale, owner_of, NAME_PREFIX};
+use crate::identity::NAME_PREFIX;
+use crate::owner;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -154,7 +157,11 @@ impl Segment {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| err("create its directory", e.to_string()))?;
         }
-        run(&ns, "create the namespace", &mut ip(&["netns", "add", &ns]))?;
+        owner::claim(Path::new(owner::REGISTRY), "netns", &ns).map_err(|e| err("claim the namespace's name", e.to_string()))?;
+        if let Err(e) = run(&ns, "create the namespace", &mut ip(&["netns", "add", &ns])) {
+            owner::release(Path::new(owner::REGISTRY), "netns", &ns);
+            return Err(e);
+        }
         // From here on, dropping `seg` deletes the namespace.
         run(&ns, "bring up lo", &mut ip(&["-n", &ns, "link", "set", "lo", "up"]))?;
         set_sysctl(Some(&ns), "net/ipv6/conf/default/disable_ipv6", "1")?;
@@ -230,9 +237,15 @@ impl Segment {
     /// VMM opens by name before [`Port::attach`] moves it into the segment.
     pub fn port(&self, vm: &str) -> Result<Port, SegmentError> {
         let tap = format!("cs{}n{}", std::process::id(), NEXT_TAP.fetch_add(1, Ordering::Relaxed));
-        run(&self.ns, &format!("create tap {tap}"), &mut ip(&["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"]))?;
+        let reg = Path::new(owner::REGISTRY);
+        owner::claim(reg, "tap", &tap).map_err(|e| SegmentError::Step { ns: self.ns.clone(), step: format!("claim tap {tap}"), detail: e.to_string() })?;
+        if let Err(e) = run(&self.ns, &format!("create tap {tap}"), &mut ip(&["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"])) {
+            owner::release(reg, "tap", &tap);
+            return Err(e);
+        }
         if let Err(e) = set_sysctl(None, &format!("net/ipv6/conf/{tap}/disable_ipv6"), "1") {
             let _ = ip(&["link", "del", &tap]).output();
+            owner::release(reg, "tap", &tap);
             return Err(e);
         }
         self.ports.lock().unwrap().push(PortRecord { tap: tap.clone(), vm: vm.to_string(), mac: String::new(), attached: false });
@@ -290,10 +303,17 @@ impl Segment {
             return;
         }
         self.stop();
-        let _ = ip(&["netns", "del", &self.ns]).output();
+        let reg = Path::new(owner::REGISTRY);
+        if ip(&["netns", "del", &self.ns]).output().is_ok_and(|o| o.status.success()) {
+            owner::release(reg, "netns", &self.ns);
+        }
         for p in self.ports.lock().unwrap().iter() {
             if !p.attached {
                 let _ = ip(&["link", "del", &p.tap]).stderr(Stdio::null()).output();
+            }
+            // An attached tap went with the namespace.
+            if !Path::new("/sys/class/net").join(&p.tap).exists() {
+                owner::release(reg, "tap", &p.tap);
             }
         }
     }
@@ -327,34 +347,40 @@ impl Port {
     }
 }
 
-/// Remove the namespaces and taps of runs that were killed. Returns a line per thing removed.
+/// Remove the namespaces and taps of runs that were killed: only those the owner registry
+/// says a run that is over claimed. Returns a line per thing removed.
 pub fn reap_stale() -> Vec<String> {
+    reap_stale_in(Path::new(owner::REGISTRY))
+}
+
+fn reap_stale_in(reg: &Path) -> Vec<String> {
     let mut notes = Vec::new();
-    if let Ok(out) = ip(&["netns", "list"]).output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or("");
-            if owner_of(name).is_some() && is_stale(name) {
-                // Processes still inside it (a dnsmasq whose death signal was lost) go first.
-                if let Ok(p) = ip(&["netns", "pids", name]).output() {
-                    for pid in String::from_utf8_lossy(&p.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                        // SAFETY: kill(2) on a pid the kernel lists in that namespace.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
+    for name in owner::stale(reg, "netns") {
+        if Path::new("/run/netns").join(&name).exists() {
+            // Processes still inside it (a dnsmasq whose death signal was lost) go first.
+            if let Ok(p) = ip(&["netns", "pids", &name]).output() {
+                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                    // SAFETY: kill(2) on a pid the kernel lists in that namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
-                let ok = ip(&["netns", "del", name]).output().is_ok_and(|o| o.status.success());
-                notes.push(format!("{} the network segment {name} of a dead run", if ok { "removed" } else { "could not remove" }));
+            }
+            let ok = ip(&["netns", "del", &name]).output().is_ok_and(|o| o.status.success());
+            notes.push(format!("{} the network segment {name} of a dead run", if ok { "removed" } else { "could not remove" }));
+            if !ok {
+                continue;
             }
         }
+        owner::release(reg, "netns", &name);
     }
-    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("cs").and_then(|r| r.split('n').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() && name.len() > 3 {
-                let ok = ip(&["link", "del", &name]).output().is_ok_and(|o| o.status.success());
-                notes.push(format!("{} the tap {name} of a dead run", if ok { "removed" } else { "could not remove" }));
+    for name in owner::stale(reg, "tap") {
+        if Path::new("/sys/class/net").join(&name).exists() {
+            let ok = ip(&["link", "del", &name]).output().is_ok_and(|o| o.status.success());
+            notes.push(format!("{} the tap {name} of a dead run", if ok { "removed" } else { "could not remove" }));
+            if !ok {
+                continue;
             }
         }
+        owner::release(reg, "tap", &name);
     }
     notes
 }
@@ -371,4 +397,47 @@ pub fn unavailable() -> Option<String> {
         .filter(|t| !["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(t).exists()))
         .collect();
     (!missing.is_empty()).then(|| format!("{} not installed (apt-get install dnsmasq-base tcpdump)", missing.join(" and ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_exists(name: &str) -> bool {
+        Path::new("/sys/class/net").join(name).exists()
+    }
+
+    /// Issue 19, item 5: a tap named like clonesafe's, made by someone else, survives the reaper;
+    /// one a dead run claimed is removed. Needs root (taps); skipped otherwise.
+    #[test]
+    fn the_reaper_removes_only_taps_a_dead_run_claimed() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let reg = tempfile::tempdir().unwrap();
+        let theirs = "cs4194990";
+        let ours = "cs4194991n0";
+        for t in [theirs, ours] {
+            let _ = ip(&["link", "del", t]).output();
+            assert!(ip(&["tuntap", "add", "dev", t, "mode", "tap"]).status().unwrap().success());
+        }
+        let dead = owner::Owner { pid: 4_194_991, ..owner::Owner::me() };
+        std::fs::write(reg.path().join(format!("tap.{ours}")), dead.render()).unwrap();
+        let notes = reap_stale_in(reg.path());
+        let (theirs_left, ours_left) = (link_exists(theirs), link_exists(ours));
+        let _ = ip(&["link", "del", theirs]).output();
+        let _ = ip(&["link", "del", ours]).output();
+        assert!(theirs_left, "a tap clonesafe did not make was removed: {notes:?}");
+        assert!(!ours_left, "a dead run's tap was kept: {notes:?}");
+        assert_eq!(notes, vec![format!("removed the tap {ours} of a dead run")]);
+        assert!(!reg.path().join(format!("tap.{ours}")).exists());
+        // The real registry's reaper leaves an unclaimed tap alone too.
+        assert!(ip(&["tuntap", "add", "dev", theirs, "mode", "tap"]).status().unwrap().success());
+        let notes = reap_stale();
+        let left = link_exists(theirs);
+        let _ = ip(&["link", "del", theirs]).output();
+        assert!(left, "{notes:?}");
+    }
 }

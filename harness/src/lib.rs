@@ -33,6 +33,8 @@ pub mod guest;
 pub mod identity;
 pub mod input;
 pub mod network;
+pub mod output;
+pub mod owner;
 pub mod probes;
 pub mod report;
 pub mod runner;

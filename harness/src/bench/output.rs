@@ -248,19 +248,12 @@ pub fn write(r: &BenchReport, out: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<
     std::fs::create_dir_all(out)?;
     let mut files = Vec::new();
     let mut notes = Vec::new();
-    let json = out.join("bench.json");
-    std::fs::write(&json, serde_json::to_string_pretty(r).map_err(std::io::Error::other)? + "\n")?;
-    files.push(json);
-    let md = out.join("bench.md");
-    std::fs::write(&md, markdown(r))?;
-    files.push(md);
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)? + "\n";
+    files.push(crate::output::write_atomic(out, "bench.json", json.as_bytes())?);
+    files.push(crate::output::write_atomic(out, "bench.md", markdown(r).as_bytes())?);
     for (name, svg) in [("bench-memory.svg", plot_memory(r)), ("bench-fanout.svg", plot_fanout(r))] {
         match svg {
-            Ok(svg) => {
-                let p = out.join(name);
-                std::fs::write(&p, svg)?;
-                files.push(p);
-            }
+            Ok(svg) => files.push(crate::output::write_atomic(out, name, svg.as_bytes())?),
             Err(e) => notes.push(format!("{name} not drawn: {e}")),
         }
     }

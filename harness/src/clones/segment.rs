@@ -68,7 +68,10 @@ pub(super) async fn watch(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &
         // The capture holds DHCP, ARP and neighbour discovery of the scenario's VMs (and
         // whatever else they sent: at most segment::MAX_FRAMES frames of segment::SNAPLEN bytes).
         let to = dir.join(format!("{}.pcap", cx.scenario.name));
-        match std::fs::create_dir_all(dir).and_then(|_| std::fs::copy(seg.capture_path(), &to)) {
+        let copied = std::fs::create_dir_all(dir.parent().unwrap_or(dir))
+            .and_then(|_| crate::output::subdir(dir))
+            .and_then(|d| crate::output::copy_atomic(&seg.capture_path(), &d, &format!("{}.pcap", cx.scenario.name)));
+        match copied {
             Ok(_) => r.capture = Some(format!("captures/{}.pcap", cx.scenario.name)),
             Err(e) => out.notes.push(format!("the capture could not be kept in {}: {e}", to.display())),
         }

@@ -33,7 +33,7 @@ pub struct Files {
 impl Files {
     pub fn create(dir: &Path, reference: bool) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let events = std::fs::File::create(dir.join("events.jsonl"))?;
+        let events = crate::output::create_fresh(dir, "events.jsonl")?;
         Ok(Files { dir: dir.to_path_buf(), reference, events: Mutex::new(Some(events)), result: Mutex::new(None) })
     }
 
@@ -87,12 +87,5 @@ pub fn write_reference(r: &Report, dir: &Path) -> std::io::Result<Vec<PathBuf>> 
 
 fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let p = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let r = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &p));
-    if r.is_err() {
-        // No half-written or empty temp file is left behind (a full disk, say).
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map(|_| p)
+    crate::output::write_atomic(dir, name, text.as_bytes())
 }

@@ -20,6 +20,10 @@ pub enum MergeError {
     Missing { shards: Vec<u32>, count: u32, scenarios: Vec<String> },
     #[error("{path}: scenario {name:?} is not in shard {index} of the plan")]
     Foreign { path: PathBuf, name: String, index: u32 },
+    #[error("{path}: shard {index}/{count} is not a shard: a report gives 1 <= index <= count <= {max}, as run --shard does")]
+    BadShard { path: PathBuf, index: u32, count: u32, max: u32 },
+    #[error("{path}: scenario {name:?} appears more than once (in the shard's scenarios or in its plan)")]
+    Duplicate { path: PathBuf, name: String },
 }
 
 fn join(v: &[u32]) -> String {
@@ -31,6 +35,20 @@ pub fn merge(shards: Vec<(PathBuf, Report)>, allow_partial: bool) -> Result<Repo
     let mut infos: Vec<(PathBuf, Shard)> = Vec::new();
     for (p, r) in &shards {
         let s = r.shard.clone().filter(|s| s.index >= 1).ok_or_else(|| MergeError::NotAShard(p.clone()))?;
+        // The shard count comes from a file: bounded as `run --shard` bounds it (issue 19: a
+        // count of 0 divided by zero, 4294967295 allocated until the process was killed).
+        let max = crate::scenario::shard::MAX_SHARDS;
+        if s.count == 0 || s.count > max || s.index > s.count {
+            return Err(MergeError::BadShard { path: p.clone(), index: s.index, count: s.count, max });
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(n) = s.plan.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(MergeError::Duplicate { path: p.clone(), name: n.clone() });
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(sc) = r.scenarios.iter().find(|sc| !seen.insert(sc.name.as_str())) {
+            return Err(MergeError::Duplicate { path: p.clone(), name: sc.name.clone() });
+        }
         if let Some((q, first)) = infos.first() {
             if first.plan_id != s.plan_id || first.count != s.count {
                 return Err(MergeError::DifferentPlans { a: q.clone(), b: p.clone(), pa: first.plan_id.clone(), pb: s.plan_id.clone(), ca: first.count, cb: s.count });
@@ -124,6 +142,25 @@ mod tests {
         let mut whole = shard(1, "p");
         whole.1.shard = None;
         assert!(matches!(merge(vec![whole], false), Err(MergeError::NotAShard(_))));
+    }
+
+    /// Issue 19, item 7 and 13: counts from a file are bounded; a scenario twice is refused.
+    #[test]
+    fn shard_counts_out_of_bounds_and_repeated_scenarios_are_refused() {
+        for (index, count) in [(1, 0), (1, u32::MAX), (1, crate::scenario::shard::MAX_SHARDS + 1), (4, 3)] {
+            let mut s = shard(1, "p");
+            let sh = s.1.shard.as_mut().unwrap();
+            (sh.index, sh.count) = (index, count);
+            let e = merge(vec![s], true).unwrap_err();
+            assert!(matches!(e, MergeError::BadShard { .. }), "{index}/{count}: {e}");
+        }
+        let mut twice = shard(1, "p");
+        let again = twice.1.scenarios[0].clone();
+        twice.1.scenarios.push(again);
+        assert!(matches!(merge(vec![twice], true), Err(MergeError::Duplicate { .. })));
+        let mut plan_twice = shard(1, "p");
+        plan_twice.1.shard.as_mut().unwrap().plan.push("a".into());
+        assert!(matches!(merge(vec![plan_twice], true), Err(MergeError::Duplicate { .. })));
     }
 
     #[test]

@@ -21,6 +21,50 @@ pub fn xml_escape(s: &str) -> String {
     out
 }
 
+/// Text for a terminal: every control character but newline and tab (ESC above all: an OSC or
+/// CSI sequence from a guest could retitle the window, hide lines or worse) and every bidi
+/// override is shown as a visible `\u{..}` escape instead. Guest strings reach `run`'s output
+/// and `report diff`'s (issue 19, item 8).
+pub fn for_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() || is_bidi_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode's explicit directional formatting characters (they reorder what a reader sees).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// Text for one line of Markdown (a table cell, a list item, a heading): HTML's specials become
+/// entities (no raw `<script>` or `<img onerror>` reaches a page that renders the file), the
+/// characters Markdown gives meaning to are backslash-escaped (no link, image, table break or
+/// emphasis made from a guest's string), newlines become spaces and control characters go.
+pub fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '|' | '#' | '!' | '~' | '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// At most `n` bytes of `s` (on a character boundary), with an ellipsis when cut.
 pub fn truncate(s: &str, n: usize) -> String {
     if s.len() <= n {
@@ -85,6 +129,18 @@ mod tests {
     fn escaping_covers_markup_quotes_and_controls() {
         assert_eq!(xml_escape("<a href=\"x\">it's & \u{7}</a>"), "&lt;a href=&quot;x&quot;&gt;it&apos;s &amp; &lt;/a&gt;");
         assert_eq!(xml_escape("a\tb\nc"), "a\tb\nc");
+    }
+
+    /// Issue 19, item 8.
+    #[test]
+    fn terminal_and_markdown_text_carry_no_live_markup() {
+        let evil = "host\x1b]0;PWN\x07name\u{202e}txt.exe\r\n<script>alert(1)</script>";
+        let t = for_terminal(evil);
+        assert!(!t.chars().any(|c| c == '\x1b' || c == '\x07' || c == '\r' || c == '\u{202e}'), "{t:?}");
+        assert!(t.contains("\\u{1b}]0;PWN\\u{7}name\\u{202e}") && t.ends_with('>'), "{t}");
+        let m = md_escape("<img src=x onerror=alert(1)> [click](javascript:x) | a *b* `c`\nnext");
+        assert!(!m.contains('<') && !m.contains('>') && !m.contains('\n'), "{m}");
+        assert_eq!(m, "&lt;img src=x onerror=alert\\(1\\)&gt; \\[click\\]\\(javascript:x\\) \\| a \\*b\\* \\`c\\` next");
     }
 
     #[test]

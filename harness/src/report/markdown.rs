@@ -1,7 +1,10 @@
-//! The Markdown summary of a run, for `reports/` and for review without a browser.
+//! The Markdown summary of a run, for `reports/` and for review without a browser. Every string
+//! that is not this file's own text goes through [`md_escape`]: names, notes, errors and host
+//! strings can come from a guest (the agent's OS name, a hostname) or from a shard report.
 
 use super::html::{columns, measured_ids, still_duplicated};
 use clonesafe_metadata::{Report, Verdict};
+use crate::text::md_escape as e;
 use std::fmt::Write;
 
 fn cell(v: Verdict, met: bool) -> String {
@@ -20,19 +23,19 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         m,
         "clonesafe {}, accelerator **{}** ({}), {}, host kernel {}, guest kernel {}, {} CPUs.\n",
-        r.clonesafe_version,
+        e(&r.clonesafe_version),
         r.host.accel,
-        r.host.accel_reason,
-        r.host.qemu,
-        r.host.kernel,
-        r.host.guest_kernel.as_deref().unwrap_or("?"),
+        e(&r.host.accel_reason),
+        e(&r.host.qemu),
+        e(&r.host.kernel),
+        e(r.host.guest_kernel.as_deref().unwrap_or("?")),
         r.host.cpus
     );
     let _ = writeln!(m, "`unique`: every clone had its own value. **DUP**: at least two clones shared one. `-`: not applicable (skipped). The evidence for every cell is in `report.json` and `report.html`.\n");
     let cols = columns(r);
     let _ = write!(m, "| scenario | strategy | backend |");
     for id in &cols {
-        let _ = write!(m, " {} |", id.as_str());
+        let _ = write!(m, " {} |", e(id.as_str()));
     }
     let _ = write!(m, "\n|---|---|---|");
     for _ in &cols {
@@ -40,10 +43,10 @@ pub fn render(r: &Report) -> String {
     }
     m.push('\n');
     for s in &r.scenarios {
-        let _ = write!(m, "| {} | {} | {} |", s.name, s.recipe_label(), s.backend);
+        let _ = write!(m, "| {} | {} | {} |", e(&s.name), e(&s.recipe_label()), s.backend);
         match &s.error {
-            Some(e) => {
-                let _ = write!(m, " could not run: {} |", e.lines().next().unwrap_or_default().replace('|', "/"));
+            Some(err) => {
+                let _ = write!(m, " could not run: {} |", e(err.lines().next().unwrap_or_default()));
             }
             None => {
                 for id in cols.iter().copied() {
@@ -56,19 +59,19 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(m, "\n## What stays duplicated under `full`, and why\n");
     for (s, dups) in still_duplicated(r) {
-        let _ = writeln!(m, "### {} ({})\n", s.name, s.backend);
+        let _ = writeln!(m, "### {} ({})\n", e(&s.name), s.backend);
         if dups.is_empty() {
             let _ = writeln!(m, "Nothing: every identity was unique.\n");
         }
         for (id, why) in dups {
-            let _ = writeln!(m, "- **{}**: {}", id.as_str(), why);
+            let _ = writeln!(m, "- **{}**: {}", e(id.as_str()), e(why));
         }
         m.push('\n');
     }
     let ids = measured_ids(r);
     let _ = write!(m, "## Timing (medians, ms)\n\n| scenario | boot | snapshot | restore |");
     for id in &ids {
-        let _ = write!(m, " {} |", id.label());
+        let _ = write!(m, " {} |", e(id.label()));
     }
     let _ = writeln!(m, "\n|---|---|---|---|{}", "---|".repeat(ids.len()));
     let med = |v: Vec<f64>| super::plots::median(&v).map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
@@ -77,7 +80,7 @@ pub fn render(r: &Report) -> String {
         let _ = write!(
             m,
             "| {} | {} | {} | {} |",
-            s.name,
+            e(&s.name),
             med(t.boot_ms.iter().map(|&x| x as f64).collect()),
             t.snapshot_ms.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
             med(t.restore_ms.iter().map(|&x| x as f64).collect()),
@@ -90,7 +93,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(m, "\n## Notes\n");
     for s in &r.scenarios {
         for n in &s.notes {
-            let _ = writeln!(m, "- {}: {}", s.name, n);
+            let _ = writeln!(m, "- {}: {}", e(&s.name), e(n));
         }
     }
     m

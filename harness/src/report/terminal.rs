@@ -60,11 +60,12 @@ impl EventSink for Progress {
             ),
             EventKind::RunFinished { report, .. } => {
                 self.bar.finish_and_clear();
-                print!("{}", render(report));
+                print!("{}", crate::text::for_terminal(&render(report)));
                 (None, None)
             }
         };
-        if let Some(l) = line {
+        // Scenario names, notes and errors can carry what a guest said (issue 19, item 8).
+        if let Some(l) = line.map(|l| crate::text::for_terminal(&l)) {
             let secs = e.elapsed.as_secs_f64();
             if self.bar.is_hidden() {
                 eprintln!("[{secs:7.1}s] {l}");
@@ -73,7 +74,7 @@ impl EventSink for Progress {
             }
         }
         if let Some(s) = spin {
-            self.bar.set_message(s);
+            self.bar.set_message(crate::text::for_terminal(&s));
         }
     }
 }

@@ -125,29 +125,47 @@ fn pool_dir(conn: &virt::connect::Connect, dir: &str) -> Item {
 
 /// What a user's image holds, read offline (guestfish, read-only, libguestfs under TCG): its OS
 /// and whether it has qemu-guest-agent. Nothing is booted and nothing is written.
-pub async fn inspect_image(path: &Path) -> Vec<Item> {
+pub async fn inspect_image(path: &Path, policy: &crate::guest::image::ImagePolicy) -> Vec<Item> {
     let mut items = Vec::new();
-    match GuestProfile::from_image(path) {
-        Ok(g) => items.push(item("image", true, format!("{} ({}, boots with its own bootloader; VMs get overlays on it)", g.disk.display(), g.disk_format))),
+    let format = match GuestProfile::from_image(path, policy) {
+        Ok(g) => {
+            items.push(item("image", true, format!("{} ({}, boots with its own bootloader; VMs get overlays on it)", g.disk.display(), g.disk_format)));
+            g.disk_format
+        }
         Err(e) => {
             items.push(item("image", false, e.to_string()));
             return items;
         }
-    }
+    };
+    // libguestfs's temporary files (and its appliance's sockets) in a directory of ours, removed
+    // whatever happens to guestfish.
+    let tmp = match tempfile::Builder::new().prefix("clonesafe-guestfs-").tempdir() {
+        Ok(t) => t,
+        Err(e) => {
+            items.push(item("inspection", false, format!("cannot create a temporary directory: {e}")));
+            return items;
+        }
+    };
     // `-i` inspects and mounts the OS it finds; an `inspect-os` in the script would run the
     // inspection again and leave nothing mounted (measured: every read then failed with "you
     // must call 'mount' first").
     let script = "-cat /etc/os-release\n-exists /usr/sbin/qemu-ga\n-exists /usr/bin/qemu-ga\n-exists /etc/ssh/sshd_config\n";
-    let mut c = tokio::process::Command::new("guestfish");
-    c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").args(["--ro", "-a"]).arg(path).arg("-i");
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    // The format is named: libguestfs never probes the image.
+    let mut c = crate::clones::fixup::sysprep::guestfs("guestfish", tmp.path());
+    c.arg("--ro").arg(format!("--format={format}")).arg("-a").arg(path).arg("-i");
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut group = None;
     let out = async {
         let mut child = c.spawn().ok()?;
+        group = child.id().map(crate::tools::bounded::GroupGuard::new);
         use tokio::io::AsyncWriteExt;
         child.stdin.take()?.write_all(script.as_bytes()).await.ok()?;
         child.wait_with_output().await.ok()
     };
-    let out = match tokio::time::timeout(Duration::from_secs(600), out).await {
+    let out = tokio::time::timeout(Duration::from_secs(600), out).await;
+    // guestfish and its appliance go, whatever happened.
+    drop(group);
+    let out = match out {
         Ok(Some(o)) => o,
         _ => {
             items.push(item("inspection", false, "guestfish could not inspect the image (is libguestfs-tools installed?)"));

@@ -43,6 +43,8 @@ enum Cmd {
         /// not), and from the host through ssh (22) and TLS (443) if it serves them.
         #[arg(long, value_name = "PATH")]
         image: Option<PathBuf>,
+        #[command(flatten)]
+        image_policy: ImagePolicyArgs,
         /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
         #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
         accel: AccelChoice,
@@ -157,6 +159,8 @@ enum Cmd {
         /// Inspect this disk image (read-only, nothing booted) instead of the machine
         #[arg(long, value_name = "PATH")]
         image: Option<PathBuf>,
+        #[command(flatten)]
+        image_policy: ImagePolicyArgs,
         /// Ask the libvirt host at this URI what it offers instead (e.g. qemu+ssh://host/system,
         /// or qemu+tcp://127.0.0.1/system after ci/start-libvirt.sh --tcp-loopback): its
         /// versions, KVM, storage pools and free space, and whether the connection is encrypted
@@ -168,6 +172,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a user's image may be: checked before anything opens it (README, "Trust model").
+#[derive(clap::Args)]
+struct ImagePolicyArgs {
+    /// The format of the user's image (--image, or a scenario's image =): qcow2 or raw. Without
+    /// it, the name says: .qcow2 is qcow2, .raw and .img are raw, anything else is refused.
+    /// clonesafe never guesses a format from an image's bytes (a raw disk's first sector is
+    /// the guest's to write)
+    #[arg(long, value_name = "FORMAT", value_parser = ["qcow2", "raw"])]
+    image_format: Option<String>,
+    /// Let the user's image use this file as a backing file (repeat it for each link of a
+    /// chain). Off by default: an image's backing chain is chosen by whoever made the image,
+    /// and QEMU would hand its VMs any host file it names. json: and network backings are
+    /// always refused
+    #[arg(long, value_name = "FILE")]
+    allow_backing: Vec<PathBuf>,
+}
+
+impl ImagePolicyArgs {
+    fn policy(self) -> clonesafe::guest::image::ImagePolicy {
+        clonesafe::guest::image::ImagePolicy { format: self.image_format, allow_backing: self.allow_backing }
+    }
 }
 
 #[derive(Subcommand)]
@@ -284,7 +311,7 @@ fn save_image_show(file: &std::path::Path, json: bool) -> i32 {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for (k, val) in v.as_object().into_iter().flatten() {
-            println!("{k:<14} {}", match val { serde_json::Value::String(s) => s.clone(), o => o.to_string() });
+            println!("{k:<14} {}", clonesafe::text::for_terminal(&match val { serde_json::Value::String(s) => s.clone(), o => o.to_string() }));
         }
     }
     exit_codes::OK
@@ -305,7 +332,7 @@ fn report_merge(dirs: &[PathBuf], out: &std::path::Path, reference: bool, allow_
     let merged = match report::merge::merge(shards, allow_partial) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", clonesafe::text::for_terminal(&e.to_string()));
             return exit_codes::HARNESS_ERROR;
         }
     };
@@ -315,7 +342,7 @@ fn report_merge(dirs: &[PathBuf], out: &std::path::Path, reference: bool, allow_
         return exit_codes::HARNESS_ERROR;
     }
     if let Some(s) = &merged.shard {
-        eprintln!("partial merge: shard(s) {:?} of {} missing; scenarios not reported: {}", s.missing_shards, s.count, s.missing_scenarios.join(", "));
+        eprintln!("partial merge: shard(s) {:?} of {} missing; scenarios not reported: {}", s.missing_shards, s.count, clonesafe::text::for_terminal(&s.missing_scenarios.join(", ")));
     }
     let passed = merged.scenarios.iter().filter(|s| s.passed()).count();
     println!("merged {} shard(s): {} scenario(s), {passed} passed, into {}", dirs.len(), merged.scenarios.len(), out.display());
@@ -351,7 +378,8 @@ fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
         }
         Ok(d) => {
             for line in &d {
-                println!("{line}");
+                // Both files' names and values can carry what a guest said (issue 19, item 8).
+                println!("{}", clonesafe::text::for_terminal(line));
             }
             println!("{} verdict(s) differ", d.len());
             exit_codes::EXPECTATION_FAILED
@@ -501,7 +529,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
-        Cmd::Run { files, out, backend, image, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
+        Cmd::Run { files, out, backend, image, image_policy, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
             if !choose_emulator(emulator.as_deref()) {
                 return exit_codes::HARNESS_ERROR;
             }
@@ -545,6 +573,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
                 shard,
                 captures: Some(out.join("captures")),
+                image_policy: image_policy.policy(),
             };
             let progress = terminal::Progress::new();
             let sinks = Fanout(vec![&progress, &files_out]);
@@ -581,11 +610,11 @@ async fn dispatch(cli: Cli) -> i32 {
             }
             bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir).await
         }
-        Cmd::Doctor { trial_boot, image, connect, guests, json } => {
+        Cmd::Doctor { trial_boot, image, image_policy, connect, guests, json } => {
             let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
             let work = std::env::temp_dir().join(format!("clonesafe-doctor-{}", std::process::id()));
             let items = match (&image, &connect) {
-                (Some(p), _) => clonesafe::doctor::inspect_image(p).await,
+                (Some(p), _) => clonesafe::doctor::inspect_image(p, &image_policy.policy()).await,
                 (None, Some(uri)) => clonesafe::doctor::remote(uri).await,
                 (None, None) => clonesafe::doctor::run(&guests, trial_boot, &work).await,
             };
@@ -594,7 +623,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
             } else {
                 for i in &items {
-                    println!("{:<4} {:<14} {}", if i.ok { "ok" } else { "NO" }, i.what, i.detail);
+                    println!("{:<4} {:<14} {}", if i.ok { "ok" } else { "NO" }, i.what, clonesafe::text::for_terminal(&i.detail));
                 }
             }
             if items.iter().all(|i| i.ok || ["kvm", "agent", "ssh"].contains(&i.what.as_str())) {

@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub shard: Option<clonesafe_metadata::Shard>,
     /// Where each segment scenario's capture is kept (`<scenario>.pcap`), if anywhere.
     pub captures: Option<PathBuf>,
+    /// What a user's image (`--image`, or a scenario's `image =`) may be: its format and the
+    /// backing files its chain may name.
+    pub image_policy: crate::guest::image::ImagePolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +112,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
     for s in &plan.scenarios {
         if !guests.contains_key(&s.guest) {
             let g = match &s.image {
-                Some(path) => GuestProfile::from_image(path),
+                Some(path) => GuestProfile::from_image(path, &opts.image_policy),
                 None => GuestProfile::locate(&opts.guests_dir, &s.guest),
             };
             let g = g.map_err(|source| RunError::Guest { scenario: s.name.clone(), source })?;

@@ -33,6 +33,7 @@ fn opts(dir: &Path, boot_timeout: Duration) -> RunOptions {
         timeouts: Timeouts { boot: boot_timeout, ..Timeouts::default() },
         shard: None,
         captures: None,
+        image_policy: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! a `guest.toml` manifest ([`manifest`]) that says how it boots, which agent transport it offers
 //! and where it keeps its identities. Nothing else in the harness names a guest.
 
+pub mod image;
 pub mod manifest;
 
 use clonesafe_protocol::Sources;
@@ -166,20 +167,11 @@ impl GuestProfile {
 
     /// A user's own disk image (qcow2 or raw), which boots with its own bootloader and is never
     /// written (every VM gets an overlay on it). It is probed through qemu-guest-agent if it runs
-    /// one, and from the host through ssh (22) and TLS (443) if it serves them.
-    pub fn from_image(path: &Path) -> Result<Self, GuestError> {
-        let bad = |message: String| GuestError::Image { path: path.to_path_buf(), message };
-        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        if !meta.is_file() {
-            return Err(bad("not a regular file".into()));
-        }
-        let abs = std::fs::canonicalize(path).map_err(|e| bad(format!("cannot resolve it: {e}")))?;
-        let out = std::process::Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(&abs).output().map_err(|e| bad(format!("cannot run qemu-img: {e}")))?;
-        let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| bad(format!("qemu-img cannot read it: {}", String::from_utf8_lossy(&out.stderr).trim())))?;
-        let format = info["format"].as_str().unwrap_or("?").to_string();
-        if !matches!(format.as_str(), "qcow2" | "raw") {
-            return Err(bad(format!("its format is {format}; clonesafe takes qcow2 or raw images")));
-        }
+    /// one, and from the host through ssh (22) and TLS (443) if it serves them. Its format and
+    /// backing chain are checked first under `policy` ([`image`]): nothing opens it before.
+    pub fn from_image(path: &Path, policy: &image::ImagePolicy) -> Result<Self, GuestError> {
+        let checked = image::check(path, policy).map_err(|message| GuestError::Image { path: path.to_path_buf(), message })?;
+        let (abs, format) = (checked.path, checked.format);
         let services = [("ssh".to_string(), 22u16), ("tls".to_string(), 443u16)].into_iter().collect();
         Ok(GuestProfile {
             name: format!("image:{}", abs.display()),

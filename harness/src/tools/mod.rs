@@ -2,6 +2,7 @@
 //! copies, compaction) and e2fsprogs (`e2fsck`, `debugfs`). A failure keeps the program's exit
 //! status and stderr, so the report says what really went wrong.
 
+pub mod bounded;
 pub mod e2fs;
 pub mod qemu_img;
 
@@ -27,7 +28,13 @@ pub enum ToolError {
     },
     #[error("{tool} did not do what was asked: {detail}")]
     Unexpected { tool: &'static str, detail: String },
+    #[error("{tool} {args} did not finish within {} s and was killed", .after.as_secs())]
+    Timeout { tool: &'static str, args: String, after: std::time::Duration },
 }
+
+/// How long one run of a disk tool may take: a copy of a large image is minutes under load; a
+/// tool that takes longer is stuck (a FIFO or a network backing it waits on).
+pub const TOOL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Run `tool` with `args`; any exit status in `ok` counts as success.
 pub(crate) async fn run<I, S>(tool: &'static str, package: &'static str, args: I, ok: &[i32]) -> Result<Output, ToolError>
@@ -36,13 +43,20 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let out = tokio::process::Command::new(tool)
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| ToolError::Spawn { tool, package, source })?;
+    let shown = || args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+    let mut cmd = tokio::process::Command::new(tool);
+    cmd.args(&args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    bounded::isolate_async(&mut cmd);
+    let child = cmd.spawn().map_err(|source| ToolError::Spawn { tool, package, source })?;
+    // A timeout, or the run being dropped (Ctrl-C), kills the tool and whatever it started.
+    let mut guard = child.id().map(bounded::GroupGuard::new);
+    let out = match tokio::time::timeout(TOOL_LIMIT, child.wait_with_output()).await {
+        Ok(r) => r.map_err(|source| ToolError::Spawn { tool, package, source })?,
+        Err(_) => return Err(ToolError::Timeout { tool, args: shown(), after: TOOL_LIMIT }),
+    };
+    if let Some(g) = guard.as_mut() {
+        g.disarm();
+    }
     if out.status.code().is_some_and(|c| ok.contains(&c)) {
         return Ok(out);
     }
@@ -50,7 +64,7 @@ where
     let stderr = if out.stderr.is_empty() { text(&out.stdout) } else { text(&out.stderr) };
     Err(ToolError::Failed {
         tool,
-        args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
+        args: shown(),
         status: out.status.to_string(),
         stderr,
     })

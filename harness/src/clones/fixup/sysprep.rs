@@ -43,7 +43,7 @@ impl Fixup for Sysprep {
 
     async fn on_image(&self, cx: &Ctx<'_>, image: &Path, _what: &str, notes: &mut Vec<String>) -> Result<(), RecipeError> {
         if cx.machine.guest.boot == crate::guest::Boot::Disk {
-            notes.extend(virt_sysprep(image).await?);
+            notes.extend(virt_sysprep(image, &cx.dir).await?);
             return Ok(());
         }
         let done = sanitize(image, &cx.dir).await?;
@@ -53,21 +53,26 @@ impl Fixup for Sysprep {
     }
 }
 
-/// libguestfs under TCG (its appliance hangs on this machine's KVM).
-fn guestfs(cmd: &str) -> tokio::process::Command {
+/// libguestfs under TCG (its appliance hangs on this machine's KVM), in a process group of its
+/// own (a timeout or Ctrl-C kills the appliance's QEMU too), with its temporary files in `tmp`.
+pub fn guestfs(cmd: &str, tmp: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(cmd);
-    c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").stdin(std::process::Stdio::null()).kill_on_drop(true);
+    c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").env("LIBGUESTFS_TMPDIR", tmp).env("TMPDIR", tmp);
+    c.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    crate::tools::bounded::isolate_async(&mut c);
     c
 }
 
 /// Whether the image has something that makes SSH host keys at boot: a sshd-keygen unit
 /// (Fedora, RHEL) or `ssh-keygen -A` in its ssh unit. (Inspected read-only with guestfish.)
-async fn regenerates_host_keys(image: &Path) -> Result<bool, RecipeError> {
+async fn regenerates_host_keys(image: &Path, tmp: &Path) -> Result<bool, RecipeError> {
     // A leading '-' makes guestfish go on when a command fails (the file is absent).
     let script = "-exists /usr/lib/systemd/system/sshd-keygen@.service\n-exists /lib/systemd/system/sshd-keygen.service\n-cat /lib/systemd/system/ssh.service\n-cat /usr/lib/systemd/system/sshd.service\n";
-    let mut c = guestfs("guestfish");
-    c.args(["--ro", "-i", "-a"]).arg(image).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut c = guestfs("guestfish", tmp);
+    // The copy is ours and qcow2: say so, so libguestfs never probes it.
+    c.args(["--ro", "-i", "--format=qcow2", "-a"]).arg(image).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = c.spawn().map_err(|source| RecipeError::Io { what: "run guestfish (is libguestfs-tools installed?)".into(), source })?;
+    let _group = child.id().map(crate::tools::bounded::GroupGuard::new);
     use tokio::io::AsyncWriteExt;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(script.as_bytes()).await;
@@ -81,15 +86,19 @@ async fn regenerates_host_keys(image: &Path) -> Result<bool, RecipeError> {
 }
 
 /// The real virt-sysprep on a disk-booted guest's copied image. Returns the report's notes.
-async fn virt_sysprep(image: &Path) -> Result<Vec<String>, RecipeError> {
+async fn virt_sysprep(image: &Path, tmp: &Path) -> Result<Vec<String>, RecipeError> {
     let mut notes = Vec::new();
-    let keys_at_boot = regenerates_host_keys(image).await?;
-    let mut c = guestfs("virt-sysprep");
-    c.arg("-a").arg(image);
+    let tmp = tempfile::Builder::new().prefix("guestfs-").tempdir_in(tmp).map_err(|source| RecipeError::Io { what: "create libguestfs's temporary directory".into(), source })?;
+    let keys_at_boot = regenerates_host_keys(image, tmp.path()).await?;
+    let mut c = guestfs("virt-sysprep", tmp.path());
+    c.args(["--format", "qcow2", "-a"]).arg(image);
     if !keys_at_boot {
         c.args(["--firstboot-command", "ssh-keygen -A && (systemctl restart ssh || systemctl restart sshd)"]);
     }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(900), c.output())
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = c.spawn().map_err(|source| RecipeError::Io { what: "run virt-sysprep (is libguestfs-tools installed?)".into(), source })?;
+    let _group = child.id().map(crate::tools::bounded::GroupGuard::new);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(900), child.wait_with_output())
         .await
         .map_err(|_| RecipeError::Sysprep("virt-sysprep did not finish within 15 minutes".into()))?
         .map_err(|source| RecipeError::Io { what: "run virt-sysprep (is libguestfs-tools installed?)".into(), source })?;
@@ -128,7 +137,7 @@ async fn virt_sysprep(image: &Path) -> Result<Vec<String>, RecipeError> {
 
 pub async fn sanitize(image: &Path, tmpdir: &Path) -> Result<Vec<String>, RecipeError> {
     let raw = tmpdir.join("sysprep.raw");
-    qemu_img::convert(image, "raw", &raw).await.map_err(RecipeError::tool("sysprep: copy the image to raw"))?;
+    qemu_img::convert(image, "qcow2", "raw", &raw).await.map_err(RecipeError::tool("sysprep: copy the image to raw"))?;
     // The template was powered off, so its journal may still hold the identity's metadata:
     // replay it first, or the kernel would replay it at the clone's mount and undo the removal.
     e2fs::fsck(&raw).await.map_err(RecipeError::tool("sysprep: replay the journal"))?;
@@ -143,11 +152,11 @@ pub async fn sanitize(image: &Path, tmpdir: &Path) -> Result<Vec<String>, Recipe
     if out.contains("File not found") {
         return Err(RecipeError::Sysprep(format!("debugfs could not remove every file:\n{out}")));
     }
-    qemu_img::convert(&raw, "qcow2", image).await.map_err(RecipeError::tool("sysprep: copy the image back to qcow2"))?;
+    qemu_img::convert(&raw, "raw", "qcow2", image).await.map_err(RecipeError::tool("sysprep: copy the image back to qcow2"))?;
     std::fs::remove_file(&raw).map_err(|source| RecipeError::Io { what: format!("remove {}", raw.display()), source })?;
     // Prove it: the files must be gone from the sanitized image.
     let check = tmpdir.join("sysprep-check.raw");
-    qemu_img::convert(image, "raw", &check).await.map_err(RecipeError::tool("sysprep: copy the result for checking"))?;
+    qemu_img::convert(image, "qcow2", "raw", &check).await.map_err(RecipeError::tool("sysprep: copy the result for checking"))?;
     let left = e2fs::debugfs(&check, "ls -l /etc").await.map_err(RecipeError::tool("sysprep: list /etc of the result"));
     let _ = std::fs::remove_file(&check);
     let left = left?;

@@ -181,13 +181,46 @@ fn interrupted_and_killed_remote_runs_leave_nothing() {
     assert!(left.iter().any(|l| l.starts_with("pool ")) && left.iter().any(|l| l.starts_with("domain ")), "SIGKILL leaves the pool and domains: {left:?}");
     // What it left holds guest memory: the directory is 0700 and every file in it 0600.
     use std::os::unix::fs::PermissionsExt;
-    let dir = Path::new(POOL_DIR).join(format!("clonesafe-{pid}-pool"));
+    let dir = std::fs::read_dir(POOL_DIR).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("clonesafe-{pid}-pool-"))).expect("the killed run's pool directory");
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
     let files: Vec<(String, u32)> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().to_string(), e.metadata().unwrap().permissions().mode() & 0o777)).collect();
     assert!(files.iter().any(|(n, _)| n.ends_with(".save")), "{files:?}");
     assert!(files.iter().all(|(_, m)| *m == 0o600), "every file 0600: {files:?}");
     let ran = run_files(&[&file], &work.path().join("o2"), &["--accel", "tcg", "--connect", TCP], work.path());
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
-    assert!(ran.stderr().contains(&format!("removed storage pool clonesafe-{pid}-pool")), "the reaping is said: {}", ran.stderr());
+    assert!(ran.stderr().contains(&format!("removed storage pool clonesafe-{pid}-pool-")), "the reaping is said: {}", ran.stderr());
     assert!(of_run(pid).is_empty(), "left after the next run: {:?}", of_run(pid));
+}
+
+/// Issue 19, items 3 and 10: a pool directory that already exists (here a symlink to a directory
+/// that is not clonesafe's) is refused and left exactly as it was; a relative --pool-dir is
+/// refused before anything is uploaded.
+#[test]
+fn an_existing_pool_directory_is_never_adopted_and_a_relative_one_is_refused() {
+    let Some(_) = ready() else { return };
+    let conn = std::sync::Arc::new(virt::connect::Connect::open(Some(TCP)).unwrap());
+    let parent = tempfile::tempdir().unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    std::fs::write(theirs.path().join("thesis.txt"), "years of work").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(theirs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = format!("clonesafe-{}-pool-test", std::process::id());
+    std::os::unix::fs::symlink(theirs.path(), parent.path().join(&name)).unwrap();
+    let e = clonesafe::backend::libvirt::remote::RunPool::create_named(&conn, parent.path().to_str().unwrap(), &name).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(std::fs::read_to_string(theirs.path().join("thesis.txt")).unwrap(), "years of work");
+    assert_eq!(std::fs::metadata(theirs.path()).unwrap().permissions().mode() & 0o777, 0o755, "its mode was changed");
+    assert!(conn.list_all_storage_pools(0).unwrap().iter().all(|p| p.name().unwrap() != name), "the pool's definition was left");
+    // A directory made new is used, and teardown removes only what the run made in it.
+    let fresh = format!("clonesafe-{}-pool-fresh", std::process::id());
+    let pool = clonesafe::backend::libvirt::remote::RunPool::create_named(&conn, parent.path().to_str().unwrap(), &fresh).unwrap();
+    assert_eq!(std::fs::metadata(parent.path().join(&fresh)).unwrap().permissions().mode() & 0o777, 0o700);
+    drop(pool);
+    assert!(!parent.path().join(&fresh).exists());
+
+    let work = tempfile::tempdir().unwrap();
+    let file = scenario(work.path(), "naive", "");
+    let ran = run_files(&[&file], &work.path().join("o"), &["--connect", TCP, "--pool-dir", "relpool"], work.path());
+    assert_eq!(ran.code(), Some(2), "{}", ran.stderr());
+    assert!(ran.stderr().contains("--pool-dir \"relpool\" is relative"), "{}", ran.stderr());
 }

@@ -154,7 +154,7 @@ pub fn sweep_own_domains(wait: Duration) -> Vec<String> {
         out.push(format!("removed libvirt domain {name}, which a call still in flight created after teardown"));
     }
     // The run's pool, if the backend could not remove it (a domain still used a volume).
-    let pool = remote::pool_name(std::process::id());
+    let pool = remote::own_pool_name();
     out.extend(remote::sweep(&conn, |n| n == pool));
     out
 }
@@ -867,6 +867,7 @@ impl Snapshottable for LibvirtVm {
                 let n = name.clone();
                 blocking(&name, Phase::Snapshot, t, move || {
                     pool.adopt(&disk, &frozen).map_err(lv_src(&n, Phase::Snapshot, "list the snapshot's files in the run's pool"))?;
+                    pool.owns(&[&mem, &disk]);
                     Ok(pool.allocation(&mem))
                 })
                 .await?

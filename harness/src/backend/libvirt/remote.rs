@@ -4,7 +4,7 @@
 //! storage pool per run:
 //!
 //! ```text
-//! <pool dir>/clonesafe-<pid>-pool/          dir pool, 0700, built and removed by the run
+//! <pool dir>/clonesafe-<pid>-pool-<random>/ dir pool, 0700, made new and removed by the run
 //!     base-<k>-<file>                       guest disk, kernel, initrd: uploaded once per run
 //!     <vm>.disk.qcow2                       each VM's overlay (backingStore = base or frozen disk)
 //!     <vm>.seed.iso                         its NoCloud seed, uploaded, when it has one
@@ -19,9 +19,16 @@
 //! `virStorageBackendVolUploadLocal` → `virFDStreamOpenBlockDevice`, `O_WRONLY`), never the
 //! migration stream after it.
 //!
-//! The pool is deleted (volumes, directory, definition) when the backend is dropped; a run killed
-//! before that leaves a pool whose name carries its dead pid, which the next run removes
-//! ([`sweep`]). Measured on this machine with `qemu+tcp://127.0.0.1/system` while the harness ran
+//! The pool's directory must not exist before the run (issue 19, item 3: an existing directory,
+//! or a symlink to one, was adopted, emptied and chmodded 0700). libvirt's build never refuses
+//! an existing directory (storage_util.c, virStorageBackendBuildLocal: VIR_DIR_CREATE_ALLOW_EXIST,
+//! "If the dir already exists, just set the perms"), so the name carries 64 random bits, and the
+//! pool is started once before it is built: a start succeeds only if the directory is already
+//! there (the dir backend's refresh opens it), and then the run stops, changing nothing. The pool
+//! is deleted when the backend is dropped: the volumes the run created or had libvirt write,
+//! then the directory (rmdir: it fails rather than remove what the run did not make), then the
+//! definition. A run killed before that leaves a pool whose name carries its dead pid, which the
+//! next run removes ([`sweep`]). Measured on this machine with `qemu+tcp://127.0.0.1/system` while the harness ran
 //! in a mount namespace where the pool directory was an empty tmpfs (tests/remote_libvirt.rs).
 
 use crate::backend::error::LibvirtError;
@@ -67,9 +74,29 @@ pub fn offers_kvm(conn: &Connect) -> Result<bool, virt::error::Error> {
     conn.capabilities().map(|x| x.contains("<domain type='kvm'"))
 }
 
-/// The name of the pool of the run with process id `pid`.
-pub fn pool_name(pid: u32) -> String {
-    format!("{}{pid}-pool", crate::identity::NAME_PREFIX)
+/// What the pool names of the run with process id `pid` start with.
+pub fn pool_prefix(pid: u32) -> String {
+    format!("{}{pid}-pool-", crate::identity::NAME_PREFIX)
+}
+
+/// This run's pool name: its pid, then 64 random bits, so that no directory can be waiting
+/// at that name.
+pub fn own_pool_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("{}{:016x}", pool_prefix(std::process::id()), u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"))))
+}
+
+/// `--pool-dir`: an absolute, plain path (libvirtd would take a relative one from its own
+/// working directory, after the guest was uploaded: issue 19, item 10).
+pub fn check_pool_dir(dir: &str) -> Result<(), String> {
+    let p = Path::new(dir);
+    if !p.is_absolute() {
+        return Err(format!("--pool-dir {dir:?} is relative; give an absolute directory on the libvirt host (libvirtd would resolve it from its own working directory)"));
+    }
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) || dir.chars().any(|c| c.is_control()) {
+        return Err(format!("--pool-dir {dir:?}: give a plain absolute path (no .. and no control characters)"));
+    }
+    Ok(())
 }
 
 /// One run's storage pool on the hypervisor host.
@@ -83,6 +110,8 @@ pub struct RunPool {
     bases: Mutex<HashMap<PathBuf, (String, u64)>>,
     /// Disk volume path → virtual size, for the overlays made on it.
     sizes: Mutex<HashMap<String, u64>>,
+    /// The volumes this run created or had libvirt write (by name): what teardown deletes.
+    owned: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for RunPool {
@@ -99,21 +128,50 @@ impl RunPool {
     /// Define, build (libvirt makes the 0700 directory on the host) and start this run's pool
     /// under `parent` on the host.
     pub fn create(conn: &Arc<Connect>, parent: &str) -> Result<Self, LibvirtError> {
-        let name = pool_name(std::process::id());
+        Self::create_named(conn, parent, own_pool_name())
+    }
+
+    /// The same with a given name: refused, changing nothing, when `<parent>/<name>` exists.
+    pub fn create_named(conn: &Arc<Connect>, parent: &str, name: &str) -> Result<Self, LibvirtError> {
+        let refuse = |message: String| LibvirtError { code: 0, code_name: "clonesafe".into(), domain: "storage".into(), message };
+        check_pool_dir(parent).map_err(refuse)?;
         let dir = format!("{}/{name}", parent.trim_end_matches('/'));
         let xml = format!(
             "<pool type='dir'><name>{}</name><target><path>{}</path><permissions><mode>0700</mode><owner>0</owner><group>0</group></permissions></target></pool>",
-            crate::text::xml_escape(&name),
+            crate::text::xml_escape(name),
             crate::text::xml_escape(&dir)
         );
         let pool = conn.define_storage_pool_xml(&xml, 0).map_err(err)?;
+        // Started before it is built, it comes up only if its directory (or a link there) is
+        // already on the host: then it is not ours to use.
+        if pool.create(0).is_ok() {
+            let _ = pool.destroy();
+            let _ = pool.undefine();
+            return Err(refuse(format!("{dir} already exists on the libvirt host; clonesafe makes its pool directory itself and never uses one that was there before")));
+        }
         let started = pool.build(0).and_then(|_| pool.create(0));
         if let Err(e) = started {
             let _ = pool.delete(0);
             let _ = pool.undefine();
             return Err(err(e));
         }
-        Ok(RunPool { conn: conn.clone(), pool, name, dir, bases: Default::default(), sizes: Default::default() })
+        Ok(RunPool { conn: conn.clone(), pool, name: name.to_string(), dir, bases: Default::default(), sizes: Default::default(), owned: Default::default() })
+    }
+
+    /// Record that `path` (a volume of this pool) is the run's, to delete at teardown.
+    fn own(&self, path: &str) {
+        let name = self.vol_name(path).to_string();
+        let mut owned = self.owned.lock().expect("pool lock");
+        if !owned.contains(&name) {
+            owned.push(name);
+        }
+    }
+
+    /// Volumes libvirt wrote for the run at these paths (a save image, an overlay): the run's.
+    pub fn owns(&self, paths: &[&str]) {
+        for p in paths {
+            self.own(p);
+        }
     }
 
     /// `<pool dir>/<vm>.`: what a VM's files are named with on the host.
@@ -138,6 +196,7 @@ impl RunPool {
             crate::text::xml_escape(vol)
         );
         let v = StorageVol::create_xml(&self.pool, &xml, 0).map_err(|e| UploadError::Libvirt(err(e)))?;
+        self.owned.lock().expect("pool lock").push(vol.to_string());
         let st = Stream::new(&self.conn, 0).map_err(|e| UploadError::Libvirt(err(e)))?;
         v.upload(&st, 0, len, 0).map_err(|e| UploadError::Libvirt(err(e)))?;
         let mut buf = vec![0u8; CHUNK];
@@ -181,7 +240,9 @@ impl RunPool {
             crate::text::xml_escape(backing),
             crate::text::xml_escape(backing_format)
         );
-        let path = StorageVol::create_xml(&self.pool, &xml, 0).map_err(err)?.path().map_err(err)?;
+        let v = StorageVol::create_xml(&self.pool, &xml, 0).map_err(err)?;
+        self.owned.lock().expect("pool lock").push(vol.to_string());
+        let path = v.path().map_err(err)?;
         self.sizes.lock().expect("pool lock").insert(path.clone(), size);
         Ok(path)
     }
@@ -231,9 +292,10 @@ impl RunPool {
         st.finish().map_err(err)
     }
 
-    /// Delete every volume, the directory and the pool. Returns what could not be removed.
+    /// Delete the run's volumes, the directory and the pool. Returns what could not be removed.
     pub fn remove(&self) -> Vec<String> {
-        remove_pool(&self.pool, &self.name)
+        let owned = self.owned.lock().expect("pool lock").clone();
+        remove_pool(&self.pool, &self.name, |v| owned.iter().any(|o| o == v))
     }
 }
 
@@ -245,11 +307,16 @@ impl Drop for RunPool {
     }
 }
 
-fn remove_pool(pool: &StoragePool, name: &str) -> Vec<String> {
+/// Delete the volumes `ours` selects by name, stop the pool, remove its directory (rmdir: only
+/// if nothing else is left in it) and its definition.
+fn remove_pool(pool: &StoragePool, name: &str, ours: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     if pool.is_active().unwrap_or(false) {
         let _ = pool.refresh(0);
         for v in pool.list_all_volumes(0).unwrap_or_default() {
+            if !v.name().is_ok_and(|n| ours(&n)) {
+                continue;
+            }
             if let Err(e) = v.delete(0) {
                 out.push(format!("pool {name}: cannot delete volume {}: {}", v.name().unwrap_or_default(), e.message()));
             }
@@ -270,15 +337,26 @@ fn remove_pool(pool: &StoragePool, name: &str) -> Vec<String> {
 }
 
 /// Remove the clonesafe pools `which` selects by name (a dead run's, or this run's after
-/// Ctrl-C). Returns one line per pool removed.
+/// Ctrl-C). Only a pool named as a run names its pool, whose directory is `<parent>/<its name>`,
+/// is touched: such a directory was made new by that run (it refuses one that exists), so all in
+/// it is the run's. Returns one line per pool removed.
 pub fn sweep(conn: &Connect, which: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     for p in conn.list_all_storage_pools(0).unwrap_or_default() {
         let Ok(name) = p.name() else { continue };
-        if !name.starts_with(crate::identity::NAME_PREFIX) || !name.ends_with("-pool") || !which(&name) {
+        let Some(pid) = crate::identity::owner_of(&name) else { continue };
+        if !name.starts_with(&pool_prefix(pid)) || !which(&name) {
             continue;
         }
-        let left = remove_pool(&p, &name);
+        let ours = p.xml_desc(0).ok().and_then(|x| {
+            let doc = roxmltree::Document::parse(&x).ok()?;
+            let path = doc.descendants().find(|n| n.has_tag_name("path"))?.text()?.to_string();
+            Some(path.trim_end_matches('/').ends_with(&format!("/{name}")))
+        });
+        if ours != Some(true) {
+            continue;
+        }
+        let left = remove_pool(&p, &name, |_| true);
         out.push(format!("removed storage pool {name} and its volumes{}", if left.is_empty() { String::new() } else { format!(" (not all: {})", left.join("; ")) }));
     }
     out

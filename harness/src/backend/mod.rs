@@ -14,6 +14,7 @@
 
 pub mod accel;
 pub mod capability;
+pub mod console;
 pub mod emulator;
 pub mod error;
 pub mod fake;

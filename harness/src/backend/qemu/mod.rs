@@ -175,14 +175,16 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
         a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
         a.extend(["-append".into(), machine.cmdline().unwrap_or_default()]);
     }
-    // ttyS0: the console, to a file.
-    a.extend(["-serial".into(), format!("file:{}", args.console_log().display())]);
+    // ttyS0: the console, to a socket the harness reads into console.log up to a cap
+    // (backend/console.rs; QEMU connects it first). Paths in QEMU options double their commas
+    // (QEMU's escaping: issue 19, item 11, a --workdir with a comma broke -drive and -chardev).
+    a.extend(["-chardev".into(), format!("socket,id=con0,path={}", opt_value(&args.dir.join("console.sock"))), "-serial".into(), "chardev:con0".into()]);
     match machine.guest.agent {
         AgentTransport::SerialProbe => {
             // ttyS1: the probe channel (QEMU connects to our socket).
             a.extend([
                 "-chardev".into(),
-                format!("socket,id=probe,path={}", args.dir.join("probe.sock").display()),
+                format!("socket,id=probe,path={}", opt_value(&args.dir.join("probe.sock"))),
                 "-serial".into(),
                 "chardev:probe".into(),
             ]);
@@ -194,11 +196,11 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
                 "-device".into(),
                 "virtio-serial-pci,id=vser0,addr=0x6".into(),
                 "-chardev".into(),
-                format!("socket,id=probe,path={}", args.dir.join("probe.sock").display()),
+                format!("socket,id=probe,path={}", opt_value(&args.dir.join("probe.sock"))),
                 "-device".into(),
                 format!("virtserialport,bus=vser0.0,nr=2,chardev=probe,name={}", crate::agent::qga::PROBE_PORT),
                 "-chardev".into(),
-                format!("socket,id=qga,path={}", args.dir.join("qga.sock").display()),
+                format!("socket,id=qga,path={}", opt_value(&args.dir.join("qga.sock"))),
                 "-device".into(),
                 "virtserialport,bus=vser0.0,nr=1,chardev=qga,name=org.qemu.guest_agent.0".into(),
             ]);
@@ -207,12 +209,12 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
     }
     a.extend([
         "-chardev".into(),
-        format!("socket,id=qmp,path={}", args.dir.join("qmp.sock").display()),
+        format!("socket,id=qmp,path={}", opt_value(&args.dir.join("qmp.sock"))),
         "-mon".into(),
         "chardev=qmp,mode=control".into(),
         "-drive".into(),
         // discard=unmap: a guest fstrim frees clusters in the overlay (remanence mitigation).
-        format!("if=none,id=drive0,file={},format=qcow2,discard=unmap", disk.display()),
+        format!("if=none,id=drive0,file={},format=qcow2,discard=unmap", opt_value(disk)),
         "-device".into(),
         // Fixed PCI slots: a clone started without the NIC (nic-replug) keeps every other
         // device where the migration stream expects it.
@@ -230,7 +232,7 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
     if machine.devices.seed {
         // cloud-init's NoCloud seed (a `cidata` ISO the harness wrote), read-only, in a fixed slot.
         a.push("-drive".into());
-        a.push(format!("if=none,id=seed,file={},format=raw,readonly=on", args.dir.join("seed.iso").display()));
+        a.push(format!("if=none,id=seed,file={},format=raw,readonly=on", opt_value(&args.dir.join("seed.iso"))));
         a.push("-device".into());
         a.push("virtio-blk-pci,id=blk1,drive=seed,addr=0x7".into());
     }
@@ -450,7 +452,11 @@ impl Vm for QemuVm {
         self.proc.console_tail(lines)
     }
     fn notes(&self) -> Vec<String> {
-        self.notes.clone()
+        let mut n = self.notes.clone();
+        if self.proc.console_capped() {
+            n.push(crate::backend::console::capped_note(&self.args.identity.name));
+        }
+        n
     }
     fn disk(&self) -> &Path {
         &self.disk

@@ -25,6 +25,8 @@ pub struct QemuProcess {
     pub qga: Option<UnixStream>,
     console: PathBuf,
     stderr: PathBuf,
+    /// Set when the guest's console passed the cap ([`crate::backend::console`]).
+    console_capped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Which guest channels QEMU connects to sockets of ours (QMP always does).
@@ -44,6 +46,7 @@ impl QemuProcess {
             let _ = std::fs::remove_file(&p);
             UnixListener::bind(&p).map_err(BackendError::io(&name, format!("bind {}", p.display())))
         };
+        let console_l = listen("console.sock")?;
         let probe_l = if channels.probe { Some(listen("probe.sock")?) } else { None };
         let qga_l = if channels.qga { Some(listen("qga.sock")?) } else { None };
         let qmp_l = listen("qmp.sock")?;
@@ -68,6 +71,7 @@ impl QemuProcess {
         // QEMU connects its chardevs in command-line order; accepting them one by one in that
         // order is enough (each connect completes in the listener's backlog).
         let connect = async {
+            let (console, _) = console_l.accept().await?;
             let probe = match &probe_l {
                 Some(l) => Some(l.accept().await?.0),
                 None => None,
@@ -77,9 +81,9 @@ impl QemuProcess {
                 None => None,
             };
             let (qmp, _) = qmp_l.accept().await?;
-            Ok::<_, std::io::Error>((probe, qga, qmp))
+            Ok::<_, std::io::Error>((console, probe, qga, qmp))
         };
-        let (probe, qga, qmp) = tokio::select! {
+        let (console_sock, probe, qga, qmp) = tokio::select! {
             r = tokio::time::timeout(t.start, connect) => match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept QEMU's connection".into(), source: e }),
@@ -92,6 +96,12 @@ impl QemuProcess {
                 return Err(exited_error(name, Phase::Start, status, &stderr, &console));
             }
         };
+        // The console: read by a thread of ours into console.log, bounded.
+        let console_capped = console_sock
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|_| s))
+            .and_then(|s| crate::backend::console::spawn_pump(s, &console))
+            .map_err(BackendError::io(&name, format!("keep the console in {}", console.display())))?;
         let qmp = match tokio::time::timeout(t.start, Qmp::handshake(qmp)).await {
             Ok(Ok(q)) => q,
             Ok(Err(e)) => {
@@ -104,7 +114,7 @@ impl QemuProcess {
             }
             Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: read_tail(&console, 20) }),
         };
-        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), qga, console, stderr })
+        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), qga, console, stderr, console_capped })
     }
 
     /// Migration events on, bandwidth unthrottled (the guest is stopped while it migrates).
@@ -160,6 +170,11 @@ impl QemuProcess {
 
     pub fn console_tail(&self, lines: usize) -> String {
         read_tail(&self.console, lines)
+    }
+
+    /// Whether the guest wrote more to its console than is kept.
+    pub fn console_capped(&self) -> bool {
+        self.console_capped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// ACPI power-off (`system_powerdown`), then wait up to `t` for QEMU to exit (it does when

@@ -262,6 +262,6 @@ fn segment_item() -> Item {
 }
 
 fn tool_version(tool: &str) -> Option<String> {
-    let out = std::process::Command::new(tool).arg("--version").output().ok()?;
+    let out = crate::tools::bounded::output(std::process::Command::new(tool).arg("--version"), Duration::from_secs(10), 64 << 10).ok()?;
     String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
 }

@@ -212,6 +212,17 @@ enum SaveImageCmd {
 enum ReportCmd {
     /// Print the JSON Schema (draft 2020-12) of report.json, generated from the report types
     Schema,
+    /// Write the people's forms of a report.json again (report.html, junit.xml, and with
+    /// --reference summary.md and the plots) into DIR, e.g. after an upgrade changed how they
+    /// render. The verdicts are the file's; nothing is run. Exit 2 on unreadable input
+    Render {
+        report: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write summary.md and the plots as SVG files
+        #[arg(long)]
+        reference: bool,
+    },
     /// List the verdicts that differ between two report.json files, per scenario and check.
     /// Exit 0 when every verdict is the same, 1 when some differ, 2 on unreadable input.
     Diff { old: PathBuf, new: PathBuf },
@@ -516,7 +527,11 @@ fn main() {
     for line in clonesafe::backend::libvirt::sweep_own_domains(Duration::from_secs(60)) {
         eprintln!("{line}");
     }
-    drop(rt);
+    // Not `drop(rt)`: that waits for every blocking task, and one may be stuck in a call that
+    // never returns (issue 19, item 9: `doctor --connect` to an endpoint that accepts and never
+    // answers said "no answer within 20 s" and then never exited). Libvirt calls that could
+    // still create a domain were waited for just above.
+    rt.shutdown_timeout(Duration::from_secs(2));
     std::process::exit(code);
 }
 
@@ -528,10 +543,38 @@ async fn dispatch(cli: Cli) -> i32 {
             exit_codes::OK
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
+        Cmd::Report { cmd: ReportCmd::Render { report, out, reference } } => {
+            let r = match read_json::<clonesafe_metadata::Report>(&report, "a clonesafe report") {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}", clonesafe::text::for_terminal(&e));
+                    return exit_codes::HARNESS_ERROR;
+                }
+            };
+            let written = if reference { report::write_reference(&r, &out) } else { report::write_all(&r, &out) };
+            match written {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    exit_codes::OK
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write into {}: {e}", out.display());
+                    exit_codes::HARNESS_ERROR
+                }
+            }
+        }
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
         Cmd::Run { files, out, backend, image, image_policy, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
             if !choose_emulator(emulator.as_deref()) {
                 return exit_codes::HARNESS_ERROR;
+            }
+            if connect.is_some() {
+                if let Err(e) = clonesafe::backend::libvirt::remote::check_pool_dir(&pool_dir) {
+                    eprintln!("error: {e}");
+                    return exit_codes::HARNESS_ERROR;
+                }
             }
             if connect.is_some() && backend == Some(BackendKind::Qemu) {
                 eprintln!("error: --connect is for the libvirt backend (it names a libvirt host); drop --backend qemu or --connect");

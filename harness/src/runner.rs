@@ -160,7 +160,9 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
     // Guests probed through qemu-guest-agent get the static probe injected; a missing binary is
     // said in each such scenario's notes (its RNG checks are then skipped), not fatal.
     let probe_bin = if guests.values().any(|g| g.agent == AgentTransport::Qga) {
-        match std::fs::read(&opts.probe) {
+        // A regular file, bounded, opened without blocking (issue 19, item 9: a FIFO given as
+        // --probe blocked the run in open(2)).
+        match crate::input::read_bounded(&opts.probe, 64 << 20) {
             Ok(b) => Some(Arc::new(b)),
             Err(e) => {
                 note(format!("no probe to inject at {} ({e}): RNG checks on qemu-guest-agent guests will be skipped", opts.probe.display()));

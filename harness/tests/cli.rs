@@ -62,13 +62,15 @@ fn smoke_suite_passes_and_writes_the_report_contract() {
     assert_eq!(runs_left(work.path()).len(), 0, "run directory (with snapshots) left behind");
 }
 
-/// An expectation that reality contradicts: exit 1, and still nothing left running.
+/// An expectation that reality contradicts: exit 1, and still nothing left running. The run
+/// directory has commas in its path (issue 19, item 11: QEMU's -drive and -chardev took them as
+/// option separators).
 #[test]
 fn an_unmet_expectation_exits_1_and_leaks_nothing() {
     if guest().is_none() {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
+    let work = tempfile::Builder::new().prefix("work,with,commas").tempdir().unwrap();
     let f = work.path().join("wrong.toml");
     std::fs::write(&f, "[[scenario]]\nname = \"wrong\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\n").unwrap();
     let out = work.path().join("o");
@@ -346,4 +348,37 @@ fn three_shards_merged_equal_one_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("different plans"), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(runs_left(work.path()).len(), 0);
+}
+
+/// Issue 19, item 9: commands bounded in time, whatever the other side does. A libvirt endpoint
+/// that accepts and never answers, and an --emulator that hangs on --version, end with exit 2
+/// in bounded time. No VM is needed.
+#[test]
+fn hanging_endpoints_and_emulators_end_in_bounded_time() {
+    let work = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept, and never answer.
+    let _held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in listener.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(120));
+    });
+    let t = std::time::Instant::now();
+    let out = clonesafe(&["doctor", "--connect", &format!("qemu+tcp://127.0.0.1:{port}/system")], work.path()).output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(45), "doctor --connect took {:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no answer within 20 s"));
+
+    let hang = work.path().join("qemu-that-hangs");
+    std::fs::write(&hang, "#!/bin/sh\nsleep 300\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = std::time::Instant::now();
+    let out = clonesafe(&["run", repo("scenarios/smoke.toml").to_str().unwrap(), "--emulator", hang.to_str().unwrap(), "--out", work.path().join("o").to_str().unwrap()], work.path()).output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30), "--emulator took {:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish within 10 s"), "{}", String::from_utf8_lossy(&out.stderr));
 }

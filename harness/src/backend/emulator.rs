@@ -12,7 +12,9 @@ static CHOSEN: OnceLock<PathBuf> = OnceLock::new();
 /// must run and name its version; a QEMU unpacked into a private prefix (`PREFIX/usr/bin/...`)
 /// gets its own firmware ([`firmware_args`]). Returns its version line.
 pub fn choose(path: &Path) -> Result<String, String> {
-    let out = std::process::Command::new(path).arg("--version").output().map_err(|e| format!("--emulator {}: cannot run it: {e}", path.display()))?;
+    // Bounded: a binary that hangs on --version must not hang the harness (issue 19, item 9).
+    let out = crate::tools::bounded::output(std::process::Command::new(path).arg("--version"), std::time::Duration::from_secs(10), 64 << 10)
+        .map_err(|e| format!("--emulator {}: {}", path.display(), crate::error_chain(&e)))?;
     let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
     if !out.status.success() || !line.contains("QEMU emulator version") {
         return Err(format!("--emulator {}: not a QEMU binary (its --version said {:?}; stderr: {})", path.display(), line, String::from_utf8_lossy(&out.stderr).trim()));
@@ -62,7 +64,7 @@ pub fn qemu_path() -> PathBuf {
 
 /// First line of `qemu-system-x86_64 --version`.
 pub fn qemu_version() -> Option<String> {
-    let out = std::process::Command::new(qemu_binary()).arg("--version").output().ok()?;
+    let out = crate::tools::bounded::output(std::process::Command::new(qemu_binary()).arg("--version"), std::time::Duration::from_secs(10), 64 << 10).ok()?;
     String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
 }
 

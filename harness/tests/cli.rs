@@ -382,3 +382,27 @@ fn hanging_endpoints_and_emulators_end_in_bounded_time() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish within 10 s"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 19, item 9: a FIFO given as --probe blocked the run in open(2), deaf to SIGTERM. It is
+/// now refused as not a regular file (the run goes on without the probe and says so), and the
+/// run still ends on Ctrl-C, leaving nothing. Needs a qemu-guest-agent guest (Debian 12).
+#[test]
+fn a_fifo_as_probe_is_refused_without_blocking() {
+    let guests = clonesafe::guest::default_guests_dir();
+    if clonesafe::guest::GuestProfile::locate(&guests, "debian12").is_err() {
+        assert!(std::env::var("CLONESAFE_REQUIRE_VMS").map_or(true, |v| v != "1"), "the debian12 guest is required in CI");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let fifo = work.path().join("probe.fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let f = work.path().join("d12.toml");
+    std::fs::write(&f, "[[scenario]]\nname = \"d12\"\nguest = \"debian12\"\nstrategy = \"cold-boot\"\nclones = 2\n").unwrap();
+    let mut child = run_until(&f, work.path(), &["--probe", fifo.to_str().unwrap()], "not a regular file (it is a FIFO)", Duration::from_millis(200));
+    let pid = child.id();
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED));
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind");
+    assert_eq!(runs_left(work.path()).len(), 0);
+}

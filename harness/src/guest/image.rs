@@ -261,6 +261,18 @@ mod tests {
             assert!(e.contains("json:") || e.contains("protocol"), "{b}: {e}");
         }
 
+        // A FIFO as a backing file (doctor --image left an orphaned qemu-img behind on one) is
+        // refused at once, even when allowed: it is no regular file.
+        let fifo = d.path().join("fifo.raw");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let on_fifo = d.path().join("on-fifo.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", on_fifo.to_str().unwrap(), "1M"]);
+        qemu_img(&["rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", fifo.to_str().unwrap(), on_fifo.to_str().unwrap()]);
+        let t = std::time::Instant::now();
+        let e = check(&on_fifo, &ImagePolicy { allow_backing: vec![fifo.clone()], ..Default::default() }).unwrap_err();
+        assert!(e.contains("a FIFO") && t.elapsed() < Duration::from_secs(5), "{e}");
+
         // qcow2 bytes in a file named .img are not probed into qcow2: refused unless said.
         let disguised = d.path().join("disguised.img");
         std::fs::copy(&evil, &disguised).unwrap();

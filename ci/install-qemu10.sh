@@ -16,10 +16,13 @@ if "$bin" --version 2>/dev/null | grep -q 'QEMU emulator version 10\.'; then
     say "already unpacked in $prefix"
     exit 0
 fi
+# The mirror is the one this machine's apt uses (guests/lib/mirror.sh): no host is written here.
+mirror=$(bash "$(dirname "$0")/../guests/lib/mirror.sh")
+[ -n "$mirror" ] || { say "no Debian mirror found in /etc/apt"; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/debs"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main" > "$work/sources.list"
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm-backports main" > "$work/sources.list"
 apt_opts=(-q -o Dir::Etc::sourcelist="$work/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$work/lists" -o APT::Sandbox::User=root)
 say "fetching the bookworm-backports package list"
 apt-get "${apt_opts[@]}" update >/dev/null

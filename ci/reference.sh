@@ -28,7 +28,8 @@ guests="${CLONESAFE_GUESTS:-/var/lib/clonesafe/guests}"
     echo "- $(qemu-system-x86_64 --version | head -n1)"
     echo "- libvirt: $(virsh -c qemu:///system version 2>/dev/null | awk -F': ' '/Running hypervisor|Using library/ {print $2}' | paste -sd';' -)"
     for g in $(grep -ho '^guest = "[a-z0-9]*"' "$file" | cut -d'"' -f2 | sort -u; grep -q '^guest = ' "$file" || echo tiny); do
-        echo "- guest $g: $(tr -d '\n' < "$guests/$g/manifest.json" | sed 's/  */ /g')"
+        # The manifest records the mirror the guest was built from; a report names no mirror.
+        echo "- guest $g: $(tr -d '\n' < "$guests/$g/manifest.json" | sed 's/  */ /g; s/ *"mirror": "[^"]*",//')"
     done
     echo "- clonesafe: $rev"
 } > "$out/environment.md"

@@ -131,7 +131,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path, files: &File
         vcpus = machine.vcpus,
         // A remote host runs its own QEMU: libvirt picks it from its capabilities.
         emulator = if remote { String::new() } else { format!("<emulator>{}</emulator>", esc(&emulator::qemu_path().display().to_string())) },
-        console = if remote { "<serial type='pty'><target port='0'/></serial>".to_string() } else { format!("<serial type='file'><source path='{pre}{}'/><target port='0'/></serial>", crate::backend::snapshot::CONSOLE_LOG) },
+        console = if remote { "<serial type='pty'><target port='0'/></serial>".to_string() } else { format!("<serial type='unix'><source mode='connect' path='{pre}console.sock'/><target port='0'/></serial>") },
         disk = esc(&disk.display().to_string()),
         serial = esc(id.disk_serial.as_str()),
     )

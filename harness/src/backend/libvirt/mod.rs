@@ -296,6 +296,15 @@ impl LibvirtBackend {
         restored: Option<&SourceRecord>,
     ) -> Result<LibvirtVm, BackendError> {
         let name = args.identity.name.clone();
+        // The local console: a socket QEMU connects to, read into console.log up to a cap
+        // (backend/console.rs); a file chardev would grow as long as the guest writes.
+        let console_l = if self.pool.is_none() {
+            let p = args.dir.join("console.sock");
+            let _ = std::fs::remove_file(&p);
+            Some(UnixListener::bind(&p).map_err(BackendError::io(&name, format!("bind {}", p.display())))?)
+        } else {
+            None
+        };
         let listener = if machine.guest.agent != AgentTransport::None && self.pool.is_none() {
             let probe_path = args.dir.join("probe.sock");
             let _ = std::fs::remove_file(&probe_path);
@@ -322,10 +331,25 @@ impl LibvirtBackend {
             current_mac,
             pumps: vec![],
             pool: self.pool.clone(),
+            console_capped: None,
         };
         if let Err(e) = started {
             vm.alive = false;
             return Err(e);
+        }
+        if let Some(l) = console_l {
+            let log = vm.args.console_log();
+            let s = match tokio::time::timeout(t.start, l.accept()).await {
+                Ok(Ok((s, _))) => s,
+                Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept the console connection".into(), source: e }),
+                Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: String::new() }),
+            };
+            let flag = s
+                .into_std()
+                .and_then(|s| s.set_nonblocking(false).map(|_| s))
+                .and_then(|s| crate::backend::console::spawn_pump(s, &log))
+                .map_err(BackendError::io(&name, format!("keep the console in {}", log.display())))?;
+            vm.console_capped = Some(flag);
         }
         if let Some(pool) = &self.pool {
             vm.notes.push(format!(
@@ -567,6 +591,8 @@ pub struct LibvirtVm {
     pumps: Vec<remote::Pump>,
     /// On a remote host: the run's pool, which holds its files.
     pool: Option<Arc<RunPool>>,
+    /// Set when the guest's console passed the cap (the local console pump).
+    console_capped: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl LibvirtVm {
@@ -695,7 +721,11 @@ impl Vm for LibvirtVm {
         crate::text::read_tail(&self.args.console_log(), lines)
     }
     fn notes(&self) -> Vec<String> {
-        self.notes.clone()
+        let mut n = self.notes.clone();
+        if self.console_capped.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
+            n.push(crate::backend::console::capped_note(&self.args.identity.name));
+        }
+        n
     }
     fn disk(&self) -> &Path {
         &self.disk

@@ -513,8 +513,9 @@ fn pump_out(st: &Stream, stop: &std::sync::atomic::AtomicBool, mut sink: impl Fn
 }
 
 /// Most of a console a remote VM may write into its local log: the guest is untrusted. Past
-/// this the stream is still read (so the guest never blocks on a full pty) but not kept.
-pub const CONSOLE_CAP: u64 = 16 << 20;
+/// this the stream is still read (so the guest never blocks on a full pty) but not kept. The
+/// same cap as a local console's.
+pub use crate::backend::console::CONSOLE_CAP;
 
 /// Append everything `st` carries to the local file `path` (a console log), up to
 /// [`CONSOLE_CAP`] bytes.

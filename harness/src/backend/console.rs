@@ -50,6 +50,13 @@ pub fn spawn_pump(from: impl Read + Send + 'static, path: &Path) -> std::io::Res
     Ok(capped)
 }
 
+/// [`spawn_pump`] on the socket QEMU connected its console to.
+pub fn pump_socket(s: tokio::net::UnixStream, path: &Path) -> std::io::Result<Arc<AtomicBool>> {
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    spawn_pump(s, path)
+}
+
 /// The report's note for a VM whose console was cut.
 pub fn capped_note(vm: &str) -> String {
     format!("the console of {vm} passed {} MiB; the rest was read and discarded (the guest is untrusted: what it writes is bounded)", CONSOLE_CAP >> 20)

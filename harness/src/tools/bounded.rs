@@ -70,16 +70,9 @@ pub fn isolate(cmd: &mut std::process::Command) {
     }
 }
 
-/// The same for a tokio command.
+/// The same for a tokio command (it wraps a std one).
 pub fn isolate_async(cmd: &mut tokio::process::Command) {
-    cmd.process_group(0);
-    // SAFETY: as above.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    isolate(cmd.as_std_mut());
 }
 
 /// Read at most `max` bytes of `r`, then drain the rest (so the writer never blocks).

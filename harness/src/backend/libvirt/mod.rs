@@ -344,11 +344,7 @@ impl LibvirtBackend {
                 Ok(Err(e)) => return Err(BackendError::Io { vm: name, what: "accept the console connection".into(), source: e }),
                 Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: String::new() }),
             };
-            let flag = s
-                .into_std()
-                .and_then(|s| s.set_nonblocking(false).map(|_| s))
-                .and_then(|s| crate::backend::console::spawn_pump(s, &log))
-                .map_err(BackendError::io(&name, format!("keep the console in {}", log.display())))?;
+            let flag = crate::backend::console::pump_socket(s, &log).map_err(BackendError::io(&name, format!("keep the console in {}", log.display())))?;
             vm.console_capped = Some(flag);
         }
         if let Some(pool) = &self.pool {

@@ -97,11 +97,7 @@ impl QemuProcess {
             }
         };
         // The console: read by a thread of ours into console.log, bounded.
-        let console_capped = console_sock
-            .into_std()
-            .and_then(|s| s.set_nonblocking(false).map(|_| s))
-            .and_then(|s| crate::backend::console::spawn_pump(s, &console))
-            .map_err(BackendError::io(&name, format!("keep the console in {}", console.display())))?;
+        let console_capped = crate::backend::console::pump_socket(console_sock, &console).map_err(BackendError::io(&name, format!("keep the console in {}", console.display())))?;
         let qmp = match tokio::time::timeout(t.start, Qmp::handshake(qmp)).await {
             Ok(Ok(q)) => q,
             Ok(Err(e)) => {

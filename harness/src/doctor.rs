@@ -153,20 +153,9 @@ pub async fn inspect_image(path: &Path, policy: &crate::guest::image::ImagePolic
     // The format is named: libguestfs never probes the image.
     let mut c = crate::clones::fixup::sysprep::guestfs("guestfish", tmp.path());
     c.arg("--ro").arg(format!("--format={format}")).arg("-a").arg(path).arg("-i");
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut group = None;
-    let out = async {
-        let mut child = c.spawn().ok()?;
-        group = child.id().map(crate::tools::bounded::GroupGuard::new);
-        use tokio::io::AsyncWriteExt;
-        child.stdin.take()?.write_all(script.as_bytes()).await.ok()?;
-        child.wait_with_output().await.ok()
-    };
-    let out = tokio::time::timeout(Duration::from_secs(600), out).await;
-    // guestfish and its appliance go, whatever happened.
-    drop(group);
-    let out = match out {
-        Ok(Some(o)) => o,
+    // guestfish and its appliance go at the bound, whatever happens.
+    let out = match crate::tools::bounded::output_async(&mut c, Some(script.as_bytes()), Duration::from_secs(600)).await {
+        Ok(o) => o,
         _ => {
             items.push(item("inspection", false, "guestfish could not inspect the image (is libguestfs-tools installed?)"));
             return items;

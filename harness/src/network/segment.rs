@@ -419,9 +419,13 @@ mod tests {
         let reg = tempfile::tempdir().unwrap();
         let theirs = "cs4194990";
         let ours = "cs4194991n0";
-        for t in [theirs, ours] {
+        let add = |t: &str| {
             let _ = ip(&["link", "del", t]).output();
-            assert!(ip(&["tuntap", "add", "dev", t, "mode", "tap"]).status().unwrap().success());
+            let o = ip(&["tuntap", "add", "dev", t, "mode", "tap"]).output().unwrap();
+            assert!(o.status.success(), "ip tuntap add {t}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        for t in [theirs, ours] {
+            add(t);
         }
         let dead = owner::Owner { pid: 4_194_991, ..owner::Owner::me() };
         std::fs::write(reg.path().join(format!("tap.{ours}")), dead.render()).unwrap();
@@ -434,10 +438,11 @@ mod tests {
         assert_eq!(notes, vec![format!("removed the tap {ours} of a dead run")]);
         assert!(!reg.path().join(format!("tap.{ours}")).exists());
         // The real registry's reaper leaves an unclaimed tap alone too.
-        assert!(ip(&["tuntap", "add", "dev", theirs, "mode", "tap"]).status().unwrap().success());
+        let other = "cs4194992";
+        add(other);
         let notes = reap_stale();
-        let left = link_exists(theirs);
-        let _ = ip(&["link", "del", theirs]).output();
+        let left = link_exists(other);
+        let _ = ip(&["link", "del", other]).output();
         assert!(left, "{notes:?}");
     }
 }

@@ -75,6 +75,56 @@ pub fn isolate_async(cmd: &mut tokio::process::Command) {
     isolate(cmd.as_std_mut());
 }
 
+/// Run the tokio command `cmd` for at most `limit`, writing `stdin` to it (or closing its
+/// stdin), and collect what it prints. Its process group is killed at the bound, and when the
+/// returned future is dropped (Ctrl-C) before the program was reaped.
+pub async fn output_async(cmd: &mut tokio::process::Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Output, BoundedError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    isolate_async(cmd);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| BoundedError::Spawn { program: program.clone(), source })?;
+    // Declared after the child, so dropped before it: the group is killed while the program is
+    // not yet reaped (a group id cannot be reused while its leader is a zombie).
+    let mut guard = child.id().map(GroupGuard::new);
+    let input = child.stdin.take();
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let all = async {
+        if let (Some(mut i), Some(bytes)) = (input, stdin) {
+            let _ = i.write_all(bytes).await;
+        }
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let read_o = async {
+            if let Some(r) = out.as_mut() {
+                let _ = r.read_to_end(&mut o).await;
+            }
+        };
+        let read_e = async {
+            if let Some(r) = err.as_mut() {
+                let _ = r.read_to_end(&mut e).await;
+            }
+        };
+        let (status, _, _) = tokio::join!(child.wait(), read_o, read_e);
+        (status, o, e)
+    };
+    match tokio::time::timeout(limit, all).await {
+        Ok((status, stdout, stderr)) => {
+            // Reaped: from now on its group id may be someone else's.
+            if let Some(g) = guard.as_mut() {
+                g.disarm();
+            }
+            Ok(Output { status: status.map_err(|source| BoundedError::Spawn { program, source })?, stdout, stderr })
+        }
+        Err(_) => {
+            if let Some(g) = guard.as_mut() {
+                g.kill();
+            }
+            let _ = child.wait().await;
+            Err(BoundedError::Timeout { program, after: limit, stdout: String::new(), stderr: String::new() })
+        }
+    }
+}
+
 /// Read at most `max` bytes of `r`, then drain the rest (so the writer never blocks).
 fn read_capped(mut r: impl Read, max: usize) -> Vec<u8> {
     let mut keep = Vec::new();
@@ -99,21 +149,26 @@ pub fn output(cmd: &mut std::process::Command, limit: Duration, max: usize) -> R
     let out_r = child.stdout.take().map(|o| std::thread::spawn(move || read_capped(o, max)));
     let err_r = child.stderr.take().map(|e| std::thread::spawn(move || read_capped(e, max)));
     let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => break None,
+    // Wait without reaping (WNOWAIT): while the leader is an unreaped zombie its process group id
+    // cannot be reused, so killing the group (what it left running, or all of it at the bound)
+    // can only reach what it started. Then reap.
+    let pid = child.id() as libc::id_t;
+    let exited = loop {
+        // SAFETY: a zeroed siginfo_t for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child, not reaping it.
+        let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        // SAFETY: si_pid is valid for a WEXITED siginfo (0 when nothing exited yet).
+        if r == 0 && unsafe { info.si_pid() } != 0 {
+            break true;
         }
+        if r != 0 || Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     };
-    if status.is_none() {
-        // The group, not just the child: what it started goes too, and the pipes close.
-        guard.kill();
-        let _ = child.wait();
-    } else {
-        // The program is gone; anything it left running in its group still holds the pipes.
-        guard.kill();
-    }
+    guard.kill();
+    let status = child.wait().ok().filter(|_| exited);
     let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
     let (stdout, stderr) = (text(out_r), text(err_r));
     match status {
@@ -140,6 +195,22 @@ mod tests {
         let e = output(std::process::Command::new("sh").args(["-c", &script]), Duration::from_millis(500), 1 << 10).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
         assert!(e.to_string().contains("did not finish within 0 s") && e.to_string().contains("started"), "{e}");
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z "), "the grandchild lives on: {state}");
+    }
+
+    #[tokio::test]
+    async fn the_async_runner_feeds_stdin_and_kills_the_group_at_the_bound() {
+        let o = output_async(tokio::process::Command::new("cat").arg("-"), Some(b"script"), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(o.stdout, b"script");
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("grandchild");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let t = Instant::now();
+        let e = output_async(tokio::process::Command::new("sh").args(["-c", &script]), None, Duration::from_millis(500)).await.unwrap_err();
+        assert!(matches!(e, BoundedError::Timeout { .. }) && t.elapsed() < Duration::from_secs(5), "{e} after {:?}", t.elapsed());
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

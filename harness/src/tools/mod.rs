@@ -45,18 +45,12 @@ where
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
     let shown = || args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
     let mut cmd = tokio::process::Command::new(tool);
-    cmd.args(&args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
-    bounded::isolate_async(&mut cmd);
-    let child = cmd.spawn().map_err(|source| ToolError::Spawn { tool, package, source })?;
-    // A timeout, or the run being dropped (Ctrl-C), kills the tool and whatever it started.
-    let mut guard = child.id().map(bounded::GroupGuard::new);
-    let out = match tokio::time::timeout(TOOL_LIMIT, child.wait_with_output()).await {
-        Ok(r) => r.map_err(|source| ToolError::Spawn { tool, package, source })?,
-        Err(_) => return Err(ToolError::Timeout { tool, args: shown(), after: TOOL_LIMIT }),
+    cmd.args(&args);
+    let out = match bounded::output_async(&mut cmd, None, TOOL_LIMIT).await {
+        Ok(o) => o,
+        Err(bounded::BoundedError::Spawn { source, .. }) => return Err(ToolError::Spawn { tool, package, source }),
+        Err(bounded::BoundedError::Timeout { .. }) => return Err(ToolError::Timeout { tool, args: shown(), after: TOOL_LIMIT }),
     };
-    if let Some(g) = guard.as_mut() {
-        g.disarm();
-    }
     if out.status.code().is_some_and(|c| ok.contains(&c)) {
         return Ok(out);
     }

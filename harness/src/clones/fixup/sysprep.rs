@@ -53,14 +53,22 @@ impl Fixup for Sysprep {
     }
 }
 
-/// libguestfs under TCG (its appliance hangs on this machine's KVM), in a process group of its
-/// own (a timeout or Ctrl-C kills the appliance's QEMU too), with its temporary files in `tmp`.
+/// libguestfs under TCG (its appliance hangs on this machine's KVM), with its temporary files in
+/// `tmp`; run it with [`crate::tools::bounded::output_async`].
 pub fn guestfs(cmd: &str, tmp: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(cmd);
     c.env("LIBGUESTFS_BACKEND", "direct").env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg").env("LIBGUESTFS_TMPDIR", tmp).env("TMPDIR", tmp);
-    c.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    crate::tools::bounded::isolate_async(&mut c);
     c
+}
+
+/// A libguestfs command, bounded (its whole process group, the appliance's QEMU with it, is
+/// killed at the bound or on Ctrl-C).
+async fn bounded(c: &mut tokio::process::Command, stdin: Option<&[u8]>, secs: u64) -> Result<std::process::Output, RecipeError> {
+    let tool = c.as_std().get_program().to_string_lossy().into_owned();
+    crate::tools::bounded::output_async(c, stdin, std::time::Duration::from_secs(secs)).await.map_err(|e| match e {
+        crate::tools::bounded::BoundedError::Spawn { source, .. } => RecipeError::Io { what: format!("run {tool} (is libguestfs-tools installed?)"), source },
+        timeout => RecipeError::Sysprep(timeout.to_string()),
+    })
 }
 
 /// Whether the image has something that makes SSH host keys at boot: a sshd-keygen unit
@@ -70,17 +78,8 @@ async fn regenerates_host_keys(image: &Path, tmp: &Path) -> Result<bool, RecipeE
     let script = "-exists /usr/lib/systemd/system/sshd-keygen@.service\n-exists /lib/systemd/system/sshd-keygen.service\n-cat /lib/systemd/system/ssh.service\n-cat /usr/lib/systemd/system/sshd.service\n";
     let mut c = guestfs("guestfish", tmp);
     // The copy is ours and qcow2: say so, so libguestfs never probes it.
-    c.args(["--ro", "-i", "--format=qcow2", "-a"]).arg(image).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().map_err(|source| RecipeError::Io { what: "run guestfish (is libguestfs-tools installed?)".into(), source })?;
-    let _group = child.id().map(crate::tools::bounded::GroupGuard::new);
-    use tokio::io::AsyncWriteExt;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(script.as_bytes()).await;
-    }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(600), child.wait_with_output())
-        .await
-        .map_err(|_| RecipeError::Sysprep("guestfish did not finish within 10 minutes".into()))?
-        .map_err(|source| RecipeError::Io { what: "run guestfish".into(), source })?;
+    c.args(["--ro", "-i", "--format=qcow2", "-a"]).arg(image);
+    let out = bounded(&mut c, Some(script.as_bytes()), 600).await?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().any(|l| l.trim() == "true") || text.contains("ssh-keygen -A"))
 }
@@ -95,13 +94,7 @@ async fn virt_sysprep(image: &Path, tmp: &Path) -> Result<Vec<String>, RecipeErr
     if !keys_at_boot {
         c.args(["--firstboot-command", "ssh-keygen -A && (systemctl restart ssh || systemctl restart sshd)"]);
     }
-    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let child = c.spawn().map_err(|source| RecipeError::Io { what: "run virt-sysprep (is libguestfs-tools installed?)".into(), source })?;
-    let _group = child.id().map(crate::tools::bounded::GroupGuard::new);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(900), child.wait_with_output())
-        .await
-        .map_err(|_| RecipeError::Sysprep("virt-sysprep did not finish within 15 minutes".into()))?
-        .map_err(|source| RecipeError::Io { what: "run virt-sysprep (is libguestfs-tools installed?)".into(), source })?;
+    let out = bounded(&mut c, None, 900).await?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         return Err(RecipeError::Sysprep(format!("virt-sysprep failed ({}): {}", out.status, crate::text::truncate(text.trim(), 2000))));

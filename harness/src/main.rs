@@ -388,10 +388,16 @@ fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
             exit_codes::OK
         }
         Ok(d) => {
+            // Both files' names and values can carry what a guest said (issue 19, item 8). A
+            // reader that goes away (`| head`) ends the listing, not the process with a panic.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for line in &d {
-                // Both files' names and values can carry what a guest said (issue 19, item 8).
-                println!("{}", clonesafe::text::for_terminal(line));
+                if writeln!(out, "{}", clonesafe::text::for_terminal(line)).is_err() {
+                    return exit_codes::EXPECTATION_FAILED;
+                }
             }
+            drop(out);
             println!("{} verdict(s) differ", d.len());
             exit_codes::EXPECTATION_FAILED
         }
@@ -539,7 +545,9 @@ async fn dispatch(cli: Cli) -> i32 {
     match cli.cmd {
         Cmd::SaveImage { cmd: SaveImageCmd::Show { file, json } } => save_image_show(&file, json),
         Cmd::Report { cmd: ReportCmd::Schema } => {
-            println!("{}", serde_json::to_string_pretty(&clonesafe_metadata::schema()).expect("schema serializes"));
+            use std::io::Write;
+            // `| head` closes the pipe early: that is no error of ours.
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&clonesafe_metadata::schema()).expect("schema serializes"));
             exit_codes::OK
         }
         Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),

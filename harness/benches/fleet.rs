@@ -4,7 +4,7 @@
 //! Run: cargo bench -p clonesafe --bench fleet
 
 use clonesafe::backend::snapshot::{CloneArgs, Machine, Ram};
-use clonesafe::checks::common::CheckContext;
+use clonesafe::evidence::Evidence;
 use clonesafe::guest::GuestProfile;
 use clonesafe::identity::HostIdentity;
 use clonesafe::probes::Observation;
@@ -39,10 +39,10 @@ fn observations(n: usize) -> Vec<Observation> {
 fn bench(c: &mut Criterion) {
     let obs = observations(1000);
     let recipe = Recipe { method: Method::Live, fixups: vec![] };
-    let cx = CheckContext { recipe: &recipe, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: false, segment: None };
+    let ev = Evidence::of(&recipe, obs);
     let mut g = c.benchmark_group("checks");
     g.sample_size(20);
-    g.bench_function("run_all_1000_clones", |b| b.iter(|| clonesafe::checks::run_all(black_box(&obs), &cx)));
+    g.bench_function("run_all_1000_clones", |b| b.iter(|| clonesafe::checks::run_all(black_box(&ev))));
     g.finish();
 
     let Ok(guest) = GuestProfile::locate(&clonesafe::guest::default_guests_dir(), clonesafe::guest::DEFAULT_GUEST) else {

@@ -29,6 +29,7 @@ pub mod checks;
 pub mod clones;
 pub mod doctor;
 pub mod events;
+pub mod evidence;
 pub mod guest;
 pub mod identity;
 pub mod input;

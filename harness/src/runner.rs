@@ -11,7 +11,7 @@ use crate::backend::emulator;
 use crate::backend::lifecycle::Timeouts;
 use crate::backend::snapshot::Machine;
 use crate::backend::Backend;
-use crate::checks::{self, common::CheckContext};
+use crate::checks;
 use crate::clones::{self, recipe::Ctx};
 use crate::events::{Event, EventKind, EventSink};
 use crate::guest::{AgentTransport, Boot, GuestError, GuestProfile};
@@ -268,25 +268,26 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
         notes: vec![],
         duration_ms: 0,
     };
-    match clones::run(cx).await {
-        Ok(outcome) => {
-            let ccx = CheckContext {
-                recipe: &s.recipe,
-                remanence: outcome.remanence.as_ref(),
-                tickets: outcome.tickets.as_ref(),
-                assigned_macs: &outcome.assigned_macs,
-                vmgenid_device: s.recipe.has(clonesafe_metadata::FixupId::Vmgenid),
-                segment: outcome.segment.as_ref(),
-            };
-            let results = checks::run_all(&outcome.observations, &ccx);
-            report.checks = results.into_iter().map(|r| {
+    // Make the VMs, gather the evidence, tear the VMs down, judge, report.
+    let mut fleet = clones::recipe::Fleet::default();
+    let gathered = async {
+        let t0 = clones::open(cx)?;
+        let mut made = clones::make(cx, &mut fleet).await?;
+        let ev = crate::evidence::gather(cx, &mut fleet, &mut made, t0).await?;
+        Ok::<_, clones::recipe::RecipeError>((made, ev))
+    }
+    .await;
+    clones::close(cx, &mut fleet).await;
+    match gathered {
+        Ok((made, ev)) => {
+            report.checks = checks::run_all(&ev).into_iter().map(|r| {
                 let e = s.expect.get(&r.id).copied();
                 CheckReport::new(r, e)
             }).collect();
             report.expectations_met = report.checks.iter().all(|c| c.met);
-            report.timing = outcome.timing;
-            report.vms = outcome.vms;
-            report.notes = outcome.notes;
+            report.timing = made.timing;
+            report.vms = ev.vms;
+            report.notes = made.notes;
         }
         Err(e) => report.error = Some(crate::error_chain(&e)),
     }

@@ -12,14 +12,13 @@
 //! | `mac`           | the MACs of its NICs                 | every MAC it assigned in this scenario |
 //! | `ssh_host_keys` | the host keys in its /etc/ssh        | the keys its sshd serves (ssh-keyscan) |
 
-use super::common::CheckContext;
-use crate::probes::Observation;
+use super::common::Evidence;
 use clonesafe_metadata::CheckId;
 
 /// Every contradiction found: the check it voids, and what was claimed against what is known.
-pub fn contradictions(obs: &[Observation], cx: &CheckContext) -> Vec<(CheckId, String)> {
+pub fn contradictions(cx: &Evidence) -> Vec<(CheckId, String)> {
     let mut out = Vec::new();
-    for o in obs {
+    for o in &cx.observations {
         let Some(i) = &o.identity else { continue };
         if cx.restored() && !cx.vmgenid_device && i.vmfork_reseeds > 0 {
             out.push((

@@ -1,42 +1,19 @@
-//! What every check shares: the [`Check`] trait, what checks know of how the VMs came to be
-//! ([`CheckContext`]), and the helpers that turn values into a verdict with its evidence.
+//! What every check shares: the [`Check`] trait, which reads the scenario's
+//! [`Evidence`](crate::evidence::Evidence), and the helpers that turn values into a verdict
+//! with its evidence.
 
 use super::compare::{compare, compare_sets, Comparison};
+pub use crate::evidence::Evidence;
 use crate::probes::Observation;
-use clonesafe_metadata::{CheckId, CheckResult, Recipe, Scan, Verdict};
+use clonesafe_metadata::{CheckId, CheckResult, Verdict};
 use serde_json::{json, Value};
 
 /// One identity (or risk) compared across the VMs of a scenario.
 pub trait Check: Send + Sync {
     fn id(&self) -> CheckId;
-    /// The verdict from what the probes read. Called only when every VM was probed and no VM's
-    /// agent declared this check unavailable.
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult;
-}
-
-/// What the checks need to know about how the VMs came to be.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckContext<'a> {
-    pub recipe: &'a Recipe,
-    /// The canary scan, when the scenario planted one.
-    pub remanence: Option<&'a Scan>,
-    /// The cross-VM TLS session-ticket test, when one was run.
-    pub tickets: Option<&'a crate::probes::host::Tickets>,
-    /// Every MAC the host assigned to a VM of the scenario (source and template included);
-    /// empty when not known, and then no MAC claim is checked.
-    pub assigned_macs: &'a [String],
-    /// Whether the host gave the VMs a vmgenid device (the `vmgenid` fix-up is what adds it:
-    /// clones/fixup/vmgenid.rs).
-    pub vmgenid_device: bool,
-    /// What the segment's capture and the guests said, when the VMs were on one.
-    pub segment: Option<&'a crate::network::SegmentReport>,
-}
-
-impl CheckContext<'_> {
-    /// True when the VMs were restored from one snapshot (so a VM fork happened).
-    pub fn restored(&self) -> bool {
-        self.recipe.method.restores()
-    }
+    /// The verdict from the evidence. Called only when every VM was probed and no VM's agent
+    /// declared this check unavailable.
+    fn run(&self, ev: &Evidence) -> CheckResult;
 }
 
 pub fn error(id: CheckId, obs: &[Observation], detail: String) -> CheckResult {

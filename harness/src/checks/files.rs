@@ -3,8 +3,7 @@
 //! A file absent in every VM makes its check `skipped` (the guest has none); present in some VMs
 //! only, it is an `error`.
 
-use super::common::{error, from_values, skipped, Check, CheckContext};
-use crate::probes::Observation;
+use super::common::{error, from_values, skipped, Check, Evidence};
 use clonesafe_metadata::{CheckId, CheckResult};
 use clonesafe_protocol::{FileDigest, Identity};
 use serde_json::json;
@@ -36,7 +35,8 @@ impl Check for FileCheck {
     fn id(&self) -> CheckId {
         self.id
     }
-    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
         let mut views = Vec::new();
         for o in obs {
             let Some(ident) = &o.identity else { return error(self.id, obs, format!("{}: no identity report", o.vm)) };

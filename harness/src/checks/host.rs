@@ -8,9 +8,8 @@
 //! * `wall_clock_skew_ms`: guest wall clock minus host wall clock, after the fix-ups (and, in
 //!   the evidence, right after resume).
 
-use super::common::{error, from_sets, from_values, skipped, Check, CheckContext};
+use super::common::{error, from_sets, from_values, skipped, Check, Evidence};
 use super::compare::compare;
-use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult, Verdict};
 use serde_json::{json, Value};
 
@@ -20,7 +19,8 @@ impl Check for SshKeyscan {
     fn id(&self) -> CheckId {
         CheckId::SshKeyscan
     }
-    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
         let id = CheckId::SshKeyscan;
         let mut sets = Vec::new();
         for o in obs {
@@ -42,9 +42,11 @@ impl Check for TlsTicketKey {
     fn id(&self) -> CheckId {
         CheckId::TlsTicketKey
     }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let cx = ev;
         let id = CheckId::TlsTicketKey;
-        let Some(t) = cx.tickets else { return skipped(id, vec![Value::Null; obs.len()], "no TLS ticket test was run") };
+        let Some(t) = cx.tickets.as_ref() else { return skipped(id, vec![Value::Null; obs.len()], "no TLS ticket test was run") };
         if let Some(why) = &t.skipped {
             return skipped(id, vec![Value::Null; obs.len()], why.clone());
         }
@@ -81,7 +83,8 @@ impl Check for OpensslRng {
     fn id(&self) -> CheckId {
         CheckId::OpensslRng
     }
-    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
         let id = CheckId::OpensslRng;
         let mut samples = Vec::new();
         for o in obs {
@@ -129,7 +132,8 @@ impl Check for WallClockSkew {
     fn id(&self) -> CheckId {
         CheckId::WallClockSkewMs
     }
-    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
         let id = CheckId::WallClockSkewMs;
         let mut values = Vec::new();
         let mut off = Vec::new();

@@ -3,8 +3,7 @@
 //! until they matched (0 when the clone saw its own hardware at once), null when they never did.
 //! `duplicate`: some clone still runs with the source's hardware identity.
 
-use super::common::{error, skipped, Check, CheckContext};
-use crate::probes::Observation;
+use super::common::{error, skipped, Check, Evidence};
 use clonesafe_metadata::{CheckId, CheckResult, FixupId, MeasurementId, Verdict};
 use serde_json::{json, Value};
 
@@ -15,7 +14,9 @@ impl Check for HwMismatch {
         CheckId::HwMismatchMs
     }
 
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let cx = ev;
         let id = CheckId::HwMismatchMs;
         if !cx.restored() {
             let values = obs.iter().map(|_| json!(0)).collect();

@@ -2,7 +2,7 @@
 //! `mac`, `smbios_uuid`, `disk_serial`, `machine_id`, `boot_id`, `hostname`, `ssh_host_keys`
 //! and `userspace_rng` (the first PRNG output after resume).
 
-use super::common::{error, from_sets, from_values, Check, CheckContext};
+use super::common::{error, from_sets, from_values, Check, Evidence};
 use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult};
 use clonesafe_protocol::Identity;
@@ -47,7 +47,8 @@ impl Check for FieldCheck {
     fn id(&self) -> CheckId {
         self.id
     }
-    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
         let mut values = Vec::with_capacity(obs.len());
         for o in obs {
             match self.value(o) {

@@ -2,7 +2,7 @@
 //! decides the values; every sample index is compared, and the detail says for how long after
 //! resume the VMs kept producing identical output.
 
-use super::common::{error, from_values, Check, CheckContext};
+use super::common::{error, from_values, Check, Evidence};
 use super::compare::compare;
 use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult, Verdict};
@@ -16,7 +16,8 @@ impl Check for KernelRng {
         CheckId::KernelRng
     }
 
-    fn run(&self, obs: &[Observation], _: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
         let id = CheckId::KernelRng;
         if let Some(o) = obs.iter().find(|o| o.kernel_rng.is_empty()) {
             return error(id, obs, format!("{}: no kernel RNG samples", o.vm));

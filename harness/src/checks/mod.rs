@@ -6,6 +6,7 @@
 //! A new check is a file here implementing [`common::Check`], a variant of
 //! [`clonesafe_metadata::CheckId`], and one line in [`all`].
 
+pub mod catalogue;
 pub mod claims;
 pub mod common;
 pub mod compare;
@@ -18,9 +19,8 @@ pub mod network;
 pub mod remanence;
 pub mod vmgenid;
 
-use crate::probes::Observation;
 use clonesafe_metadata::CheckResult;
-use common::{error, skipped, Check, CheckContext};
+use common::{error, skipped, Check, Evidence};
 
 /// Every check, in report order (the order of `CheckId::ALL`).
 pub fn all() -> Vec<&'static dyn Check> {
@@ -55,9 +55,9 @@ pub fn all() -> Vec<&'static dyn Check> {
 
 /// Every check's result; a check whose values contradict what the host knows is `error`
 /// ([`claims`]), whatever its comparison said.
-pub fn run_all(obs: &[Observation], cx: &CheckContext) -> Vec<CheckResult> {
-    let mut results: Vec<CheckResult> = all().into_iter().map(|c| run(c, obs, cx)).collect();
-    for (id, why) in claims::contradictions(obs, cx) {
+pub fn run_all(ev: &Evidence) -> Vec<CheckResult> {
+    let mut results: Vec<CheckResult> = all().into_iter().map(|c| run(c, ev)).collect();
+    for (id, why) in claims::contradictions(ev) {
         if let Some(r) = results.iter_mut().find(|r| r.id == id) {
             if r.verdict != clonesafe_metadata::Verdict::Error {
                 r.detail = format!("a guest claim contradicts the host: {why}; the comparison said {} ({})", r.verdict, r.detail);
@@ -70,15 +70,16 @@ pub fn run_all(obs: &[Observation], cx: &CheckContext) -> Vec<CheckResult> {
     results
 }
 
-fn run(check: &dyn Check, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+fn run(check: &dyn Check, ev: &Evidence) -> CheckResult {
     let id = check.id();
+    let obs = ev.observations.as_slice();
     if let Some(bad) = obs.iter().find(|o| o.error.is_some()) {
         return error(id, obs, format!("{} could not be probed: {}", bad.vm, bad.error.as_deref().unwrap_or("")));
     }
     if let Some((o, why)) = obs.iter().find_map(|o| o.unavailable.get(&id).map(|w| (o, w))) {
         return skipped(id, vec![serde_json::Value::Null; obs.len()], format!("{}: {why}", o.vm));
     }
-    check.run(obs, cx)
+    check.run(ev)
 }
 
 #[cfg(test)]

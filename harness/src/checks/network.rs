@@ -11,14 +11,14 @@
 //! * `arp_conflict`: two MACs claiming one IPv4 address, or one MAC sending from two ports.
 //! * `ip_window_ms`: from resume until each VM held an address of its own and kept it.
 
-use super::common::{error, from_sets, skipped, Check, CheckContext};
+use super::common::{error, from_sets, skipped, Check, Evidence};
 use crate::network::SegmentReport;
 use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult, Verdict};
 use serde_json::{json, Value};
 
-fn segment<'a>(id: CheckId, obs: &[Observation], cx: &'a CheckContext) -> Result<&'a SegmentReport, CheckResult> {
-    let Some(s) = cx.segment else {
+fn segment<'a>(id: CheckId, obs: &[Observation], cx: &'a Evidence) -> Result<&'a SegmentReport, CheckResult> {
+    let Some(s) = cx.segment.as_ref() else {
         return Err(skipped(id, vec![Value::Null; obs.len()], "the VMs were not on a shared segment (network = \"segment\" puts them on one)"));
     };
     if let Some(e) = &s.error {
@@ -41,7 +41,9 @@ impl<T: WireCheck> Check for T {
     fn id(&self) -> CheckId {
         T::ID
     }
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let cx = ev;
         match segment(T::ID, obs, cx) {
             Ok(s) => self.judge(s, obs),
             Err(r) => r,

@@ -3,8 +3,7 @@
 //! one per artifact. The scan's positive control must have found its string, or the check is
 //! an error: a scan that cannot see a known string proves nothing by not seeing the canary.
 
-use super::common::{skipped, Check, CheckContext};
-use crate::probes::Observation;
+use super::common::{skipped, Check, Evidence};
 use clonesafe_metadata::{CheckId, CheckResult, Verdict};
 use serde_json::json;
 
@@ -15,9 +14,10 @@ impl Check for SecretRemanence {
         CheckId::SecretRemanence
     }
 
-    fn run(&self, _: &[Observation], cx: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let cx = ev;
         let id = CheckId::SecretRemanence;
-        let Some(scan) = cx.remanence else {
+        let Some(scan) = cx.remanence.as_ref() else {
             return skipped(id, vec![], "no canary planted (set canary = true in the scenario)");
         };
         if let Some(c) = scan.control.as_ref().filter(|c| !c.found) {

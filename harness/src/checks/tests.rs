@@ -10,8 +10,13 @@ fn recipe(s: Strategy) -> Recipe {
     s.recipe().unwrap()
 }
 
-fn cx(r: &Recipe) -> CheckContext<'_> {
-    CheckContext { recipe: r, remanence: None, tickets: None, assigned_macs: &[], vmgenid_device: r.has(clonesafe_metadata::FixupId::Vmgenid), segment: None }
+fn cx(r: &Recipe) -> Evidence {
+    Evidence::of(r, vec![])
+}
+
+/// Every check on the observations `o` with the rest of the evidence `cx`.
+fn run_all(o: &[Observation], cx: &Evidence) -> Vec<clonesafe_metadata::CheckResult> {
+    super::run_all(&Evidence { observations: o.to_vec(), ..cx.clone() })
 }
 
 proptest! {
@@ -168,7 +173,7 @@ fn remanence_verdict_follows_the_scan() {
     let naive = recipe(Strategy::Naive);
     let hit = |a: &str, found| Hit { artifact: a.into(), path: "/x".into(), bytes: 1, found, offsets: if found { vec![7] } else { vec![] } };
     let get = |scan: &Scan| {
-        let cx = CheckContext { remanence: Some(scan), ..cx(&naive) };
+        let cx = Evidence { remanence: Some(scan.clone()), ..cx(&naive) };
         run_all(&o, &cx).into_iter().find(|c| c.id == CheckId::SecretRemanence).unwrap()
     };
     let found = Scan { hits: vec![hit("memory snapshot", false), hit("frozen disk", true)], control: None };
@@ -207,17 +212,17 @@ fn the_registry_follows_the_check_ids() {
 fn guest_claims_that_contradict_the_host_are_errors_with_both_values() {
     let macs = ["52:54:00:00:00:01".to_string(), "52:54:00:00:00:02".to_string()];
     let naive = recipe(Strategy::Naive);
-    let with = |o: &[Observation], cx: CheckContext| run_all(o, &cx);
+    let with = |o: &[Observation], cx: Evidence| run_all(o, &cx);
     let get = |r: &[clonesafe_metadata::CheckResult], id| r.iter().find(|c| c.id == id).unwrap().clone();
 
     // Honest guests: no contradiction.
     let o = vec![obs("a", &macs[0], &["01"]), obs("b", &macs[1], &["02"])];
-    let r = with(&o, CheckContext { assigned_macs: &macs, ..cx(&naive) });
+    let r = with(&o, Evidence { assigned_macs: macs.to_vec(), ..cx(&naive) });
     assert_eq!(get(&r, CheckId::Mac).verdict, Verdict::Unique);
 
     // A MAC the host never assigned.
     let o = vec![obs("a", &macs[0], &["01"]), obs("b", "52:54:00:de:ad:01", &["02"])];
-    let m = get(&with(&o, CheckContext { assigned_macs: &macs, ..cx(&naive) }), CheckId::Mac);
+    let m = get(&with(&o, Evidence { assigned_macs: macs.to_vec(), ..cx(&naive) }), CheckId::Mac);
     assert_eq!(m.verdict, Verdict::Error);
     assert!(m.detail.contains("b claims MAC 52:54:00:de:ad:01") && m.detail.contains("52:54:00:00:00:02"), "{}", m.detail);
 
@@ -292,7 +297,7 @@ fn segment_checks_read_the_wire_and_skip_off_a_segment() {
     let v6 = crate::network::wire::GuestV6 { addr: "fd00:77::1:5".into(), iface: "eth0".into(), prefix: 64, dad_failed: true, tentative: false };
     seg.guests.insert("c0".into(), GuestAddrs { v4: vec!["10.77.0.5".into()], v6: vec![v6], error: None });
     let mut c = cx(&r);
-    c.segment = Some(&seg);
+    c.segment = Some(seg.clone());
     let on = run_all(&o, &c);
     let get = |id: CheckId| on.iter().find(|c| c.id == id).unwrap().clone();
     assert_eq!(get(CheckId::DhcpClientId).verdict, Verdict::Duplicate);
@@ -307,7 +312,7 @@ fn segment_checks_read_the_wire_and_skip_off_a_segment() {
     // Own ids and own addresses, each within a second of resume.
     seg.wire.vms = vec![vm("c0", "clone", "ff02", Some("10.77.0.6"), Some(800.0)), vm("c1", "clone", "ff03", Some("10.77.0.7"), Some(900.0)), vm("s", "source", "ff01", Some("10.77.0.5"), None)];
     let mut c = cx(&r);
-    c.segment = Some(&seg);
+    c.segment = Some(seg.clone());
     let on = run_all(&o, &c);
     for id in [CheckId::DhcpClientId, CheckId::Ipv4Lease, CheckId::ArpConflict, CheckId::IpWindowMs] {
         assert_eq!(on.iter().find(|c| c.id == id).unwrap().verdict, Verdict::Unique, "{id:?}");

@@ -1,8 +1,7 @@
 //! `vmgenid`: did each clone learn that it is a new generation? Read from the kernel log line
 //! the vmgenid driver's notification produces (drivers/char/random.c, `add_vmfork_randomness`).
 
-use super::common::{error, skipped, Check, CheckContext};
-use crate::probes::Observation;
+use super::common::{error, skipped, Check, Evidence};
 use clonesafe_metadata::{CheckId, CheckResult, Verdict};
 use serde_json::json;
 
@@ -13,7 +12,9 @@ impl Check for Vmgenid {
         CheckId::Vmgenid
     }
 
-    fn run(&self, obs: &[Observation], cx: &CheckContext) -> CheckResult {
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let cx = ev;
         let id = CheckId::Vmgenid;
         let mut counts = Vec::new();
         for o in obs {

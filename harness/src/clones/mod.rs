@@ -7,13 +7,12 @@ pub mod fixup;
 pub mod method;
 pub mod recipe;
 pub mod remanence;
-mod segment;
 
 use crate::backend::capability::Capability;
 use crate::network::segment::Segment;
 use crate::scenario::{Network, ScenarioPlan};
 use clonesafe_metadata::Recipe;
-use recipe::{Ctx, Fixup, Fleet, Outcome, RecipeError};
+use recipe::{Ctx, Fixup, Fleet, Made, RecipeError};
 
 /// The fix-up implementations of a recipe, in order.
 pub fn fixups_of(recipe: &Recipe) -> Vec<&'static dyn Fixup> {
@@ -42,27 +41,31 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
     out
 }
 
-/// Run the recipe of `cx.scenario`; every VM it started is torn down before this returns, and
-/// so is its network segment.
-pub async fn run(cx: &Ctx<'_>) -> Result<Outcome, RecipeError> {
+/// Make what the scenario's VMs need before the first starts: its directory and, with
+/// `network = "segment"`, its network segment (kept in `cx.segment`; removed by [`close`], or by
+/// its drop). Returns the time the scenario started, for the segment's analysis.
+pub fn open(cx: &Ctx<'_>) -> Result<u64, RecipeError> {
     std::fs::create_dir_all(&cx.dir).map_err(|source| RecipeError::Io { what: format!("create {}", cx.dir.display()), source })?;
     if cx.scenario.network == Network::Segment {
         // On the runtime's own thread, not a blocking-pool one: dnsmasq and tcpdump get
         // PR_SET_PDEATHSIG, which fires when the *thread* that spawned them exits (prctl(2)), and
         // an idle pool thread exits after 10 s (measured: every DHCP server of a run died, and no
         // VM got an address). Its waits for them to come up are bounded and short.
-        let seg = Segment::create(&cx.scenario.name, &cx.dir.join("segment")).map_err(|e| RecipeError::Segment(e.to_string()))?;
+        let seg = Segment::create(&cx.scenario.name, &cx.dir.join("segment")).map_err(|e| RecipeError::Segment(Box::new(e)))?;
         let _ = cx.segment.set(std::sync::Arc::new(seg));
     }
-    let t0 = crate::probes::unix_ns(std::time::SystemTime::now());
-    let mut fleet = Fleet::default();
-    let mut r = method::of(cx.scenario.recipe.method).make(cx, &mut fleet).await;
-    if let (Ok(out), Some(seg)) = (&mut r, cx.segment.get()) {
-        out.segment = Some(segment::watch(cx, seg, &mut fleet, out, t0).await);
-    }
+    Ok(crate::probes::unix_ns(std::time::SystemTime::now()))
+}
+
+/// Make the scenario's VMs with its recipe; every VM started goes into `fleet`.
+pub async fn make(cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError> {
+    method::of(cx.scenario.recipe.method).make(cx, fleet).await
+}
+
+/// Tear down what the scenario made: its VMs, then its segment.
+pub async fn close(cx: &Ctx<'_>, fleet: &mut Fleet) {
     fleet.destroy().await;
     if let Some(seg) = cx.segment.get() {
         seg.teardown();
     }
-    r
 }

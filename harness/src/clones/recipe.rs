@@ -26,11 +26,10 @@ use crate::backend::snapshot::{CloneArgs, Machine};
 use crate::backend::{Backend, Vm};
 use crate::events::{EventKind, EventSink};
 use crate::identity::{HostIdentity, NAME_PREFIX};
-use crate::probes::Observation;
 use crate::scenario::ScenarioPlan;
 use crate::tools::ToolError;
 use async_trait::async_trait;
-use clonesafe_metadata::{FixupId, MeasurementId, Method, Scan, Timing, VmRecord};
+use clonesafe_metadata::{FixupId, MeasurementId, Method, Timing, VmRole};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -52,8 +51,8 @@ pub enum RecipeError {
     },
     #[error("sysprep: {0}")]
     Sysprep(String),
-    #[error("{0}")]
-    Segment(String),
+    #[error(transparent)]
+    Segment(Box<crate::network::segment::SegmentError>),
     #[error("{vm}: the backend gave no {capability} ability although it declares it")]
     Missing { vm: String, capability: Capability },
 }
@@ -71,42 +70,37 @@ impl RecipeError {
     }
 }
 
-/// What a recipe produced: the observations the checks compare, and how it went.
-pub struct Outcome {
-    pub observations: Vec<Observation>,
-    pub vms: Vec<VmRecord>,
+/// What a recipe made: which VMs of the fleet are compared (with what was read from each right
+/// after its resume), what the checks need to know of the host side, the artifacts a canary
+/// scan reads, and how it went. The evidence stage (crate::evidence) gathers the rest.
+#[derive(Default)]
+pub struct Made {
+    /// The VMs to compare, in order.
+    pub compared: Vec<Compared>,
     pub timing: Timing,
     pub notes: Vec<String>,
-    pub remanence: Option<Scan>,
-    /// The cross-VM TLS session-ticket test.
-    pub tickets: Option<crate::probes::host::Tickets>,
     /// Every MAC the host gave a VM of this scenario (source or template included): what guest
     /// MAC claims are checked against (checks/claims.rs).
     pub assigned_macs: Vec<String>,
-    /// What the segment saw, when the scenario's VMs were on one (filled by `clones::run`).
-    pub segment: Option<crate::network::SegmentReport>,
+    /// The canary planted before the snapshot or shutdown, and where to look for it.
+    pub canary: Option<Canary>,
 }
 
-/// Tests that need all compared VMs at once (the TLS ticket test), run on `vms` once they have
-/// been observed (`obs`: a VM whose TLS server did not answer the sampling is not tried again).
-pub fn fleet_tests<'a>(cx: &'a Ctx<'_>, vms: &[Box<dyn Vm>], obs: &[Observation]) -> impl std::future::Future<Output = crate::probes::host::Tickets> + Send + 'a {
-    use crate::probes::host::Tickets;
-    let ports: Vec<(String, u16)> = vms.iter().filter_map(|v| v.forwards().get("tls").map(|p| (v.name().to_string(), *p))).collect();
-    let skipped = if ports.len() < vms.len() || ports.len() < 2 {
-        Some("the guest offers no TLS service".to_string())
-    } else {
-        obs.iter().find_map(|o| match &o.tls_random {
-            Some(Err(e)) => Some(format!("{}'s TLS server did not answer: {e}", o.vm)),
-            None => Some(format!("{}: no TLS server to test", o.vm)),
-            _ => None,
-        })
-    };
-    async move {
-        match skipped {
-            Some(why) => Tickets { tries: vec![], skipped: Some(why) },
-            None => crate::probes::host::ticket_test(&ports, &cx.dir, std::time::Duration::from_secs(20)).await,
-        }
-    }
+/// One compared VM: where it is in the fleet, its role, and what was read from it right after
+/// it resumed (None for a booted VM: it is read when observed) with the fix-ups' measurements.
+pub struct Compared {
+    pub index: usize,
+    pub role: VmRole,
+    pub early: Option<crate::probes::Early>,
+    pub measurements: std::collections::BTreeMap<MeasurementId, Option<f64>>,
+}
+
+/// A planted canary: the secret, the positive control (a string known to be in the artifact
+/// labelled so), and the artifacts the clones were made from.
+pub struct Canary {
+    pub secret: String,
+    pub control: Option<(String, &'static str)>,
+    pub artifacts: Vec<(&'static str, PathBuf)>,
 }
 
 #[async_trait]
@@ -114,9 +108,9 @@ pub trait CloneMethod: Send + Sync {
     fn id(&self) -> Method;
     /// What the backend must be able to do.
     fn requires(&self) -> &'static [Capability];
-    /// Make `cx.scenario.clones` VMs to compare, applying `cx.fixups` at their points, and
-    /// observe each. Every VM started goes into `fleet`, which the caller tears down.
-    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError>;
+    /// Make `cx.scenario.clones` VMs to compare, applying `cx.fixups` at their points. Every VM
+    /// started goes into `fleet`, which the caller tears down after gathering the evidence.
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError>;
 }
 
 #[async_trait]
@@ -169,7 +163,7 @@ pub struct Ctx<'a> {
     pub sink: &'a dyn EventSink,
     pub started: Instant,
     pub scenario: &'a ScenarioPlan,
-    /// The scenario's network segment, once `clones::run` has made it (`network = "segment"`).
+    /// The scenario's network segment, once `clones::open` has made it (`network = "segment"`).
     pub segment: std::sync::OnceLock<std::sync::Arc<crate::network::segment::Segment>>,
     /// Where the segment's capture is kept with the report (`<scenario>.pcap`).
     pub captures: Option<PathBuf>,
@@ -265,16 +259,9 @@ impl Fleet {
     }
 }
 
-/// Boot `cx.scenario.clones` VMs as `machine` (at most `cx.jobs` at a time), then observe each.
-/// Boot times go into `boot_ms`.
-pub async fn boot_and_observe(
-    cx: &Ctx<'_>,
-    fleet: &mut Fleet,
-    machine: &Machine,
-    role: clonesafe_metadata::VmRole,
-    boot_ms: &mut Vec<u64>,
-    notes: &mut Vec<String>,
-) -> Result<(Vec<crate::probes::Observation>, Vec<clonesafe_metadata::VmRecord>), RecipeError> {
+/// Boot `cx.scenario.clones` VMs as `machine` (at most `cx.jobs` at a time) into `fleet`, to be
+/// compared in role `role`. Boot times go into `boot_ms`.
+pub async fn boot_all(cx: &Ctx<'_>, fleet: &mut Fleet, machine: &Machine, role: VmRole, boot_ms: &mut Vec<u64>, notes: &mut Vec<String>) -> Result<Vec<Compared>, RecipeError> {
     use futures::stream::{self, StreamExt};
     let n = cx.scenario.clones as usize;
     let args: Vec<CloneArgs> = (0..n).map(|i| cx.args(role.as_str(), i)).collect();
@@ -285,12 +272,13 @@ pub async fn boot_and_observe(
     .buffered(cx.jobs)
     .collect()
     .await;
-    let first = fleet.0.len();
+    let mut compared = Vec::new();
     let mut first_err = None;
     for b in booted {
         match b {
             Ok((vm, ms, n)) => {
                 boot_ms.push(ms);
+                compared.push(Compared { index: fleet.0.len(), role, early: None, measurements: Default::default() });
                 fleet.0.push(vm);
                 for note in n {
                     if !notes.contains(&note) {
@@ -301,14 +289,8 @@ pub async fn boot_and_observe(
             Err(e) => first_err = first_err.or(Some(e)),
         }
     }
-    if let Some(e) = first_err {
-        return Err(e);
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(compared),
     }
-    let mut observations = Vec::new();
-    let mut vms = Vec::new();
-    for vm in fleet.0[first..].iter_mut() {
-        observations.push(crate::probes::observe(vm.as_mut(), None, cx.timeouts.probe).await?);
-        vms.push(crate::backend::record(vm.as_ref(), role));
-    }
-    Ok((observations, vms))
 }

@@ -2,9 +2,9 @@
 //! method is compared against.
 
 use crate::backend::capability::Capability;
-use crate::clones::recipe::{boot_and_observe, fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{boot_all, CloneMethod, Ctx, Fleet, Made, RecipeError};
 use async_trait::async_trait;
-use clonesafe_metadata::{Method, Timing, VmRole};
+use clonesafe_metadata::{Method, VmRole};
 
 pub struct ColdBoot;
 
@@ -16,12 +16,10 @@ impl CloneMethod for ColdBoot {
     fn requires(&self) -> &'static [Capability] {
         &[]
     }
-    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
-        let mut timing = Timing::default();
-        let mut notes = Vec::new();
-        let (observations, vms) = boot_and_observe(cx, fleet, &cx.machine, VmRole::Boot, &mut timing.boot_ms, &mut notes).await?;
-        let tickets = Some(fleet_tests(cx, &fleet.0, &observations).await);
-        let assigned_macs = vms.iter().map(|v| v.mac.clone()).collect();
-        Ok(Outcome { observations, vms, timing, notes, remanence: None, tickets, assigned_macs, segment: None })
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError> {
+        let mut made = Made::default();
+        made.compared = boot_all(cx, fleet, &cx.machine, VmRole::Boot, &mut made.timing.boot_ms, &mut made.notes).await?;
+        made.assigned_macs = fleet.0.iter().map(|v| v.identity().mac.to_string()).collect();
+        Ok(made)
     }
 }

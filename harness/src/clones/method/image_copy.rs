@@ -4,7 +4,7 @@
 //! before its shutdown and on the copy before any clone boots it.
 
 use crate::backend::capability::Capability;
-use crate::clones::recipe::{boot_and_observe, fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{boot_all, Canary, CloneMethod, Ctx, Fleet, Made, RecipeError};
 use crate::clones::remanence;
 use crate::tools::qemu_img;
 use async_trait::async_trait;
@@ -20,7 +20,7 @@ impl CloneMethod for ImageCopy {
     fn requires(&self) -> &'static [Capability] {
         &[Capability::HostFiles]
     }
-    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError> {
         let mut timing = Timing::default();
         let mut notes = Vec::new();
         let (mut template, ms) = cx.boot_one(&cx.machine, cx.args(VmRole::Template.as_str(), 0), &mut notes).await?;
@@ -48,14 +48,9 @@ impl CloneMethod for ImageCopy {
         }
         let mut machine = cx.machine.clone();
         machine.guest = machine.guest.with_disk(copy.clone(), "qcow2");
-        let first = fleet.0.len();
-        let (observations, vms) = boot_and_observe(cx, fleet, &machine, VmRole::Clone, &mut timing.boot_ms, &mut notes).await?;
-        let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
-        let scan = match canary {
-            Some((secret, _)) => Some(remanence::scan(&secret, &[("template disk", template_disk.as_path()), ("copied image", copy.as_path())], None, &crate::backend::local_opener()).await?),
-            None => None,
-        };
-        let assigned_macs = std::iter::once(template_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
-        Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs, segment: None })
+        let compared = boot_all(cx, fleet, &machine, VmRole::Clone, &mut timing.boot_ms, &mut notes).await?;
+        let canary = canary.map(|(secret, _)| Canary { secret, control: None, artifacts: vec![("template disk", template_disk.clone()), ("copied image", copy.clone())] });
+        let assigned_macs = std::iter::once(template_mac).chain(compared.iter().map(|c| fleet.0[c.index].identity().mac.to_string())).collect();
+        Ok(Made { compared, timing, notes, assigned_macs, canary })
     }
 }

@@ -8,7 +8,7 @@ use crate::probes::Early;
 use crate::backend::capability::Capability;
 use crate::backend::snapshot::{ArtifactKind, CloneArgs, Ram, Snapshot};
 use crate::backend::{Pending, Vm};
-use crate::clones::recipe::{fleet_tests, CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{Canary, CloneMethod, Compared, Ctx, Fleet, Made, RecipeError};
 use crate::clones::remanence;
 use crate::events::EventKind;
 use async_trait::async_trait;
@@ -28,14 +28,14 @@ impl CloneMethod for Live {
         &[Capability::LiveSnapshot]
     }
 
-    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError> {
         make(cx, fleet, Ram::Private, None).await
     }
 }
 
 /// The live method, with the source's RAM `ram` and, when `pool` is given, clones taken from a
 /// warm pool of that many processes started after the snapshot (the `shared-ram` method).
-pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option<u32>) -> Result<Outcome, RecipeError> {
+pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option<u32>) -> Result<Made, RecipeError> {
     let mut timing = Timing::default();
     let mut notes = Vec::new();
     let mut machine = cx.machine.clone();
@@ -106,25 +106,11 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     let restored: Vec<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>)> =
         stream::iter(starts.into_iter().map(|s| restore_one(cx, snap, s))).buffered(cx.jobs).try_collect().await?;
 
-    let mut observations = Vec::new();
-    let mut vms = Vec::new();
-    let first = fleet.0.len();
-    let mut resumed = Vec::new();
-    for (vm, ms, r, m) in restored {
+    let mut compared = Vec::new();
+    for (vm, ms, early, measurements) in restored {
         timing.restore_ms.push(ms);
+        compared.push(Compared { index: fleet.0.len(), role: VmRole::Clone, early: Some(early), measurements });
         fleet.0.push(vm);
-        resumed.push((r, m));
-    }
-    for (vm, (r, m)) in fleet.0[first..].iter_mut().zip(resumed) {
-        let mut o = crate::probes::observe(vm.as_mut(), Some(r), t).await?;
-        o.measurements = m;
-        observations.push(o);
-        vms.push(crate::backend::record(vm.as_ref(), VmRole::Clone));
-    }
-    let tickets = Some(fleet_tests(cx, &fleet.0[first..], &observations).await);
-    let ids: Vec<MeasurementId> = observations.iter().flat_map(|o| o.measurements.keys().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    for id in ids {
-        timing.measurements.insert(id, observations.iter().map(|o| o.measurements.get(&id).copied().flatten()).collect());
     }
     notes.insert(0, live_note(cx, n, &snap.source.identity.name));
     for note in fleet.0.iter().flat_map(|vm| vm.notes()) {
@@ -132,16 +118,15 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
             notes.push(note);
         }
     }
-    let scan = match canary {
-        Some((secret, control)) => {
-            let artifacts: Vec<(&str, &std::path::Path)> = snap.artifacts.iter().map(|a| (a.kind.label(), a.path.as_path())).collect();
-            let control = control.as_deref().map(|h| (h, snap.ram().map(|a| a.kind).unwrap_or(ArtifactKind::MemoryStream).label()));
-            Some(remanence::scan(&secret, &artifacts, control, &cx.backend.artifacts()).await?)
-        }
-        None => None,
-    };
-    let assigned_macs = std::iter::once(source_mac).chain(vms.iter().map(|v| v.mac.clone())).collect();
-    Ok(Outcome { observations, vms, timing, notes, remanence: scan, tickets, assigned_macs, segment: None })
+    // The source's hostname is in its kernel memory: the scan's positive control, looked for in
+    // the memory artifact.
+    let canary = canary.map(|(secret, control)| Canary {
+        secret,
+        control: control.map(|h| (h, snap.ram().map(|a| a.kind).unwrap_or(ArtifactKind::MemoryStream).label())),
+        artifacts: snap.artifacts.iter().map(|a| (a.kind.label(), a.path.clone())).collect(),
+    });
+    let assigned_macs = std::iter::once(source_mac).chain(compared.iter().map(|c| fleet.0[c.index].identity().mac.to_string())).collect();
+    Ok(Made { compared, timing, notes, assigned_macs, canary })
 }
 
 fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {

@@ -10,7 +10,7 @@
 
 use crate::backend::capability::Capability;
 use crate::backend::snapshot::Ram;
-use crate::clones::recipe::{CloneMethod, Ctx, Fleet, Outcome, RecipeError};
+use crate::clones::recipe::{CloneMethod, Ctx, Fleet, Made, RecipeError};
 use async_trait::async_trait;
 use clonesafe_metadata::Method;
 
@@ -25,7 +25,7 @@ impl CloneMethod for SharedRam {
         &[Capability::LiveSnapshot, Capability::SharedRam]
     }
 
-    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Outcome, RecipeError> {
+    async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError> {
         super::live::make(cx, fleet, Ram::Shared, cx.scenario.pool).await
     }
 }

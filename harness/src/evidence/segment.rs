@@ -1,17 +1,19 @@
-//! A scenario on a network segment, at the end of its recipe: watch the wire past the first
+//! The wire, when the scenario's VMs were on a network segment: watch it past the first
 //! renewal, read each VM's own addresses, stop the capture and turn it into the
 //! [`network::SegmentReport`] the network checks read (checks/network.rs), keeping the capture
 //! with the report.
 
-use super::recipe::{Ctx, Fleet, Outcome};
-use crate::network::{self, segment::Segment};
+use super::types::Evidence;
+use crate::clones::recipe::{Ctx, Fleet, Made};
+use crate::network;
 use clonesafe_metadata::FixupId;
 
 /// Watch the segment until [`network::WATCH`] after the last resume, read each VM's own
-/// addresses, stop the capture, and analyse it.
-pub(super) async fn watch(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &mut Outcome, t0: u64) -> network::SegmentReport {
+/// addresses, stop the capture, and analyse it. Nothing when the VMs had no segment.
+pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev: &mut Evidence, t0: u64) {
+    let Some(seg) = cx.segment.get().cloned() else { return };
     use crate::events::EventKind;
-    let last = out.observations.iter().map(|o| o.resumed_unix_ns).max().unwrap_or(t0);
+    let last = ev.observations.iter().map(|o| o.resumed_unix_ns).max().unwrap_or(t0);
     let until = last + network::WATCH.as_nanos() as u64;
     let now = crate::probes::unix_ns(std::time::SystemTime::now());
     if until > now {
@@ -33,7 +35,7 @@ pub(super) async fn watch(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &
     let _ = tokio::task::spawn_blocking(move || stopping.map(|s| s.stop())).await;
     let restored = cx.scenario.recipe.method.restores();
     let inherits = restored && !cx.scenario.recipe.has(FixupId::NicReplug);
-    let resumed: std::collections::BTreeMap<&str, u64> = out.observations.iter().map(|o| (o.vm.as_str(), o.resumed_unix_ns)).collect();
+    let resumed: std::collections::BTreeMap<&str, u64> = ev.observations.iter().map(|o| (o.vm.as_str(), o.resumed_unix_ns)).collect();
     let index = seg.ifindexes().unwrap_or_default();
     let mut members: Vec<network::wire::Member> = Vec::new();
     for p in seg.ports() {
@@ -63,7 +65,7 @@ pub(super) async fn watch(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &
     }
     // The source first: a clone inherits what it held.
     members.sort_by_key(|m| m.role != "source");
-    let mut r = network::report(seg, &members, t0, watched_ms, guests);
+    let mut r = network::report(&seg, &members, t0, watched_ms, guests);
     if let Some(dir) = &cx.captures {
         // The capture holds DHCP, ARP and neighbour discovery of the scenario's VMs (and
         // whatever else they sent: at most segment::MAX_FRAMES frames of segment::SNAPLEN bytes).
@@ -73,15 +75,15 @@ pub(super) async fn watch(cx: &Ctx<'_>, seg: &Segment, fleet: &mut Fleet, out: &
             .and_then(|d| crate::output::copy_atomic(&seg.capture_path(), &d, &format!("{}.pcap", cx.scenario.name)));
         match copied {
             Ok(_) => r.capture = Some(format!("captures/{}.pcap", cx.scenario.name)),
-            Err(e) => out.notes.push(format!("the capture could not be kept in {}: {e}", to.display())),
+            Err(e) => made.notes.push(format!("the capture could not be kept in {}: {e}", to.display())),
         }
     }
-    out.notes.push(format!(
+    made.notes.push(format!(
         "the VMs shared one segment ({}: bridge, dnsmasq with {} s leases, capture of {} frames); watched {} s after the last resume",
         seg.ns,
         network::segment::LEASE.as_secs(),
         r.wire.frames,
         watched_ms / 1000
     ));
-    r
+    ev.segment = Some(r);
 }

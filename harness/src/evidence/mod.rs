@@ -1,0 +1,41 @@
+//! The evidence stage: between making VMs and judging them.
+//!
+//! ```text
+//! clones::make ──▶ Made (the VMs in the fleet, what was read right after resume, artifacts,
+//!                        timing, notes)
+//!        │
+//!        ▼  gather: one source after another, each a file here
+//!   observe.rs    what each compared guest says about itself (probe or qemu-guest-agent)
+//!   tls.rs        the cross-VM TLS session-ticket test (needs every VM at once)
+//!   remanence.rs  the canary scan of the snapshot's artifacts
+//!   segment.rs    the wire: the segment's capture and each guest's addresses
+//!        │
+//!        ▼
+//! Evidence ──▶ checks::run_all ──▶ verdicts
+//! ```
+//!
+//! A clone method only makes VMs (timing-critical reads right after resume stay with it: they
+//! are `Made::compared[..].early`); everything a check reads is gathered here, into one
+//! [`Evidence`]. A new source of evidence is a file here and one line in [`gather`].
+
+mod observe;
+pub mod remanence;
+mod segment;
+mod tls;
+mod types;
+
+use crate::clones::recipe::{Ctx, Fleet, Made, RecipeError};
+pub use types::Evidence;
+
+/// Gather every source of evidence from what `made` made (its VMs are `fleet`'s, still
+/// running). Timing that comes from the gathering (per-VM measurements) goes into `made.timing`,
+/// and notes into `made.notes`.
+pub async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, t0: u64) -> Result<Evidence, RecipeError> {
+    let mut ev = Evidence::of(&cx.scenario.recipe, vec![]);
+    ev.assigned_macs = made.assigned_macs.clone();
+    observe::gather(cx, fleet, made, &mut ev).await?;
+    tls::gather(cx, fleet, made, &mut ev).await;
+    remanence::gather(cx, made, &mut ev).await?;
+    segment::gather(cx, fleet, made, &mut ev, t0).await;
+    Ok(ev)
+}

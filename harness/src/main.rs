@@ -140,6 +140,15 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         emulator: Option<PathBuf>,
     },
+    /// List every built-in check: its id, what it reads and where (in the guest, on the host,
+    /// from the guest's services, on the wire), which recipes or fix-ups can make it unique, and
+    /// the public hazard list it comes from (virt-sysprep's operations, systemd's image docs,
+    /// Firecracker's clone docs, the 2013 thread)
+    Checks {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect libvirt save images (virsh save, external memory snapshots)
     SaveImage {
         #[command(subcommand)]
@@ -544,6 +553,13 @@ fn main() {
 async fn dispatch(cli: Cli) -> i32 {
     match cli.cmd {
         Cmd::SaveImage { cmd: SaveImageCmd::Show { file, json } } => save_image_show(&file, json),
+        Cmd::Checks { json } => {
+            use std::io::Write;
+            let all = clonesafe::checks::catalogue::built_in();
+            let text = if json { serde_json::to_string_pretty(&all).expect("the catalogue serializes") + "\n" } else { clonesafe::checks::catalogue::render(&all) };
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            exit_codes::OK
+        }
         Cmd::Report { cmd: ReportCmd::Schema } => {
             use std::io::Write;
             // `| head` closes the pipe early: that is no error of ours.

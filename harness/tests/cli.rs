@@ -406,3 +406,23 @@ fn a_fifo_as_probe_is_refused_without_blocking() {
     assert!(settle_blocking(pid).is_empty(), "VMs left behind");
     assert_eq!(runs_left(work.path()).len(), 0);
 }
+
+/// `clonesafe checks` lists every built-in check with what it reads, where, what can make it
+/// unique and where the hazard is listed; --json carries the same.
+#[test]
+fn checks_lists_every_built_in_check() {
+    let work = tempfile::tempdir().unwrap();
+    let out = clonesafe(&["checks"], work.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for id in clonesafe_metadata::CheckId::ALL {
+        assert!(text.lines().any(|l| l.starts_with(&format!("{:<24} ", id.as_str()))), "{} missing:\n{text}", id.as_str());
+    }
+    assert!(text.contains("made unique by: nic-replug") && text.contains("virt-sysprep machine-id"), "{text}");
+    let out = clonesafe(&["checks", "--json"], work.path()).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), clonesafe_metadata::CheckId::ALL.len());
+    assert!(a.iter().all(|e| e["declared"] == false && e["source"].is_string() && e["made_unique_by"].is_array()));
+    assert_eq!(a.iter().find(|e| e["id"] == "dhcp_client_id").unwrap()["source"], "wire");
+}

@@ -1,0 +1,119 @@
+//! What each built-in check reads, where, what can make it unique, and which public list of
+//! clone hazards it comes from: `clonesafe checks`, in the spirit of
+//! `virt-sysprep --list-operations`.
+//!
+//! "Made unique by" names the recipes and fix-ups whose mechanism changes the identity; the
+//! reference reports (reports/) are the measurements, and some say otherwise under a race (the
+//! kernel RNG before the vmgenid reseed lands) or on one guest (a sysprep's single machine-id).
+
+use clonesafe_metadata::CheckId;
+use serde::Serialize;
+
+/// Where a check's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Where {
+    /// Read inside the guest (the probe or qemu-guest-agent).
+    Guest,
+    /// Read by the harness on the host: the snapshot's files, or the host's own knowledge.
+    Host,
+    /// Asked of the guest's services from the host, as a network client would.
+    Service,
+    /// Seen on the network segment's wire.
+    Wire,
+}
+
+/// One built-in check in the catalogue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: &'static str,
+    /// What it compares.
+    pub reads: &'static str,
+    pub source: Where,
+    /// The path or interface it reads.
+    pub at: &'static str,
+    /// Recipes (strategies) or fix-ups whose mechanism makes it unique; empty: none of clonesafe's.
+    pub made_unique_by: &'static [&'static str],
+    /// The public hazard lists that name it.
+    pub listed_in: &'static [&'static str],
+    pub declared: bool,
+}
+
+const SYSTEMD: &str = "systemd docs/BUILDING_IMAGES.md";
+const SEEDS: &str = "systemd docs/RANDOM_SEEDS.md";
+const FIRECRACKER: &str = "Firecracker docs/snapshotting/random-for-clones.md";
+const THREAD: &str = "OpenStack live-clone thread (2013)";
+const CLOUD_INIT: &str = "cloud-init first-boot docs";
+
+fn entry(id: CheckId) -> Entry {
+    let e = |reads, source, at, made_unique_by, listed_in| Entry { id: id.as_str(), reads, source, at, made_unique_by, listed_in, declared: false };
+    match id {
+        CheckId::Mac => e("the MAC of each NIC", Where::Guest, "/sys/class/net/*/address", &["nic-replug", "image-clone", "cold-boot"], &[THREAD, "virt-sysprep net-hwaddr"]),
+        CheckId::SmbiosUuid => e("the SMBIOS system UUID", Where::Guest, "/sys/class/dmi/id/product_uuid", &["image-clone", "cold-boot"], &[THREAD]),
+        CheckId::DiskSerial => e("each virtio-blk serial", Where::Guest, "/sys/block/vd*/serial", &["every method (read from the new device)"], &["clonesafe (disk ids)"]),
+        CheckId::MachineId => e("machine-id", Where::Guest, "/etc/machine-id", &["agent-fixup", "image-clone-sysprep"], &[THREAD, "virt-sysprep machine-id", SYSTEMD]),
+        CheckId::BootId => e("the kernel's boot id", Where::Guest, "/proc/sys/kernel/random/boot_id", &["image-clone", "cold-boot (a reboot)"], &[THREAD]),
+        CheckId::Hostname => e("the hostname", Where::Guest, "/etc/hostname, uname", &["agent-fixup", "image-clone-sysprep"], &[THREAD, "virt-sysprep net-hostname"]),
+        CheckId::SshHostKeys => e("SHA-256 fingerprints of the SSH host keys on disk", Where::Guest, "/etc/ssh/ssh_host_*_key.pub", &["agent-fixup", "image-clone-sysprep"], &[THREAD, "virt-sysprep ssh-hostkeys", SYSTEMD]),
+        CheckId::KernelRng => e("getrandom(2) output right after resume, at fixed offsets", Where::Guest, "getrandom(2)", &["vmgenid (racy: the reseed is asynchronous)", "rng-gate", "cold-boot"], &[THREAD, FIRECRACKER]),
+        CheckId::UserspaceRng => e("a program's PRNG seeded before the snapshot", Where::Guest, "the probe's own PRNG", &["agent-fixup (the program reseeds when told)", "cold-boot"], &[THREAD, FIRECRACKER]),
+        CheckId::Vmgenid => e("whether each clone logged the vmgenid reseed", Where::Guest, "dmesg: crng reseeded due to virtual machine fork", &["vmgenid"], &[FIRECRACKER]),
+        CheckId::HwMismatchMs => e("whether, and how long after resume, each clone sees the hardware it was given", Where::Guest, "/sys/class/net/*/address against the host's MAC", &["nic-replug"], &[THREAD]),
+        CheckId::SecretRemanence => e("a deleted canary secret in the artifacts clones are made from", Where::Host, "memory snapshot, RAM file, frozen disk, copied image", &["mitigate-remanence"], &[THREAD, "virt-sysprep (deleted files)"]),
+        CheckId::RandomSeed => e("SHA-256 of systemd's random seed and whether it may be credited", Where::Guest, "/var/lib/systemd/random-seed", &["agent-fixup", "cold-boot"], &[SEEDS, "virt-sysprep random-seed"]),
+        CheckId::CredentialSecret => e("SHA-256 of systemd's credential secret", Where::Guest, "/var/lib/systemd/credential.secret", &[], &[SYSTEMD]),
+        CheckId::DbusMachineId => e("D-Bus's machine-id when it is a file of its own", Where::Guest, "/var/lib/dbus/machine-id", &["agent-fixup"], &["virt-sysprep machine-id", SYSTEMD]),
+        CheckId::CloudInitInstanceId => e("cloud-init's instance-id", Where::Guest, "/var/lib/cloud/data/instance-id", &["image-clone with a NoCloud seed per VM"], &[CLOUD_INIT]),
+        CheckId::SshKeyscan => e("the host keys each VM's sshd serves", Where::Service, "ssh-keyscan from the host", &["agent-fixup", "image-clone-sysprep"], &[THREAD, "virt-sysprep ssh-hostkeys"]),
+        CheckId::TlsTicketKey => e("whether a TLS session ticket from one VM is accepted by another", Where::Service, "openssl s_client -sess_out/-sess_in from the host", &["cold-boot", "image-clone"], &[FIRECRACKER]),
+        CheckId::OpensslRng => e("the ServerHello random each VM's TLS server sends right after resume", Where::Service, "openssl s_client from the host", &["cold-boot", "image-clone"], &[FIRECRACKER]),
+        CheckId::WallClockSkewMs => e("guest wall clock minus host wall clock", Where::Guest, "clock_gettime(CLOCK_REALTIME) against the host's", &["clock"], &[FIRECRACKER]),
+        CheckId::DhcpClientId => e("the DHCP client identity each VM sends", Where::Wire, "DHCP option 61 (DUID and IAID) on the segment", &["agent-fixup (a new machine-id, networkd restarted)", "nic-replug"], &["virt-sysprep dhcp-client-state", "systemd issue 9609"]),
+        CheckId::Ipv4Lease => e("the IPv4 address each VM holds at the end of the watch", Where::Wire, "DHCP leases on the segment", &["nic-replug", "agent-fixup"], &["virt-sysprep dhcp-client-state"]),
+        CheckId::Ipv6Addr => e("each VM's IPv6 addresses and whether DAD failed", Where::Wire, "the segment and /proc/net/if_inet6", &["nic-replug"], &["NetworkManager secret_key (stable privacy)"]),
+        CheckId::ArpConflict => e("two MACs claiming one address, or one MAC on two ports", Where::Wire, "ARP on the segment", &["nic-replug"], &[THREAD]),
+        CheckId::IpWindowMs => e("from resume until each VM holds an address of its own", Where::Wire, "DHCP and ARP on the segment", &["nic-replug", "agent-fixup"], &[THREAD]),
+    }
+}
+
+/// Every built-in check, in report order.
+pub fn built_in() -> Vec<Entry> {
+    CheckId::ALL.iter().map(|id| entry(*id)).collect()
+}
+
+/// The catalogue as a table for the terminal.
+pub fn render(entries: &[Entry]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for e in entries {
+        let where_ = match e.source {
+            Where::Guest => "guest",
+            Where::Host => "host",
+            Where::Service => "service",
+            Where::Wire => "wire",
+        };
+        let _ = writeln!(out, "{:<24} {:<8} {}", e.id, where_, e.reads);
+        let _ = writeln!(out, "{:<24} {:<8} at: {}", "", "", e.at);
+        let fixed = if e.made_unique_by.is_empty() { "none of clonesafe's recipes".to_string() } else { e.made_unique_by.join(", ") };
+        let _ = writeln!(out, "{:<24} {:<8} made unique by: {fixed}", "", "");
+        let _ = writeln!(out, "{:<24} {:<8} listed in: {}", "", "", e.listed_in.join("; "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_check_is_catalogued_once_with_where_and_why() {
+        let all = built_in();
+        assert_eq!(all.len(), CheckId::ALL.len());
+        for (e, id) in all.iter().zip(CheckId::ALL) {
+            assert_eq!(e.id, id.as_str());
+            assert!(!e.reads.is_empty() && !e.at.is_empty() && !e.listed_in.is_empty(), "{e:?}");
+        }
+        // What no recipe of clonesafe's fixes says so.
+        assert!(render(&all).contains("credential_secret") && render(&all).contains("none of clonesafe's recipes"));
+    }
+}

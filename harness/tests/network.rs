@@ -108,20 +108,42 @@ fn segment_shows_collisions_on_the_wire_and_leaves_nothing() {
     assert!(orphan_vms(&["-seg-naive-", "-seg-nic-replug-", "-seg-naive-libvirt-"]).is_empty());
 }
 
+/// A run killed with SIGKILL leaves its namespace and taps, each claimed in the owner registry
+/// (clonesafe::owner) under its dead pid: the next run's reaper removes them. A namespace and a
+/// tap that only look like clonesafe's, with no claim, are left alone (issue 19, item 5).
 #[test]
 fn a_killed_runs_segment_is_reaped() {
     if std::env::var("CLONESAFE_REQUIRE_VMS").ok().as_deref() != Some("1") && unsafe { libc::geteuid() } != 0 {
         return;
     }
     // A pid that is certainly gone: a child that has exited and been reaped.
-    let mut c = Command::new("true").spawn().unwrap();
-    c.wait().unwrap();
-    let dead = c.id();
+    let dead_pid = || {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let dead = dead_pid();
     let ns = format!("clonesafe-{dead}-killed");
     let tap = format!("cs{dead}n0");
+    // What the killed run wrote before it made them: its claims, in its name.
+    let reg = std::path::Path::new(clonesafe::owner::REGISTRY);
+    std::fs::create_dir_all(reg).unwrap();
+    let owner = clonesafe::owner::Owner { pid: dead, ..clonesafe::owner::Owner::me() };
+    std::fs::write(reg.join(format!("netns.{ns}")), owner.render()).unwrap();
+    std::fs::write(reg.join(format!("tap.{tap}")), owner.render()).unwrap();
     assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
     assert!(Command::new("ip").args(["tuntap", "add", "dev", &tap, "mode", "tap"]).status().unwrap().success());
+    // Look-alikes nobody claimed.
+    let other = std::iter::repeat_with(dead_pid).find(|p| *p != dead).unwrap();
+    let (ns2, tap2) = (format!("clonesafe-{other}-lookalike"), format!("cs{other}n7"));
+    assert!(Command::new("ip").args(["netns", "add", &ns2]).status().unwrap().success());
+    assert!(Command::new("ip").args(["tuntap", "add", "dev", &tap2, "mode", "tap"]).status().unwrap().success());
     let notes = clonesafe::network::segment::reap_stale();
+    let lookalikes_left = segment_leftovers(other);
+    let _ = Command::new("ip").args(["netns", "del", &ns2]).status();
+    let _ = Command::new("ip").args(["link", "del", &tap2]).status();
     assert!(segment_leftovers(dead).is_empty(), "left: {:?}", segment_leftovers(dead));
     assert!(notes.iter().any(|n| n.contains(&ns)) && notes.iter().any(|n| n.contains(&tap)), "{notes:?}");
+    assert_eq!(lookalikes_left.len(), 2, "unclaimed look-alikes were reaped: {notes:?}");
+    assert!(!reg.join(format!("netns.{ns}")).exists() && !reg.join(format!("tap.{tap}")).exists(), "the claims of what was removed stay");
 }

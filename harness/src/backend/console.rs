@@ -12,8 +12,16 @@ use std::sync::Arc;
 /// Most of a console kept on this machine.
 pub const CONSOLE_CAP: u64 = 16 << 20;
 
+/// The cap in force: [`CONSOLE_CAP`], or a smaller one a test sets in `CLONESAFE_CONSOLE_CAP`
+/// (bytes; it can only lower the cap).
+pub fn cap() -> u64 {
+    std::env::var("CLONESAFE_CONSOLE_CAP").ok().and_then(|v| v.parse().ok()).map_or(CONSOLE_CAP, |c: u64| c.min(CONSOLE_CAP))
+}
+
 /// The line written once the cap is reached.
-pub const CAPPED_LINE: &str = "\n[clonesafe: the console passed 16 MiB; the rest was read and discarded]\n";
+pub fn capped_line(cap: u64) -> String {
+    format!("\n[clonesafe: the console passed {cap} bytes; the rest was read and discarded]\n")
+}
 
 /// Copy `from` into `path` (created 0600, appended to) until `from` ends, keeping at most
 /// `cap` bytes of it; `capped` is set when something was discarded.
@@ -35,7 +43,7 @@ pub fn pump(mut from: impl Read, path: &Path, cap: u64, capped: &AtomicBool) -> 
             kept += room as u64;
         }
         if room < n && !capped.swap(true, Ordering::SeqCst) {
-            f.write_all(CAPPED_LINE.as_bytes())?;
+            f.write_all(capped_line(cap).as_bytes())?;
         }
     }
 }
@@ -45,7 +53,7 @@ pub fn spawn_pump(from: impl Read + Send + 'static, path: &Path) -> std::io::Res
     let capped = Arc::new(AtomicBool::new(false));
     let (flag, path) = (capped.clone(), path.to_path_buf());
     std::thread::Builder::new().name("console".into()).spawn(move || {
-        let _ = pump(from, &path, CONSOLE_CAP, &flag);
+        let _ = pump(from, &path, cap(), &flag);
     })?;
     Ok(capped)
 }
@@ -59,7 +67,7 @@ pub fn pump_socket(s: tokio::net::UnixStream, path: &Path) -> std::io::Result<Ar
 
 /// The report's note for a VM whose console was cut.
 pub fn capped_note(vm: &str) -> String {
-    format!("the console of {vm} passed {} MiB; the rest was read and discarded (the guest is untrusted: what it writes is bounded)", CONSOLE_CAP >> 20)
+    format!("the console of {vm} passed {} bytes; the rest was read and discarded (the guest is untrusted: what it writes is bounded)", cap())
 }
 
 #[cfg(test)]
@@ -74,8 +82,8 @@ mod tests {
         let flood = std::io::repeat(b'A').take(3 << 20);
         pump(flood, &log, 1 << 20, &flag).unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(text.len(), (1 << 20) + CAPPED_LINE.len());
-        assert!(text.ends_with(CAPPED_LINE) && flag.load(Ordering::SeqCst));
+        assert_eq!(text.len(), (1 << 20) + capped_line(1 << 20).len());
+        assert!(text.ends_with(&capped_line(1 << 20)) && flag.load(Ordering::SeqCst));
         let quiet = d.path().join("quiet.log");
         let flag = AtomicBool::new(false);
         pump(&b"boot\n"[..], &quiet, 1 << 20, &flag).unwrap();

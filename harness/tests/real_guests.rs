@@ -127,7 +127,7 @@ fn debian13_naive_on_qemu() {
         "[[scenario]]\nname = \"naive13\"\nguest = \"debian13\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmachine_id = \"duplicate\"\nssh_keyscan = \"duplicate\"\ntls_ticket_key = \"duplicate\"\n",
         &[],
     );
-    assert_eq!(ran.code(), Some(0));
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     assert!(notes(&ran.scenario("naive13")).contains("Debian GNU/Linux 13"), "{}", notes(&ran.scenario("naive13")));
 }
 
@@ -142,7 +142,7 @@ fn debian12_full_on_libvirt() {
         "[[scenario]]\nname = \"full\"\nguest = \"debian12\"\nbackend = \"libvirt\"\nstrategy = \"full\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\nssh_host_keys = \"unique\"\nssh_keyscan = \"unique\"\nhostname = \"unique\"\n",
         &[],
     );
-    assert_eq!(ran.code(), Some(0));
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let full = ran.scenario("full");
     assert!(notes(&full).contains("does not match source"), "{}", notes(&full));
     assert!(notes(&full).contains("probe injected"), "{}", notes(&full));
@@ -170,7 +170,7 @@ fn a_users_image_by_path() {
     assert!(ok("os", "Debian GNU/Linux 12 (bookworm)") && ok("agent", "qemu-guest-agent") && ok("ssh", "SSH server"), "doctor --image:\n{said}");
 
     let ran = run_scenarios("[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n", &["--image", image.to_str().unwrap()]);
-    assert_eq!(ran.code(), Some(0));
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let s = ran.scenario("boots");
     assert_eq!(s["guest"], format!("image:{}", image.display()));
     let mut want: Vec<String> = truth["ssh_fingerprints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
@@ -199,8 +199,13 @@ fn a_users_image_by_path() {
     use std::io::Write;
     gf.stdin.take().unwrap().write_all(b"ln-sf /dev/null /etc/systemd/system/qemu-guest-agent.service\n").unwrap();
     assert!(gf.wait().unwrap().success(), "guestfish could not mask the agent");
-    let ran = run_scenarios("[[scenario]]\nname = \"noagent\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nssh_keyscan = \"duplicate\"\nmachine_id = \"skipped\"\nkernel_rng = \"skipped\"\n", &["--image", noagent.to_str().unwrap()]);
-    assert_eq!(ran.code(), Some(0));
+    let noagent_scenario = "[[scenario]]\nname = \"noagent\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nssh_keyscan = \"duplicate\"\nmachine_id = \"skipped\"\nkernel_rng = \"skipped\"\n";
+    // An overlay's backing file is opened only when it is named (issue 19, item 1).
+    let refused = run_scenarios(noagent_scenario, &["--image", noagent.to_str().unwrap()]);
+    assert_eq!(refused.code(), Some(2), "{}", refused.stderr());
+    assert!(refused.stderr().contains(&format!("--allow-backing {}", image.display())), "{}", refused.stderr());
+    let ran = run_scenarios(noagent_scenario, &["--image", noagent.to_str().unwrap(), "--allow-backing", image.to_str().unwrap()]);
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let s = ran.scenario("noagent");
     assert!(notes(&s).contains("no qemu-guest-agent answered"), "{}", notes(&s));
     let m = s["checks"].as_array().unwrap().iter().find(|c| c["id"] == "machine_id").unwrap().clone();

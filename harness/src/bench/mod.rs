@@ -156,6 +156,12 @@ pub enum BenchError {
     },
     #[error("{0}")]
     Setup(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<BackendError> for BenchError {
@@ -302,7 +308,7 @@ impl Bench<'_> {
         for src in SOURCES.into_iter().take(n) {
             let (tag, ram) = (src.tag, src.ram);
             let dir = self.opts.work.join(format!("{m}-{tag}"));
-            std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io { what: format!("create {}", dir.display()), source })?;
             self.say(format!("{m} MiB: boot a {tag} source, fill {want} MiB, snapshot"));
             let mut machine = Machine::new(self.opts.guest.clone(), m, self.opts.accel);
             machine.ram = ram;
@@ -315,7 +321,7 @@ impl Bench<'_> {
             self.progress.step(&format!("      the guest filled {dirtied} MiB"));
             let snap_dir = dir.join("snapshot");
             // Inside the run directory, which is 0700; the stream itself is created 0600.
-            std::fs::create_dir_all(&snap_dir).map_err(|e| BenchError::Setup(format!("create {}: {e}", snap_dir.display())))?;
+            std::fs::create_dir_all(&snap_dir).map_err(|source| BenchError::Io { what: format!("create {}", snap_dir.display()), source })?;
             let t = Instant::now();
             let name = source.name().to_string();
             let snap = source.snapshottable().ok_or_else(|| BenchError::Setup(format!("{name}: the backend cannot snapshot")))?.snapshot(&snap_dir).await?;

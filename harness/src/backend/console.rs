@@ -23,37 +23,62 @@ pub fn capped_line(cap: u64) -> String {
     format!("\n[clonesafe: the console passed {cap} bytes; the rest was read and discarded]\n")
 }
 
-/// Copy `from` into `path` (created 0600, appended to) until `from` ends, keeping at most
-/// `cap` bytes of it; `capped` is set when something was discarded.
-pub fn pump(mut from: impl Read, path: &Path, cap: u64, capped: &AtomicBool) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    let mut kept = f.metadata()?.len();
+/// A console log on this machine that keeps at most `cap` bytes: the first `cap` bytes written
+/// go to the file (created 0600, appended to, never through a link), then one line saying the
+/// rest was discarded; the flag is set from then on.
+pub struct CappedLog {
+    f: std::fs::File,
+    kept: u64,
+    cap: u64,
+    capped: Arc<AtomicBool>,
+}
+
+impl CappedLog {
+    pub fn open(path: &Path, cap: u64) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        let kept = f.metadata()?.len();
+        Ok(CappedLog { f, kept, cap, capped: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// Set when something was discarded.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.capped.clone()
+    }
+
+    /// Keep what fits of `b`; say once that the rest went.
+    pub fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
+        let room = self.cap.saturating_sub(self.kept).min(b.len() as u64) as usize;
+        if room > 0 {
+            self.f.write_all(&b[..room])?;
+            self.kept += room as u64;
+        }
+        if room < b.len() && !self.capped.swap(true, Ordering::SeqCst) {
+            self.f.write_all(capped_line(self.cap).as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Copy `from` into `log` until `from` ends.
+pub fn pump(mut from: impl Read, log: &mut CappedLog) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = match from.read(&mut buf) {
+        match from.read(&mut buf) {
             Ok(0) => return Ok(()),
-            Ok(n) => n,
+            Ok(n) => log.write(&buf[..n])?,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return Ok(()),
-        };
-        let room = cap.saturating_sub(kept).min(n as u64) as usize;
-        if room > 0 {
-            f.write_all(&buf[..room])?;
-            kept += room as u64;
-        }
-        if room < n && !capped.swap(true, Ordering::SeqCst) {
-            f.write_all(capped_line(cap).as_bytes())?;
         }
     }
 }
 
 /// [`pump`] on a thread of its own; returns the flag it sets.
 pub fn spawn_pump(from: impl Read + Send + 'static, path: &Path) -> std::io::Result<Arc<AtomicBool>> {
-    let capped = Arc::new(AtomicBool::new(false));
-    let (flag, path) = (capped.clone(), path.to_path_buf());
+    let mut log = CappedLog::open(path, cap())?;
+    let capped = log.flag();
     std::thread::Builder::new().name("console".into()).spawn(move || {
-        let _ = pump(from, &path, cap(), &flag);
+        let _ = pump(from, &mut log);
     })?;
     Ok(capped)
 }
@@ -78,15 +103,17 @@ mod tests {
     fn a_flood_is_cut_at_the_cap_and_the_cut_is_said_once() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("console.log");
-        let flag = AtomicBool::new(false);
+        let mut capped = CappedLog::open(&log, 1 << 20).unwrap();
+        let flag = capped.flag();
         let flood = std::io::repeat(b'A').take(3 << 20);
-        pump(flood, &log, 1 << 20, &flag).unwrap();
+        pump(flood, &mut capped).unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(text.len(), (1 << 20) + capped_line(1 << 20).len());
         assert!(text.ends_with(&capped_line(1 << 20)) && flag.load(Ordering::SeqCst));
         let quiet = d.path().join("quiet.log");
-        let flag = AtomicBool::new(false);
-        pump(&b"boot\n"[..], &quiet, 1 << 20, &flag).unwrap();
+        let mut quiet_log = CappedLog::open(&quiet, 1 << 20).unwrap();
+        let flag = quiet_log.flag();
+        pump(&b"boot\n"[..], &mut quiet_log).unwrap();
         assert_eq!(std::fs::read_to_string(&quiet).unwrap(), "boot\n");
         assert!(!flag.load(Ordering::SeqCst));
     }

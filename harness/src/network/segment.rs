@@ -111,17 +111,11 @@ fn ip(args: &[&str]) -> Command {
 
 /// A command run inside namespace `ns`, dying with the harness.
 fn in_ns(ns: &str, prog: &str) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, prog]);
-    // SAFETY: prctl is async-signal-safe. `ip netns exec` execs the program in this process,
-    // so the death signal reaches dnsmasq and tcpdump themselves.
-    unsafe {
-        c.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    // `ip netns exec` execs the program in this process, so the death signal reaches dnsmasq
+    // and tcpdump themselves.
+    crate::tools::bounded::die_with_harness(&mut c);
     c
 }
 

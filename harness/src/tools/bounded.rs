@@ -58,9 +58,9 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Make `cmd` start in a process group of its own and die with the harness.
-pub fn isolate(cmd: &mut std::process::Command) {
-    cmd.process_group(0);
+/// Make `cmd`'s program die when the harness does, even by SIGKILL (PR_SET_PDEATHSIG; it fires
+/// when the spawning *thread* exits, prctl(2)).
+pub fn die_with_harness(cmd: &mut std::process::Command) {
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -68,6 +68,12 @@ pub fn isolate(cmd: &mut std::process::Command) {
             Ok(())
         });
     }
+}
+
+/// Make `cmd` start in a process group of its own and die with the harness.
+pub fn isolate(cmd: &mut std::process::Command) {
+    cmd.process_group(0);
+    die_with_harness(cmd);
 }
 
 /// The same for a tokio command (it wraps a std one).

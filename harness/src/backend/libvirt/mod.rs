@@ -626,7 +626,9 @@ impl LibvirtVm {
             })
             .await?;
         let vm = self.args.identity.name.clone();
-        self.pumps.push(remote::to_file(console, &log).map_err(BackendError::io(&vm, format!("write {}", log.display())))?);
+        let (pump, capped) = remote::to_file(console, &log).map_err(BackendError::io(&vm, format!("write {}", log.display())))?;
+        self.pumps.push(pump);
+        self.console_capped = Some(capped);
         let Some(probe) = probe else { return Ok(None) };
         let (mine, pump) = remote::to_socket(probe).map_err(BackendError::io(&vm, "join the probe stream to a socket"))?;
         self.pumps.push(pump);

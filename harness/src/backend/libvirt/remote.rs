@@ -512,28 +512,19 @@ fn pump_out(st: &Stream, stop: &std::sync::atomic::AtomicBool, mut sink: impl Fn
     }
 }
 
-/// Most of a console a remote VM may write into its local log: the guest is untrusted. Past
-/// this the stream is still read (so the guest never blocks on a full pty) but not kept. The
-/// same cap as a local console's.
-pub use crate::backend::console::CONSOLE_CAP;
 
-/// Append everything `st` carries to the local file `path` (a console log), up to
-/// [`CONSOLE_CAP`] bytes.
-pub fn to_file(st: Stream, path: &Path) -> std::io::Result<Pump> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let mut kept = f.metadata()?.len();
+/// Append everything `st` carries to the local file `path` (a console log), up to the cap a
+/// local console has ([`crate::backend::console::CappedLog`]: the guest is untrusted; past the
+/// cap the stream is still read, so the guest never blocks on a full pty); returns the pump and the flag set when the cap
+/// was reached.
+pub fn to_file(st: Stream, path: &Path) -> std::io::Result<(Pump, Arc<std::sync::atomic::AtomicBool>)> {
+    let mut log = crate::backend::console::CappedLog::open(path, crate::backend::console::cap())?;
+    let capped = log.flag();
     let stream = Arc::new(st);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s, halt) = (stream.clone(), stop.clone());
-    std::thread::Builder::new().name("console-pump".into()).spawn(move || {
-        pump_out(&s, &halt, |b| {
-            let room = CONSOLE_CAP.saturating_sub(kept).min(b.len() as u64) as usize;
-            kept += room as u64;
-            room == 0 || f.write_all(&b[..room]).is_ok()
-        })
-    })?;
-    Ok(Pump { stream, stop })
+    std::thread::Builder::new().name("console-pump".into()).spawn(move || pump_out(&s, &halt, |b| log.write(b).is_ok()))?;
+    Ok((Pump { stream, stop }, capped))
 }
 
 /// Join `st` to a socket pair; returns the harness's end (reads what the guest sent, writes

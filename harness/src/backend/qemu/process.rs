@@ -56,14 +56,9 @@ impl QemuProcess {
 
         let mut cmd = Command::new(emulator::qemu_binary());
         cmd.args(emulator::firmware_args()).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file).kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe. If the harness dies, even by SIGKILL, the kernel
-        // kills QEMU too: no VM outlives the run that started it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // If the harness dies, even by SIGKILL, the kernel kills QEMU too: no VM outlives the
+        // run that started it.
+        crate::tools::bounded::die_with_harness(cmd.as_std_mut());
         let mut child = cmd
             .spawn()
             .map_err(BackendError::io(&name, format!("start {} (is qemu-system-x86 installed?)", emulator::qemu_binary().display())))?;

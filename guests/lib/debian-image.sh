@@ -10,6 +10,11 @@
 #   guest.toml     how clonesafe boots it and talks to it (copied from guests/<name>/)
 #   manifest.json  suite, kernel, the archive's Release date, the input hash
 #
+# A guest directory may add to this: guests/<name>/packages (more packages, one per line) and
+# guests/<name>/customize.sh (run with the root file system as $1 after the base set-up, in the
+# build's chroot environment). guests/debian12-apps uses both to install and initialise PostgreSQL
+# and MariaDB, as a golden image would be.
+#
 # Usage: debian-image.sh SUITE NAME [--force]. Cached: nothing is rebuilt while the inputs (this
 # script, guest.toml, the suite's InRelease from the mirror) hash the same.
 # The disk itself is made by make-disk-image.sh.
@@ -27,9 +32,19 @@ mirror=$("$here/mirror.sh")
 [ -n "$mirror" ] || { say "no Debian mirror found in /etc/apt"; exit 1; }
 
 packages="systemd-sysv,udev,kmod,dbus,linux-image-amd64,openssh-server,qemu-guest-agent,cloud-init,openssl,iproute2,ca-certificates,procps"
+extra_inputs=()
+if [ -f "$guestdir/packages" ]; then
+    packages="$packages,$(grep -v '^[[:space:]]*\(#\|$\)' "$guestdir/packages" | paste -sd, -)"
+    extra_inputs+=("$guestdir/packages")
+fi
+customize=()
+if [ -f "$guestdir/customize.sh" ]; then
+    customize=(--customize-hook="bash '$guestdir/customize.sh' \"\$1\"")
+    extra_inputs+=("$guestdir/customize.sh")
+fi
 release=$(curl -fsS --max-time 60 "$mirror/dists/$suite/InRelease" | sha256sum | cut -d' ' -f1)
 hash=$( { echo "$suite $packages $release"; find "$here/debian-rootfs" -type f | LC_ALL=C sort | xargs sha256sum | cut -d' ' -f1;
-          sha256sum "$here/debian-image.sh" "$here/make-disk-image.sh" "$guestdir/guest.toml" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
+          sha256sum "$here/debian-image.sh" "$here/make-disk-image.sh" "$guestdir/guest.toml" ${extra_inputs[@]+"${extra_inputs[@]}"} | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
 if [ $force = 0 ] && [ -f "$out/manifest.json" ] && grep -q "\"input_hash\": \"$hash\"" "$out/manifest.json" \
    && [ -f "$out/disk.qcow2" ] && [ -f "$out/guest.toml" ]; then
     say "up to date in $out"
@@ -52,6 +67,7 @@ mmdebstrap --variant=minbase --include="$packages" \
     --customize-hook='chroot "$1" systemctl enable systemd-networkd.service clonesafe-tls.service' \
     --customize-hook='chroot "$1" systemctl mask e2scrub_reap.service e2scrub_all.timer' \
     --customize-hook='mkdir -p "$1/etc/clonesafe-tls" && chroot "$1" openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=clonesafe-guest -keyout /etc/clonesafe-tls/key.pem -out /etc/clonesafe-tls/cert.pem 2>/dev/null' \
+    ${customize[@]+"${customize[@]}"} \
     "$suite" "$work/rootfs" "$mirror" > "$work/mmdebstrap.log" 2>&1 \
     || { tail -n 30 "$work/mmdebstrap.log" >&2; exit 1; }
 kver=$(ls "$work/rootfs/lib/modules" | head -n1)

@@ -143,11 +143,16 @@ enum Cmd {
     /// List every built-in check: its id, what it reads and where (in the guest, on the host,
     /// from the guest's services, on the wire), which recipes or fix-ups can make it unique, and
     /// the public hazard list it comes from (virt-sysprep's operations, systemd's image docs,
-    /// Firecracker's clone docs, the 2013 thread)
+    /// Firecracker's clone docs, the 2013 thread). With --scenario, also the identities those
+    /// scenario files declare ([[identity]])
     Checks {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// Also list the identities this scenario file declares (repeatable); a bad
+        /// declaration is exit 2 with its file, line and field
+        #[arg(long, value_name = "FILE")]
+        scenario: Vec<PathBuf>,
     },
     /// Inspect libvirt save images (virsh save, external memory snapshots)
     SaveImage {
@@ -553,9 +558,18 @@ fn main() {
 async fn dispatch(cli: Cli) -> i32 {
     match cli.cmd {
         Cmd::SaveImage { cmd: SaveImageCmd::Show { file, json } } => save_image_show(&file, json),
-        Cmd::Checks { json } => {
+        Cmd::Checks { json, scenario } => {
             use std::io::Write;
-            let all = clonesafe::checks::catalogue::built_in();
+            let mut all = clonesafe::checks::catalogue::built_in();
+            if !scenario.is_empty() {
+                match clonesafe::scenario::load_plan(&scenario) {
+                    Ok(plan) => all.extend(clonesafe::checks::catalogue::declared(&plan)),
+                    Err(e) => {
+                        eprintln!("error: {}", clonesafe::text::for_terminal(&e.to_string()));
+                        return exit_codes::HARNESS_ERROR;
+                    }
+                }
+            }
             let text = if json { serde_json::to_string_pretty(&all).expect("the catalogue serializes") + "\n" } else { clonesafe::checks::catalogue::render(&all) };
             let _ = std::io::stdout().write_all(text.as_bytes());
             exit_codes::OK

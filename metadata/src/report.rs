@@ -128,7 +128,10 @@ impl Timing {
 /// A check's verdict with its evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckResult {
-    pub id: CheckId,
+    pub id: CheckName,
+    /// An identity the scenario file declared (`[[identity]]`), not a built-in check.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declared: bool,
     pub verdict: Verdict,
     /// One value per VM, in VM order (null where a VM gave none), or one per artifact for
     /// `secret_remanence`.
@@ -152,8 +155,8 @@ impl CheckReport {
         let met = expected.is_none_or(|e| e.is_met_by(result.verdict));
         CheckReport { result, expected, met }
     }
-    pub fn id(&self) -> CheckId {
-        self.result.id
+    pub fn id(&self) -> &CheckName {
+        &self.result.id
     }
     pub fn verdict(&self) -> Verdict {
         self.result.verdict
@@ -222,8 +225,9 @@ impl ScenarioReport {
         }
     }
 
-    pub fn check(&self, id: CheckId) -> Option<&CheckReport> {
-        self.checks.iter().find(|c| c.id() == id)
+    pub fn check(&self, id: impl Into<CheckName>) -> Option<&CheckReport> {
+        let id = id.into();
+        self.checks.iter().find(|c| *c.id() == id)
     }
 }
 
@@ -277,7 +281,7 @@ mod tests {
                 memory_mib: 256,
                 timing: Timing { boot_ms: vec![1], snapshot_ms: Some(2), restore_ms: vec![3, 4], snapshot_bytes: None, measurements },
                 checks: vec![CheckReport::new(
-                    CheckResult { id: CheckId::Mac, verdict: Verdict::Unique, values: vec![Value::Null], detail: "d".into(), evidence: None },
+                    CheckResult { id: CheckId::Mac.into(), declared: false, verdict: Verdict::Unique, values: vec![Value::Null], detail: "d".into(), evidence: None },
                     Some(Expectation::Verdict(Verdict::Unique)),
                 )],
                 expectations_met: true,

@@ -254,6 +254,106 @@ named! {
     }
 }
 
+/// A check's name in a report and in `[scenario.expect]`: a built-in check, or an identity the
+/// scenario file declared (`[[identity]]`, a snake_case id that is not a built-in's). Written as
+/// its id alone; a name that is not a built-in check's reads back as declared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CheckName {
+    Builtin(CheckId),
+    Declared(String),
+}
+
+impl CheckName {
+    /// Longest declared id.
+    pub const MAX_DECLARED: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            CheckName::Builtin(c) => c.as_str(),
+            CheckName::Declared(s) => s,
+        }
+    }
+
+    pub fn builtin(&self) -> Option<CheckId> {
+        match self {
+            CheckName::Builtin(c) => Some(*c),
+            CheckName::Declared(_) => None,
+        }
+    }
+
+    pub fn is_declared(&self) -> bool {
+        matches!(self, CheckName::Declared(_))
+    }
+
+    /// Whether `s` may name a declared identity: snake_case (a-z first, then a-z, 0-9, _), at
+    /// most [`Self::MAX_DECLARED`] bytes. Clashing with a built-in is a separate question.
+    pub fn valid_declared(s: &str) -> bool {
+        let mut c = s.chars();
+        s.len() <= Self::MAX_DECLARED
+            && c.next().is_some_and(|f| f.is_ascii_lowercase())
+            && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == '_')
+    }
+
+    /// A built-in check's name, or a declared one; None when `s` is neither.
+    pub fn parse(s: &str) -> Option<CheckName> {
+        match CheckId::parse(s) {
+            Some(c) => Some(CheckName::Builtin(c)),
+            None if Self::valid_declared(s) => Some(CheckName::Declared(s.to_string())),
+            None => None,
+        }
+    }
+}
+
+impl From<CheckId> for CheckName {
+    fn from(c: CheckId) -> Self {
+        CheckName::Builtin(c)
+    }
+}
+
+impl From<&CheckName> for CheckName {
+    fn from(c: &CheckName) -> Self {
+        c.clone()
+    }
+}
+
+impl PartialEq<CheckId> for CheckName {
+    fn eq(&self, other: &CheckId) -> bool {
+        *self == CheckName::Builtin(*other)
+    }
+}
+
+impl fmt::Display for CheckName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CheckName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CheckName::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is neither a built-in check nor a declared identity's id (snake_case)")))
+    }
+}
+
+impl JsonSchema for CheckName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CheckName".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let builtin = g.subschema_for::<CheckId>();
+        schemars::json_schema!({
+            "description": "A built-in check's id, or the id of an identity the scenario file declared (then the check has `declared: true`)",
+            "anyOf": [builtin, { "type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$" }]
+        })
+    }
+}
+
 named! {
     /// The outcome of one check.
     pub enum Verdict: "verdict" {

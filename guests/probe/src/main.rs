@@ -257,6 +257,8 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
                 Err(e) => Reply::Error { message: format!("fstrim: {e}") },
             }
         }
+        Request::Digest { path, text_bytes } => digest_file(path, text_bytes),
+        Request::Exec { argv, timeout_ms, max_bytes } => exec(&argv, timeout_ms, max_bytes),
         Request::ReadFile { path } => match data_path(&path) {
             Ok(p) => match fs::read_to_string(p) {
                 Ok(data) => Reply::File { path, data: Some(data) },
@@ -264,6 +266,108 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
                 Err(e) => Reply::Error { message: format!("read {path}: {e}") },
             },
             Err(message) => Reply::Error { message },
+        },
+    }
+}
+
+/// A declared identity's file: the SHA-256 of all of it, read in blocks (any size), and its
+/// first `text_bytes` bytes as text when a pattern needs them.
+fn digest_file(path: String, text_bytes: u32) -> Reply {
+    use sha2::Digest;
+    if !path.starts_with('/') {
+        return Reply::Error { message: format!("digest: {path:?} is not an absolute path") };
+    }
+    let mut f = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Reply::Digested { path, found: None },
+        Err(e) => return Reply::Error { message: format!("digest {path}: {e}") },
+    };
+    let keep = text_bytes.min(clonesafe_protocol::MAX_DECLARED_TEXT) as usize;
+    let (mut h, mut size, mut head) = (sha2::Sha256::new(), 0u64, Vec::new());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                size += n as u64;
+                if head.len() < keep {
+                    head.extend_from_slice(&buf[..n.min(keep - head.len())]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Reply::Error { message: format!("digest {path}: {e}") },
+        }
+    }
+    let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Reply::Digested { path, found: Some(clonesafe_protocol::DigestOf { sha256, size, text: String::from_utf8_lossy(&head).into_owned() }) }
+}
+
+/// A declared identity's command: no shell, stdin closed, each stream kept up to `max_bytes`
+/// (the rest is read and dropped so the command never blocks on a full pipe), killed after
+/// `timeout_ms` with what it printed so far.
+fn exec(argv: &[String], timeout_ms: u64, max_bytes: u32) -> Reply {
+    use std::process::{Command, Stdio};
+    let Some((prog, args)) = argv.split_first() else { return Reply::Error { message: "exec: an empty argv".into() } };
+    let keep = max_bytes.min(clonesafe_protocol::MAX_DECLARED_TEXT) as usize;
+    let mut child = match Command::new(prog)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Reply::Error { message: format!("exec {prog}: {e}") },
+    };
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let (mut kept, mut cut, mut buf) = (Vec::new(), false, [0u8; 4096]);
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = keep.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                cut |= n > room;
+            }
+            (kept, cut)
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let (exit, timed_out) = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break (st.code(), false),
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break (None, true);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Reply::Error { message: format!("exec {prog}: wait: {e}") },
+        }
+    };
+    // A grandchild holding the pipes open keeps a reader going: wait a little, not forever.
+    let join = |h: std::thread::JoinHandle<(Vec<u8>, bool)>| {
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while !h.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() { h.join().unwrap_or_default() } else { (Vec::new(), true) }
+    };
+    let ((o, oc), (e, ec)) = (join(out), join(err));
+    Reply::Executed {
+        output: clonesafe_protocol::ExecOutput {
+            exit,
+            timed_out,
+            stdout: String::from_utf8_lossy(&o).into_owned(),
+            stderr: String::from_utf8_lossy(&e).into_owned(),
+            truncated: oc || ec,
         },
     }
 }

@@ -83,6 +83,43 @@ pub enum Request {
     /// ifindex, prefix length, scope, flags, name; flag 0x08 is IFA_F_DADFAILED), and the IPv4
     /// addresses `/proc/net/fib_trie` lists as local. Each bounded by [`MAX_ADDRS_BYTES`].
     Addrs,
+    /// A declared identity's file: its SHA-256 and size, and with `text_bytes` > 0 its first
+    /// `text_bytes` bytes as text (for a `match` pattern). Any absolute path (the file's
+    /// contents are not written anywhere; `text_bytes` is at most [`MAX_DECLARED_TEXT`]).
+    Digest { path: String, #[serde(default)] text_bytes: u32 },
+    /// Run a declared identity's command: `argv[0]` absolute or looked up in
+    /// `/usr/sbin:/usr/bin:/sbin:/bin`, no shell, stdin closed. Each stream is kept up to
+    /// `max_bytes` (at most [`MAX_DECLARED_TEXT`]); after `timeout_ms` the command is killed and
+    /// what it printed so far comes back with `timed_out`.
+    Exec { argv: Vec<String>, timeout_ms: u64, max_bytes: u32 },
+}
+
+/// The most of a declared identity's output (each stream) or file text that comes back: a
+/// reply must fit in [`MAX_LINE`] even when every byte is escaped.
+pub const MAX_DECLARED_TEXT: u32 = 8 * 1024;
+
+/// A declared identity's file, as `digest` found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestOf {
+    /// Hex SHA-256 of the whole file.
+    pub sha256: String,
+    pub size: u64,
+    /// The first bytes asked for, as text (invalid UTF-8 replaced); empty when none were.
+    #[serde(default)]
+    pub text: String,
+}
+
+/// What a declared identity's command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Its exit status; None when it was killed (by the time limit, or a signal).
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// A stream was longer than `max_bytes` and was cut.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// The most of each address file the probe sends back.
@@ -234,6 +271,9 @@ pub enum Reply {
     Dirtied { mib: u32, ms: u64 },
     /// `if_inet6`: the kernel's IPv6 address table, verbatim; `ipv4`: local IPv4 addresses.
     Addrs { if_inet6: String, ipv4: Vec<String> },
+    /// `digest`'s answer; `found` is None when the file does not exist.
+    Digested { path: String, found: Option<DigestOf> },
+    Executed { output: ExecOutput },
     Error { message: String },
 }
 

@@ -12,7 +12,7 @@ pub mod serial;
 pub mod transport;
 
 use async_trait::async_trait;
-use clonesafe_protocol::{Gate, GateDone, Identity, Sample, Sources};
+use clonesafe_protocol::{DigestOf, ExecOutput, Gate, GateDone, Identity, Sample, Sources};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,4 +134,10 @@ pub trait GuestAgent: Send {
     async fn renew_lease(&mut self, t: Duration) -> Result<String, AgentError>;
     /// The guest's addresses: `/proc/net/if_inet6` verbatim and its local IPv4 addresses.
     async fn addrs(&mut self, t: Duration) -> Result<(String, Vec<String>), AgentError>;
+    /// A declared identity's file (any absolute path): the SHA-256 of all of it, its size and,
+    /// with `text_bytes` > 0, its first bytes as text. None when it does not exist.
+    async fn digest_file(&mut self, path: &str, text_bytes: u32, t: Duration) -> Result<Option<DigestOf>, AgentError>;
+    /// A declared identity's command (no shell), killed after `limit` with what it printed so
+    /// far, each stream kept up to `max_bytes`. `t` bounds the exchange beyond `limit`.
+    async fn run_command(&mut self, argv: &[String], limit: Duration, max_bytes: u32, t: Duration) -> Result<ExecOutput, AgentError>;
 }

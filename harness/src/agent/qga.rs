@@ -28,6 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 pub const MAX_REPLY: usize = 4 << 20;
 /// Longest file read through the agent.
 pub const MAX_FILE: usize = 1 << 20;
+/// Longest declared file digested through the agent.
+pub const MAX_DIGEST: u64 = 64 << 20;
 /// Bytes per guest-file-write. Through libvirt (libvirt 9.0, qemu-ga 7.2) 1 MiB chunks reached the
 /// agent mangled ("JSON parse error, invalid keyword 'buf'", measured) and left the agent
 /// unusable; 64 KiB ones arrived whole. 48 KiB is the size reads use.
@@ -187,6 +189,78 @@ impl Qga {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A declared identity's file, streamed through guest-file-read into a SHA-256 (at most
+    /// [`MAX_DIGEST`] bytes: the agent sends it base64 in 48 KiB chunks).
+    pub async fn digest(&mut self, path: &str, text_bytes: u32, t: Duration) -> Result<Option<clonesafe_protocol::DigestOf>, AgentError> {
+        use sha2::Digest;
+        let handle = match self.cmd("guest-file-open", json!({ "path": path, "mode": "r" }), t).await {
+            Ok(h) => h,
+            Err(AgentError::Guest(m)) if m.contains("No such file") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let keep = text_bytes.min(clonesafe_protocol::MAX_DECLARED_TEXT) as usize;
+        let (mut h, mut size, mut head) = (sha2::Sha256::new(), 0u64, Vec::new());
+        let r = async {
+            loop {
+                let chunk = self.cmd("guest-file-read", json!({ "handle": handle, "count": 48 << 10 }), t).await?;
+                let b = chunk["buf-b64"].as_str().and_then(|s| B64.decode(s).ok()).unwrap_or_default();
+                h.update(&b);
+                size += b.len() as u64;
+                if head.len() < keep {
+                    head.extend_from_slice(&b[..b.len().min(keep - head.len())]);
+                }
+                if size > MAX_DIGEST {
+                    return Err(AgentError::Unavailable { op: "digest a declared file", why: format!("{path} is larger than {} MiB, the most read through qemu-guest-agent", MAX_DIGEST >> 20) });
+                }
+                if chunk["eof"].as_bool() != Some(false) || b.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let _ = self.cmd("guest-file-close", json!({ "handle": handle }), t).await;
+        r?;
+        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Some(clonesafe_protocol::DigestOf { sha256, size, text: String::from_utf8_lossy(&head).into_owned() }))
+    }
+
+    /// A declared identity's command through guest-exec. guest-exec returns a command's output
+    /// only once it exits and offers no way to stop it, so the command runs under the guest's
+    /// `timeout` (coreutils), which stops it after `limit` and lets the output printed so far
+    /// come back. A guest without `timeout` runs it directly; then a command past `limit` is an
+    /// error with no output (it is left running: the agent cannot kill it).
+    pub async fn run_bounded(&mut self, argv: &[String], limit: Duration, max_bytes: u32, t: Duration) -> Result<clonesafe_protocol::ExecOutput, AgentError> {
+        let secs = limit.as_secs().max(1).to_string();
+        let mut wrapped: Vec<&str> = vec!["--kill-after=2", &secs];
+        wrapped.extend(argv.iter().map(String::as_str));
+        let start = Instant::now();
+        let (r, under_timeout) = match self.exec("timeout", &wrapped, limit + t).await {
+            Err(AgentError::Guest(m)) if m.contains("No such file") || m.contains("not found") => {
+                let (prog, args) = argv.split_first().ok_or(AgentError::Unavailable { op: "run a declared command", why: "an empty argv".into() })?;
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                (self.exec(prog, &args, limit + t).await?, false)
+            }
+            other => (other?, true),
+        };
+        let cut = |s: String| -> (String, bool) {
+            let keep = max_bytes.min(clonesafe_protocol::MAX_DECLARED_TEXT) as usize;
+            if s.len() <= keep {
+                return (s, false);
+            }
+            let mut end = keep;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            (s[..end].to_string(), true)
+        };
+        // timeout(1) exits 124 when it stopped the command (137 when it had to kill it).
+        let timed_out = under_timeout && matches!(r.exitcode, 124 | 137) && start.elapsed() + Duration::from_millis(500) >= limit;
+        let (stdout, c1) = cut(r.out);
+        let (stderr, c2) = cut(r.err);
+        let exit = (!timed_out).then_some(r.exitcode as i32);
+        Ok(clonesafe_protocol::ExecOutput { exit, timed_out, stdout, stderr, truncated: c1 || c2 })
     }
 
     /// `sh -c script`.
@@ -517,6 +591,14 @@ impl GuestAgent for Qga {
 
     async fn write_file(&mut self, path: &str, data: &str, t: Duration) -> Result<(), AgentError> {
         self.write_bytes(path, data.as_bytes(), t).await
+    }
+
+    async fn digest_file(&mut self, path: &str, text_bytes: u32, t: Duration) -> Result<Option<clonesafe_protocol::DigestOf>, AgentError> {
+        self.digest(path, text_bytes, t).await
+    }
+
+    async fn run_command(&mut self, argv: &[String], limit: Duration, max_bytes: u32, t: Duration) -> Result<clonesafe_protocol::ExecOutput, AgentError> {
+        self.run_bounded(argv, limit, max_bytes, t).await
     }
 
     async fn read_file(&mut self, path: &str, t: Duration) -> Result<Option<String>, AgentError> {

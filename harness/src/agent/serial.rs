@@ -77,6 +77,8 @@ fn want(req: &Request) -> &'static str {
         Request::SetTime { .. } => "time_set",
         Request::Dirty { .. } => "dirtied",
         Request::Addrs => "addrs",
+        Request::Digest { .. } => "digested",
+        Request::Exec { .. } => "executed",
     }
 }
 
@@ -167,6 +169,21 @@ impl GuestAgent for ProbeChannel {
         match self.call(&Request::Addrs, t).await? {
             Reply::Addrs { if_inet6, ipv4 } => Ok((if_inet6, ipv4)),
             other => Err(unexpected("addrs", &other)),
+        }
+    }
+
+    async fn digest_file(&mut self, path: &str, text_bytes: u32, t: Duration) -> Result<Option<clonesafe_protocol::DigestOf>, AgentError> {
+        match self.call(&Request::Digest { path: path.into(), text_bytes }, t).await? {
+            Reply::Digested { found, .. } => Ok(found),
+            other => Err(unexpected("digested", &other)),
+        }
+    }
+
+    async fn run_command(&mut self, argv: &[String], limit: Duration, max_bytes: u32, t: Duration) -> Result<clonesafe_protocol::ExecOutput, AgentError> {
+        let req = Request::Exec { argv: argv.to_vec(), timeout_ms: limit.as_millis() as u64, max_bytes };
+        match self.call(&req, limit + t).await? {
+            Reply::Executed { output } => Ok(output),
+            other => Err(unexpected("executed", &other)),
         }
     }
 

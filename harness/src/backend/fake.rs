@@ -164,6 +164,28 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
         },
         Request::WriteFile { path, .. } => Reply::Written { path },
         Request::ReadFile { path } => Reply::File { path, data: None },
+        // Declared identities: machine-id is a file and `cat` prints it; `sleep` outlives any
+        // limit; anything else is not found.
+        Request::Digest { path, .. } => {
+            use sha2::Digest as _;
+            let found = (path == "/etc/machine-id").then(|| clonesafe_protocol::DigestOf {
+                sha256: sha2::Sha256::digest(s.machine_id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+                size: s.machine_id.len() as u64,
+                text: String::new(),
+            });
+            Reply::Digested { path, found }
+        }
+        Request::Exec { argv, .. } => {
+            let out = |exit: Option<i32>, timed_out: bool, stdout: String, stderr: &str| Reply::Executed {
+                output: clonesafe_protocol::ExecOutput { exit, timed_out, stdout, stderr: stderr.into(), truncated: false },
+            };
+            match argv.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["cat", "/etc/machine-id"] => out(Some(0), false, format!("{}\n", s.machine_id), ""),
+                ["sleep", ..] => out(None, true, "started\n".into(), ""),
+                [prog, ..] => out(Some(127), false, String::new(), &format!("{prog}: not found")),
+                [] => Reply::Error { message: "exec: an empty argv".into() },
+            }
+        }
         Request::Fixup { .. } => {
             s.machine_id = uuid::Uuid::new_v4().simple().to_string();
             Reply::FixedUp { t_start_ns: 0, t_rng_ns: 1, t_done_ns: 2, steps: vec![] }

@@ -8,6 +8,7 @@
 
 use clonesafe_metadata::CheckId;
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// Where a check's values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,20 +24,23 @@ pub enum Where {
     Wire,
 }
 
-/// One built-in check in the catalogue.
+/// One check in the catalogue: built in, or declared by a scenario file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    pub id: &'static str,
+    pub id: Cow<'static, str>,
     /// What it compares.
-    pub reads: &'static str,
+    pub reads: Cow<'static, str>,
     pub source: Where,
     /// The path or interface it reads.
-    pub at: &'static str,
+    pub at: Cow<'static, str>,
     /// Recipes (strategies) or fix-ups whose mechanism makes it unique; empty: none of clonesafe's.
-    pub made_unique_by: &'static [&'static str],
-    /// The public hazard lists that name it.
-    pub listed_in: &'static [&'static str],
+    pub made_unique_by: Vec<Cow<'static, str>>,
+    /// The public hazard lists that name it (for a declared one: where it is declared).
+    pub listed_in: Vec<Cow<'static, str>>,
     pub declared: bool,
+    /// The scenarios that check a declared identity.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<String>,
 }
 
 const SYSTEMD: &str = "systemd docs/BUILDING_IMAGES.md";
@@ -46,7 +50,16 @@ const THREAD: &str = "OpenStack live-clone thread (2013)";
 const CLOUD_INIT: &str = "cloud-init first-boot docs";
 
 fn entry(id: CheckId) -> Entry {
-    let e = |reads, source, at, made_unique_by, listed_in| Entry { id: id.as_str(), reads, source, at, made_unique_by, listed_in, declared: false };
+    let e = |reads: &'static str, source, at: &'static str, made_unique_by: &'static [&'static str], listed_in: &'static [&'static str]| Entry {
+        id: id.as_str().into(),
+        reads: reads.into(),
+        source,
+        at: at.into(),
+        made_unique_by: made_unique_by.iter().map(|s| Cow::Borrowed(*s)).collect(),
+        listed_in: listed_in.iter().map(|s| Cow::Borrowed(*s)).collect(),
+        declared: false,
+        scenarios: vec![],
+    };
     match id {
         CheckId::Mac => e("the MAC of each NIC", Where::Guest, "/sys/class/net/*/address", &["nic-replug", "image-clone", "cold-boot"], &[THREAD, "virt-sysprep net-hwaddr"]),
         CheckId::SmbiosUuid => e("the SMBIOS system UUID", Where::Guest, "/sys/class/dmi/id/product_uuid", &["image-clone", "cold-boot"], &[THREAD]),
@@ -81,6 +94,35 @@ pub fn built_in() -> Vec<Entry> {
     CheckId::ALL.iter().map(|id| entry(*id)).collect()
 }
 
+/// The identities `plan`'s scenario files declare, each once, with the scenarios that check it.
+/// The same id declared differently in two files is listed once per declaration.
+pub fn declared(plan: &crate::scenario::Plan) -> Vec<Entry> {
+    let mut out: Vec<(Entry, String)> = Vec::new();
+    for s in &plan.scenarios {
+        for d in &s.declared {
+            let at = format!("{}:{}", d.file.display(), d.line);
+            match out.iter_mut().find(|(e, a)| e.id == d.id.as_str() && *a == at) {
+                Some((e, _)) => e.scenarios.push(s.name.clone()),
+                None => {
+                    let reads = d.description.clone().unwrap_or_else(|| "an identity the scenario file declares".into());
+                    let entry = Entry {
+                        id: d.id.clone().into(),
+                        reads: format!("{reads} (read {})", d.when.as_str()).into(),
+                        source: Where::Guest,
+                        at: d.reads().into(),
+                        made_unique_by: vec![],
+                        listed_in: vec![format!("declared at {at}").into()],
+                        declared: true,
+                        scenarios: vec![s.name.clone()],
+                    };
+                    out.push((entry, at));
+                }
+            }
+        }
+    }
+    out.into_iter().map(|(e, _)| e).collect()
+}
+
 /// The catalogue as a table for the terminal.
 pub fn render(entries: &[Entry]) -> String {
     use std::fmt::Write;
@@ -92,11 +134,14 @@ pub fn render(entries: &[Entry]) -> String {
             Where::Service => "service",
             Where::Wire => "wire",
         };
-        let _ = writeln!(out, "{:<24} {:<8} {}", e.id, where_, e.reads);
-        let _ = writeln!(out, "{:<24} {:<8} at: {}", "", "", e.at);
+        let _ = writeln!(out, "{:<24} {:<8} {}", e.id, where_, crate::text::for_terminal(&e.reads));
+        let _ = writeln!(out, "{:<24} {:<8} at: {}", "", "", crate::text::for_terminal(&e.at));
         let fixed = if e.made_unique_by.is_empty() { "none of clonesafe's recipes".to_string() } else { e.made_unique_by.join(", ") };
         let _ = writeln!(out, "{:<24} {:<8} made unique by: {fixed}", "", "");
         let _ = writeln!(out, "{:<24} {:<8} listed in: {}", "", "", e.listed_in.join("; "));
+        if !e.scenarios.is_empty() {
+            let _ = writeln!(out, "{:<24} {:<8} checked by: {}", "", "", e.scenarios.join(", "));
+        }
     }
     out
 }

@@ -5,7 +5,7 @@
 use super::compare::{compare, compare_sets, Comparison};
 pub use crate::evidence::Evidence;
 use crate::probes::Observation;
-use clonesafe_metadata::{CheckId, CheckResult, Verdict};
+use clonesafe_metadata::{CheckId, CheckName, CheckResult, Verdict};
 use serde_json::{json, Value};
 
 /// One identity (or risk) compared across the VMs of a scenario.
@@ -16,24 +16,30 @@ pub trait Check: Send + Sync {
     fn run(&self, ev: &Evidence) -> CheckResult;
 }
 
-pub fn error(id: CheckId, obs: &[Observation], detail: String) -> CheckResult {
-    CheckResult { id, verdict: Verdict::Error, values: vec![Value::Null; obs.len()], detail, evidence: None }
+/// A result with no extra evidence; `declared` follows the name.
+pub fn result(id: impl Into<CheckName>, verdict: Verdict, values: Vec<Value>, detail: String) -> CheckResult {
+    let id = id.into();
+    CheckResult { declared: id.is_declared(), id, verdict, values, detail, evidence: None }
 }
 
-pub fn skipped(id: CheckId, values: Vec<Value>, detail: impl Into<String>) -> CheckResult {
-    CheckResult { id, verdict: Verdict::Skipped, values, detail: detail.into(), evidence: None }
+pub fn error(id: impl Into<CheckName>, obs: &[Observation], detail: String) -> CheckResult {
+    result(id, Verdict::Error, vec![Value::Null; obs.len()], detail)
+}
+
+pub fn skipped(id: impl Into<CheckName>, values: Vec<Value>, detail: impl Into<String>) -> CheckResult {
+    result(id, Verdict::Skipped, values, detail.into())
 }
 
 /// Compare one string per VM: `unique`, `duplicate` (the detail names who shares), or
 /// `skipped` with fewer than two VMs.
-pub fn from_values(id: CheckId, obs: &[Observation], values: Vec<String>) -> CheckResult {
+pub fn from_values(id: impl Into<CheckName>, obs: &[Observation], values: Vec<String>) -> CheckResult {
     let json_values = values.iter().map(|v| json!(v)).collect();
     if obs.len() < 2 {
         return skipped(id, json_values, "needs at least 2 VMs to compare");
     }
     let opt: Vec<Option<String>> = values.into_iter().map(Some).collect();
     let c = compare(&opt);
-    CheckResult { id, verdict: c.verdict, values: json_values, detail: describe(&c, obs), evidence: None }
+    result(id, c.verdict, json_values, describe(&c, obs))
 }
 
 /// Compare one set per VM (values shown joined): `duplicate` when two VMs share any element.
@@ -47,7 +53,7 @@ pub fn from_sets(id: CheckId, obs: &[Observation], sets: Vec<Vec<String>>) -> Ch
         Verdict::Unique => format!("all {} sets disjoint", obs.len()),
         _ => describe(&c, obs).replace("share one value", "share at least one element"),
     };
-    CheckResult { id, verdict: c.verdict, values: json_values, detail, evidence: None }
+    result(id, c.verdict, json_values, detail)
 }
 
 fn describe(c: &Comparison, obs: &[Observation]) -> String {

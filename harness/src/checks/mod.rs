@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod claims;
 pub mod common;
 pub mod compare;
+pub mod declared;
 pub mod files;
 pub mod host;
 pub mod hw_mismatch;
@@ -53,10 +54,11 @@ pub fn all() -> Vec<&'static dyn Check> {
     ]
 }
 
-/// Every check's result; a check whose values contradict what the host knows is `error`
-/// ([`claims`]), whatever its comparison said.
+/// Every check's result, then each declared identity's ([`declared`]); a check whose values
+/// contradict what the host knows is `error` ([`claims`]), whatever its comparison said.
 pub fn run_all(ev: &Evidence) -> Vec<CheckResult> {
     let mut results: Vec<CheckResult> = all().into_iter().map(|c| run(c, ev)).collect();
+    results.extend(declared::run(ev));
     for (id, why) in claims::contradictions(ev) {
         if let Some(r) = results.iter_mut().find(|r| r.id == id) {
             if r.verdict != clonesafe_metadata::Verdict::Error {

@@ -22,7 +22,8 @@ impl Check for SecretRemanence {
         };
         if let Some(c) = scan.control.as_ref().filter(|c| !c.found) {
             return CheckResult {
-                id,
+                id: id.into(),
+                declared: false,
                 verdict: Verdict::Error,
                 values: vec![],
                 detail: format!("the scan did not find a string known to be there ({:?} in the {}): its 'not found' cannot be trusted", c.needle, c.artifact),
@@ -37,6 +38,6 @@ impl Check for SecretRemanence {
         } else {
             (Verdict::Duplicate, format!("the deleted canary survived in: {}", found.join(", ")))
         };
-        CheckResult { id, verdict, values, detail, evidence: serde_json::to_value(scan).ok() }
+        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence: serde_json::to_value(scan).ok() }
     }
 }

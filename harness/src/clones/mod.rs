@@ -31,7 +31,7 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
         out.push((Capability::SegmentNetwork, "network = \"segment\"".into()));
     }
     for c in crate::probes::GUEST_PORT_CHECKS {
-        if matches!(s.expect.get(c), Some(clonesafe_metadata::Expectation::Verdict(_))) {
+        if matches!(s.expect.get(&clonesafe_metadata::CheckName::Builtin(*c)), Some(clonesafe_metadata::Expectation::Verdict(_))) {
             out.push((Capability::GuestPorts, format!("the expectation on {c}")));
         }
     }

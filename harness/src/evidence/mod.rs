@@ -9,6 +9,7 @@
 //!   tls.rs        the cross-VM TLS session-ticket test (needs every VM at once)
 //!   remanence.rs  the canary scan of the snapshot's artifacts
 //!   segment.rs    the wire: the segment's capture and each guest's addresses
+//!   declared.rs   the scenario file's own identities ([[identity]])
 //!        │
 //!        ▼
 //! Evidence ──▶ checks::run_all ──▶ verdicts
@@ -18,6 +19,7 @@
 //! are `Made::compared[..].early`); everything a check reads is gathered here, into one
 //! [`Evidence`]. A new source of evidence is a file here and one line in [`gather`].
 
+mod declared;
 mod observe;
 pub mod remanence;
 mod segment;
@@ -37,5 +39,6 @@ pub async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, t0: u64) -
     tls::gather(cx, fleet, made, &mut ev).await;
     remanence::gather(cx, made, &mut ev).await?;
     segment::gather(cx, fleet, made, &mut ev, t0).await;
+    declared::gather(cx, fleet, made, &mut ev).await;
     Ok(ev)
 }

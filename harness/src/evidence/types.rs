@@ -23,6 +23,8 @@ pub struct Evidence {
     pub vmgenid_device: bool,
     /// What the segment's capture and the guests said, when the VMs were on one.
     pub segment: Option<crate::network::SegmentReport>,
+    /// The identities the scenario file declared; each VM's reading is in its observation.
+    pub declared: Vec<crate::scenario::declared::Declared>,
 }
 
 impl Evidence {
@@ -37,6 +39,7 @@ impl Evidence {
             assigned_macs: vec![],
             vmgenid_device: recipe.has(clonesafe_metadata::FixupId::Vmgenid),
             segment: None,
+            declared: vec![],
         }
     }
 

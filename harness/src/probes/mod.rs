@@ -7,6 +7,7 @@
 //! as soon as a reseed happens; then the wall clock and the TLS server's random, still before any
 //! fix-up; [`observe`] reads the rest after the fix-ups. Host-side measurements are in [`host`].
 
+pub mod declared;
 pub mod host;
 
 use crate::agent::{AgentError, GuestAgent, Resumed};
@@ -14,6 +15,7 @@ use crate::backend::error::BackendError;
 use crate::backend::lifecycle::Phase;
 use crate::backend::Vm;
 use clonesafe_metadata::{CheckId, MeasurementId};
+use crate::scenario::declared::{Declared, When};
 use clonesafe_protocol::{Gate, Identity, Sample};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
@@ -48,6 +50,9 @@ pub struct Observation {
     /// When the VMM resumed it (or, for a VM that booted, when it was first observed), as unix
     /// ns: where the segment's `ip_window_ms` counts from.
     pub resumed_unix_ns: u64,
+    /// The scenario's declared identities, by id: those read right after resume, then (from
+    /// the evidence stage) those read after the fix-ups.
+    pub declared: BTreeMap<String, declared::Reading>,
 }
 
 /// What is read from a VM right after it resumes (or, for a booted VM, when first observed),
@@ -62,6 +67,9 @@ pub struct Early {
     pub no_rng: Option<String>,
     pub clock_skew_ms: Option<f64>,
     pub tls_random: Option<Result<Vec<Sample>, String>>,
+    /// The declared identities read in the same burst as the first RNG samples
+    /// (`when = "right-after-resume"`).
+    pub declared: Vec<(String, declared::Reading)>,
 }
 
 /// `t` as ns since the Unix epoch.
@@ -82,10 +90,11 @@ pub async fn clock_skew(vm: &mut dyn Vm, t: Duration) -> Option<f64> {
     Some((guest as i128 - host_mid) as f64 / 1e6)
 }
 
-/// `go` first (with `gate`, if the recipe holds the first read), then the clock, then the TLS
-/// server's random; `resumed_at` is when the VMM resumed the guest.
-pub async fn right_after_resume(vm: &mut dyn Vm, gate: Option<Gate>, resumed_at: Instant, t: Duration) -> Result<Early, BackendError> {
-    let mut early = Early { resumed_at, answered_at: resumed_at, resumed: None, no_rng: None, clock_skew_ms: None, tls_random: None };
+/// `go` first (with `gate`, if the recipe holds the first read), then the declared identities
+/// read right after resume, then the clock, then the TLS server's random; `resumed_at` is when
+/// the VMM resumed the guest.
+pub async fn right_after_resume(vm: &mut dyn Vm, gate: Option<Gate>, resumed_at: Instant, declared: &[Declared], t: Duration) -> Result<Early, BackendError> {
+    let mut early = Early { resumed_at, answered_at: resumed_at, resumed: None, no_rng: None, clock_skew_ms: None, tls_random: None, declared: vec![] };
     match call(vm, "sample the kernel RNG after resume", |a| a.go(gate, t)).await {
         Ok(r) => early.resumed = Some(r),
         Err(BackendError::Agent { source: e @ (AgentError::Unavailable { .. } | AgentError::Unsupported { .. }), .. }) => early.no_rng = Some(e.to_string()),
@@ -93,6 +102,9 @@ pub async fn right_after_resume(vm: &mut dyn Vm, gate: Option<Gate>, resumed_at:
         Err(e) => return Err(e),
     }
     early.answered_at = Instant::now();
+    for d in declared.iter().filter(|d| d.when == When::RightAfterResume) {
+        early.declared.push((d.id.clone(), declared::read(vm, d, Some(resumed_at), t).await));
+    }
     early.clock_skew_ms = clock_skew(vm, t).await;
     // A clone without a NIC (nic-replug unplugged it before the snapshot) cannot be reached
     // yet: its TLS server is sampled after the fix-ups instead.
@@ -119,11 +131,12 @@ pub async fn call<T>(
 
 /// The rest of what the checks compare, after the fix-ups: the remaining RNG samples (when `go`
 /// was answered), the identity report, `ssh-keyscan`, and the clock again. `early` is what
-/// [`right_after_resume`] read (None for a booted VM, which this reads now).
-pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Result<Observation, BackendError> {
+/// [`right_after_resume`] read (None for a booted VM, which this reads now, with the `declared`
+/// identities read right after resume).
+pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared], t: Duration) -> Result<Observation, BackendError> {
     let early = match early {
         Some(e) => e,
-        None => right_after_resume(vm, None, Instant::now(), t).await?,
+        None => right_after_resume(vm, None, Instant::now(), declared, t).await?,
     };
     let mut o = Observation {
         vm: vm.name().to_string(),
@@ -131,6 +144,7 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, t: Duration) -> Resu
         clock_skew_at_resume_ms: early.clock_skew_ms,
         resumed_unix_ns: unix_ns(SystemTime::now()).saturating_sub(early.resumed_at.elapsed().as_nanos() as u64),
         tls_random: early.tls_random,
+        declared: early.declared.into_iter().collect(),
         ..Default::default()
     };
     if let (None, Some(port)) = (&o.tls_random, vm.forwards().get("tls").copied()) {

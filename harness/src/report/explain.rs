@@ -1,9 +1,12 @@
 //! Why an identity stays duplicated under a recipe: the explanations a reviewer needs next to
 //! the verdicts. Keyed by check id; a report uses them for whatever `full` still duplicates.
 
-use clonesafe_metadata::CheckId;
+use clonesafe_metadata::{CheckId, CheckName};
 
-pub fn why_duplicate(id: CheckId) -> &'static str {
+pub fn why_duplicate(id: &CheckName) -> &'static str {
+    let Some(id) = id.builtin() else {
+        return "An identity the scenario file declared. clonesafe's recipes know nothing of it: no sysprep operation or fix-up here regenerates it, so the image, or whatever provisions each clone, must.";
+    };
     match id {
         CheckId::SmbiosUuid => "The guest read its SMBIOS/DMI table at boot and keeps the copy in memory (/sys/class/dmi/id reads it). A new -uuid changes the table in the new VM's firmware area, but the restored kernel never reads it again. Only a reboot, or a guest that re-reads DMI, changes it.",
         CheckId::BootId => "boot_id is created once per boot by the kernel and lives in memory. By definition every clone of one running system shares its boot. Nothing short of a reboot changes it, and software that keys on boot_id (journald, for example) treats the clones as one boot.",

@@ -4,7 +4,7 @@
 
 use super::{explain, plots};
 use crate::text::xml_escape as esc;
-use clonesafe_metadata::{CheckId, MeasurementId, Report, ScenarioReport, Strategy, Verdict};
+use clonesafe_metadata::{CheckId, CheckName, MeasurementId, Report, ScenarioReport, Strategy, Verdict};
 use std::fmt::Write;
 
 fn class(v: Verdict) -> &'static str {
@@ -41,8 +41,8 @@ pub fn render(r: &Report) -> String {
     let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">unique</span><span style=\"background:#f6c1c1\">duplicate</span><span style=\"background:#e6e6e6\">skipped</span><span style=\"background:#ffd591\">error</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
     h.push_str("<h2>Matrix</h2><table id=\"matrix\"><tr><th>scenario</th><th>strategy</th><th>backend</th>");
     let cols = columns(r);
-    for id in cols.iter().copied() {
-        let _ = write!(h, "<th>{}</th>", id.as_str());
+    for id in &cols {
+        let _ = write!(h, "<th>{}{}</th>", esc(id.as_str()), if id.is_declared() { " <small>(declared)</small>" } else { "" });
     }
     h.push_str("</tr>");
     for s in &r.scenarios {
@@ -51,7 +51,7 @@ pub fn render(r: &Report) -> String {
             let _ = write!(h, "<td class=\"error\" colspan=\"{}\"><details><summary>could not run</summary><pre>{}</pre></details></td></tr>", cols.len(), esc(e));
             continue;
         }
-        for id in cols.iter().copied() {
+        for id in &cols {
             match s.checks.iter().find(|c| c.id() == id) {
                 None => h.push_str("<td></td>"),
                 Some(c) => {
@@ -137,7 +137,7 @@ pub fn render(r: &Report) -> String {
 fn addresses_html(r: &Report) -> String {
     let mut h = String::new();
     for s in &r.scenarios {
-        let check = |id: CheckId| s.checks.iter().find(|c| c.id() == id && c.verdict() != Verdict::Skipped);
+        let check = |id: CheckId| s.checks.iter().find(|c| *c.id() == id && c.verdict() != Verdict::Skipped);
         let Some(lease) = check(CheckId::Ipv4Lease) else { continue };
         let Some(vms) = lease.result.evidence.as_ref().and_then(|e| e["vms"].as_array()) else { continue };
         if h.is_empty() {
@@ -182,7 +182,7 @@ pub fn measured_ids(r: &Report) -> Vec<MeasurementId> {
 }
 
 /// For each scenario of strategy `full`: the identities still duplicated, and why.
-pub fn still_duplicated(r: &Report) -> Vec<(&ScenarioReport, Vec<(CheckId, &'static str)>)> {
+pub fn still_duplicated(r: &Report) -> Vec<(&ScenarioReport, Vec<(&CheckName, &'static str)>)> {
     r.scenarios
         .iter()
         .filter(|s| s.strategy == Strategy::Full && s.error.is_none())
@@ -202,7 +202,7 @@ fn still_duplicated_html(r: &Report) -> String {
             h.push_str("<li>Nothing: every identity was unique.</li>");
         }
         for (id, why) in dups {
-            let _ = write!(h, "<li><b>{}</b>: {}</li>", id.as_str(), esc(why));
+            let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(id.as_str()), esc(why));
         }
         h.push_str("</ul>");
     }
@@ -210,7 +210,14 @@ fn still_duplicated_html(r: &Report) -> String {
 }
 
 /// The matrix's columns: every check that some scenario of the report has, in the order of
-/// [`CheckId::ALL`]. A report of an older clonesafe (fewer checks) keeps its own columns.
-pub(super) fn columns(r: &Report) -> Vec<CheckId> {
-    CheckId::ALL.iter().copied().filter(|id| r.scenarios.iter().any(|s| s.check(*id).is_some())).collect()
+/// [`CheckId::ALL`], then the declared identities in the order they first appear. A report of
+/// an older clonesafe (fewer checks) keeps its own columns.
+pub(super) fn columns(r: &Report) -> Vec<CheckName> {
+    let mut cols: Vec<CheckName> = CheckId::ALL.iter().copied().filter(|id| r.scenarios.iter().any(|s| s.check(*id).is_some())).map(CheckName::from).collect();
+    for c in r.scenarios.iter().flat_map(|s| &s.checks) {
+        if c.id().is_declared() && !cols.contains(c.id()) {
+            cols.push(c.id().clone());
+        }
+    }
+    cols
 }

@@ -35,7 +35,7 @@ pub fn render(r: &Report) -> String {
     let cols = columns(r);
     let _ = write!(m, "| scenario | strategy | backend |");
     for id in &cols {
-        let _ = write!(m, " {} |", e(id.as_str()));
+        let _ = write!(m, " {}{} |", e(id.as_str()), if id.is_declared() { " (declared)" } else { "" });
     }
     let _ = write!(m, "\n|---|---|---|");
     for _ in &cols {
@@ -49,7 +49,7 @@ pub fn render(r: &Report) -> String {
                 let _ = write!(m, " could not run: {} |", e(err.lines().next().unwrap_or_default()));
             }
             None => {
-                for id in cols.iter().copied() {
+                for id in &cols {
                     let c = s.check(id);
                     let _ = write!(m, " {} |", c.map(|c| cell(c.verdict(), c.met)).unwrap_or_default());
                 }

@@ -22,8 +22,12 @@
 //!                           # with dnsmasq and a capture; network/segment.rs)
 //! [scenario.expect]         # check id = unique | duplicate | skipped | error | any
 //! mac = "duplicate"
+//! [[scenario.identity]]     # the user's own identities, here or at the top level for every
+//! id = "node_id"            # scenario of the file (declared.rs)
+//! file = "/var/lib/agent/node-id"
 //! ```
 
+pub mod declared;
 mod error;
 mod parse;
 mod plan;

@@ -1,9 +1,10 @@
 //! TOML → [`ScenarioPlan`]: deserialize strictly (unknown fields rejected, with spans), then
 //! validate each value, so every error says the file, line, column and field.
 
+use super::declared::{self, RawIdentity};
 use super::error::ScenarioError;
 use super::plan::{Network, NoCloud, ScenarioPlan};
-use clonesafe_metadata::{BackendKind, CheckId, Expectation, FixupId, Method, Recipe, Strategy};
+use clonesafe_metadata::{BackendKind, CheckId, CheckName, Expectation, FixupId, Method, Recipe, Strategy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,6 +16,9 @@ use toml::Spanned;
 struct RawFile {
     #[serde(default)]
     scenario: Vec<Spanned<RawScenario>>,
+    /// Identities every scenario of the file checks (declared.rs).
+    #[serde(default)]
+    identity: Vec<Spanned<RawIdentity>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +44,9 @@ struct RawScenario {
     nocloud: Option<Spanned<String>>,
     pool: Option<Spanned<i64>>,
     network: Option<Spanned<String>>,
+    /// `[[scenario.identity]]`: identities this scenario alone checks.
+    #[serde(default)]
+    identity: Vec<Spanned<RawIdentity>>,
 }
 
 /// Scenario files are a few KiB; anything larger is refused before it is parsed.
@@ -66,6 +73,8 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
     if raw.scenario.is_empty() {
         return Err(at(0..0, None, "no [[scenario]] tables in this file".into()));
     }
+    let line_of = |offset: usize| line_col(src, offset).0;
+    let file_declared = declared::validate(path, &at, &line_of, "identity", raw.identity, &[])?;
     let mut out: Vec<ScenarioPlan> = Vec::new();
     for (i, s) in raw.scenario.into_iter().enumerate() {
         let table = s.span();
@@ -171,10 +180,19 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             Some(m) => return Err(at(m.span(), f("memory_mib"), format!("{} is out of range: 128 to 16384 MiB", m.get_ref()))),
         };
 
-        let mut expect = BTreeMap::new();
+        let mut declared = file_declared.clone();
+        declared.extend(declared::validate(path, &at, &line_of, &format!("scenario[{i}].identity"), s.identity, &file_declared)?);
+        let mut expect: BTreeMap<CheckName, Expectation> = declared.iter().filter_map(|d| d.expect.map(|e| (d.name(), e))).collect();
         for (k, v) in &s.expect {
-            let id = CheckId::parse(k.get_ref())
-                .ok_or_else(|| at(k.span(), f("expect"), format!("unknown check {:?}; checks are: {}", k.get_ref(), CheckId::names().join(", "))))?;
+            let id = match CheckId::parse(k.get_ref()) {
+                Some(c) => CheckName::Builtin(c),
+                None if declared.iter().any(|d| d.id == *k.get_ref()) => CheckName::Declared(k.get_ref().clone()),
+                None => {
+                    let ids: Vec<&str> = declared.iter().map(|d| d.id.as_str()).collect();
+                    let also = if ids.is_empty() { String::new() } else { format!("; declared here: {}", ids.join(", ")) };
+                    return Err(at(k.span(), f("expect"), format!("unknown check {:?}; checks are: {}{also}", k.get_ref(), CheckId::names().join(", "))));
+                }
+            };
             let e = Expectation::parse(v.get_ref()).ok_or_else(|| {
                 at(v.span(), f(&format!("expect.{}", k.get_ref())), format!("{:?} is not an expectation; use unique, duplicate, skipped, error or any", v.get_ref()))
             })?;
@@ -226,6 +244,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             nocloud,
             pool,
             network,
+            declared,
         });
     }
     Ok(out)

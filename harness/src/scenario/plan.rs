@@ -1,6 +1,7 @@
 //! The validated form of scenario files: what the runner executes.
 
-use clonesafe_metadata::{BackendKind, CheckId, Expectation, FixupId, Recipe, Strategy};
+use super::declared::Declared;
+use clonesafe_metadata::{BackendKind, CheckName, Expectation, FixupId, Recipe, Strategy};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -22,7 +23,9 @@ pub struct ScenarioPlan {
     pub clones: u32,
     /// None: the guest's default (its manifest's memory_mib).
     pub memory_mib: Option<u32>,
-    pub expect: BTreeMap<CheckId, Expectation>,
+    /// Expectations of built-in checks and of declared identities (a declaration's own
+    /// `expect`, unless `[scenario.expect]` says otherwise).
+    pub expect: BTreeMap<CheckName, Expectation>,
     /// Plant a deleted canary secret before the snapshot (or template shutdown) and scan the
     /// artifacts for it.
     pub canary: bool,
@@ -32,6 +35,8 @@ pub struct ScenarioPlan {
     pub pool: Option<u32>,
     /// Where the VMs' NICs are plugged.
     pub network: Network,
+    /// The file's `[[identity]]` tables, then the scenario's own.
+    pub declared: Vec<Declared>,
 }
 
 /// Where a scenario's VMs are plugged (`network = ...`).

@@ -28,8 +28,8 @@ fn a_good_file_becomes_a_plan_with_defaults() {
     let p = parse(Path::new("s.toml"), GOOD).unwrap();
     assert_eq!(p.len(), 2);
     assert_eq!((p[0].guest.as_str(), p[0].backend, p[0].memory_mib, p[0].clones), ("tiny", BackendKind::Qemu, None, 3));
-    assert_eq!(p[0].expect[&CheckId::Mac], Expectation::Verdict(Verdict::Duplicate));
-    assert_eq!(p[0].expect[&CheckId::KernelRng], Expectation::Any);
+    assert_eq!(p[0].expect[&CheckId::Mac.into()], Expectation::Verdict(Verdict::Duplicate));
+    assert_eq!(p[0].expect[&CheckId::KernelRng.into()], Expectation::Any);
     assert_eq!((p[1].strategy, p[1].backend, p[1].memory_mib), (Strategy::ColdBoot, BackendKind::Libvirt, Some(512)));
 }
 
@@ -181,4 +181,56 @@ fn network_is_user_or_segment() {
     assert!(e.message.contains("\"bridge\" is not a network"), "{e}");
     let e = err("[[scenario]]\nname = \"a\"\nmethod = \"shared-ram\"\nclones = 2\nnetwork = \"segment\"\n");
     assert!(e.message.contains("not offered with the shared-ram method"), "{e}");
+}
+
+const SCEN: &str = "[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n";
+
+#[test]
+fn declared_identities_apply_to_every_scenario_or_one_and_take_expectations() {
+    let src = format!(
+        "[[identity]]\nid = \"node_id\"\nfile = \"/var/lib/agent/node-id\"\nexpect = \"unique\"\n\n{SCEN}[scenario.expect]\nnode_id = \"duplicate\"\n[[scenario.identity]]\nid = \"pg_system_id\"\ncommand = [\"pg_controldata\", \"/var/lib/postgresql/15/main\"]\nmatch = 'identifier:\\s+(\\d+)'\nwhen = \"right-after-resume\"\ntimeout_s = 3\n\n[[scenario]]\nname = \"b\"\nstrategy = \"full\"\nclones = 2\n"
+    );
+    let p = parse(Path::new("s.toml"), &src).unwrap();
+    let ids = |i: usize| p[i].declared.iter().map(|d| d.id.as_str()).collect::<Vec<_>>();
+    assert_eq!((ids(0), ids(1)), (vec!["node_id", "pg_system_id"], vec!["node_id"]));
+    let pg = &p[0].declared[1];
+    assert_eq!((pg.when, pg.timeout.as_secs(), pg.line), (declared::When::RightAfterResume, 3, 13));
+    assert_eq!(pg.source, declared::Source::Command(vec!["pg_controldata".into(), "/var/lib/postgresql/15/main".into()]));
+    assert_eq!(p[0].declared[0].source, declared::Source::File("/var/lib/agent/node-id".into()));
+    // The scenario's [scenario.expect] wins over the declaration's own expect.
+    let node = clonesafe_metadata::CheckName::Declared("node_id".into());
+    assert_eq!(p[0].expect[&node], Expectation::Verdict(Verdict::Duplicate));
+    assert_eq!(p[1].expect[&node], Expectation::Verdict(Verdict::Unique));
+    assert_eq!(p[1].declared[0].timeout.as_secs(), declared::DEFAULT_TIMEOUT_S);
+}
+
+#[test]
+fn bad_declarations_name_the_file_line_and_field() {
+    let case = |decl: &str| err(&format!("{SCEN}[[scenario.identity]]\n{decl}"));
+    let cases: &[(&str, usize, &str, &str)] = &[
+        ("id = \"x\"\nfile = \"/a\"\ncolour = 1\n", 8, "colour", "unknown field `colour`"),
+        ("id = \"x\"\nfile = \"/a\"\ncommand = [\"/bin/true\"]\n", 8, "scenario[0].identity[0].command", "not both"),
+        ("id = \"x\"\ndescription = \"none\"\n", 5, "scenario[0].identity[0].file", "give file"),
+        ("id = \"machine_id\"\nfile = \"/a\"\n", 6, "scenario[0].identity[0].id", "built-in check"),
+        ("id = \"Bad-Id\"\nfile = \"/a\"\n", 6, "scenario[0].identity[0].id", "snake_case"),
+        ("id = \"x\"\nfile = \"/a\"\n[[scenario.identity]]\nid = \"x\"\nfile = \"/b\"\n", 9, "scenario[0].identity[1].id", "repeats the identity declared at s.toml:6"),
+        ("id = \"x\"\ncommand = [\"/bin/cat\"]\nmatch = \"(unclosed\"\n", 8, "scenario[0].identity[0].match", "not a regular expression"),
+        ("id = \"x\"\nfile = \"etc/node-id\"\n", 7, "scenario[0].identity[0].file", "not an absolute path"),
+        ("id = \"x\"\ncommand = [\"./run\", \"a\"]\n", 7, "scenario[0].identity[0].command[0]", "relative path"),
+        ("id = \"x\"\ncommand = []\n", 7, "scenario[0].identity[0].command", "empty argv"),
+        ("id = \"x\"\ncommand = [\"/bin/cat\"]\nwhen = \"later\"\n", 8, "scenario[0].identity[0].when", "right-after-resume"),
+        ("id = \"x\"\ncommand = [\"/bin/cat\"]\ntimeout_s = 0\n", 8, "scenario[0].identity[0].timeout_s", "out of range"),
+        ("id = \"x\"\nfile = \"/a\"\ntimeout_s = 5\n", 8, "scenario[0].identity[0].timeout_s", "bounds a command"),
+    ];
+    for (decl, line, field, msg) in cases {
+        let e = case(decl);
+        assert_eq!((e.line, e.field.as_deref()), (*line, Some(*field)), "{decl}: {e}");
+        assert!(e.message.contains(msg) && e.to_string().starts_with(&format!("s.toml:{line}:")), "{decl}: {e}");
+    }
+    // A declared id repeated between the file's list and a scenario's; an expectation on an id
+    // nobody declared.
+    let e = err(&format!("[[identity]]\nid = \"x\"\nfile = \"/a\"\n{SCEN}[[scenario.identity]]\nid = \"x\"\nfile = \"/b\"\n"));
+    assert_eq!((e.line, e.field.as_deref()), (9, Some("scenario[0].identity[0].id")), "{e}");
+    let e = err(&format!("{SCEN}[scenario.expect]\nnode_id = \"unique\"\n"));
+    assert!(e.message.contains("unknown check \"node_id\""), "{e}");
 }

@@ -167,7 +167,7 @@ async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, start: Start) -> Result<(Box
         }
     };
     let resumed_at = Instant::now();
-    let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, cx.timeouts.probe).await?;
+    let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, &cx.scenario.declared, cx.timeouts.probe).await?;
     let ms = early.answered_at.duration_since(t).as_millis() as u64;
     cx.emit(EventKind::Restored { vm: name, ms });
     let mut measured = BTreeMap::new();

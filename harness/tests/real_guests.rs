@@ -52,7 +52,8 @@ fn notes(s: &serde_json::Value) -> String {
 
 /// Debian 12 on QEMU: what naive clones share on a real system, and what the complete recipe
 /// (NIC replug, vmgenid, the agent fix-up through qemu-guest-agent, the RNG gate, the clock)
-/// fixes and does not.
+/// fixes and does not. Identities declared in the file are read through qemu-guest-agent
+/// (guest-file-read, guest-exec under timeout(1)).
 #[test]
 fn debian12_naive_and_complete_on_qemu() {
     if built("debian12").is_none() {
@@ -60,6 +61,14 @@ fn debian12_naive_and_complete_on_qemu() {
     }
     let ran = run_scenarios(
         r#"
+[[identity]]
+id = "host_key_file"
+file = "/etc/ssh/ssh_host_ed25519_key.pub"
+[[identity]]
+id = "machine_id_cmd"
+command = ["cat", "/etc/machine-id"]
+match = '([0-9a-f]{32})'
+
 [[scenario]]
 name = "naive"
 guest = "debian12"
@@ -74,6 +83,18 @@ openssl_rng = "duplicate"
 random_seed = "duplicate"
 wall_clock_skew_ms = "any"
 vmgenid = "duplicate"
+host_key_file = "duplicate"
+machine_id_cmd = "duplicate"
+boot_id_early = "duplicate"
+slow = "error"
+[[scenario.identity]]
+id = "boot_id_early"
+command = ["/usr/bin/cat", "/proc/sys/kernel/random/boot_id"]
+when = "right-after-resume"
+[[scenario.identity]]
+id = "slow"
+command = ["sh", "-c", "echo started; sleep 30"]
+timeout_s = 2
 
 [[scenario]]
 name = "complete"
@@ -92,6 +113,8 @@ kernel_rng = "unique"
 vmgenid = "unique"
 wall_clock_skew_ms = "unique"
 tls_ticket_key = "duplicate"
+host_key_file = "unique"
+machine_id_cmd = "unique"
 "#,
         &[],
     );
@@ -111,6 +134,8 @@ tls_ticket_key = "duplicate"
     // -1.8 and -1.7 s, so `unique`; earlier runs were slower), so the verdict is not asserted:
     // the lag is.
     assert!(values(&naive, "wall_clock_skew_ms").iter().all(|v| v.as_f64().is_some_and(|ms| ms < -100.0)), "a naive clone runs behind the host: {:?}", values(&naive, "wall_clock_skew_ms"));
+    let slow = naive["checks"].as_array().unwrap().iter().find(|c| c["id"] == "slow").unwrap().clone();
+    assert!(slow["declared"] == true && slow["detail"].as_str().unwrap().contains("started"), "what it printed before timeout(1) stopped it: {slow}");
     let complete = ran.scenario("complete");
     let t = &complete["timing"];
     assert_eq!(t["rng_gate_ms"].as_array().unwrap().len(), 2, "{t}");

@@ -49,6 +49,30 @@ clones = 2
 machine_id = "unique"
 hostname = "unique"
 ssh_host_keys = "unique"
+host_key_file = "unique"
+machine_id_cmd = "unique"
+boot_id_early = "duplicate"
+slow = "error"
+not_here = "skipped"
+# Identities declared in the scenario file, read through the tiny guest's probe (digest, exec).
+[[scenario.identity]]
+id = "host_key_file"
+file = "/data/etc/ssh/ssh_host_ed25519_key.pub"
+[[scenario.identity]]
+id = "machine_id_cmd"
+command = ["cat", "/data/etc/machine-id"]
+match = '([0-9a-f]{32})'
+[[scenario.identity]]
+id = "boot_id_early"
+command = ["/bin/cat", "/proc/sys/kernel/random/boot_id"]
+when = "right-after-resume"
+[[scenario.identity]]
+id = "slow"
+command = ["sh", "-c", "echo started; sleep 30"]
+timeout_s = 1
+[[scenario.identity]]
+id = "not_here"
+file = "/opt/nothing"
 
 [[scenario]]
 name = "composed"
@@ -100,6 +124,16 @@ fn every_strategy_shows_what_its_recipe_fixes() {
     assert!(nic["timing"]["nic_window_ms"].as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|ms| ms > 0.0)), "{}", nic["timing"]);
     let fix = get("agent-fixup");
     assert_eq!(fix["timing"]["fixup_ms"].as_array().unwrap().len(), 2);
+    // Declared identities: marked, with their evidence; a command past its timeout_s shows what
+    // it printed so far; one read right after resume carries its time.
+    let check = |id: &str| fix["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();
+    assert!(["host_key_file", "machine_id_cmd", "boot_id_early", "slow", "not_here"].iter().all(|id| check(id)["declared"] == true));
+    assert!(check("slow")["detail"].as_str().unwrap().contains("started"), "{}", check("slow"));
+    assert!(check("boot_id_early")["evidence"]["vms"][1]["reading"]["ms_after_resume"].is_u64(), "{}", check("boot_id_early"));
+    assert_eq!(check("host_key_file")["values"][0].as_str().unwrap().len(), 64, "a file is compared by its SHA-256");
+    let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(junit.contains("machine_id_cmd") && html.contains("boot_id_early <small>(declared)</small>"));
     assert_eq!(get("composed")["strategy"], "custom");
     assert_eq!(get("composed")["recipe"]["fixups"], serde_json::json!(["vmgenid", "agent"]));
     let sysprep = get("image-clone-sysprep");

@@ -1,14 +1,12 @@
 //! Errors of a VM's life. Every variant names the VM and the phase (the step that failed), and
-//! keeps its cause as a `#[source]`: the QMP error, the agent's, libvirt's code and message, the
-//! tool's exit status and stderr. Timeouts and failures carry the guest console's tail, and a
-//! VMM that died carries its stderr.
+//! keeps its cause as a `#[source]`: the agent's error, the tool's exit status and stderr, and
+//! for whatever a backend drives ([`BackendError::Vmm`]) its own error type (QMP's, libvirt's
+//! code and message, a save image's), which this file does not need to know. Timeouts and
+//! failures carry the guest console's tail, and a VMM that died carries its stderr.
 
 use super::capability::Capability;
 use super::lifecycle::Phase;
 use crate::agent::AgentError;
-use crate::backend::libvirt::domain::RewriteError;
-use crate::backend::libvirt::save_image::SaveImageError;
-use crate::backend::qemu::qmp::QmpError;
 use crate::tools::ToolError;
 use clonesafe_metadata::BackendKind;
 use std::path::PathBuf;
@@ -20,12 +18,14 @@ pub enum BackendError {
     Timeout { vm: String, phase: Phase, after: Duration, console_tail: String },
     #[error("{vm}: QEMU exited during {phase} ({status}){}{}", stderr_section(.stderr), console_section(.console_tail))]
     Exited { vm: String, phase: Phase, status: String, stderr: String, console_tail: String },
-    #[error("{vm}: {phase} failed")]
-    Qmp {
+    /// What a backend drives (QEMU over QMP, libvirt, a save image) refused `what`; its own
+    /// error, kept whole, is the source.
+    #[error("{vm}: {what}")]
+    Vmm {
         vm: String,
-        phase: Phase,
+        what: String,
         #[source]
-        source: QmpError,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     #[error("{vm}: {phase} failed{}", console_section(.console_tail))]
     Agent {
@@ -34,14 +34,6 @@ pub enum BackendError {
         console_tail: String,
         #[source]
         source: AgentError,
-    },
-    #[error("{vm}: {phase} failed: libvirt could not {step}")]
-    Libvirt {
-        vm: String,
-        phase: Phase,
-        step: &'static str,
-        #[source]
-        source: LibvirtError,
     },
     #[error("{vm}: {phase} failed: the filesystem holding {} is full ({free} bytes free); free space or give another --workdir", .path.display())]
     DiskFull {
@@ -66,18 +58,6 @@ pub enum BackendError {
         #[source]
         source: ToolError,
     },
-    #[error("Save image {}", .path.display())]
-    SaveImage {
-        path: PathBuf,
-        #[source]
-        source: SaveImageError,
-    },
-    #[error("{vm}: cannot give the save image's domain XML the clone's identity")]
-    Rewrite {
-        vm: String,
-        #[source]
-        source: RewriteError,
-    },
     #[error("{vm}: the guest has no agent, so clonesafe cannot {op}")]
     NoAgent { vm: String, op: &'static str },
     #[error("{vm}: its network port")]
@@ -99,22 +79,6 @@ pub enum BackendError {
     },
 }
 
-/// A libvirt error with its code and domain (virterror.h), as libvirt reported it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message} (libvirt {code_name}, code {code})")]
-pub struct LibvirtError {
-    pub code: u32,
-    pub code_name: String,
-    pub domain: String,
-    pub message: String,
-}
-
-impl From<virt::error::Error> for LibvirtError {
-    fn from(e: virt::error::Error) -> Self {
-        LibvirtError { code: e.code().to_raw(), code_name: e.code().to_string(), domain: e.domain().to_string(), message: e.message().to_string() }
-    }
-}
-
 fn console_section(tail: &str) -> String {
     if tail.trim().is_empty() {
         "\n--- serial console: (empty) ---".into()
@@ -132,6 +96,11 @@ fn stderr_section(s: &str) -> String {
 }
 
 impl BackendError {
+    /// `source`, an error of what the backend drives, while doing `what` for `vm`.
+    pub fn vmm(vm: impl Into<String>, what: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+        BackendError::Vmm { vm: vm.into(), what: what.into(), source: Box::new(source) }
+    }
+
     /// An I/O error while doing `what` for `vm`.
     pub fn segment(vm: &str) -> impl FnOnce(crate::network::segment::SegmentError) -> BackendError {
         let vm = vm.to_string();

@@ -22,6 +22,7 @@ pub mod libvirt;
 pub mod lifecycle;
 pub mod qemu;
 pub mod snapshot;
+pub mod start;
 
 use crate::agent::GuestAgent;
 use crate::identity::{HostIdentity, MacAddr};

@@ -25,6 +25,7 @@ use crate::agent::GuestAgent;
 use crate::backend::error::BackendError;
 use crate::backend::lifecycle::Timeouts;
 use crate::backend::snapshot::{CloneArgs, Machine, Migration, Ram, Snapshot};
+use crate::backend::start::Start;
 use crate::backend::{Backend, Pending, Vm};
 use crate::guest::GuestProfile;
 use crate::identity::{HostIdentity, NAME_PREFIX};
@@ -397,29 +398,22 @@ impl Bench<'_> {
                 pending.push(warm.prepare(snap, self.args(dir, n, &snap.machine), t).await?);
             }
         }
-        // A fresh restore is the backend's own prepare + resume (QemuBackend::restore is exactly
-        // that), timed in its parts.
-        let warm = self.backend.warm_pool().ok_or_else(|| BenchError::Setup("the backend has no warm pool".into()))?;
+        // The same start as a run's clone (backend/start.rs): a fresh one is the backend's
+        // prepare + resume, timed in its parts.
         let starts: Vec<_> = if pooled {
             pending.into_iter().map(Start::Pooled).collect()
         } else {
             names.iter().map(|n| Start::Fresh(self.args(dir, n, &snap.machine))).collect()
         };
+        let backend = self.backend;
         let runs = starts.into_iter().map(|s| async move {
             let since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
-            let t0 = Instant::now();
-            let p = match s {
-                Start::Fresh(args) => warm.prepare(snap, args, t).await?,
-                Start::Pooled(p) => p,
-            };
-            let start_ms = since(t0);
-            let t1 = Instant::now();
-            let mut vm = p.resume(snap).await?;
-            let load_ms = since(t1);
+            let started = crate::backend::start::start(backend, snap, s, t).await?;
+            let mut vm = started.vm;
             let t2 = Instant::now();
             let answered = answer(vm.as_mut(), t.probe).await;
-            let phases = Phases { start_ms, load_ms, answer_ms: since(t2) };
-            let ms = since(t0);
+            let phases = Phases { start_ms: started.start_ms, load_ms: started.load_ms, answer_ms: since(t2) };
+            let ms = since(started.t0);
             Ok::<_, BenchError>((vm, answered.map(|_| (ms, phases))))
         });
         let results = futures::future::join_all(runs).await;
@@ -454,10 +448,6 @@ impl Bench<'_> {
     }
 }
 
-enum Start {
-    Fresh(CloneArgs),
-    Pooled(Box<dyn Pending>),
-}
 
 /// The first answer of a clone's probe after resume (its clock: a request every probe serves).
 async fn answer(vm: &mut dyn Vm, t: Duration) -> Result<(), BenchError> {

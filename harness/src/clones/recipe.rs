@@ -49,8 +49,16 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
+    /// What a sysprep tool said when it failed (its own output, not an error value).
     #[error("sysprep: {0}")]
     Sysprep(String),
+    /// A bounded tool (libguestfs) did not finish in time, or could not be waited for.
+    #[error("{tool}")]
+    Bounded {
+        tool: String,
+        #[source]
+        source: crate::tools::bounded::BoundedError,
+    },
     #[error(transparent)]
     Segment(Box<crate::network::segment::SegmentError>),
     #[error("{vm}: the backend gave no {capability} ability although it declares it")]

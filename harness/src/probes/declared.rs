@@ -3,10 +3,8 @@
 //! commands and guest-exec. What comes back is the guest's, so it is bounded here and shown
 //! escaped wherever it is rendered.
 
-use super::call;
-use crate::backend::error::BackendError;
-use crate::backend::Vm;
 use crate::agent::AgentError;
+use crate::backend::Vm;
 use crate::scenario::declared::{Declared, Source};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -51,18 +49,21 @@ pub async fn read(vm: &mut dyn Vm, d: &Declared, resumed_at: Option<Instant>, t:
     r
 }
 
-fn unreadable(e: BackendError) -> Outcome {
+/// Why a reading failed: the agent cannot (`Unsupported`, the check is skipped) or it went wrong.
+fn unreadable(e: Option<AgentError>) -> Outcome {
     match e {
-        BackendError::NoAgent { .. } => Outcome::Unsupported("the guest has no agent to ask".into()),
-        BackendError::Agent { source: e @ (AgentError::Unsupported { .. } | AgentError::Unavailable { .. }), .. } => Outcome::Unsupported(e.to_string()),
-        other => Outcome::Failed(crate::text::truncate(&crate::error_chain(&other), 600)),
+        None => Outcome::Unsupported("the guest has no agent to ask".into()),
+        Some(e @ (AgentError::Unsupported { .. } | AgentError::Unavailable { .. })) => Outcome::Unsupported(e.to_string()),
+        Some(other) => Outcome::Failed(crate::text::truncate(&crate::error_chain(&other), 600)),
     }
 }
 
 async fn file(vm: &mut dyn Vm, d: &Declared, path: &str, t: Duration) -> Reading {
     let text_bytes = if d.pattern.is_some() { clonesafe_protocol::MAX_DECLARED_TEXT } else { 0 };
-    let p = path.to_string();
-    let got = call(vm, "read a declared identity's file", |a| Box::pin(async move { a.digest_file(&p, text_bytes, t).await })).await;
+    let got = match vm.agent() {
+        Some(a) => a.digest_file(path, text_bytes, t).await.map_err(Some),
+        None => Err(None),
+    };
     match got {
         Err(e) => Reading { outcome: unreadable(e), raw: Value::Null, ms_after_resume: None },
         Ok(None) => Reading { outcome: Outcome::Absent(format!("no file {path}")), raw: json!({ "file": path, "exists": false }), ms_after_resume: None },
@@ -82,8 +83,10 @@ async fn file(vm: &mut dyn Vm, d: &Declared, path: &str, t: Duration) -> Reading
 
 async fn command(vm: &mut dyn Vm, d: &Declared, argv: &[String], t: Duration) -> Reading {
     let limit = d.timeout;
-    let argv_owned = argv.to_vec();
-    let got = call(vm, "run a declared identity's command", |a| Box::pin(async move { a.run_command(&argv_owned, limit, MAX_OUTPUT, t).await })).await;
+    let got = match vm.agent() {
+        Some(a) => a.run_command(argv, limit, MAX_OUTPUT, t).await.map_err(Some),
+        None => Err(None),
+    };
     let o = match got {
         Err(e) => return Reading { outcome: unreadable(e), raw: Value::Null, ms_after_resume: None },
         Ok(o) => o,

@@ -17,6 +17,7 @@
 //! ([`remote`]).
 
 pub mod domain;
+pub mod error;
 pub mod qga_wire;
 pub mod remote;
 pub mod save_image;
@@ -26,7 +27,8 @@ use crate::agent::serial::ProbeChannel;
 use crate::agent::transport::Transport;
 use crate::agent::{AgentError, GuestAgent};
 use crate::backend::capability::{Capabilities, Capability};
-use crate::backend::error::{BackendError, LibvirtError};
+use crate::backend::error::BackendError;
+pub use error::LibvirtError;
 use crate::backend::lifecycle::{Phase, Timeouts};
 use crate::backend::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snapshot, SourceRecord};
 use crate::backend::{vm_disk, Backend, NicHotplug, Restore, Snapshottable, Vm};
@@ -93,7 +95,7 @@ struct LibvirtSnapshot {
 /// A [`LibvirtError`] (already converted) of `step`.
 fn lv_src(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(LibvirtError) -> BackendError {
     let vm = vm.to_string();
-    move |source| BackendError::Libvirt { vm, phase, step, source }
+    move |source| BackendError::vmm(vm, format!("{phase} failed: libvirt could not {step}"), source)
 }
 
 /// A libvirt failure of `step`, keeping libvirt's code and message.
@@ -213,7 +215,7 @@ impl LibvirtBackend {
         blocking(&name, Phase::Start, t.boot, move || {
             let up = |e: remote::UploadError| match e {
                 remote::UploadError::Local(path, why) => BackendError::Io { vm: n.clone(), what: format!("read {} to upload it", path.display()), source: std::io::Error::other(why) },
-                remote::UploadError::Libvirt(source) => BackendError::Libvirt { vm: n.clone(), phase: Phase::Start, step: "upload a guest file into the run's pool", source },
+                remote::UploadError::Libvirt(source) => lv_src(&n, Phase::Start, "upload a guest file into the run's pool")(source),
             };
             let kernel = match &machine.guest.boot {
                 crate::guest::Boot::DirectKernel { kernel, initrd, .. } => Some((pool.base(kernel, "raw").map_err(up)?.0, pool.base(initrd, "raw").map_err(up)?.0)),
@@ -234,7 +236,7 @@ impl LibvirtBackend {
 
     /// The save image at `path`: read here, or through the pool's volume stream.
     async fn read_image(&self, vm: &str, path: &Path, t: Duration) -> Result<SaveImage, BackendError> {
-        let bad = |source| BackendError::SaveImage { path: path.to_path_buf(), source };
+        let bad = |source| BackendError::vmm(vm, format!("save image {}", path.display()), source);
         let Some(pool) = self.pool.clone() else { return SaveImage::read(path).map_err(bad) };
         let p = path.display().to_string();
         let n = vm.to_string();
@@ -254,7 +256,7 @@ impl LibvirtBackend {
     /// through the pool. The header and data region are encoded from `img` (a rewrite changes
     /// neither its data length nor its cookie), so a remote image is not downloaded again.
     async fn write_image_xml(&self, vm: &str, path: &Path, img: &SaveImage, xml: &str, t: Duration) -> Result<(), BackendError> {
-        let bad = |source| BackendError::SaveImage { path: path.to_path_buf(), source };
+        let bad = |source| BackendError::vmm(vm, format!("save image {}", path.display()), source);
         let Some(pool) = self.pool.clone() else { return SaveImage::rewrite_xml(path, xml).map(drop).map_err(bad) };
         let bytes = img.encode_with_xml(xml).map_err(bad)?;
         let (p, n) = (path.display().to_string(), vm.to_string());
@@ -515,7 +517,7 @@ impl Restore for LibvirtBackend {
 
         // 1. libvirt's own route, once per snapshot, with the identity in dxml.
         if !private.tried.swap(true, Ordering::SeqCst) {
-            let dxml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
+            let dxml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::vmm(name.clone(), "cannot give the save image's domain XML the clone's identity", source))?, &args);
             let conn = self.conn.clone();
             let img = image.display().to_string();
             let r = blocking(&name, Phase::IncomingMigration, t.restore, move || Ok(conn.restore_domain_flags(&img, Some(&dxml), sys::VIR_DOMAIN_SAVE_PAUSED))).await?;
@@ -536,7 +538,7 @@ impl Restore for LibvirtBackend {
         }
 
         // 2. Rewrite the XML in the image and restore it as is.
-        let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::Rewrite { vm: name.clone(), source })?, &args);
+        let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::vmm(name.clone(), "cannot give the save image's domain XML the clone's identity", source))?, &args);
         self.write_image_xml(&name, &image, original, &xml, t.restore).await?;
         let img = image.display().to_string();
         let n2 = name.clone();
@@ -675,12 +677,8 @@ impl LibvirtVm {
                     .qemu_monitor_command(&format!("hostfwd_add host{alias} {rule}"), 1 /* VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP */)
                     .map_err(lv(&name, Phase::Start, "add a port forward (hostfwd_add)"))?;
                 if !out.trim().is_empty() {
-                    return Err(BackendError::Libvirt {
-                        vm: name.clone(),
-                        phase: Phase::Start,
-                        step: "add a port forward (hostfwd_add)",
-                        source: LibvirtError { code: 0, code_name: "HMP".into(), domain: "qemu".into(), message: out.trim().to_string() },
-                    });
+                    let source = LibvirtError { code: 0, code_name: "HMP".into(), domain: "qemu".into(), message: out.trim().to_string() };
+                    return Err(lv_src(&name, Phase::Start, "add a port forward (hostfwd_add)")(source));
                 }
             }
             Ok(())

@@ -31,7 +31,7 @@
 //! next run removes ([`sweep`]). Measured on this machine with `qemu+tcp://127.0.0.1/system` while the harness ran
 //! in a mount namespace where the pool directory was an empty tmpfs (tests/remote_libvirt.rs).
 
-use crate::backend::error::LibvirtError;
+use super::error::LibvirtError;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

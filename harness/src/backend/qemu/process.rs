@@ -101,7 +101,7 @@ impl QemuProcess {
                 if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
                     return Err(exited_error(name, Phase::Start, status, &stderr, &console));
                 }
-                return Err(BackendError::Qmp { vm: name, phase: Phase::Start, source: e });
+                return Err(BackendError::vmm(name, format!("{} failed", Phase::Start), e));
             }
             Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: read_tail(&console, 20) }),
         };
@@ -137,7 +137,7 @@ impl QemuProcess {
         }
         match e {
             QmpError::Timeout(..) => BackendError::Timeout { vm: self.name.clone(), phase, after, console_tail: self.console_tail(20) },
-            e => BackendError::Qmp { vm: self.name.clone(), phase, source: e },
+            e => BackendError::vmm(self.name.clone(), format!("{phase} failed"), e),
         }
     }
 

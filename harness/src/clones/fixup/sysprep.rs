@@ -67,7 +67,7 @@ async fn bounded(c: &mut tokio::process::Command, stdin: Option<&[u8]>, secs: u6
     let tool = c.as_std().get_program().to_string_lossy().into_owned();
     crate::tools::bounded::output_async(c, stdin, std::time::Duration::from_secs(secs)).await.map_err(|e| match e {
         crate::tools::bounded::BoundedError::Spawn { source, .. } => RecipeError::Io { what: format!("run {tool} (is libguestfs-tools installed?)"), source },
-        timeout => RecipeError::Sysprep(timeout.to_string()),
+        source => RecipeError::Bounded { tool: format!("sysprep: {tool}"), source },
     })
 }
 

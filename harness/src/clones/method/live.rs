@@ -6,7 +6,8 @@
 
 use crate::probes::Early;
 use crate::backend::capability::Capability;
-use crate::backend::snapshot::{ArtifactKind, CloneArgs, Ram, Snapshot};
+use crate::backend::start::Start;
+use crate::backend::snapshot::{ArtifactKind, Ram, Snapshot};
 use crate::backend::{Pending, Vm};
 use crate::clones::recipe::{Canary, CloneMethod, Compared, Ctx, Fleet, Made, RecipeError};
 use crate::clones::remanence;
@@ -138,35 +139,18 @@ fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {
     s
 }
 
-/// How a clone starts: a new process, or one of the warm pool.
-enum Start {
-    Fresh(CloneArgs),
-    Pooled(Box<dyn Pending>),
-}
-
 /// Restore one clone: `go` first (the kernel RNG as early as possible, held only by a gate the
 /// recipe asks for), then the clock and the TLS server's random, then each fix-up's on-resume
 /// step. The restore time runs from the restore call to the agent's answer to `go`.
 async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, start: Start) -> Result<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>), RecipeError> {
-    let name = match &start {
-        Start::Fresh(args) => args.identity.name.clone(),
-        Start::Pooled(p) => p.name().to_string(),
-    };
+    let name = start.name();
     cx.emit(EventKind::Restoring { vm: name.clone() });
     let gate = cx.fixups.iter().find_map(|f| f.gate(&snap.machine));
-    let (t, mut vm) = match start {
-        Start::Fresh(args) => {
-            let restorer = cx.backend.restorer().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?;
-            cx.write_seed(&args).await?;
-            let t = Instant::now();
-            (t, restorer.restore(snap, args, &cx.timeouts).await?)
-        }
-        Start::Pooled(p) => {
-            let t = Instant::now();
-            (t, p.resume(snap).await?)
-        }
-    };
-    let resumed_at = Instant::now();
+    if let Start::Fresh(args) = &start {
+        cx.write_seed(args).await?;
+    }
+    let started = crate::backend::start::start(cx.backend, snap, start, &cx.timeouts).await?;
+    let (t, resumed_at, mut vm) = (started.t0, started.resumed_at, started.vm);
     let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, &cx.scenario.declared, cx.timeouts.probe).await?;
     let ms = early.answered_at.duration_since(t).as_millis() as u64;
     cx.emit(EventKind::Restored { vm: name, ms });

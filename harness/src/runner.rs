@@ -12,7 +12,7 @@ use crate::backend::lifecycle::Timeouts;
 use crate::backend::snapshot::Machine;
 use crate::backend::Backend;
 use crate::checks;
-use crate::clones::{self, recipe::Ctx};
+use crate::clones::{self, recipe::{Build, Ctx}};
 use crate::events::{Event, EventKind, EventSink};
 use crate::guest::{AgentTransport, Boot, GuestError, GuestProfile};
 use crate::scenario::{Plan, ScenarioPlan};
@@ -191,20 +191,8 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         let machine = machine_of(s, &guests[&s.guest], decision.accel);
         let (probe_bin, dir) = (probe_bin.clone(), work.path().join(&s.name));
         async move {
-            let cx = Ctx {
-                backend: backend.as_ref(),
-                machine: machine?,
-                fixups: clones::fixups_of(&s.recipe),
-                probe_bin,
-                dir,
-                timeouts: opts.timeouts,
-                jobs: opts.jobs.max(1),
-                sink,
-                started,
-                scenario: s,
-                segment: Default::default(),
-                captures: opts.captures.clone(),
-            };
+            let build = Build { backend: backend.as_ref(), probe_bin, dir, timeouts: opts.timeouts, jobs: opts.jobs.max(1), sink, started, captures: opts.captures.clone() };
+            let cx = Ctx { build, scenario: s, machine: machine?, fixups: clones::fixups_of(&s.recipe), segment: Default::default() };
             let r = run_scenario(&cx).await;
             cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
             Ok::<_, RunError>(r)

@@ -45,13 +45,13 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
 /// `network = "segment"`, its network segment (kept in `cx.segment`; removed by [`close`], or by
 /// its drop). Returns the time the scenario started, for the segment's analysis.
 pub fn open(cx: &Ctx<'_>) -> Result<u64, RecipeError> {
-    std::fs::create_dir_all(&cx.dir).map_err(|source| RecipeError::Io { what: format!("create {}", cx.dir.display()), source })?;
+    std::fs::create_dir_all(&cx.build.dir).map_err(|source| RecipeError::Io { what: format!("create {}", cx.build.dir.display()), source })?;
     if cx.scenario.network == Network::Segment {
         // On the runtime's own thread, not a blocking-pool one: dnsmasq and tcpdump get
         // PR_SET_PDEATHSIG, which fires when the *thread* that spawned them exits (prctl(2)), and
         // an idle pool thread exits after 10 s (measured: every DHCP server of a run died, and no
         // VM got an address). Its waits for them to come up are bounded and short.
-        let seg = Segment::create(&cx.scenario.name, &cx.dir.join("segment")).map_err(|e| RecipeError::Segment(Box::new(e)))?;
+        let seg = Segment::create(&cx.scenario.name, &cx.build.dir.join("segment")).map_err(|e| RecipeError::Segment(Box::new(e)))?;
         let _ = cx.segment.set(std::sync::Arc::new(seg));
     }
     Ok(crate::probes::unix_ns(std::time::SystemTime::now()))

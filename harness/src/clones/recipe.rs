@@ -154,13 +154,10 @@ pub trait Fixup: Send + Sync {
     }
 }
 
-/// One scenario's run: where, on what, with which fix-ups.
-pub struct Ctx<'a> {
+/// How a scenario's VMs are built: the same for every scenario of a run but its directory, and
+/// nothing the scenario file says.
+pub struct Build<'a> {
     pub backend: &'a dyn Backend,
-    /// Every VM of the scenario is built as this machine (clones take their snapshot's).
-    pub machine: Machine,
-    /// The recipe's fix-ups, in the scenario's order.
-    pub fixups: Vec<&'static dyn Fixup>,
     /// The static probe, for guests probed through qemu-guest-agent.
     pub probe_bin: Option<std::sync::Arc<Vec<u8>>>,
     /// This scenario's private directory (removed with the run).
@@ -170,16 +167,27 @@ pub struct Ctx<'a> {
     pub jobs: usize,
     pub sink: &'a dyn EventSink,
     pub started: Instant,
-    pub scenario: &'a ScenarioPlan,
-    /// The scenario's network segment, once `clones::open` has made it (`network = "segment"`).
-    pub segment: std::sync::OnceLock<std::sync::Arc<crate::network::segment::Segment>>,
     /// Where the segment's capture is kept with the report (`<scenario>.pcap`).
     pub captures: Option<PathBuf>,
 }
 
+/// One scenario's run: how VMs are built ([`Build`]), what the scenario asks (its recipe, counts,
+/// expectations, network, declared identities: [`ScenarioPlan`]), and what follows from both.
+pub struct Ctx<'a> {
+    pub build: Build<'a>,
+    pub scenario: &'a ScenarioPlan,
+    /// Every VM of the scenario is built as this machine (the guest, shaped by the fix-ups;
+    /// clones take their snapshot's).
+    pub machine: Machine,
+    /// The recipe's fix-ups, in the scenario's order.
+    pub fixups: Vec<&'static dyn Fixup>,
+    /// The scenario's network segment, once `clones::open` has made it (`network = "segment"`).
+    pub segment: std::sync::OnceLock<std::sync::Arc<crate::network::segment::Segment>>,
+}
+
 impl Ctx<'_> {
     pub fn emit(&self, kind: EventKind) {
-        self.sink.emit(crate::events::Event::now(self.started, Some(self.scenario.name.clone()), kind));
+        self.build.sink.emit(crate::events::Event::now(self.build.started, Some(self.scenario.name.clone()), kind));
     }
 
     /// `clonesafe-<pid>-<scenario>-<role><i>`: unique per run, and it names its owner.
@@ -189,7 +197,7 @@ impl Ctx<'_> {
 
     /// A fresh identity and a directory for one VM, shaped by every fix-up.
     pub fn args(&self, role: &str, i: usize) -> CloneArgs {
-        let mut args = CloneArgs::fresh(HostIdentity::fresh(self.vm_name(role, i)), self.dir.join(format!("{role}{i}")), &self.machine);
+        let mut args = CloneArgs::fresh(HostIdentity::fresh(self.vm_name(role, i)), self.build.dir.join(format!("{role}{i}")), &self.machine);
         args.segment = self.segment.get().cloned();
         for f in &self.fixups {
             f.clone_args(&mut args);
@@ -235,9 +243,9 @@ impl Ctx<'_> {
         self.write_seed(&args).await?;
         self.emit(EventKind::Booting { vm: name.clone() });
         let t = Instant::now();
-        let mut vm = self.backend.boot(machine, args, &self.timeouts).await?;
-        let bin = self.probe_bin.clone();
-        let boot_t = self.timeouts.boot;
+        let mut vm = self.build.backend.boot(machine, args, &self.build.timeouts).await?;
+        let bin = self.build.probe_bin.clone();
+        let boot_t = self.build.timeouts.boot;
         for n in crate::probes::call(vm.as_mut(), "prepare the guest", |a| Box::pin(async move { a.prepare(bin.as_deref().map(Vec::as_slice), boot_t).await })).await.unwrap_or_else(|e| vec![e.to_string()]) {
             if !notes.contains(&n) {
                 notes.push(n);
@@ -246,7 +254,7 @@ impl Ctx<'_> {
         let ms = t.elapsed().as_millis() as u64;
         if self.segment.get().is_some() {
             // Not part of the boot time: on a segment, a VM is snapshotted or compared bound.
-            match crate::probes::wait_address(vm.as_mut(), self.timeouts.probe).await {
+            match crate::probes::wait_address(vm.as_mut(), self.build.timeouts.probe).await {
                 Ok(waited) => notes.push(format!("{name} held its segment addresses {waited} ms after its agent answered")),
                 Err(why) => notes.push(why),
             }
@@ -267,7 +275,7 @@ impl Fleet {
     }
 }
 
-/// Boot `cx.scenario.clones` VMs as `machine` (at most `cx.jobs` at a time) into `fleet`, to be
+/// Boot `cx.scenario.clones` VMs as `machine` (at most `cx.build.jobs` at a time) into `fleet`, to be
 /// compared in role `role`. Boot times go into `boot_ms`.
 pub async fn boot_all(cx: &Ctx<'_>, fleet: &mut Fleet, machine: &Machine, role: VmRole, boot_ms: &mut Vec<u64>, notes: &mut Vec<String>) -> Result<Vec<Compared>, RecipeError> {
     use futures::stream::{self, StreamExt};
@@ -277,7 +285,7 @@ pub async fn boot_all(cx: &Ctx<'_>, fleet: &mut Fleet, machine: &Machine, role: 
         let mut n = Vec::new();
         cx.boot_one(machine, a, &mut n).await.map(|(vm, ms)| (vm, ms, n))
     }))
-    .buffered(cx.jobs)
+    .buffered(cx.build.jobs)
     .collect()
     .await;
     let mut compared = Vec::new();

@@ -25,7 +25,7 @@ pub async fn plant(cx: &Ctx<'_>, vm: &mut dyn Vm, with_control: bool) -> Result<
     if !cx.scenario.canary {
         return Ok(None);
     }
-    let t = cx.timeouts.probe;
+    let t = cx.build.timeouts.probe;
     let secret = new_canary();
     let encoded = encode_for_guest(&secret);
     crate::probes::call(vm, "plant the canary", |a| a.plant_canary(encoded, t)).await?;

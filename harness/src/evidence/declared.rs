@@ -14,7 +14,7 @@ pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &Made, ev: &mu
         }
         let vm = fleet.0[c.index].as_mut();
         for d in cx.scenario.declared.iter().filter(|d| d.when == When::AfterFixups) {
-            let r = crate::probes::declared::read(vm, d, None, cx.timeouts.probe).await;
+            let r = crate::probes::declared::read(vm, d, None, cx.build.timeouts.probe).await;
             o.declared.insert(d.id.clone(), r);
         }
     }

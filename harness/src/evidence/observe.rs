@@ -8,7 +8,7 @@ use clonesafe_metadata::MeasurementId;
 pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev: &mut Evidence) -> Result<(), RecipeError> {
     for c in made.compared.iter_mut() {
         let vm = fleet.0[c.index].as_mut();
-        let mut o = crate::probes::observe(vm, c.early.take(), &cx.scenario.declared, cx.timeouts.probe).await?;
+        let mut o = crate::probes::observe(vm, c.early.take(), &cx.scenario.declared, cx.build.timeouts.probe).await?;
         o.measurements = std::mem::take(&mut c.measurements);
         ev.observations.push(o);
         ev.vms.push(crate::backend::record(vm, c.role));

@@ -14,7 +14,7 @@ pub(super) async fn gather(cx: &Ctx<'_>, made: &Made, ev: &mut Evidence) -> Resu
     let Some(c) = &made.canary else { return Ok(()) };
     let artifacts: Vec<(&str, &Path)> = c.artifacts.iter().map(|(n, p)| (*n, p.as_path())).collect();
     let control = c.control.as_ref().map(|(text, artifact)| (text.as_str(), *artifact));
-    ev.remanence = Some(scan(&c.secret, &artifacts, control, &cx.backend.artifacts()).await?);
+    ev.remanence = Some(scan(&c.secret, &artifacts, control, &cx.build.backend.artifacts()).await?);
     Ok(())
 }
 

@@ -23,7 +23,7 @@ pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev:
     let mut guests = std::collections::BTreeMap::new();
     for vm in fleet.0.iter_mut() {
         let name = vm.name().to_string();
-        let t = cx.timeouts.probe;
+        let t = cx.build.timeouts.probe;
         let g = match crate::probes::call(vm.as_mut(), "read the guest's addresses", |a| a.addrs(t)).await {
             Ok((v6, v4)) => network::GuestAddrs { v4, v6: network::wire::parse_if_inet6(&v6), error: None },
             Err(e) => network::GuestAddrs { error: Some(crate::error_chain(&e)), ..Default::default() },
@@ -66,7 +66,7 @@ pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev:
     // The source first: a clone inherits what it held.
     members.sort_by_key(|m| m.role != "source");
     let mut r = network::report(&seg, &members, t0, watched_ms, guests);
-    if let Some(dir) = &cx.captures {
+    if let Some(dir) = &cx.build.captures {
         // The capture holds DHCP, ARP and neighbour discovery of the scenario's VMs (and
         // whatever else they sent: at most segment::MAX_FRAMES frames of segment::SNAPLEN bytes).
         let to = dir.join(format!("{}.pcap", cx.scenario.name));

@@ -19,6 +19,6 @@ pub(super) async fn gather(cx: &Ctx<'_>, fleet: &Fleet, made: &Made, ev: &mut Ev
     };
     ev.tickets = Some(match skipped {
         Some(why) => Tickets { tries: vec![], skipped: Some(why) },
-        None => crate::probes::host::ticket_test(&ports, &cx.dir, std::time::Duration::from_secs(20)).await,
+        None => crate::probes::host::ticket_test(&ports, &cx.build.dir, std::time::Duration::from_secs(20)).await,
     });
 }

@@ -34,7 +34,7 @@ impl Fixup for Agent {
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
         let entropy = crate::identity::host_entropy(64);
-        let t = cx.timeouts.probe;
+        let t = cx.build.timeouts.probe;
         let done = crate::probes::call(vm, "run the fix-up", |a| Box::pin(async move { a.fixup(&entropy, t).await })).await?;
         if vm.machine().network == crate::scenario::Network::Segment {
             // On a shared segment the DHCP identity must follow the new machine-id: renew the

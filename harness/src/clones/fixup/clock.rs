@@ -34,7 +34,7 @@ impl Fixup for Clock {
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
-        let t = cx.timeouts.probe;
+        let t = cx.build.timeouts.probe;
         let now = crate::probes::unix_ns(std::time::SystemTime::now()) as i64;
         crate::probes::call(vm, "set the guest's clock", |a| a.set_time(now, t)).await?;
         Ok(vec![(MeasurementId::ClockSkewBeforeMs, early.clock_skew_ms)])

@@ -39,14 +39,14 @@ impl Fixup for MitigateRemanence {
     }
 
     async fn before_capture(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, notes: &mut Vec<String>) -> Result<(), RecipeError> {
-        let t = cx.timeouts.probe;
+        let t = cx.build.timeouts.probe;
         let output = crate::probes::call(vm, "scrub deleted data", |a| a.scrub(t)).await?;
         notes.push(format!("mitigation in the guest: remount, zero-fill free space, fstrim, drop_caches ({})", if output.is_empty() { "no output" } else { &output }));
         Ok(())
     }
 
     async fn on_image(&self, cx: &Ctx<'_>, image: &Path, what: &str, notes: &mut Vec<String>) -> Result<(), RecipeError> {
-        crate::tools::qemu_img::compact(image, &cx.dir).await.map_err(RecipeError::tool(format!("mitigation: compact the {what}")))?;
+        crate::tools::qemu_img::compact(image, &cx.build.dir).await.map_err(RecipeError::tool(format!("mitigation: compact the {what}")))?;
         notes.push(format!("mitigation: the {what} was compacted (qemu-img convert) after fstrim in the guest"));
         Ok(())
     }

@@ -38,7 +38,7 @@ impl Fixup for NicReplug {
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
         let (name, mac) = (vm.name().to_string(), vm.identity().mac);
         vm.nic_hotplug().ok_or(RecipeError::Missing { vm: name, capability: Capability::NicHotplug })?.plug_nic(mac).await?;
-        let t = cx.timeouts.probe;
+        let t = cx.build.timeouts.probe;
         let mac_s = mac.to_string();
         let seen = crate::probes::call(vm, "wait for the new NIC", |a| Box::pin(async move { a.wait_nic(&mac_s, NIC_WAIT, t).await })).await?;
         let t0 = early.resumed.as_ref().map(|r| r.t0_ns()).unwrap_or(0);

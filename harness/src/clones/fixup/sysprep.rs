@@ -43,10 +43,10 @@ impl Fixup for Sysprep {
 
     async fn on_image(&self, cx: &Ctx<'_>, image: &Path, _what: &str, notes: &mut Vec<String>) -> Result<(), RecipeError> {
         if cx.machine.guest.boot == crate::guest::Boot::Disk {
-            notes.extend(virt_sysprep(image, &cx.dir).await?);
+            notes.extend(virt_sysprep(image, &cx.build.dir).await?);
             return Ok(());
         }
-        let done = sanitize(image, &cx.dir).await?;
+        let done = sanitize(image, &cx.build.dir).await?;
         notes.push(format!("sysprep (offline, debugfs on the copied image): {}", done.join("; ")));
         notes.push(COVERAGE.into());
         Ok(())

@@ -40,7 +40,7 @@ impl CloneMethod for ImageCopy {
             // The tiny guest's busybox init ignores the power button; its probe syncs every write.
             template.destroy().await?;
         }
-        let copy = cx.dir.join("image-copy.qcow2");
+        let copy = cx.build.dir.join("image-copy.qcow2");
         qemu_img::convert(&template_disk, "qcow2", "qcow2", &copy).await.map_err(RecipeError::tool("copy the template's disk"))?;
         notes.push("template booted once, shut down, and its disk copied (qemu-img convert); each clone boots the copy with a new name, UUID, MAC and disk serial".into());
         for f in &cx.fixups {

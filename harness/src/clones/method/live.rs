@@ -52,7 +52,7 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     for f in &cx.fixups {
         f.before_capture(cx, source, &mut notes).await?;
     }
-    let t = cx.timeouts.probe;
+    let t = cx.build.timeouts.probe;
     // An image without an agent is still cloned: the host-side checks need no agent. There
     // is then no workload to hold, so nothing samples the RNG across the snapshot.
     match crate::probes::call(source, "hold the agent", |a| a.hold(t)).await {
@@ -68,7 +68,7 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     let name = source.name().to_string();
     cx.emit(EventKind::Snapshotting { vm: name.clone() });
     let started = Instant::now();
-    let snap = source.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(&cx.dir).await?;
+    let snap = source.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(&cx.build.dir).await?;
     let ms = started.elapsed().as_millis() as u64;
     let bytes = snap.state_bytes();
     timing.snapshot_ms = Some(ms);
@@ -84,15 +84,15 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     let snap = &snap;
     let mut starts: Vec<Start> = Vec::with_capacity(n);
     if let Some(p) = pool {
-        let warm = cx.backend.warm_pool().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::WarmPool })?;
+        let warm = cx.build.backend.warm_pool().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::WarmPool })?;
         let filled = Instant::now();
         let size = (p as usize).min(n);
         let prepared: Vec<Box<dyn Pending>> = stream::iter((0..size).map(|i| async move {
             let args = cx.args(VmRole::Clone.as_str(), i);
             cx.write_seed(&args).await?;
-            Ok::<_, RecipeError>(warm.prepare(snap, args, &cx.timeouts).await?)
+            Ok::<_, RecipeError>(warm.prepare(snap, args, &cx.build.timeouts).await?)
         }))
-        .buffered(cx.jobs)
+        .buffered(cx.build.jobs)
         .try_collect()
         .await?;
         notes.push(format!(
@@ -105,7 +105,7 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
         starts.push(Start::Fresh(cx.args(VmRole::Clone.as_str(), i)));
     }
     let restored: Vec<(Box<dyn Vm>, u64, Early, BTreeMap<MeasurementId, Option<f64>>)> =
-        stream::iter(starts.into_iter().map(|s| restore_one(cx, snap, s))).buffered(cx.jobs).try_collect().await?;
+        stream::iter(starts.into_iter().map(|s| restore_one(cx, snap, s))).buffered(cx.build.jobs).try_collect().await?;
 
     let mut compared = Vec::new();
     for (vm, ms, early, measurements) in restored {
@@ -149,9 +149,9 @@ async fn restore_one(cx: &Ctx<'_>, snap: &Snapshot, start: Start) -> Result<(Box
     if let Start::Fresh(args) = &start {
         cx.write_seed(args).await?;
     }
-    let started = crate::backend::start::start(cx.backend, snap, start, &cx.timeouts).await?;
+    let started = crate::backend::start::start(cx.build.backend, snap, start, &cx.build.timeouts).await?;
     let (t, resumed_at, mut vm) = (started.t0, started.resumed_at, started.vm);
-    let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, &cx.scenario.declared, cx.timeouts.probe).await?;
+    let early = crate::probes::right_after_resume(vm.as_mut(), gate, resumed_at, &cx.scenario.declared, cx.build.timeouts.probe).await?;
     let ms = early.answered_at.duration_since(t).as_millis() as u64;
     cx.emit(EventKind::Restored { vm: name, ms });
     let mut measured = BTreeMap::new();

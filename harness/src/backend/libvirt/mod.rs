@@ -16,11 +16,13 @@
 //! files are volumes of a pool made for the run, and consoles and probes are libvirt streams
 //! ([`remote`]).
 
+pub mod call;
 pub mod domain;
 pub mod error;
 pub mod qga_wire;
 pub mod remote;
 pub mod save_image;
+pub mod storage;
 
 use crate::agent::qga::Qga;
 use crate::agent::serial::ProbeChannel;
@@ -31,10 +33,10 @@ use crate::backend::error::BackendError;
 pub use error::LibvirtError;
 use crate::backend::lifecycle::{Phase, Timeouts};
 use crate::backend::snapshot::{Artifact, ArtifactKind, CloneArgs, Machine, Snapshot, SourceRecord};
-use crate::backend::{vm_disk, Backend, NicHotplug, Restore, Snapshottable, Vm};
+use crate::backend::{Backend, NicHotplug, Restore, Snapshottable, Vm};
 use crate::guest::AgentTransport;
 use crate::identity::{is_stale, HostIdentity, MacAddr, NAME_PREFIX};
-use domain::Files;
+use call::{blocking, lv, lv_src};
 use remote::RunPool;
 use async_trait::async_trait;
 use clonesafe_metadata::{BackendKind, Vmm};
@@ -77,8 +79,12 @@ pub struct LibvirtBackend {
     conn: Arc<Connect>,
     pub mode: SnapshotMode,
     /// Some for a host reached with `--connect`, which may share no filesystem with the
-    /// harness: every file a VM needs is a volume of this run's pool there (remote.rs).
+    /// harness: every file a VM needs is a volume of this run's pool there (remote.rs). What
+    /// concerns the VMs' files goes through `storage`; this says the host is remote (ports,
+    /// consoles and probes through streams, capabilities, the sweep).
     pool: Option<Arc<RunPool>>,
+    /// Where the VMs' files are (storage.rs).
+    storage: Arc<dyn storage::Storage>,
     /// Clones of one image are restored one at a time: its XML is rewritten for each. The map
     /// keeps each image as the source wrote it (header, XML, cookie), which every rewrite
     /// starts from.
@@ -92,41 +98,10 @@ struct LibvirtSnapshot {
     tried: AtomicBool,
 }
 
-/// A [`LibvirtError`] (already converted) of `step`.
-fn lv_src(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(LibvirtError) -> BackendError {
-    let vm = vm.to_string();
-    move |source| BackendError::vmm(vm, format!("{phase} failed: libvirt could not {step}"), source)
-}
-
-/// A libvirt failure of `step`, keeping libvirt's code and message.
-fn lv(vm: &str, phase: Phase, step: &'static str) -> impl FnOnce(virt::error::Error) -> BackendError {
-    let to = lv_src(vm, phase, step);
-    move |e| to(LibvirtError::from(e))
-}
-
-/// Run a blocking libvirt call on tokio's blocking pool, bounded by `t`.
-/// libvirt calls running on the blocking pool right now. A call outlives the future that started
-/// it: on Ctrl-C the run's future is dropped, but a `virDomainRestoreFlags` in flight still
-/// creates its domain afterwards, after every guard has run (hardening issue 11, item 1: a
-/// paused `-cloneN` domain was left 3 times out of 3). [`sweep_own_domains`] waits for these.
-static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Whether this process ever connected to libvirt (else there is nothing to sweep).
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 /// The URI this process connected to (the sweep after a run reconnects to it).
 static URI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-struct InFlight;
-impl InFlight {
-    fn start() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        InFlight
-    }
-}
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// After a run ends in any way (Ctrl-C and SIGTERM included): wait (at most `wait`) for libvirt
 /// calls still in flight, then destroy every domain this process named (`clonesafe-<pid>-`).
@@ -136,7 +111,7 @@ pub fn sweep_own_domains(wait: Duration) -> Vec<String> {
         return vec![];
     }
     let deadline = std::time::Instant::now() + wait;
-    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+    while call::in_flight() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let Ok(conn) = Connect::open(Some(URI.get().map(String::as_str).unwrap_or(DEFAULT_URI))) else { return vec![] };
@@ -161,19 +136,6 @@ pub fn sweep_own_domains(wait: Duration) -> Vec<String> {
     out
 }
 
-async fn blocking<T: Send + 'static>(vm: &str, phase: Phase, t: Duration, f: impl FnOnce() -> Result<T, BackendError> + Send + 'static) -> Result<T, BackendError> {
-    let guard = InFlight::start();
-    let f = move || {
-        let _guard = guard;
-        f()
-    };
-    match tokio::time::timeout(t, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(source)) => Err(BackendError::Panicked { vm: vm.into(), phase, source }),
-        Err(_) => Err(BackendError::Timeout { vm: vm.into(), phase, after: t, console_tail: String::new() }),
-    }
-}
-
 impl LibvirtBackend {
     /// Connect (libvirt's default error printing to stderr is switched off first).
     pub fn connect(uri: &str, mode: SnapshotMode) -> Result<Self, LibvirtError> {
@@ -181,7 +143,7 @@ impl LibvirtBackend {
         let conn = Connect::open(Some(uri)).map_err(LibvirtError::from)?;
         CONNECTED.store(true, Ordering::SeqCst);
         let _ = URI.set(uri.to_string());
-        Ok(LibvirtBackend { conn: Arc::new(conn), mode, pool: None, restore_lock: Default::default() })
+        Ok(LibvirtBackend { conn: Arc::new(conn), mode, pool: None, storage: Arc::new(storage::Local), restore_lock: Default::default() })
     }
 
     /// Connect to a host that may share no filesystem with the harness (`run --connect`): make
@@ -192,83 +154,10 @@ impl LibvirtBackend {
         // Before the connection opens: its streams are read by libvirt's event loop.
         remote::start_event_loop();
         let mut b = Self::connect(uri, mode)?;
-        b.pool = Some(Arc::new(RunPool::create(&b.conn, pool_dir)?));
+        let pool = Arc::new(RunPool::create(&b.conn, pool_dir)?);
+        b.storage = Arc::new(storage::Pool(pool.clone()));
+        b.pool = Some(pool);
         Ok(b)
-    }
-
-    /// Where `args`'s VM keeps its files on the host, made ready: its overlay on `backing` (the
-    /// guest's disk when None) and, for a remote host, the guest's kernel, initrd and the VM's
-    /// seed uploaded into the run's pool. The harness's own directory for the VM (console log,
-    /// seed source) is made in both cases.
-    async fn place(&self, machine: &Machine, args: &CloneArgs, backing: Option<&Path>, t: &Timeouts) -> Result<(PathBuf, Files), BackendError> {
-        let Some(pool) = self.pool.clone() else {
-            let (b, f) = match backing {
-                Some(b) => (b, "qcow2"),
-                None => (machine.guest.disk.as_path(), machine.guest.disk_format.as_str()),
-            };
-            return Ok((vm_disk(args, b, f).await?, Files::Local));
-        };
-        let name = args.identity.name.clone();
-        std::fs::create_dir_all(&args.dir).map_err(BackendError::io(&name, format!("create {}", args.dir.display())))?;
-        let (machine, dir, backing) = (machine.clone(), args.dir.clone(), backing.map(|b| b.display().to_string()));
-        let n = name.clone();
-        blocking(&name, Phase::Start, t.boot, move || {
-            let up = |e: remote::UploadError| match e {
-                remote::UploadError::Local(path, why) => BackendError::Io { vm: n.clone(), what: format!("read {} to upload it", path.display()), source: std::io::Error::other(why) },
-                remote::UploadError::Libvirt(source) => lv_src(&n, Phase::Start, "upload a guest file into the run's pool")(source),
-            };
-            let kernel = match &machine.guest.boot {
-                crate::guest::Boot::DirectKernel { kernel, initrd, .. } => Some((pool.base(kernel, "raw").map_err(up)?.0, pool.base(initrd, "raw").map_err(up)?.0)),
-                crate::guest::Boot::Disk => None,
-            };
-            let (backing, format) = match backing {
-                Some(b) => (b, "qcow2".to_string()),
-                None => (pool.base(&machine.guest.disk, &machine.guest.disk_format).map_err(up)?.0, machine.guest.disk_format.clone()),
-            };
-            let disk = pool.overlay(&format!("{n}.disk.qcow2"), &backing, &format).map_err(lv_src(&n, Phase::Start, "make the VM's disk overlay in the run's pool"))?;
-            if machine.devices.seed {
-                pool.upload(&dir.join("seed.iso"), &format!("{n}.seed.iso")).map_err(up)?;
-            }
-            Ok((PathBuf::from(disk), Files::Pool { prefix: pool.prefix(&n), kernel }))
-        })
-        .await
-    }
-
-    /// The save image at `path`: read here, or through the pool's volume stream.
-    async fn read_image(&self, vm: &str, path: &Path, t: Duration) -> Result<SaveImage, BackendError> {
-        let bad = |source| BackendError::vmm(vm, format!("save image {}", path.display()), source);
-        let Some(pool) = self.pool.clone() else { return SaveImage::read(path).map_err(bad) };
-        let p = path.display().to_string();
-        let n = vm.to_string();
-        let (head, total) = blocking(vm, Phase::IncomingMigration, t, move || {
-            let read = |len| pool.read_head(&p, len).map_err(lv_src(&n, Phase::IncomingMigration, "read the save image's header through libvirt"));
-            let (head, total) = read(save_image::HEADER_LEN as u64)?;
-            match save_image::data_len(&head) {
-                Some(d) => read(save_image::HEADER_LEN as u64 + d as u64),
-                None => Ok((head, total)),
-            }
-        })
-        .await?;
-        SaveImage::parse(&head, total).map_err(bad)
-    }
-
-    /// Rewrite the XML of the save image at `path` (read before as `img`) in place: here, or
-    /// through the pool. The header and data region are encoded from `img` (a rewrite changes
-    /// neither its data length nor its cookie), so a remote image is not downloaded again.
-    async fn write_image_xml(&self, vm: &str, path: &Path, img: &SaveImage, xml: &str, t: Duration) -> Result<(), BackendError> {
-        let bad = |source| BackendError::vmm(vm, format!("save image {}", path.display()), source);
-        let Some(pool) = self.pool.clone() else { return SaveImage::rewrite_xml(path, xml).map(drop).map_err(bad) };
-        let bytes = img.encode_with_xml(xml).map_err(bad)?;
-        let (p, n) = (path.display().to_string(), vm.to_string());
-        blocking(vm, Phase::IncomingMigration, t, move || pool.write_head(&p, &bytes).map_err(lv_src(&n, Phase::IncomingMigration, "rewrite the save image's XML through libvirt"))).await
-    }
-
-    /// The prefix of the source's files, as its domain XML names them.
-    fn source_prefix(&self, s: &SourceRecord) -> String {
-        match &self.pool {
-            None => domain::local_prefix(&s.dir),
-            Some(p) => p.prefix(&s.identity.name),
-        }
     }
 
     /// A remote host's VM gets no host ports: QEMU would listen on that host's loopback, which
@@ -332,7 +221,7 @@ impl LibvirtBackend {
             mode: self.mode,
             current_mac,
             pumps: vec![],
-            pool: self.pool.clone(),
+            storage: self.storage.clone(),
             console_capped: None,
         };
         if let Err(e) = started {
@@ -411,12 +300,7 @@ impl Backend for LibvirtBackend {
     }
 
     fn artifacts(&self) -> crate::backend::Opener {
-        let Some(pool) = self.pool.clone() else { return crate::backend::local_opener() };
-        // Read through a download stream: nothing of the guest's memory is copied here.
-        Arc::new(move |path: &Path| {
-            let (r, len) = pool.reader(&path.display().to_string(), 0).map_err(|e| std::io::Error::other(format!("{} (through libvirt)", e)))?;
-            Ok((Box::new(r) as Box<dyn std::io::Read + Send>, len))
-        })
+        self.storage.opener()
     }
 
     fn remote_kvm(&self) -> Option<Result<(), String>> {
@@ -451,7 +335,7 @@ impl Backend for LibvirtBackend {
 
     async fn boot(&self, machine: &Machine, mut args: CloneArgs, t: &Timeouts) -> Result<Box<dyn Vm>, BackendError> {
         self.remote_args(&mut args);
-        let (disk, files) = self.place(machine, &args, None, t).await?;
+        let (disk, files) = self.storage.place(machine, &args, None, t).await?;
         args.take_port().map_err(BackendError::segment(&args.identity.name))?;
         let xml = domain::domain_xml(machine, &args, &disk, &files);
         let name = args.identity.name.clone();
@@ -501,13 +385,13 @@ impl Restore for LibvirtBackend {
             return Err(wrong());
         };
         let image = image.to_path_buf();
-        let (disk, files) = self.place(&snap.machine, &args, Some(frozen), t).await?;
-        let prefixes = (self.source_prefix(&snap.source), files.prefix(&args));
+        let (disk, files) = self.storage.place(&snap.machine, &args, Some(frozen), t).await?;
+        let prefixes = (self.storage.prefix(&snap.source.identity.name, &snap.source.dir), files.prefix(&args));
         let prefixes = (prefixes.0.as_str(), prefixes.1.as_str());
         let mut originals = self.restore_lock.lock().await;
         let name = args.identity.name.clone();
         if !originals.contains_key(&image) {
-            let img = self.read_image(&name, &image, t.restore).await?;
+            let img = self.storage.read_image(&name, &image, t.restore).await?;
             originals.insert(image.clone(), img);
         }
         let original = &originals[&image];
@@ -539,7 +423,7 @@ impl Restore for LibvirtBackend {
 
         // 2. Rewrite the XML in the image and restore it as is.
         let xml = with_port(domain::rewrite_identity(&source_xml, &snap.source, &args, nic, prefixes).map_err(|source| BackendError::vmm(name.clone(), "cannot give the save image's domain XML the clone's identity", source))?, &args);
-        self.write_image_xml(&name, &image, original, &xml, t.restore).await?;
+        self.storage.write_image_xml(&name, &image, original, &xml, t.restore).await?;
         let img = image.display().to_string();
         let n2 = name.clone();
         let start = move |c: Arc<Connect>| c.restore_domain_flags(&img, None, sys::VIR_DOMAIN_SAVE_PAUSED).map_err(lv(&n2, Phase::IncomingMigration, "restore the rewritten image"));
@@ -587,8 +471,8 @@ pub struct LibvirtVm {
     /// On a remote host: the streams that carry its console (into `console.log` here) and its
     /// probe. They end with the VM.
     pumps: Vec<remote::Pump>,
-    /// On a remote host: the run's pool, which holds its files.
-    pool: Option<Arc<RunPool>>,
+    /// Where its files are (storage.rs).
+    storage: Arc<dyn storage::Storage>,
     /// Set when the guest's console passed the cap (the local console pump).
     console_capped: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -826,23 +710,13 @@ impl Snapshottable for LibvirtVm {
     async fn snapshot(&mut self, dir: &Path) -> Result<Snapshot, BackendError> {
         self.snapshots += 1;
         let name = self.args.identity.name.clone();
-        // On a remote host both files are in the run's pool: `<pool dir>/<vm>.save`, and the
-        // source's next overlay beside its disk.
-        let prefix = self.pool.as_ref().map(|p| p.prefix(&name));
-        let memory = match &prefix {
-            None => dir.join(format!("{name}.save")),
-            Some(p) => PathBuf::from(format!("{p}save")),
-        };
+        let (memory, next) = self.storage.snapshot_paths(&name, dir, &self.args.dir, self.snapshots);
         let frozen = self.disk.clone();
         let t = self.timeouts.snapshot;
         let mem = memory.display().to_string();
         let n = name.clone();
         match self.mode {
             SnapshotMode::External => {
-                let next = match &prefix {
-                    None => self.args.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots)),
-                    Some(p) => PathBuf::from(format!("{p}disk-after-snapshot-{}.qcow2", self.snapshots)),
-                };
                 let xml = format!(
                     "<domainsnapshot><name>clonesafe-{}</name><memory snapshot='external' file='{}'/><disks><disk name='vda' snapshot='external'><source file='{}'/></disk></disks></domainsnapshot>",
                     self.snapshots,
@@ -878,27 +752,7 @@ impl Snapshottable for LibvirtVm {
                 self.notes.push("suspend and clone: the source domain stopped when it was saved".into());
             }
         }
-        let bytes = match self.pool.clone() {
-            None => {
-                // The image holds guest memory: make sure it is private whatever libvirt's umask was.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o600)).map_err(BackendError::io(&name, format!("chmod {}", memory.display())))?;
-                None
-            }
-            Some(pool) => {
-                // libvirt wrote the image and the new overlay into the pool's directory (0700;
-                // QEMU's save file is created 0600: qemu_saveimage.c, qemuSaveImageCreate opens it
-                // O_CREAT with S_IRUSR | S_IWUSR): list them as volumes, to read and delete.
-                let (mem, disk, frozen) = (memory.display().to_string(), self.disk.display().to_string(), frozen.display().to_string());
-                let n = name.clone();
-                blocking(&name, Phase::Snapshot, t, move || {
-                    pool.adopt(&disk, &frozen).map_err(lv_src(&n, Phase::Snapshot, "list the snapshot's files in the run's pool"))?;
-                    pool.owns(&[&mem, &disk]);
-                    Ok(pool.allocation(&mem))
-                })
-                .await?
-            }
-        };
+        let bytes = self.storage.snapshot_written(&name, &memory, &self.disk, &frozen, t).await?;
         Ok(Snapshot {
             backend: BackendKind::Libvirt,
             machine: self.machine.clone(),

@@ -194,7 +194,9 @@ fn a_users_image_by_path() {
     let ok = |what: &str, has: &str| said.lines().any(|l| l.split_whitespace().take(2).eq(["ok", what]) && l.contains(has));
     assert!(ok("os", "Debian GNU/Linux 12 (bookworm)") && ok("agent", "qemu-guest-agent") && ok("ssh", "SSH server"), "doctor --image:\n{said}");
 
-    let ran = run_scenarios("[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n", &["--image", image.to_str().unwrap()]);
+    // A declared identity on the user's image: the machine-id the image was built with.
+    let declared = "[[identity]]\nid = \"image_machine_id\"\ncommand = [\"cat\", \"/etc/machine-id\"]\nmatch = '([0-9a-f]{32})'\n";
+    let ran = run_scenarios(&format!("{declared}[[scenario]]\nname = \"boots\"\nstrategy = \"cold-boot\"\nclones = 2\n[scenario.expect]\nimage_machine_id = \"duplicate\"\n"), &["--image", image.to_str().unwrap()]);
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let s = ran.scenario("boots");
     assert_eq!(s["guest"], format!("image:{}", image.display()));
@@ -202,6 +204,7 @@ fn a_users_image_by_path() {
     want.sort();
     for vm in 0..2 {
         assert_eq!(values(&s, "machine_id")[vm], truth["machine_id"], "machine-id read from the image");
+        assert_eq!(values(&s, "image_machine_id")[vm], truth["machine_id"], "the declared identity, read through qemu-guest-agent");
         for id in ["ssh_host_keys", "ssh_keyscan"] {
             let mut got: Vec<String> = values(&s, id)[vm].as_str().unwrap().split(' ').map(str::to_string).collect();
             got.sort();
@@ -224,7 +227,7 @@ fn a_users_image_by_path() {
     use std::io::Write;
     gf.stdin.take().unwrap().write_all(b"ln-sf /dev/null /etc/systemd/system/qemu-guest-agent.service\n").unwrap();
     assert!(gf.wait().unwrap().success(), "guestfish could not mask the agent");
-    let noagent_scenario = "[[scenario]]\nname = \"noagent\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nssh_keyscan = \"duplicate\"\nmachine_id = \"skipped\"\nkernel_rng = \"skipped\"\n";
+    let noagent_scenario = &format!("{declared}[[scenario]]\nname = \"noagent\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nssh_keyscan = \"duplicate\"\nmachine_id = \"skipped\"\nkernel_rng = \"skipped\"\nimage_machine_id = \"skipped\"\n");
     // An overlay's backing file is opened only when it is named (issue 19, item 1).
     let refused = run_scenarios(noagent_scenario, &["--image", noagent.to_str().unwrap()]);
     assert_eq!(refused.code(), Some(2), "{}", refused.stderr());
@@ -235,6 +238,8 @@ fn a_users_image_by_path() {
     assert!(notes(&s).contains("no qemu-guest-agent answered"), "{}", notes(&s));
     let m = s["checks"].as_array().unwrap().iter().find(|c| c["id"] == "machine_id").unwrap().clone();
     assert!(m["detail"].as_str().unwrap().contains("no agent"), "{m}");
+    let d = s["checks"].as_array().unwrap().iter().find(|c| c["id"] == "image_machine_id").unwrap().clone();
+    assert!(d["declared"] == true && d["detail"].as_str().unwrap().contains("no agent"), "a declared identity on a guest nothing can read is skipped, saying why: {d}");
 }
 
 fn sha256(p: &Path) -> String {

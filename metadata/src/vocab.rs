@@ -447,6 +447,20 @@ named! {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn check_names_are_built_in_or_declared_and_read_back_as_written() {
+        let b: CheckName = serde_json::from_str("\"machine_id\"").unwrap();
+        assert_eq!(b, CheckName::Builtin(CheckId::MachineId));
+        let d: CheckName = serde_json::from_str("\"pg_system_id\"").unwrap();
+        assert_eq!(d, CheckName::Declared("pg_system_id".into()));
+        assert_eq!(serde_json::to_string(&d).unwrap(), "\"pg_system_id\"");
+        for bad in ["\"Bad-Id\"", "\"\"", "\"9lives\"", "\"a\\u001b[31m\""] {
+            assert!(serde_json::from_str::<CheckName>(bad).is_err(), "{bad}");
+        }
+        assert!(!CheckName::valid_declared(&"a".repeat(CheckName::MAX_DECLARED + 1)));
+    }
+
     use super::*;
 
     #[test]

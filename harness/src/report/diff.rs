@@ -63,4 +63,11 @@ mod tests {
         assert!(diff(&a, &a).unwrap().is_empty());
         assert!(diff(&json!({}), &a).is_err());
     }
+
+    #[test]
+    fn declared_identities_are_compared_like_built_in_checks() {
+        let a = json!({"scenarios": [{"name": "n", "checks": [{"id": "pg_system_id", "declared": true, "verdict": "duplicate"}]}]});
+        let b = json!({"scenarios": [{"name": "n", "checks": [{"id": "pg_system_id", "declared": true, "verdict": "unique"}]}]});
+        assert_eq!(diff(&a, &b).unwrap(), vec!["n pg_system_id: duplicate -> unique"]);
+    }
 }

@@ -425,4 +425,21 @@ fn checks_lists_every_built_in_check() {
     assert_eq!(a.len(), clonesafe_metadata::CheckId::ALL.len());
     assert!(a.iter().all(|e| e["declared"] == false && e["source"].is_string() && e["made_unique_by"].is_array()));
     assert_eq!(a.iter().find(|e| e["id"] == "dhcp_client_id").unwrap()["source"], "wire");
+
+    // --scenario adds the identities a file declares, with where and by whom; a bad declaration
+    // is exit 2 with its file, line and field.
+    let f = work.path().join("apps.toml");
+    std::fs::write(&f, "[[identity]]\nid = \"node_id\"\ndescription = \"the agent's node id\"\nfile = \"/var/lib/agent/node-id\"\n\n[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n").unwrap();
+    let out = clonesafe(&["checks", "--json", "--scenario", f.to_str().unwrap()], work.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = v.as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["id"].as_str(), last["declared"].as_bool()), (Some("node_id"), Some(true)), "{last}");
+    assert_eq!(last["scenarios"], serde_json::json!(["a"]));
+    assert!(last["listed_in"][0].as_str().unwrap().ends_with("apps.toml:2"), "{last}");
+    std::fs::write(&f, "[[identity]]\nid = \"machine_id\"\nfile = \"/x\"\n\n[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n").unwrap();
+    let out = clonesafe(&["checks", "--scenario", f.to_str().unwrap()], work.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("apps.toml:2:") && err.contains("identity[0].id") && err.contains("built-in check"), "{err}");
 }

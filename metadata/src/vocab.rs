@@ -403,6 +403,29 @@ impl fmt::Display for Expectation {
 }
 
 named! {
+    /// What breaks when clones share an identity, worst first (issue 24's classes). Every
+    /// built-in check has one (`clonesafe checks`); a declared identity may state its own.
+    pub enum Severity: "severity" {
+        /// Keys, secrets or random output reused or exposed across clones: one clone can
+        /// impersonate another, or decrypt what another encrypted.
+        KeyReuse = "key-reuse",
+        /// Clones collide on the network: one MAC, one address, one DHCP lease.
+        NetworkCollision = "network-collision",
+        /// Logs, inventory, licensing or clustering take the clones for one machine.
+        IdentityConfusion = "identity-confusion",
+        /// Worth knowing, nothing breaks by itself.
+        Informational = "informational",
+    }
+}
+
+impl Severity {
+    /// 0 is the worst.
+    pub fn rank(self) -> usize {
+        Severity::ALL.iter().position(|s| *s == self).unwrap_or(usize::MAX)
+    }
+}
+
+named! {
     /// A per-VM figure that a fix-up measures, in milliseconds.
     pub enum MeasurementId: "measurement" {
         /// nic-replug: from resume until the guest saw its new NIC.

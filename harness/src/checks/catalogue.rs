@@ -6,7 +6,7 @@
 //! reference reports (reports/) are the measurements, and some say otherwise under a race (the
 //! kernel RNG before the vmgenid reseed lands) or on one guest (a sysprep's single machine-id).
 
-use clonesafe_metadata::CheckId;
+use clonesafe_metadata::{CheckId, Severity};
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -37,6 +37,10 @@ pub struct Entry {
     pub made_unique_by: Vec<Cow<'static, str>>,
     /// The public hazard lists that name it (for a declared one: where it is declared).
     pub listed_in: Vec<Cow<'static, str>>,
+    /// What breaks when clones share it.
+    pub consequence: Cow<'static, str>,
+    /// How bad that is; None for a declared identity that does not say.
+    pub severity: Option<Severity>,
     pub declared: bool,
     /// The scenarios that check a declared identity.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -57,6 +61,8 @@ fn entry(id: CheckId) -> Entry {
         at: at.into(),
         made_unique_by: made_unique_by.iter().map(|s| Cow::Borrowed(*s)).collect(),
         listed_in: listed_in.iter().map(|s| Cow::Borrowed(*s)).collect(),
+        consequence: Cow::Borrowed(consequence(id).1),
+        severity: Some(consequence(id).0),
         declared: false,
         scenarios: vec![],
     };
@@ -89,6 +95,39 @@ fn entry(id: CheckId) -> Entry {
     }
 }
 
+/// What breaks when clones share `id`, and how bad it is. The sources are the lists in
+/// `listed_in`; where this project measured the mechanism, the reference report says so.
+pub fn consequence(id: CheckId) -> (Severity, &'static str) {
+    use Severity::*;
+    match id {
+        CheckId::Mac => (NetworkCollision, "two NICs with one MAC on a segment: bridges and switches flap between the ports, and frames reach the wrong clone"),
+        CheckId::SmbiosUuid => (IdentityConfusion, "inventory, licensing and anything keyed on the system UUID counts the clones as one machine"),
+        CheckId::DiskSerial => (IdentityConfusion, "/dev/disk/by-id and tools keyed on disk serials (multipath, LVM filters) take two disks for one"),
+        CheckId::MachineId => (NetworkCollision, "journald, D-Bus and inventory take the clones for one machine, and systemd-networkd derives its DHCP DUID from it, so clones ask for one lease (measured: reports/network)"),
+        CheckId::BootId => (IdentityConfusion, "journald and anything keyed on boot_id treat the clones' logs as one boot"),
+        CheckId::Hostname => (IdentityConfusion, "logs, monitoring, DHCP hostname registration and clustering see one name for several machines"),
+        CheckId::SshHostKeys => (KeyReuse, "one clone can impersonate another to SSH clients, and a key taken from one opens them all"),
+        CheckId::KernelRng => (KeyReuse, "the clones produce the same \"random\" bytes until a reseed: the same keys, nonces and session ids"),
+        CheckId::UserspaceRng => (KeyReuse, "a program's PRNG gives every clone the same output until the program reseeds: the same tokens and nonces"),
+        CheckId::Vmgenid => (KeyReuse, "no clone is told it is a copy, so nothing reseeds on the fork (the kernel's vmgenid reseed, programs that watch for it)"),
+        CheckId::HwMismatchMs => (NetworkCollision, "the clone keeps using the MAC of the hardware it was copied from, not the one its host gave it"),
+        CheckId::SecretRemanence => (KeyReuse, "a secret deleted before the snapshot is readable in the files every clone is made from"),
+        CheckId::RandomSeed => (KeyReuse, "clones that credit the same seed file start their RNG from the same bytes"),
+        CheckId::CredentialSecret => (KeyReuse, "clones can decrypt each other's systemd credentials"),
+        CheckId::DbusMachineId => (IdentityConfusion, "D-Bus peers take the clones for one machine, even after /etc/machine-id was regenerated"),
+        CheckId::CloudInitInstanceId => (IdentityConfusion, "cloud-init does not rerun its per-instance steps (host keys, hostname) on a clone"),
+        CheckId::SshKeyscan => (KeyReuse, "clients see one host key for several servers: one clone can impersonate another"),
+        CheckId::TlsTicketKey => (KeyReuse, "a session ticket from one clone resumes on another, and one clone's recorded sessions decrypt with another's key"),
+        CheckId::OpensslRng => (KeyReuse, "TLS servers send the same randoms, and with them can make the same ephemeral keys"),
+        CheckId::WallClockSkewMs => (Informational, "a clone runs behind the host's clock until something sets it: timestamps out of order, certificate and Kerberos time checks can fail"),
+        CheckId::DhcpClientId => (NetworkCollision, "clones with one DHCP client identity are handed one address"),
+        CheckId::Ipv4Lease => (NetworkCollision, "two clones hold one IPv4 address"),
+        CheckId::Ipv6Addr => (NetworkCollision, "two clones hold one IPv6 address, and duplicate-address detection is not run again after resume"),
+        CheckId::ArpConflict => (NetworkCollision, "neighbours flap between clones answering for one address"),
+        CheckId::IpWindowMs => (NetworkCollision, "until each clone renews with its own identity, clones hold their source's address"),
+    }
+}
+
 /// Every built-in check, in report order.
 pub fn built_in() -> Vec<Entry> {
     CheckId::ALL.iter().map(|id| entry(*id)).collect()
@@ -112,6 +151,8 @@ pub fn declared(plan: &crate::scenario::Plan) -> Vec<Entry> {
                         at: d.reads().into(),
                         made_unique_by: vec![],
                         listed_in: vec![format!("declared at {at}").into()],
+                        consequence: d.consequence.clone().map(Cow::Owned).unwrap_or(Cow::Borrowed("not stated (declare consequence = \"...\")")),
+                        severity: d.severity,
                         declared: true,
                         scenarios: vec![s.name.clone()],
                     };
@@ -139,6 +180,8 @@ pub fn render(entries: &[Entry]) -> String {
         let fixed = if e.made_unique_by.is_empty() { "none of clonesafe's recipes".to_string() } else { e.made_unique_by.join(", ") };
         let _ = writeln!(out, "{:<24} {:<8} made unique by: {fixed}", "", "");
         let _ = writeln!(out, "{:<24} {:<8} listed in: {}", "", "", e.listed_in.join("; "));
+        let sev = e.severity.map(|s| s.as_str()).unwrap_or("not stated");
+        let _ = writeln!(out, "{:<24} {:<8} if shared ({sev}): {}", "", "", crate::text::for_terminal(&e.consequence));
         if !e.scenarios.is_empty() {
             let _ = writeln!(out, "{:<24} {:<8} checked by: {}", "", "", e.scenarios.join(", "));
         }
@@ -158,6 +201,11 @@ mod tests {
             assert_eq!(e.id, id.as_str());
             assert!(!e.reads.is_empty() && !e.at.is_empty() && !e.listed_in.is_empty(), "{e:?}");
         }
+        // Each says what breaks if clones share it, and how bad that is.
+        assert!(all.iter().all(|e| e.severity.is_some() && e.consequence.len() > 20), "{all:?}");
+        assert_eq!(consequence(CheckId::SshHostKeys).0, Severity::KeyReuse);
+        assert_eq!(consequence(CheckId::Ipv4Lease).0, Severity::NetworkCollision);
+        assert!(render(&all).contains("if shared (key-reuse): one clone can impersonate another"));
         // What no recipe of clonesafe's fixes says so.
         assert!(render(&all).contains("credential_secret") && render(&all).contains("none of clonesafe's recipes"));
     }

@@ -10,6 +10,9 @@
 //! when = "after-fixups"                     # or "right-after-resume"
 //! expect = "unique"                         # optional; a scenario's [scenario.expect] wins
 //! timeout_s = 10                            # a command still running then is an error
+//! consequence = "replicas refuse a duplicate"   # optional: what breaks when clones share it
+//! severity = "identity-confusion"           # optional: key-reuse | network-collision |
+//!                                           # identity-confusion | informational
 //!
 //! [[scenario.identity]]                     # inside a scenario: that scenario only
 //! ```
@@ -45,6 +48,8 @@ pub(super) struct RawIdentity {
     when: Option<Spanned<String>>,
     expect: Option<Spanned<String>>,
     timeout_s: Option<Spanned<i64>>,
+    consequence: Option<Spanned<String>>,
+    severity: Option<Spanned<String>>,
 }
 
 /// What a declared identity reads in each VM.
@@ -88,6 +93,9 @@ pub struct Declared {
     pub timeout: Duration,
     /// The expectation written beside it (a scenario's `[scenario.expect]` overrides it).
     pub expect: Option<Expectation>,
+    /// What breaks when clones share it, and how bad that is, as the user states them.
+    pub consequence: Option<String>,
+    pub severity: Option<clonesafe_metadata::Severity>,
     /// Where it is declared.
     pub file: PathBuf,
     pub line: usize,
@@ -191,6 +199,10 @@ pub(super) fn validate(
         if matches!(source, Source::File(_)) && r.timeout_s.is_some() {
             return Err(at(r.timeout_s.as_ref().expect("some").span(), f("timeout_s"), "timeout_s bounds a command; a file is read whole".into()));
         }
+        let severity = match &r.severity {
+            None => None,
+            Some(v) => Some(v.get_ref().parse::<clonesafe_metadata::Severity>().map_err(|m| at(v.span(), f("severity"), m))?),
+        };
         if earlier.len() + out.len() >= MAX_DECLARED {
             return Err(at(r.id.span(), f("id"), format!("more than {MAX_DECLARED} declared identities in one scenario")));
         }
@@ -202,6 +214,8 @@ pub(super) fn validate(
             when,
             timeout,
             expect,
+            consequence: r.consequence.map(|c| crate::text::truncate(c.get_ref(), 400)),
+            severity,
             file: path.to_path_buf(),
             line: line_of(r.id.span().start),
         });

@@ -188,7 +188,7 @@ const SCEN: &str = "[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2
 #[test]
 fn declared_identities_apply_to_every_scenario_or_one_and_take_expectations() {
     let src = format!(
-        "[[identity]]\nid = \"node_id\"\nfile = \"/var/lib/agent/node-id\"\nexpect = \"unique\"\n\n{SCEN}[scenario.expect]\nnode_id = \"duplicate\"\n[[scenario.identity]]\nid = \"pg_system_id\"\ncommand = [\"pg_controldata\", \"/var/lib/postgresql/15/main\"]\nmatch = 'identifier:\\s+(\\d+)'\nwhen = \"right-after-resume\"\ntimeout_s = 3\n\n[[scenario]]\nname = \"b\"\nstrategy = \"full\"\nclones = 2\n"
+        "[[identity]]\nid = \"node_id\"\nfile = \"/var/lib/agent/node-id\"\nexpect = \"unique\"\n\n{SCEN}[scenario.expect]\nnode_id = \"duplicate\"\n[[scenario.identity]]\nid = \"pg_system_id\"\ncommand = [\"pg_controldata\", \"/var/lib/postgresql/15/main\"]\nmatch = 'identifier:\\s+(\\d+)'\nwhen = \"right-after-resume\"\ntimeout_s = 3\nseverity = \"identity-confusion\"\nconsequence = \"replicas refuse it\"\n\n[[scenario]]\nname = \"b\"\nstrategy = \"full\"\nclones = 2\n"
     );
     let p = parse(Path::new("s.toml"), &src).unwrap();
     let ids = |i: usize| p[i].declared.iter().map(|d| d.id.as_str()).collect::<Vec<_>>();
@@ -197,6 +197,8 @@ fn declared_identities_apply_to_every_scenario_or_one_and_take_expectations() {
     assert_eq!((pg.when, pg.timeout.as_secs(), pg.line), (declared::When::RightAfterResume, 3, 13));
     assert_eq!(pg.source, declared::Source::Command(vec!["pg_controldata".into(), "/var/lib/postgresql/15/main".into()]));
     assert_eq!(p[0].declared[0].source, declared::Source::File("/var/lib/agent/node-id".into()));
+    assert_eq!((pg.severity, pg.consequence.as_deref()), (Some(clonesafe_metadata::Severity::IdentityConfusion), Some("replicas refuse it")));
+    assert_eq!(p[0].declared[0].severity, None);
     // The scenario's [scenario.expect] wins over the declaration's own expect.
     let node = clonesafe_metadata::CheckName::Declared("node_id".into());
     assert_eq!(p[0].expect[&node], Expectation::Verdict(Verdict::Duplicate));
@@ -221,6 +223,7 @@ fn bad_declarations_name_the_file_line_and_field() {
         ("id = \"x\"\ncommand = [\"/bin/cat\"]\nwhen = \"later\"\n", 8, "scenario[0].identity[0].when", "right-after-resume"),
         ("id = \"x\"\ncommand = [\"/bin/cat\"]\ntimeout_s = 0\n", 8, "scenario[0].identity[0].timeout_s", "out of range"),
         ("id = \"x\"\nfile = \"/a\"\ntimeout_s = 5\n", 8, "scenario[0].identity[0].timeout_s", "bounds a command"),
+        ("id = \"x\"\nfile = \"/a\"\nseverity = \"bad\"\n", 8, "scenario[0].identity[0].severity", "key-reuse"),
     ];
     for (decl, line, field, msg) in cases {
         let e = case(decl);

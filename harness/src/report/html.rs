@@ -221,3 +221,33 @@ pub(super) fn columns(r: &Report) -> Vec<CheckName> {
     }
     cols
 }
+
+#[cfg(test)]
+mod tests {
+    use clonesafe_metadata::Report;
+
+    /// Everything a guest controls (a hostname, a declared identity's output, a note) and a
+    /// scenario name reach the HTML escaped and the markdown table without breaking a row.
+    #[test]
+    fn guest_strings_cannot_inject_markup() {
+        let mut r: Report = serde_json::from_str(include_str!("../../../reports/apps/report.json")).unwrap();
+        let evil = "<script>alert(1)</script>|\n| injected | row |";
+        let s = &mut r.scenarios[0];
+        s.notes.push(evil.into());
+        s.description = Some(evil.into());
+        for c in s.checks.iter_mut().filter(|c| c.result.id.as_str() == "hostname" || c.result.declared) {
+            c.result.values = vec![serde_json::json!(evil); c.result.values.len()];
+            c.result.detail = evil.into();
+            c.result.evidence = Some(serde_json::json!({ "vms": [{ "reading": { "raw": { "stdout": evil } } }] }));
+        }
+        s.error = None;
+        let html = super::render(&r);
+        assert!(!html.contains("<script>alert"), "raw markup from the guest in the HTML");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        // A scenario that could not run shows its error; that is the guest's console too.
+        r.scenarios[1].error = Some(evil.into());
+        let md = super::super::markdown::render(&r);
+        assert!(!md.lines().any(|l| l.starts_with("| injected")), "a guest string broke a markdown row:\n{md}");
+        assert!(!super::render(&r).contains("<script>alert"));
+    }
+}

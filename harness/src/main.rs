@@ -239,7 +239,14 @@ enum ReportCmd {
     },
     /// List the verdicts that differ between two report.json files, per scenario and check.
     /// Exit 0 when every verdict is the same, 1 when some differ, 2 on unreadable input.
-    Diff { old: PathBuf, new: PathBuf },
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Also write the differences as an HTML page to FILE (regressions first: an identity
+        /// that became shared); FILE is replaced, never written through a link
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
     /// Merge the reports of `run --shard I/N` (one directory each) into the report one run of
     /// the whole plan would have written: report.json, junit.xml, report.html (and with
     /// --reference summary.md and plots). Exit 2 for shards of different plans, overlapping or
@@ -383,7 +390,7 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &std::path::Path, what: &str) ->
     serde_json::from_str(&text).map_err(|e| format!("{}: not {what}: {e}", p.display()))
 }
 
-fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
+fn report_diff(old: &std::path::Path, new: &std::path::Path, html: Option<&std::path::Path>) -> i32 {
     let read = |p: &std::path::Path| read_json::<serde_json::Value>(p, "JSON");
     let (a, b) = match (read(old), read(new)) {
         (Ok(a), Ok(b)) => (a, b),
@@ -392,6 +399,27 @@ fn report_diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
             return exit_codes::HARNESS_ERROR;
         }
     };
+    if let Some(path) = html {
+        let page = match report::diff::changes(&a, &b) {
+            Ok(c) => report::diff::html(&c, &old.display().to_string(), &new.display().to_string(), report::diff::count(&a)),
+            Err(e) => {
+                eprintln!("error: not a clonesafe report: {e}");
+                return exit_codes::HARNESS_ERROR;
+            }
+        };
+        // Written beside, then renamed into place: never through a link (output.rs).
+        let (dir, name) = (path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")), path.file_name().and_then(|n| n.to_str()).unwrap_or(""));
+        let written = if name.is_empty() {
+            Err(std::io::Error::other("--html needs a file name"))
+        } else {
+            clonesafe::output::write_atomic(dir, name, page.as_bytes()).map(drop)
+        };
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return exit_codes::HARNESS_ERROR;
+        }
+        eprintln!("wrote {}", path.display());
+    }
     match report::diff::diff(&a, &b) {
         Err(e) => {
             eprintln!("error: not a clonesafe report: {e}");
@@ -580,7 +608,7 @@ async fn dispatch(cli: Cli) -> i32 {
             let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&clonesafe_metadata::schema()).expect("schema serializes"));
             exit_codes::OK
         }
-        Cmd::Report { cmd: ReportCmd::Diff { old, new } } => report_diff(&old, &new),
+        Cmd::Report { cmd: ReportCmd::Diff { old, new, html } } => report_diff(&old, &new, html.as_deref()),
         Cmd::Report { cmd: ReportCmd::Render { report, out, reference } } => {
             let r = match read_json::<clonesafe_metadata::Report>(&report, "a clonesafe report") {
                 Ok(r) => r,

@@ -443,3 +443,27 @@ fn checks_lists_every_built_in_check() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("apps.toml:2:") && err.contains("identity[0].id") && err.contains("built-in check"), "{err}");
 }
+
+/// `report diff`: exit 1 and the differing rows when verdicts differ, 0 when none do; with
+/// --html, a page with regressions first, written over a link without following it.
+#[test]
+fn report_diff_lists_changes_and_writes_html() {
+    let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("a.json"), work.path().join("b.json"));
+    std::fs::write(&a, r#"{"scenarios": [{"name": "n", "checks": [{"id": "machine_id", "verdict": "unique"}, {"id": "pg_system_id", "declared": true, "verdict": "duplicate"}]}]}"#).unwrap();
+    std::fs::write(&b, r#"{"scenarios": [{"name": "n", "checks": [{"id": "machine_id", "verdict": "duplicate"}, {"id": "pg_system_id", "declared": true, "verdict": "unique"}]}]}"#).unwrap();
+    let victim = work.path().join("victim.txt");
+    std::fs::write(&victim, "keep").unwrap();
+    let page = work.path().join("diff.html");
+    std::os::unix::fs::symlink(&victim, &page).unwrap();
+    let out = clonesafe(&["report", "diff", a.to_str().unwrap(), b.to_str().unwrap(), "--html", page.to_str().unwrap()], work.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("n machine_id: unique -> duplicate") && text.contains("n pg_system_id: duplicate -> unique"), "{text}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "the link's target was written");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let (reg, imp) = (html.find("Regressions").unwrap(), html.find("Improvements").unwrap());
+    assert!(reg < imp && html[reg..imp].contains("machine_id") && html[imp..].contains("pg_system_id"), "{html}");
+    let same = clonesafe(&["report", "diff", a.to_str().unwrap(), a.to_str().unwrap()], work.path()).output().unwrap();
+    assert_eq!(same.status.code(), Some(0));
+}

@@ -116,3 +116,33 @@ async fn a_full_out_directory_leaves_no_temp_file() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "temp files left: {names:?}");
 }
+
+/// The HTML of the largest committed reference run (reports/debian: 23 scenarios) fits a page
+/// 1280 px wide: the matrix has identities down the side and scenarios across under vertical
+/// names. Chromium lays out a copy with a line of script that puts the page's scroll width in
+/// its title (the report itself has no script).
+#[test]
+fn the_reference_report_fits_1280_px_without_horizontal_scroll() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists()) else {
+        assert!(std::env::var("CLONESAFE_REQUIRE_VMS").map_or(true, |v| v != "1"), "chromium is required in CI (ci/setup.sh installs it)");
+        eprintln!("skipping: no chromium");
+        return;
+    };
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(common::repo("reports/debian/report.json")).unwrap()).unwrap();
+    assert!(r.scenarios.len() >= 20);
+    let d = tempfile::tempdir().unwrap();
+    let html = clonesafe::report::html::render(&r).replace("</body>", "<script>document.title='W'+document.documentElement.scrollWidth+'x'+window.innerWidth</script></body>");
+    let page = d.path().join("page.html");
+    std::fs::write(&page, html).unwrap();
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", d.path().join("profile").display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let title = dom.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap_or_default().to_string();
+    let (scroll, inner) = title.trim_start_matches('W').split_once('x').map(|(a, b)| (a.parse::<u32>().unwrap_or(0), b.parse::<u32>().unwrap_or(0))).unwrap_or((0, 0));
+    assert!(scroll > 0 && inner > 0, "no layout measured (title {title:?}): {}", String::from_utf8_lossy(&out.stderr));
+    assert!(scroll <= inner, "the page is {scroll} px wide in a {inner} px window");
+}

@@ -1,11 +1,86 @@
-//! The self-contained HTML report: the matrix (strategies down the side, identities across) as a
-//! colour-coded table whose cells open to their evidence, timing, notes, and inline SVG plots.
+//! The self-contained HTML report: the matrix (identities down the side, grouped by severity;
+//! scenarios across) as a colour-coded table whose cells open to their evidence, timing, notes,
+//! and inline SVG plots.
 //! No scripts, fonts or anything else from the network.
 
 use super::{explain, plots};
 use crate::text::xml_escape as esc;
-use clonesafe_metadata::{CheckId, CheckName, MeasurementId, Report, ScenarioReport, Strategy, Verdict};
+use clonesafe_metadata::{CheckId, CheckName, MeasurementId, Report, ScenarioReport, Severity, Strategy, Verdict};
 use std::fmt::Write;
+
+/// The matrix: identities down the side, grouped by what breaks when clones share them (worst
+/// first; declared identities last), scenarios across under vertical names, so a report of 20+
+/// scenarios fits a 1280 px page. Each cell opens to its evidence.
+fn matrix_html(r: &Report) -> String {
+    let mut h = String::from("<h2>Matrix</h2><table id=\"matrix\"><thead><tr><th class=\"id\">identity</th>");
+    for s in &r.scenarios {
+        let title = format!("{}: {} on {}", s.name, s.recipe_label(), s.backend);
+        let _ = write!(h, "<th class=\"s\" title=\"{}\"><span>{}</span></th>", esc(&title), esc(&s.name));
+    }
+    h.push_str("</tr></thead>");
+    let cols = columns(r);
+    let mut groups: Vec<(String, Vec<&CheckName>)> = Severity::ALL
+        .iter()
+        .map(|sev| (format!("{sev}: {}", severity_words(*sev)), cols.iter().filter(|c| c.builtin().is_some_and(|b| crate::checks::catalogue::consequence(b).0 == *sev)).collect()))
+        .collect();
+    groups.push(("declared by the scenario file".into(), cols.iter().filter(|c| c.is_declared()).collect()));
+    for (title, ids) in groups.iter().filter(|(_, ids)| !ids.is_empty()) {
+        let _ = write!(h, "<tr class=\"group\"><th colspan=\"{}\">{}</th></tr>", r.scenarios.len() + 1, esc(title));
+        for id in ids {
+            let why = id.builtin().map(|b| crate::checks::catalogue::consequence(b).1).unwrap_or("an identity the scenario file declared");
+            let _ = write!(h, "<tr><th class=\"id\" title=\"{}\">{}</th>", esc(why), esc(id.as_str()));
+            for s in &r.scenarios {
+                if let Some(e) = &s.error {
+                    let _ = write!(h, "<td class=\"error\"><details><summary>err</summary><pre>could not run: {}</pre></details></td>", esc(e));
+                    continue;
+                }
+                match s.checks.iter().find(|c| c.id() == *id) {
+                    None => h.push_str("<td></td>"),
+                    Some(c) => {
+                        let unmet = if c.met { "" } else { " unmet" };
+                        let exp = c.expected.map(|e| format!("expected: {e}\n")).unwrap_or_default();
+                        let values = serde_json::to_string_pretty(&c.result.values).unwrap_or_default();
+                        let evidence = c.result.evidence.as_ref().map(|e| format!("\nevidence: {}", serde_json::to_string_pretty(e).unwrap_or_default())).unwrap_or_default();
+                        let _ = write!(
+                            h,
+                            "<td class=\"{}{unmet}\"><details><summary>{}</summary><pre>{}: {} on {}\n{}{}\nvalues: {}{}</pre></details></td>",
+                            class(c.verdict()),
+                            short(c.verdict()),
+                            esc(&s.name),
+                            esc(id.as_str()),
+                            s.backend,
+                            esc(&exp),
+                            esc(&c.result.detail),
+                            esc(&values),
+                            esc(&evidence)
+                        );
+                    }
+                }
+            }
+            h.push_str("</tr>");
+        }
+    }
+    h.push_str("</table>");
+    h
+}
+
+fn severity_words(s: Severity) -> &'static str {
+    match s {
+        Severity::KeyReuse => "keys, secrets or random output reused or exposed",
+        Severity::NetworkCollision => "clones collide on the network",
+        Severity::IdentityConfusion => "logs, inventory or clustering take clones for one machine",
+        Severity::Informational => "worth knowing",
+    }
+}
+
+fn short(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Unique => "uniq",
+        Verdict::Duplicate => "DUP",
+        Verdict::Error => "err",
+        Verdict::Skipped => "skip",
+    }
+}
 
 fn class(v: Verdict) -> &'static str {
     match v {
@@ -20,7 +95,10 @@ const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}table{b
 th,td{border:1px solid #bbb;padding:4px 6px;vertical-align:top}th{background:#eee}
 td.unique{background:#c8efc8}td.duplicate{background:#f6c1c1}td.skipped{background:#e6e6e6}td.error{background:#ffd591}
 td.unmet{outline:3px solid #b00;outline-offset:-3px}details summary{cursor:pointer;font-weight:bold}
-pre{white-space:pre-wrap;max-width:42em;font-size:11px;margin:4px 0}.legend span{padding:2px 8px;margin-right:6px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:42em;font-size:11px;margin:4px 0}
+#matrix th.s{vertical-align:bottom;position:sticky;top:0;z-index:1}#matrix th.s span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
+#matrix th.id{text-align:left;position:sticky;left:0;background:#eee;font-weight:normal;white-space:nowrap}#matrix tr.group th{text-align:left;background:#ddd}
+#matrix td{text-align:center;padding:3px 4px}.legend span{padding:2px 8px;margin-right:6px}
 .note{font-size:12px;color:#444}tr.collides td{background:#f6c1c1}";
 
 pub fn render(r: &Report) -> String {
@@ -38,44 +116,8 @@ pub fn render(r: &Report) -> String {
         esc(r.host.guest_kernel.as_deref().unwrap_or("?")),
         r.host.cpus
     );
-    let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">unique</span><span style=\"background:#f6c1c1\">duplicate</span><span style=\"background:#e6e6e6\">skipped</span><span style=\"background:#ffd591\">error</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
-    h.push_str("<h2>Matrix</h2><table id=\"matrix\"><tr><th>scenario</th><th>strategy</th><th>backend</th>");
-    let cols = columns(r);
-    for id in &cols {
-        let _ = write!(h, "<th>{}{}</th>", esc(id.as_str()), if id.is_declared() { " <small>(declared)</small>" } else { "" });
-    }
-    h.push_str("</tr>");
-    for s in &r.scenarios {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td>", esc(&s.name), esc(&s.recipe_label()), s.backend);
-        if let Some(e) = &s.error {
-            let _ = write!(h, "<td class=\"error\" colspan=\"{}\"><details><summary>could not run</summary><pre>{}</pre></details></td></tr>", cols.len(), esc(e));
-            continue;
-        }
-        for id in &cols {
-            match s.checks.iter().find(|c| c.id() == id) {
-                None => h.push_str("<td></td>"),
-                Some(c) => {
-                    let unmet = if c.met { "" } else { " unmet" };
-                    let exp = c.expected.map(|e| format!("expected: {e}\n")).unwrap_or_default();
-                    let values = serde_json::to_string_pretty(&c.result.values).unwrap_or_default();
-                    let evidence = c.result.evidence.as_ref().map(|e| format!("\nevidence: {}", serde_json::to_string_pretty(e).unwrap_or_default())).unwrap_or_default();
-                    let _ = write!(
-                        h,
-                        "<td class=\"{}{unmet}\"><details><summary>{}</summary><pre>{}{}\nvalues: {}{}</pre></details></td>",
-                        class(c.verdict()),
-                        c.verdict(),
-                        esc(&exp),
-                        esc(&c.result.detail),
-                        esc(&values),
-                        esc(&evidence)
-                    );
-                }
-            }
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</table>");
-
+    let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">uniq: every VM its own</span><span style=\"background:#f6c1c1\">DUP: shared</span><span style=\"background:#e6e6e6\">skip: not applicable</span><span style=\"background:#ffd591\">err: could not tell</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
+    h.push_str(&matrix_html(r));
     h.push_str(&addresses_html(r));
 
     h.push_str("<h2>What no recipe here fixes</h2>");

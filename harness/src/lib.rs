@@ -23,6 +23,7 @@
 //! [`tools`] (qemu-img, e2fsprogs).
 
 pub mod agent;
+pub mod assess;
 pub mod backend;
 pub mod bench;
 pub mod checks;

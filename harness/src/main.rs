@@ -3,7 +3,7 @@ use clonesafe::backend::accel::AccelChoice;
 use clonesafe::backend::libvirt::{LibvirtBackend, SnapshotMode};
 use clonesafe::backend::lifecycle::Timeouts;
 use clonesafe::backend::Backend;
-use clonesafe::events::Fanout;
+use clonesafe::events::{EventSink, Fanout};
 use clonesafe::report::{self, terminal};
 use clonesafe::runner::{self, Backends, RunOptions};
 use clonesafe_metadata::{exit_codes, BackendKind};
@@ -164,6 +164,54 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ReportCmd,
     },
+    /// The reviewer's answer for one image: run a fixed suite on it (cold-boot baseline,
+    /// image-clone, image-clone-sysprep, naive, full, and the strongest recipe: full + rng-gate +
+    /// clock), then write the usual report plus assessment.md: what the image itself ships (shared
+    /// by fresh boots), what each recipe still leaves shared by cloning, grouped by severity, with
+    /// its cost, and conclusions that name the cells they rest on. Exit 0 when everything ran (2
+    /// if something could not), or with --fail-on, 1 when --recipe leaves an identity of that
+    /// severity or worse shared
+    #[command(after_help = exit_codes::HELP)]
+    Assess {
+        /// The disk image to assess (qcow2 or raw, booting with its own bootloader; never written)
+        #[arg(long, value_name = "PATH", required_unless_present = "guest", conflicts_with = "guest")]
+        image: Option<PathBuf>,
+        /// Or a built guest (tiny, debian12, debian13)
+        #[arg(long, value_name = "NAME")]
+        guest: Option<String>,
+        #[command(flatten)]
+        image_policy: ImagePolicyArgs,
+        /// A file of [[identity]] tables: your own identities, checked in every recipe
+        #[arg(long, value_name = "FILE")]
+        identities: Option<PathBuf>,
+        #[arg(long, default_value = "clonesafe-assess")]
+        out: PathBuf,
+        #[arg(long)]
+        backend: Option<BackendKind>,
+        /// VMs compared per recipe
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=16))]
+        clones: u32,
+        /// Exit 1 when --recipe leaves an identity of this severity or worse shared:
+        /// key-reuse, network-collision, identity-confusion or informational
+        #[arg(long, value_name = "SEVERITY")]
+        fail_on: Option<clonesafe_metadata::Severity>,
+        /// The suite's recipe --fail-on judges (a scenario name of the suite)
+        #[arg(long, default_value = clonesafe::assess::DEFAULT_RECIPE, value_parser = clonesafe::assess::SUITE.iter().map(|s| s.0).collect::<Vec<_>>())]
+        recipe: String,
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// Recipes run at once (2 pays on 2 cores under TCG)
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+        parallel: u16,
+        #[arg(long)]
+        guests: Option<PathBuf>,
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        #[arg(long, default_value_t = 240)]
+        boot_timeout: u64,
+        #[arg(long)]
+        probe: Option<PathBuf>,
+    },
     /// Report what this machine offers: QEMU, KVM, libvirtd, built guests; or, with --image,
     /// what a user's image holds (its OS, qemu-guest-agent, sshd), read offline
     Doctor {
@@ -265,6 +313,73 @@ enum ReportCmd {
         #[arg(long)]
         allow_partial: bool,
     },
+}
+
+/// Run `plan` into `out` (the report files written as the run ends), with progress on the
+/// terminal and `extra` events (assess's time left); the report, or the exit code to give.
+async fn execute(plan: &clonesafe::scenario::Plan, out: &std::path::Path, reference: bool, opts: RunOptions, backends: &CliBackends, extra: Option<&dyn EventSink>) -> Result<clonesafe_metadata::Report, i32> {
+    let files_out = match report::Files::create(out, reference) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot write the report into {}: {e}", out.display());
+            return Err(exit_codes::HARNESS_ERROR);
+        }
+    };
+    let progress = terminal::Progress::new();
+    let mut all: Vec<&dyn EventSink> = vec![&progress, &files_out];
+    all.extend(extra);
+    let sinks = Fanout(all);
+    let r = runner::run_plan(plan, &opts, backends, &sinks).await;
+    progress.finish();
+    let report = match r {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", clonesafe::error_chain(&e));
+            return Err(exit_codes::HARNESS_ERROR);
+        }
+    };
+    match files_out.written() {
+        Some(Ok(files)) => {
+            for p in files {
+                println!("wrote {}", p.display());
+            }
+        }
+        Some(Err(e)) => {
+            eprintln!("error: cannot write the report into {}: {e}", out.display());
+            return Err(exit_codes::HARNESS_ERROR);
+        }
+        None => {
+            eprintln!("error: the run ended without a report");
+            return Err(exit_codes::HARNESS_ERROR);
+        }
+    }
+    Ok(report)
+}
+
+/// assess's progress: after each recipe, how many are done and, from how long the finished
+/// ones took, about how long the rest will take.
+struct TimeLeft {
+    total: usize,
+    parallel: usize,
+    done: std::sync::Mutex<Vec<u64>>,
+}
+
+impl TimeLeft {
+    fn new(total: usize, parallel: usize) -> Self {
+        TimeLeft { total, parallel: parallel.max(1), done: Default::default() }
+    }
+}
+
+impl EventSink for TimeLeft {
+    fn emit(&self, e: clonesafe::events::Event) {
+        if let clonesafe::events::EventKind::ScenarioFinished { report } = &e.kind {
+            let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            d.push(report.duration_ms);
+            let mean = d.iter().sum::<u64>() / d.len() as u64;
+            let left = (self.total - d.len().min(self.total)).div_ceil(self.parallel) as u64 * mean / 1000;
+            eprintln!("assess: {}/{} recipes done; about {} min {} s left (from the ones measured so far)", d.len(), self.total, left / 60, left % 60);
+        }
+    }
 }
 
 struct CliBackends {
@@ -665,13 +780,6 @@ async fn dispatch(cli: Cli) -> i32 {
                 eprintln!("shard {spec}: {} of the plan's {} scenario(s)", plan.scenarios.len(), info.plan.len());
                 info
             });
-            let files_out = match report::Files::create(&out, reference) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("error: cannot write the report into {}: {e}", out.display());
-                    return exit_codes::HARNESS_ERROR;
-                }
-            };
             let opts = RunOptions {
                 probe: probe.unwrap_or_else(clonesafe::guest::default_probe),
                 accel,
@@ -684,34 +792,80 @@ async fn dispatch(cli: Cli) -> i32 {
                 captures: Some(out.join("captures")),
                 image_policy: image_policy.policy(),
             };
-            let progress = terminal::Progress::new();
-            let sinks = Fanout(vec![&progress, &files_out]);
-            let r = runner::run_plan(&plan, &opts, &CliBackends { libvirt_mode: libvirt_snapshot, remote: connect.map(|c| (c, pool_dir)) }, &sinks).await;
-            progress.finish();
-            let report = match r {
+            let report = match execute(&plan, &out, reference, opts, &CliBackends { libvirt_mode: libvirt_snapshot, remote: connect.map(|c| (c, pool_dir)) }, None).await {
                 Ok(r) => r,
+                Err(code) => return code,
+            };
+            println!("{}", terminal::closing_line(&report));
+            report.exit_code()
+        }
+        Cmd::Assess { image, guest, image_policy, identities, out, backend, clones, fail_on, recipe, accel, parallel, guests, workdir, boot_timeout, probe } => {
+            let mut scenarios = match clonesafe::assess::plan(identities.as_deref(), clones) {
+                Ok(p) => p,
                 Err(e) => {
-                    eprintln!("error: {}", clonesafe::error_chain(&e));
+                    eprintln!("error: {}", clonesafe::text::for_terminal(&e.to_string()));
                     return exit_codes::HARNESS_ERROR;
                 }
             };
-            match files_out.written() {
-                Some(Ok(files)) => {
-                    for p in files {
+            let declared = scenarios.first().map(|s| s.declared.clone()).unwrap_or_default();
+            for s in &mut scenarios {
+                if let Some(g) = &guest {
+                    s.guest = g.clone();
+                }
+            }
+            let mut plan = clonesafe::scenario::Plan { scenarios };
+            if let Some(b) = backend {
+                plan.override_backend(b);
+            }
+            if let Some(i) = &image {
+                plan.override_image(i);
+            }
+            let subject = image.as_ref().map(|i| i.display().to_string()).or(guest.clone()).unwrap_or_default();
+            let opts = RunOptions {
+                probe: probe.unwrap_or_else(clonesafe::guest::default_probe),
+                accel,
+                jobs: 2,
+                parallel: parallel.into(),
+                guests_dir: guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
+                work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
+                timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
+                shard: None,
+                captures: Some(out.join("captures")),
+                image_policy: image_policy.policy(),
+            };
+            let eta = TimeLeft::new(plan.scenarios.len(), parallel.into());
+            let backends = CliBackends { libvirt_mode: SnapshotMode::External, remote: None };
+            let mut report = match execute(&plan, &out, false, opts, &backends, Some(&eta)).await {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let a = clonesafe::assess::assess(&subject, &report, &declared);
+            let worst = clonesafe::assess::worst(&a, &recipe);
+            for c in &a.conclusions {
+                println!("- {}", clonesafe::text::for_terminal(&c.text));
+            }
+            report.assessment = Some(a);
+            match report::write_all(&report, &out) {
+                Ok(files) => {
+                    for p in files.iter().filter(|p| p.ends_with("assessment.md")) {
                         println!("wrote {}", p.display());
                     }
                 }
-                Some(Err(e)) => {
-                    eprintln!("error: cannot write the report into {}: {e}", out.display());
-                    return exit_codes::HARNESS_ERROR;
-                }
-                None => {
-                    eprintln!("error: the run ended without a report");
+                Err(e) => {
+                    eprintln!("error: cannot write the assessment into {}: {e}", out.display());
                     return exit_codes::HARNESS_ERROR;
                 }
             }
-            println!("{}", terminal::closing_line(&report));
-            report.exit_code()
+            if report.scenarios.iter().any(|s| s.error.is_some()) {
+                return exit_codes::HARNESS_ERROR;
+            }
+            match (fail_on, worst) {
+                (Some(limit), Some(w)) if w.rank() <= limit.rank() => {
+                    println!("{recipe} leaves an identity of severity {w} shared (--fail-on {limit})");
+                    exit_codes::EXPECTATION_FAILED
+                }
+                _ => exit_codes::OK,
+            }
         }
         Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, workdir, emulator } => {
             if !choose_emulator(emulator.as_deref()) {

@@ -228,6 +228,7 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         },
         scenarios: reports,
         shard: opts.shard.clone(),
+        assessment: None,
     };
     let passed = report.scenarios.iter().filter(|s| s.passed()).count();
     let (failed, exit_code) = (report.scenarios.len() - passed, report.exit_code());

@@ -28,6 +28,67 @@ pub struct Report {
     /// with `--allow-partial` says which shards it lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// `clonesafe assess`: the reviewer's answer drawn from these scenarios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment: Option<Assessment>,
+}
+
+/// What `clonesafe assess` concludes from its fixed suite. Every statement names the cells
+/// (`scenario/check`) it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assessment {
+    /// The image (or guest) assessed.
+    pub subject: String,
+    /// The cold-boot scenario whose duplicates are the image's own (None: it did not run).
+    pub baseline: Option<String>,
+    /// Identities every fresh boot of the image already shares: the image ships them.
+    pub shipped: Vec<Shared>,
+    /// Per recipe of the suite (the baseline excluded).
+    pub recipes: Vec<RecipeAssessment>,
+    pub conclusions: Vec<Conclusion>,
+}
+
+/// One identity still shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Shared {
+    pub id: CheckName,
+    /// None: a declared identity that states none.
+    pub severity: Option<Severity>,
+    pub consequence: String,
+    /// True when the baseline's fresh boots share it too (the image ships it), false when
+    /// cloning makes it shared.
+    pub shipped: bool,
+    /// How to fix it in the image, for a shipped one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// The cell this rests on: `scenario/check`.
+    pub cell: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecipeAssessment {
+    pub scenario: String,
+    /// The preset's name or the composed recipe.
+    pub recipe: String,
+    /// Why it could not run, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Worst first.
+    pub shared: Vec<Shared>,
+    /// Checks that gave no answer (`error`): not counted as unique.
+    pub unknown: Vec<String>,
+    /// What the recipe costs, ms (medians over its VMs).
+    pub snapshot_ms: Option<u64>,
+    pub restore_ms: Option<u64>,
+    pub boot_ms: Option<u64>,
+    pub fixup_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Conclusion {
+    pub text: String,
+    /// `scenario/check` cells it rests on.
+    pub cells: Vec<String>,
 }
 
 /// Which part of a sharded plan a report holds.
@@ -259,6 +320,7 @@ mod tests {
         measurements.insert(MeasurementId::NicWindowMs, vec![Some(1.5), None]);
         Report {
             schema_version: crate::SCHEMA_VERSION,
+            assessment: None,
             clonesafe_version: "0".into(),
             host: Host {
                 accel: Accel::Tcg,

@@ -43,7 +43,9 @@ fn matrix_html(r: &Report) -> String {
                         let evidence = c.result.evidence.as_ref().map(|e| format!("\nevidence: {}", serde_json::to_string_pretty(e).unwrap_or_default())).unwrap_or_default();
                         let _ = write!(
                             h,
-                            "<td class=\"{}{unmet}\"><details><summary>{}</summary><pre>{}: {} on {}\n{}{}\nvalues: {}{}</pre></details></td>",
+                            "<td id=\"c-{}-{}\" class=\"{}{unmet}\"><details><summary>{}</summary><pre>{}: {} on {}\n{}{}\nvalues: {}{}</pre></details></td>",
+                            esc(&s.name),
+                            esc(id.as_str()),
                             class(c.verdict()),
                             short(c.verdict()),
                             esc(&s.name),
@@ -59,6 +61,37 @@ fn matrix_html(r: &Report) -> String {
             }
             h.push_str("</tr>");
         }
+    }
+    h.push_str("</table>");
+    h
+}
+
+/// `clonesafe assess`'s answer, above the matrix: conclusions with links to the cells they rest
+/// on, what the image ships, and per recipe what cloning leaves shared.
+fn assessment_html(a: &clonesafe_metadata::Assessment) -> String {
+    let link = |cell: &str| {
+        let anchor = cell.replacen('/', "-", 1);
+        format!("<a href=\"#c-{}\">{}</a>", esc(&anchor), esc(cell))
+    };
+    let mut h = format!("<h2>Assessment: {}</h2><ul>", esc(&a.subject));
+    for c in &a.conclusions {
+        let cells = if c.cells.is_empty() { String::new() } else { format!(" <span class=\"note\">({})</span>", c.cells.iter().map(|x| link(x)).collect::<Vec<_>>().join(", ")) };
+        let _ = write!(h, "<li>{}{cells}</li>", esc(&c.text));
+    }
+    h.push_str("</ul><h3>Shipped in the image</h3><ul>");
+    if a.shipped.is_empty() {
+        h.push_str("<li>Nothing (or the baseline did not run).</li>");
+    }
+    for s in &a.shipped {
+        let _ = write!(h, "<li><b>{}</b> ({}): {} Fix: {} ({})</li>", esc(s.id.as_str()), s.severity.map(|x| x.as_str()).unwrap_or("severity not stated"), esc(&s.consequence), esc(s.fix.as_deref().unwrap_or("not known to clonesafe")), link(&s.cell));
+    }
+    h.push_str("</ul><h3>Per recipe: what cloning leaves shared, worst first</h3><table><tr><th>recipe</th><th>shared by cloning</th><th>restore ms</th><th>fix-up ms</th></tr>");
+    for r in &a.recipes {
+        let shared = match &r.error {
+            Some(e) => format!("could not run: {}", esc(e.lines().next().unwrap_or_default())),
+            None => r.shared.iter().filter(|s| !s.shipped).map(|s| format!("{} <small>{}</small>", link(&s.cell), s.severity.map(|x| x.as_str()).unwrap_or("?"))).collect::<Vec<_>>().join(", "),
+        };
+        let _ = write!(h, "<tr><td>{} ({})</td><td>{shared}</td><td>{}</td><td>{}</td></tr>", esc(&r.scenario), esc(&r.recipe), r.restore_ms.map(|v| v.to_string()).unwrap_or_default(), r.fixup_ms.map(|f| format!("{f:.0}")).unwrap_or_default());
     }
     h.push_str("</table>");
     h
@@ -117,6 +150,9 @@ pub fn render(r: &Report) -> String {
         r.host.cpus
     );
     let _ = write!(h, "<p class=\"legend\"><span class=\"l\" style=\"background:#c8efc8\">uniq: every VM its own</span><span style=\"background:#f6c1c1\">DUP: shared</span><span style=\"background:#e6e6e6\">skip: not applicable</span><span style=\"background:#ffd591\">err: could not tell</span><span style=\"outline:3px solid #b00\">expectation not met</span> Click a cell for its evidence.</p>");
+    if let Some(a) = &r.assessment {
+        h.push_str(&assessment_html(a));
+    }
     h.push_str(&matrix_html(r));
     h.push_str(&addresses_html(r));
 

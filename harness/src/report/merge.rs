@@ -81,6 +81,7 @@ pub fn merge(shards: Vec<(PathBuf, Report)>, allow_partial: bool) -> Result<Repo
         host: base.host.clone(),
         scenarios: all,
         shard: (!missing_shards.is_empty()).then(|| Shard { index: 0, missing_shards, missing_scenarios, ..first }),
+        assessment: None,
     })
 }
 
@@ -117,7 +118,7 @@ mod tests {
         let scenarios = plan.iter().filter(|n| shard_of(n, 3) == index).map(|n| scenario(n)).collect();
         let host = Host { accel: Accel::Tcg, accel_reason: "r".into(), qemu: "q".into(), kernel: "k".into(), guest_kernel: None, cpus: 2, cpu_model: "m".into(), vmms: vec![] };
         let shard = Some(Shard { index, count: 3, plan_id: plan_id.into(), plan, missing_shards: vec![], missing_scenarios: vec![] });
-        (PathBuf::from(format!("s{index}/report.json")), Report { schema_version: 1, clonesafe_version: "0".into(), host, scenarios, shard })
+        (PathBuf::from(format!("s{index}/report.json")), Report { schema_version: 1, clonesafe_version: "0".into(), host, scenarios, assessment: None, shard })
     }
 
     #[test]

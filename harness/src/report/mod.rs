@@ -70,7 +70,11 @@ pub fn write_json(r: &Report, dir: &Path) -> std::io::Result<PathBuf> {
 
 /// report.json, junit.xml and report.html (self-contained) in `dir`.
 pub fn write_all(r: &Report, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    Ok(vec![write_json(r, dir)?, write_atomic(dir, "junit.xml", &junit::render(r))?, write_atomic(dir, "report.html", &html::render(r))?])
+    let mut out = vec![write_json(r, dir)?, write_atomic(dir, "junit.xml", &junit::render(r))?, write_atomic(dir, "report.html", &html::render(r))?];
+    if let Some(a) = &r.assessment {
+        out.push(write_atomic(dir, "assessment.md", &crate::assess::markdown(a))?);
+    }
+    Ok(out)
 }
 
 /// The committed reference form: the above, summary.md and the plots as SVG files.

@@ -45,9 +45,8 @@ enum Cmd {
         image: Option<PathBuf>,
         #[command(flatten)]
         image_policy: ImagePolicyArgs,
-        /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
-        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-        accel: AccelChoice,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// VMs booted or restored at once (keep it low under TCG on few cores)
         #[arg(long, default_value_t = 2)]
         jobs: usize,
@@ -55,20 +54,6 @@ enum Cmd {
         /// parallel x (clones + 1); on 2 cores under TCG, 2 is the most that pays
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         parallel: u16,
-        /// Directory of built guest images [default: $CLONESAFE_GUESTS or /var/lib/clonesafe/guests]
-        #[arg(long)]
-        guests: Option<PathBuf>,
-        /// Where private run directories (snapshots, overlays) go; removed after the run
-        /// [default: $CLONESAFE_WORKDIR or /var/lib/clonesafe/runs]
-        #[arg(long)]
-        workdir: Option<PathBuf>,
-        /// Seconds a guest may take to boot before the run fails, showing its console
-        #[arg(long, default_value_t = 240)]
-        boot_timeout: u64,
-        /// The static probe injected into guests that offer qemu-guest-agent
-        /// [default: $CLONESAFE_PROBE or /var/lib/clonesafe/probe/clonesafe-probe]
-        #[arg(long)]
-        probe: Option<PathBuf>,
         /// How the libvirt backend snapshots: external (live, source keeps running) or save
         /// (suspend and clone)
         #[arg(long, value_enum, default_value_t = SnapshotMode::External)]
@@ -198,19 +183,11 @@ enum Cmd {
         /// The suite's recipe --fail-on judges (a scenario name of the suite)
         #[arg(long, default_value = clonesafe::assess::DEFAULT_RECIPE, value_parser = clonesafe::assess::SUITE.iter().map(|s| s.0).collect::<Vec<_>>())]
         recipe: String,
-        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-        accel: AccelChoice,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Recipes run at once (2 pays on 2 cores under TCG)
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
         parallel: u16,
-        #[arg(long)]
-        guests: Option<PathBuf>,
-        #[arg(long)]
-        workdir: Option<PathBuf>,
-        #[arg(long, default_value_t = 240)]
-        boot_timeout: u64,
-        #[arg(long)]
-        probe: Option<PathBuf>,
     },
     /// Report what this machine offers: QEMU, KVM, libvirtd, built guests; or, with --image,
     /// what a user's image holds (its OS, qemu-guest-agent, sshd), read offline
@@ -234,6 +211,46 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How VMs are run: the options `run` and `assess` share.
+#[derive(clap::Args)]
+struct EngineArgs {
+    /// Accelerator: auto uses KVM only if a guest really boots under it, else TCG
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Directory of built guest images [default: $CLONESAFE_GUESTS or /var/lib/clonesafe/guests]
+    #[arg(long)]
+    guests: Option<PathBuf>,
+    /// Where private run directories (snapshots, overlays) go; removed after the run
+    /// [default: $CLONESAFE_WORKDIR or /var/lib/clonesafe/runs]
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Seconds a guest may take to boot before the run fails, showing its console
+    #[arg(long, default_value_t = 240)]
+    boot_timeout: u64,
+    /// The static probe injected into guests that offer qemu-guest-agent
+    /// [default: $CLONESAFE_PROBE or /var/lib/clonesafe/probe/clonesafe-probe]
+    #[arg(long)]
+    probe: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// How a run is made, from these and the rest of a command's choices.
+    fn options(self, jobs: usize, parallel: u16, out: &std::path::Path, shard: Option<clonesafe_metadata::Shard>, image_policy: ImagePolicyArgs) -> RunOptions {
+        RunOptions {
+            probe: self.probe.unwrap_or_else(clonesafe::guest::default_probe),
+            accel: self.accel,
+            jobs,
+            parallel: parallel.into(),
+            guests_dir: self.guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
+            work_root: self.workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
+            timeouts: Timeouts { boot: std::time::Duration::from_secs(self.boot_timeout), ..Timeouts::default() },
+            shard,
+            captures: Some(out.join("captures")),
+            image_policy: image_policy.policy(),
+        }
+    }
 }
 
 /// What a user's image may be: checked before anything opens it (README, "Trust model").
@@ -747,7 +764,7 @@ async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
-        Cmd::Run { files, out, backend, image, image_policy, accel, jobs, parallel, guests, workdir, boot_timeout, probe, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
+        Cmd::Run { files, out, backend, image, image_policy, engine, jobs, parallel, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
             if !choose_emulator(emulator.as_deref()) {
                 return exit_codes::HARNESS_ERROR;
             }
@@ -780,18 +797,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 eprintln!("shard {spec}: {} of the plan's {} scenario(s)", plan.scenarios.len(), info.plan.len());
                 info
             });
-            let opts = RunOptions {
-                probe: probe.unwrap_or_else(clonesafe::guest::default_probe),
-                accel,
-                jobs,
-                parallel: parallel.into(),
-                guests_dir: guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
-                work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
-                timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
-                shard,
-                captures: Some(out.join("captures")),
-                image_policy: image_policy.policy(),
-            };
+            let opts = engine.options(jobs, parallel, &out, shard, image_policy);
             let report = match execute(&plan, &out, reference, opts, &CliBackends { libvirt_mode: libvirt_snapshot, remote: connect.map(|c| (c, pool_dir)) }, None).await {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -799,7 +805,7 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
-        Cmd::Assess { image, guest, image_policy, identities, out, backend, clones, fail_on, recipe, accel, parallel, guests, workdir, boot_timeout, probe } => {
+        Cmd::Assess { image, guest, image_policy, identities, out, backend, clones, fail_on, recipe, engine, parallel } => {
             let mut scenarios = match clonesafe::assess::plan(identities.as_deref(), clones) {
                 Ok(p) => p,
                 Err(e) => {
@@ -821,18 +827,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 plan.override_image(i);
             }
             let subject = image.as_ref().map(|i| i.display().to_string()).or(guest.clone()).unwrap_or_default();
-            let opts = RunOptions {
-                probe: probe.unwrap_or_else(clonesafe::guest::default_probe),
-                accel,
-                jobs: 2,
-                parallel: parallel.into(),
-                guests_dir: guests.unwrap_or_else(clonesafe::guest::default_guests_dir),
-                work_root: workdir.unwrap_or_else(clonesafe::secrets::default_work_root),
-                timeouts: Timeouts { boot: std::time::Duration::from_secs(boot_timeout), ..Timeouts::default() },
-                shard: None,
-                captures: Some(out.join("captures")),
-                image_policy: image_policy.policy(),
-            };
+            let opts = engine.options(2, parallel, &out, None, image_policy);
             let eta = TimeLeft::new(plan.scenarios.len(), parallel.into());
             let backends = CliBackends { libvirt_mode: SnapshotMode::External, remote: None };
             let mut report = match execute(&plan, &out, false, opts, &backends, Some(&eta)).await {

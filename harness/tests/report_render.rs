@@ -145,4 +145,23 @@ fn the_reference_report_fits_1280_px_without_horizontal_scroll() {
     let (scroll, inner) = title.trim_start_matches('W').split_once('x').map(|(a, b)| (a.parse::<u32>().unwrap_or(0), b.parse::<u32>().unwrap_or(0))).unwrap_or((0, 0));
     assert!(scroll > 0 && inner > 0, "no layout measured (title {title:?}): {}", String::from_utf8_lossy(&out.stderr));
     assert!(scroll <= inner, "the page is {scroll} px wide in a {inner} px window");
+
+    // The filter (radio buttons and CSS, no script in the report): with one (guest, backend)
+    // chosen, only its scenarios' columns stay visible.
+    let want = r.scenarios.iter().filter(|s| s.guest == r.scenarios[0].guest && s.backend == r.scenarios[0].backend).count();
+    let html = clonesafe::report::html::render(&r)
+        .replace("id=\"fall\" checked>", "id=\"fall\">")
+        .replace("id=\"f0\">", "id=\"f0\" checked>")
+        .replace("</body>", "<script>document.title='V'+[...document.querySelectorAll('#matrix th.s')].filter(e=>e.offsetParent!==null).length</script></body>");
+    std::fs::write(&page, html).unwrap();
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", d.path().join("profile").display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let visible = dom.split("<title>V").nth(1).and_then(|t| t.split("</title>").next()).and_then(|n| n.parse::<usize>().ok());
+    assert!(want > 0 && want < r.scenarios.len());
+    assert_eq!(visible, Some(want), "columns left visible by the filter");
 }

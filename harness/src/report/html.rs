@@ -12,10 +12,32 @@ use std::fmt::Write;
 /// first; declared identities last), scenarios across under vertical names, so a report of 20+
 /// scenarios fits a 1280 px page. Each cell opens to its evidence.
 fn matrix_html(r: &Report) -> String {
-    let mut h = String::from("<h2>Matrix</h2><table id=\"matrix\"><thead><tr><th class=\"id\">identity</th>");
+    let mut h = String::from("<h2>Matrix</h2>");
+    // A report of several guests or backends gets a filter: one radio button per (guest,
+    // backend), and CSS (:has) that hides the other columns. No script.
+    let key = |s: &ScenarioReport| format!("{} on {}", s.guest, s.backend);
+    let mut keys: Vec<String> = Vec::new();
     for s in &r.scenarios {
-        let title = format!("{}: {} on {}", s.name, s.recipe_label(), s.backend);
-        let _ = write!(h, "<th class=\"s\" title=\"{}\"><span>{}</span></th>", esc(&title), esc(&s.name));
+        if !keys.contains(&key(s)) {
+            keys.push(key(s));
+        }
+    }
+    let k = |s: &ScenarioReport| keys.iter().position(|x| *x == key(s)).unwrap_or(0);
+    if keys.len() > 1 {
+        h.push_str("<style>");
+        for i in 0..keys.len() {
+            let _ = write!(h, "body:has(#f{i}:checked) #matrix :is(th,td).k:not(.k{i}){{display:none}}");
+        }
+        h.push_str("</style><p class=\"filter\">Show: <label><input type=\"radio\" name=\"f\" id=\"fall\" checked> all</label>");
+        for (i, name) in keys.iter().enumerate() {
+            let _ = write!(h, " <label><input type=\"radio\" name=\"f\" id=\"f{i}\"> {}</label>", esc(name));
+        }
+        h.push_str("</p>");
+    }
+    h.push_str("<table id=\"matrix\"><thead><tr><th class=\"id\">identity</th>");
+    for s in &r.scenarios {
+        let title = format!("{}: {} on {} ({})", s.name, s.recipe_label(), s.backend, s.guest);
+        let _ = write!(h, "<th class=\"s k k{}\" title=\"{}\"><span>{}</span></th>", k(s), esc(&title), esc(&s.name));
     }
     h.push_str("</tr></thead>");
     let cols = columns(r);
@@ -31,11 +53,14 @@ fn matrix_html(r: &Report) -> String {
             let _ = write!(h, "<tr><th class=\"id\" title=\"{}\">{}</th>", esc(why), esc(id.as_str()));
             for s in &r.scenarios {
                 if let Some(e) = &s.error {
-                    let _ = write!(h, "<td class=\"error\"><details><summary>err</summary><pre>could not run: {}</pre></details></td>", esc(e));
+                    let _ = write!(h, "<td class=\"error k k{}\"><details>", k(s));
+                    let _ = write!(h, "<summary>err</summary><pre>could not run: {}</pre></details></td>", esc(e));
                     continue;
                 }
                 match s.checks.iter().find(|c| c.id() == *id) {
-                    None => h.push_str("<td></td>"),
+                    None => {
+                        let _ = write!(h, "<td class=\"k k{}\"></td>", k(s));
+                    }
                     Some(c) => {
                         let unmet = if c.met { "" } else { " unmet" };
                         let exp = c.expected.map(|e| format!("expected: {e}\n")).unwrap_or_default();
@@ -43,10 +68,11 @@ fn matrix_html(r: &Report) -> String {
                         let evidence = c.result.evidence.as_ref().map(|e| format!("\nevidence: {}", serde_json::to_string_pretty(e).unwrap_or_default())).unwrap_or_default();
                         let _ = write!(
                             h,
-                            "<td id=\"c-{}-{}\" class=\"{}{unmet}\"><details><summary>{}</summary><pre>{}: {} on {}\n{}{}\nvalues: {}{}</pre></details></td>",
+                            "<td id=\"c-{}-{}\" class=\"{}{unmet} k k{}\"><details><summary>{}</summary><pre>{}: {} on {}\n{}{}\nvalues: {}{}</pre></details></td>",
                             esc(&s.name),
                             esc(id.as_str()),
                             class(c.verdict()),
+                            k(s),
                             short(c.verdict()),
                             esc(&s.name),
                             esc(id.as_str()),
@@ -303,6 +329,18 @@ pub(super) fn columns(r: &Report) -> Vec<CheckName> {
 #[cfg(test)]
 mod tests {
     use clonesafe_metadata::Report;
+
+    /// A report of several guests or backends gets a filter that needs no script: a radio button
+    /// per (guest, backend) and a CSS rule that hides the other columns.
+    #[test]
+    fn several_guests_or_backends_get_a_filter() {
+        let r: Report = serde_json::from_str(include_str!("../../../reports/debian/report.json")).unwrap();
+        let html = super::render(&r);
+        assert!(html.contains("id=\"f0\"") && html.contains("id=\"f1\"") && html.contains("body:has(#f1:checked) #matrix :is(th,td).k:not(.k1){display:none}"));
+        assert!(html.contains("> debian12 on qemu</label>") && html.contains("> debian12 on libvirt</label>") && html.contains("> debian13 on qemu</label>"), "one button per guest and backend");
+        let one: Report = serde_json::from_str(include_str!("../../../reports/apps/report.json")).unwrap();
+        assert!(!super::render(&one).contains("type=\"radio\""), "one guest on one backend: no filter");
+    }
 
     /// Everything a guest controls (a hostname, a declared identity's output, a note) and a
     /// scenario name reach the HTML escaped and the markdown table without breaking a row.

@@ -196,10 +196,26 @@ fn conclude(shipped: &[Shared], recipes: &[RecipeAssessment], baseline: Option<&
     }
     for r in ran.iter().filter(|r| r.scenario.starts_with("assess-image-clone")) {
         let l = by_cloning(r);
+        let boot = r.boot_ms.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
         if l.is_empty() {
-            out.push(Conclusion { text: format!("Copying the image ({}) leaves nothing shared beyond what the image ships; each copy boots ({} ms median).", r.recipe, r.boot_ms.map(|v| v.to_string()).unwrap_or_else(|| "?".into())), cells: vec![] });
+            out.push(Conclusion { text: format!("Copying the image ({}) makes nothing shared beyond what the image ships; each copy boots ({boot} ms median).", r.recipe), cells: vec![] });
         } else {
             out.push(Conclusion { text: format!("Copying the image ({}) leaves {} shared beyond what the image ships.", r.recipe, names(&l)), cells: cells(&l) });
+        }
+    }
+    // Of what the image ships, what each recipe makes unique and what it leaves shared.
+    if !shipped.is_empty() {
+        for r in &ran {
+            let still: Vec<&Shared> = r.shared.iter().filter(|s| s.shipped).collect();
+            let fixed: Vec<&Shared> = shipped.iter().filter(|s| !still.iter().any(|x| x.id == s.id)).collect();
+            if fixed.is_empty() {
+                continue;
+            }
+            let rest = if still.is_empty() { "none stays shared".to_string() } else { format!("{} stay{} shared", names(&still), if still.len() == 1 { "s" } else { "" }) };
+            out.push(Conclusion {
+                text: format!("Of what the image ships, {} ({}) makes {} unique; {rest}.", r.scenario, r.recipe, fixed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")),
+                cells: still.iter().map(|s| s.cell.clone()).collect(),
+            });
         }
     }
     out

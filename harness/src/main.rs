@@ -159,8 +159,12 @@ enum Cmd {
     #[command(after_help = exit_codes::HELP)]
     Assess {
         /// The disk image to assess (qcow2 or raw, booting with its own bootloader; never written)
-        #[arg(long, value_name = "PATH", required_unless_present = "guest", conflicts_with = "guest")]
+        #[arg(long, value_name = "PATH", required_unless_present_any = ["guest", "from"], conflicts_with_all = ["guest", "from"])]
         image: Option<PathBuf>,
+        /// Run nothing: draw the assessment again from the report.json of an earlier assess
+        /// (to judge it with another --fail-on or --recipe, or with a newer clonesafe's rules)
+        #[arg(long, value_name = "REPORT", conflicts_with = "guest")]
+        from: Option<PathBuf>,
         /// Or a built guest (tiny, debian12, debian13)
         #[arg(long, value_name = "NAME")]
         guest: Option<String>,
@@ -805,7 +809,7 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
-        Cmd::Assess { image, guest, image_policy, identities, out, backend, clones, fail_on, recipe, engine, parallel } => {
+        Cmd::Assess { image, from, guest, image_policy, identities, out, backend, clones, fail_on, recipe, engine, parallel } => {
             let mut scenarios = match clonesafe::assess::plan(identities.as_deref(), clones) {
                 Ok(p) => p,
                 Err(e) => {
@@ -827,12 +831,38 @@ async fn dispatch(cli: Cli) -> i32 {
                 plan.override_image(i);
             }
             let subject = image.as_ref().map(|i| i.display().to_string()).or(guest.clone()).unwrap_or_default();
+            let ran = match &from {
+                Some(p) => read_json::<clonesafe_metadata::Report>(p, "a clonesafe report").map_err(|e| {
+                    eprintln!("error: {}", clonesafe::text::for_terminal(&e));
+                    exit_codes::HARNESS_ERROR
+                }).and_then(|r| {
+                    let names: Vec<&str> = r.scenarios.iter().map(|s| s.name.as_str()).collect();
+                    if clonesafe::assess::SUITE.iter().any(|s| !names.contains(&s.0)) {
+                        eprintln!("error: {} is not the report of an assess run (its scenarios are not the suite's)", p.display());
+                        return Err(exit_codes::HARNESS_ERROR);
+                    }
+                    if let Err(e) = std::fs::create_dir_all(&out) {
+                        eprintln!("error: cannot write into {}: {e}", out.display());
+                        return Err(exit_codes::HARNESS_ERROR);
+                    }
+                    Ok(r)
+                }),
+                None => Err(0),
+            };
+            let (subject, ran) = match ran {
+                Ok(r) => (r.assessment.as_ref().map(|a| a.subject.clone()).unwrap_or_else(|| r.scenarios[0].guest.clone()), Some(r)),
+                Err(0) => (subject, None),
+                Err(code) => return code,
+            };
             let opts = engine.options(2, parallel, &out, None, image_policy);
             let eta = TimeLeft::new(plan.scenarios.len(), parallel.into());
             let backends = CliBackends { libvirt_mode: SnapshotMode::External, remote: None };
-            let mut report = match execute(&plan, &out, false, opts, &backends, Some(&eta)).await {
-                Ok(r) => r,
-                Err(code) => return code,
+            let mut report = match ran {
+                Some(r) => r,
+                None => match execute(&plan, &out, false, opts, &backends, Some(&eta)).await {
+                    Ok(r) => r,
+                    Err(code) => return code,
+                },
             };
             let a = clonesafe::assess::assess(&subject, &report, &declared);
             let worst = clonesafe::assess::worst(&a, &recipe);

@@ -467,3 +467,31 @@ fn report_diff_lists_changes_and_writes_html() {
     let same = clonesafe(&["report", "diff", a.to_str().unwrap(), a.to_str().unwrap()], work.path()).output().unwrap();
     assert_eq!(same.status.code(), Some(0));
 }
+
+/// `assess --from` judges the committed assessment run again without running anything:
+/// --fail-on both ways on measured cells, and a report that is not an assess run refused.
+#[test]
+fn assess_from_a_report_judges_it_again() {
+    let work = tempfile::tempdir().unwrap();
+    let from = repo("reports/assess-debian12/report.json");
+    let run = |extra: &[&str]| {
+        let out = work.path().join(format!("o{}", extra.len()));
+        let mut args = vec!["assess", "--from", from.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = clonesafe(&args, work.path()).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), out)
+    };
+    // The strongest recipe leaves the probe's PRNG (key-reuse) shared in that run.
+    let (code, text, out) = run(&["--fail-on", "key-reuse"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("assess-strongest leaves an identity of severity key-reuse shared"), "{text}");
+    assert!(std::fs::read_to_string(out.join("assessment.md")).unwrap().contains("## Shipped in the image"));
+    // virt-sysprep's copy leaves machine-id and the hostname (network, identity), no key.
+    let (code, text, _) = run(&["--fail-on", "key-reuse", "--recipe", "assess-image-clone-sysprep"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, _, _) = run(&["--fail-on", "network-collision", "--recipe", "assess-image-clone-sysprep", "--clones", "2"]);
+    assert_eq!(code, Some(1));
+    let o = clonesafe(&["assess", "--from", repo("reports/apps/report.json").to_str().unwrap(), "--out", work.path().join("x").to_str().unwrap()], work.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the report of an assess run"));
+}

@@ -133,17 +133,21 @@ fn the_reference_report_fits_1280_px_without_horizontal_scroll() {
     let d = tempfile::tempdir().unwrap();
     let html = clonesafe::report::html::render(&r).replace("</body>", "<script>document.title='W'+document.documentElement.scrollWidth+'x'+window.innerWidth</script></body>");
     let page = d.path().join("page.html");
-    std::fs::write(&page, html).unwrap();
-    let out = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", d.path().join("profile").display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let title = dom.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap_or_default().to_string();
+    // Lay `html` out in a 1280 px window; the page's title after its scripts ran, and stderr.
+    let title_of = |html: String| {
+        std::fs::write(&page, html).unwrap();
+        let out = Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--dump-dom"])
+            .arg(format!("--user-data-dir={}", d.path().join("profile").display()))
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap();
+        let dom = String::from_utf8_lossy(&out.stdout);
+        (dom.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap_or_default().to_string(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (title, stderr) = title_of(html);
     let (scroll, inner) = title.trim_start_matches('W').split_once('x').map(|(a, b)| (a.parse::<u32>().unwrap_or(0), b.parse::<u32>().unwrap_or(0))).unwrap_or((0, 0));
-    assert!(scroll > 0 && inner > 0, "no layout measured (title {title:?}): {}", String::from_utf8_lossy(&out.stderr));
+    assert!(scroll > 0 && inner > 0, "no layout measured (title {title:?}): {stderr}");
     assert!(scroll <= inner, "the page is {scroll} px wide in a {inner} px window");
 
     // The filter (radio buttons and CSS, no script in the report): with one (guest, backend)
@@ -153,15 +157,7 @@ fn the_reference_report_fits_1280_px_without_horizontal_scroll() {
         .replace("id=\"fall\" checked>", "id=\"fall\">")
         .replace("id=\"f0\">", "id=\"f0\" checked>")
         .replace("</body>", "<script>document.title='V'+[...document.querySelectorAll('#matrix th.s')].filter(e=>e.offsetParent!==null).length</script></body>");
-    std::fs::write(&page, html).unwrap();
-    let out = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", d.path().join("profile").display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let visible = dom.split("<title>V").nth(1).and_then(|t| t.split("</title>").next()).and_then(|n| n.parse::<usize>().ok());
+    let visible = title_of(html).0.strip_prefix('V').and_then(|n| n.parse::<usize>().ok());
     assert!(want > 0 && want < r.scenarios.len());
     assert_eq!(visible, Some(want), "columns left visible by the filter");
 }

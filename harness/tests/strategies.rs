@@ -66,6 +66,8 @@ match = '([0-9a-f]{32})'
 id = "boot_id_early"
 command = ["/bin/cat", "/proc/sys/kernel/random/boot_id"]
 when = "right-after-resume"
+severity = "identity-confusion"
+consequence = "the log shipper files every clone's journal under one boot"
 [[scenario.identity]]
 id = "slow"
 command = ["sh", "-c", "echo started; sleep 30"]
@@ -134,7 +136,15 @@ fn every_strategy_shows_what_its_recipe_fixes() {
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     // In the HTML matrix, declared identities are rows of their own group.
-    assert!(junit.contains("machine_id_cmd") && html.contains("declared by the scenario file") && html.contains(">boot_id_early</th>"));
+    assert!(junit.contains("machine_id_cmd") && html.contains("declared by the scenario file, severity not stated"));
+    // A declaration that states its severity puts its row in that severity's group, and its
+    // check carries what it stated.
+    assert_eq!(check("boot_id_early")["stated"]["severity"], "identity-confusion");
+    let group = html.find("identity-confusion: ").expect("the identity-confusion group");
+    let row = html.find(">boot_id_early <small>(declared)</small></th>").expect("the declared row");
+    let next = html[group + 1..].find("<tr class=\"group\">").map(|i| group + 1 + i).unwrap_or(html.len());
+    assert!(group < row && row < next, "boot_id_early is not in the identity-confusion group");
+    assert!(html.contains("title=\"declared: the log shipper files every clone&apos;s journal under one boot\""), "the stated consequence is the row's title");
     assert_eq!(get("composed")["strategy"], "custom");
     assert_eq!(get("composed")["recipe"]["fixups"], serde_json::json!(["vmgenid", "agent"]));
     let sysprep = get("image-clone-sysprep");

@@ -45,7 +45,18 @@ pub struct Assessment {
     pub shipped: Vec<Shared>,
     /// Per recipe of the suite (the baseline excluded).
     pub recipes: Vec<RecipeAssessment>,
+    /// Recipes of the suite that were not run because the backend does not offer what they
+    /// need (a remote libvirt host cannot copy or sysprep disk files on this machine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<NotRun>,
     pub conclusions: Vec<Conclusion>,
+}
+
+/// A recipe of the suite left out before any VM started, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotRun {
+    pub scenario: String,
+    pub reason: String,
 }
 
 /// One identity still shared.
@@ -193,6 +204,10 @@ pub struct CheckResult {
     /// An identity the scenario file declared (`[[identity]]`), not a built-in check.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub declared: bool,
+    /// For a declared identity: the severity and consequence its declaration states (a
+    /// built-in check's are in clonesafe's catalogue, `clonesafe checks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stated: Option<Stated>,
     pub verdict: Verdict,
     /// One value per VM, in VM order (null where a VM gave none), or one per artifact for
     /// `secret_remanence`.
@@ -201,6 +216,15 @@ pub struct CheckResult {
     /// Extra evidence (for `kernel_rng`: every sample of every VM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Value>,
+}
+
+/// What a declaration says about its identity: how bad sharing it is, and what breaks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Stated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consequence: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -343,7 +367,7 @@ mod tests {
                 memory_mib: 256,
                 timing: Timing { boot_ms: vec![1], snapshot_ms: Some(2), restore_ms: vec![3, 4], snapshot_bytes: None, measurements },
                 checks: vec![CheckReport::new(
-                    CheckResult { id: CheckId::Mac.into(), declared: false, verdict: Verdict::Unique, values: vec![Value::Null], detail: "d".into(), evidence: None },
+                    CheckResult { id: CheckId::Mac.into(), declared: false, stated: None, verdict: Verdict::Unique, values: vec![Value::Null], detail: "d".into(), evidence: None },
                     Some(Expectation::Verdict(Verdict::Unique)),
                 )],
                 expectations_met: true,

@@ -19,7 +19,7 @@ pub trait Check: Send + Sync {
 /// A result with no extra evidence; `declared` follows the name.
 pub fn result(id: impl Into<CheckName>, verdict: Verdict, values: Vec<Value>, detail: String) -> CheckResult {
     let id = id.into();
-    CheckResult { declared: id.is_declared(), id, verdict, values, detail, evidence: None }
+    CheckResult { declared: id.is_declared(), stated: None, id, verdict, values, detail, evidence: None }
 }
 
 pub fn error(id: impl Into<CheckName>, obs: &[Observation], detail: String) -> CheckResult {

@@ -16,8 +16,11 @@ pub fn run(ev: &Evidence) -> Vec<CheckResult> {
 
 fn judge(d: &Declared, ev: &Evidence) -> CheckResult {
     let obs = ev.observations.as_slice();
+    let stated = (d.severity.is_some() || d.consequence.is_some()).then(|| clonesafe_metadata::Stated { severity: d.severity, consequence: d.consequence.clone() });
     if let Some(bad) = obs.iter().find(|o| o.error.is_some()) {
-        return error(d.name(), obs, format!("{} could not be probed: {}", bad.vm, bad.error.as_deref().unwrap_or("")));
+        let mut r = error(d.name(), obs, format!("{} could not be probed: {}", bad.vm, bad.error.as_deref().unwrap_or("")));
+        r.stated = stated;
+        return r;
     }
     let missing = Reading { outcome: Outcome::Failed("not read (the VM was not asked)".into()), raw: Value::Null, ms_after_resume: None };
     let readings: Vec<&Reading> = obs.iter().map(|o| o.declared.get(&d.id).unwrap_or(&missing)).collect();
@@ -29,6 +32,7 @@ fn judge(d: &Declared, ev: &Evidence) -> CheckResult {
     });
     let with = |mut r: CheckResult| {
         r.evidence = Some(evidence.clone());
+        r.stated = stated.clone();
         r
     };
     let value_of = |r: &Reading| match &r.outcome {

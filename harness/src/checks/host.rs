@@ -73,7 +73,7 @@ impl Check for TlsTicketKey {
         } else {
             (Verdict::Duplicate, format!("session tickets accepted across VMs: {} (they share the ticket key)", crossed.join(", ")))
         };
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence }
     }
 }
 
@@ -151,6 +151,6 @@ impl Check for WallClockSkew {
         } else {
             (Verdict::Duplicate, format!("{} (the clock the snapshot froze)", off.join("; ")))
         };
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence }
     }
 }

@@ -42,10 +42,10 @@ impl Check for HwMismatch {
             } else {
                 "every clone sees the hardware it was given".into()
             };
-            CheckResult { id: id.into(), declared: false, verdict: Verdict::Unique, values, detail, evidence: None }
+            CheckResult { id: id.into(), declared: false, stated: None, verdict: Verdict::Unique, values, detail, evidence: None }
         } else {
             let detail = format!("mismatch never resolved: {} (the MAC is migrated device state)", unresolved.join("; "));
-            CheckResult { id: id.into(), declared: false, verdict: Verdict::Duplicate, values, detail, evidence: None }
+            CheckResult { id: id.into(), declared: false, stated: None, verdict: Verdict::Duplicate, values, detail, evidence: None }
         }
     }
 }

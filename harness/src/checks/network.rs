@@ -128,7 +128,7 @@ impl WireCheck for Ipv4Lease {
         if !mismatch.is_empty() {
             detail.push_str(&format!(" (the guest's own view differs: {})", mismatch.join("; ")));
         }
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence: Some(ev) }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: Some(ev) }
     }
 }
 
@@ -186,7 +186,7 @@ impl WireCheck for ArpConflict {
             (Verdict::Duplicate, found.join("; "))
         };
         let ev = evidence(s, obs, |v| json!(v.arp_claims));
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence: Some(ev) }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: Some(ev) }
     }
 }
 
@@ -206,7 +206,7 @@ impl WireCheck for IpWindow {
             (Verdict::Duplicate, format!("{} never held an address no other VM held, in the {} s watched", never.join(", "), s.watched_ms / 1000))
         };
         let ev = evidence(s, obs, |v| json!(v.held));
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence: Some(ev) }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: Some(ev) }
     }
 }
 

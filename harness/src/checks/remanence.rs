@@ -24,6 +24,7 @@ impl Check for SecretRemanence {
             return CheckResult {
                 id: id.into(),
                 declared: false,
+                stated: None,
                 verdict: Verdict::Error,
                 values: vec![],
                 detail: format!("the scan did not find a string known to be there ({:?} in the {}): its 'not found' cannot be trusted", c.needle, c.artifact),
@@ -38,6 +39,6 @@ impl Check for SecretRemanence {
         } else {
             (Verdict::Duplicate, format!("the deleted canary survived in: {}", found.join(", ")))
         };
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence: serde_json::to_value(scan).ok() }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: serde_json::to_value(scan).ok() }
     }
 }

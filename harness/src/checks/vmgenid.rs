@@ -37,6 +37,6 @@ impl Check for Vmgenid {
         } else {
             (Verdict::Duplicate, format!("{} of {} clones never logged \"{msg}\": they cannot tell they are copies", obs.len() - logged, obs.len()))
         };
-        CheckResult { id: id.into(), declared: false, verdict, values, detail, evidence: None }
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: None }
     }
 }

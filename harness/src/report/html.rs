@@ -41,16 +41,29 @@ fn matrix_html(r: &Report) -> String {
     }
     h.push_str("</tr></thead>");
     let cols = columns(r);
+    // A declared identity joins the group of the severity its declaration states; one that
+    // states none is grouped apart.
+    let severity = |c: &CheckName| match c.builtin() {
+        Some(b) => Some(crate::checks::catalogue::consequence(b).0),
+        None => stated(r, c).and_then(|s| s.severity),
+    };
     let mut groups: Vec<(String, Vec<&CheckName>)> = Severity::ALL
         .iter()
-        .map(|sev| (format!("{sev}: {}", severity_words(*sev)), cols.iter().filter(|c| c.builtin().is_some_and(|b| crate::checks::catalogue::consequence(b).0 == *sev)).collect()))
+        .map(|sev| (format!("{sev}: {}", severity_words(*sev)), cols.iter().filter(|c| severity(c) == Some(*sev)).collect()))
         .collect();
-    groups.push(("declared by the scenario file".into(), cols.iter().filter(|c| c.is_declared()).collect()));
+    groups.push(("declared by the scenario file, severity not stated".into(), cols.iter().filter(|c| severity(c).is_none()).collect()));
     for (title, ids) in groups.iter().filter(|(_, ids)| !ids.is_empty()) {
         let _ = write!(h, "<tr class=\"group\"><th colspan=\"{}\">{}</th></tr>", r.scenarios.len() + 1, esc(title));
         for id in ids {
-            let why = id.builtin().map(|b| crate::checks::catalogue::consequence(b).1).unwrap_or("an identity the scenario file declared");
-            let _ = write!(h, "<tr><th class=\"id\" title=\"{}\">{}</th>", esc(why), esc(id.as_str()));
+            let why = match id.builtin() {
+                Some(b) => crate::checks::catalogue::consequence(b).1.to_string(),
+                None => match stated(r, id).and_then(|s| s.consequence.as_deref()) {
+                    Some(c) => format!("declared: {c}"),
+                    None => "declared by the scenario file, which states no consequence".into(),
+                },
+            };
+            let mark = if id.is_declared() { " <small>(declared)</small>" } else { "" };
+            let _ = write!(h, "<tr><th class=\"id\" title=\"{}\">{}{mark}</th>", esc(&why), esc(id.as_str()));
             for s in &r.scenarios {
                 if let Some(e) = &s.error {
                     let _ = write!(h, "<td class=\"error k k{}\"><details>", k(s));
@@ -311,6 +324,11 @@ fn still_duplicated_html(r: &Report) -> String {
         h.push_str("</ul>");
     }
     h
+}
+
+/// What the declaration of `id` states, from the first check of the report that carries it.
+fn stated<'a>(r: &'a Report, id: &CheckName) -> Option<&'a clonesafe_metadata::Stated> {
+    r.scenarios.iter().flat_map(|s| &s.checks).find(|c| c.id() == id).and_then(|c| c.result.stated.as_ref())
 }
 
 /// The matrix's columns: every check that some scenario of the report has, in the order of

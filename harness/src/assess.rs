@@ -13,9 +13,8 @@
 //! ```
 
 use crate::checks::catalogue::consequence;
-use crate::scenario::declared::Declared;
 use crate::scenario::{ScenarioError, ScenarioPlan};
-use clonesafe_metadata::{Assessment, CheckName, Conclusion, RecipeAssessment, Report, ScenarioReport, Severity, Shared, Verdict};
+use clonesafe_metadata::{Assessment, CheckName, CheckReport, Conclusion, NotRun, RecipeAssessment, Report, ScenarioReport, Severity, Shared, Verdict};
 use std::path::Path;
 
 /// The suite: (scenario name, how its recipe is written in a scenario file, what it stands for).
@@ -27,6 +26,19 @@ pub const SUITE: &[(&str, &str, &str)] = &[
     ("assess-full", "strategy = \"full\"", "live clones with nic-replug, vmgenid and the agent fix-up"),
     ("assess-strongest", "method = \"live\"\nfixups = [\"nic-replug\", \"vmgenid\", \"agent\", \"rng-gate\", \"clock\"]", "the strongest recipe clonesafe knows: full, the RNG gate and the clock"),
 ];
+
+/// The suite's scenarios a backend cannot run, with the reason, before any VM starts: on a
+/// remote libvirt host the image-clone recipes need the harness to copy (and sysprep) the disk
+/// files on this machine, which it cannot there. The capabilities are the backend's own
+/// declaration (backend/capability.rs), the same the runner's pre-flight checks.
+pub fn unavailable(plan: &[ScenarioPlan], caps: &crate::backend::capability::Capabilities, at: &str) -> Vec<NotRun> {
+    plan.iter()
+        .filter_map(|s| {
+            let (c, by) = crate::clones::requirements(s).into_iter().find(|(c, _)| !caps.has(*c))?;
+            Some(NotRun { scenario: s.name.clone(), reason: format!("its {by} needs {c}, which {at} does not offer") })
+        })
+        .collect()
+}
 
 /// The recipe `--fail-on` judges unless told otherwise.
 pub const DEFAULT_RECIPE: &str = "assess-strongest";
@@ -78,15 +90,17 @@ fn fix(id: &CheckName) -> Option<&'static str> {
     })
 }
 
-fn severity_of(id: &CheckName, declared: &[Declared]) -> (Option<Severity>, String) {
-    match id.builtin() {
+/// A built-in check's severity and consequence from the catalogue; a declared identity's as its
+/// declaration states them (carried by the check, so `--from` keeps them).
+fn severity_of(c: &CheckReport) -> (Option<Severity>, String) {
+    match c.id().builtin() {
         Some(b) => {
             let (s, c) = consequence(b);
             (Some(s), c.to_string())
         }
         None => {
-            let d = declared.iter().find(|d| d.id == id.as_str());
-            (d.and_then(|d| d.severity), d.and_then(|d| d.consequence.clone()).unwrap_or_else(|| "not stated in the declaration".into()))
+            let st = c.result.stated.as_ref();
+            (st.and_then(|s| s.severity), st.and_then(|s| s.consequence.clone()).unwrap_or_else(|| "not stated in the declaration".into()))
         }
     }
 }
@@ -108,16 +122,18 @@ fn names(list: &[&Shared]) -> String {
 }
 
 /// Draw the assessment from `r` (the suite's report) and the identities the user declared.
-pub fn assess(subject: &str, r: &Report, declared: &[Declared]) -> Assessment {
+/// `not_run`: the suite's recipes left out before any VM started (see [`unavailable`]).
+pub fn assess(subject: &str, r: &Report, not_run: Vec<NotRun>) -> Assessment {
     let baseline = r.scenarios.iter().find(|s| s.name == SUITE[0].0 && s.error.is_none());
     let dup = |s: &ScenarioReport, id: &CheckName| s.checks.iter().any(|c| c.id() == id && c.verdict() == Verdict::Duplicate);
-    let shared_of = |s: &ScenarioReport, id: &CheckName, shipped: bool| {
-        let (severity, consequence) = severity_of(id, declared);
+    let shared_of = |s: &ScenarioReport, c: &CheckReport, shipped: bool| {
+        let (severity, consequence) = severity_of(c);
+        let id = c.id();
         Shared { id: id.clone(), severity, consequence, shipped, fix: if shipped { fix(id).map(str::to_string) } else { None }, cell: format!("{}/{}", s.name, id) }
     };
     let mut shipped: Vec<Shared> = baseline
         .map(|b| b.checks.iter().filter(|c| c.verdict() == Verdict::Duplicate).map(|c| {
-            let mut s = shared_of(b, c.id(), true);
+            let mut s = shared_of(b, c, true);
             if s.fix.is_none() && c.id().is_declared() {
                 s.fix = Some("regenerate it at first boot, before the application hands it out".into());
             }
@@ -127,7 +143,7 @@ pub fn assess(subject: &str, r: &Report, declared: &[Declared]) -> Assessment {
     shipped.sort_by(order);
     let mut recipes = Vec::new();
     for s in r.scenarios.iter().filter(|s| s.name != SUITE[0].0) {
-        let mut shared: Vec<Shared> = s.checks.iter().filter(|c| c.verdict() == Verdict::Duplicate).map(|c| shared_of(s, c.id(), baseline.is_some_and(|b| dup(b, c.id())))).collect();
+        let mut shared: Vec<Shared> = s.checks.iter().filter(|c| c.verdict() == Verdict::Duplicate).map(|c| shared_of(s, c, baseline.is_some_and(|b| dup(b, c.id())))).collect();
         shared.sort_by(order);
         let fixup: Vec<f64> = r.scenarios.iter().find(|x| x.name == s.name).map(|x| x.timing.measured(clonesafe_metadata::MeasurementId::FixupMs)).unwrap_or_default();
         recipes.push(RecipeAssessment {
@@ -142,18 +158,26 @@ pub fn assess(subject: &str, r: &Report, declared: &[Declared]) -> Assessment {
             fixup_ms: median(&fixup),
         });
     }
-    let conclusions = conclude(&shipped, &recipes, baseline.map(|b| b.name.as_str()));
-    Assessment { subject: subject.to_string(), baseline: baseline.map(|b| b.name.clone()), shipped, recipes, conclusions }
+    let mut conclusions = conclude(r, &shipped, &recipes, baseline.map(|b| b.name.as_str()));
+    for n in &not_run {
+        conclusions.push(Conclusion { text: format!("{} was not run: {}; nothing is concluded about it.", n.scenario, n.reason), cells: vec![] });
+    }
+    Assessment { subject: subject.to_string(), baseline: baseline.map(|b| b.name.clone()), shipped, recipes, not_run, conclusions }
 }
 
 /// Sentences that follow from the cells, each naming them. Nothing is said of a recipe that did
 /// not run, and nothing of an identity a check could not read.
-fn conclude(shipped: &[Shared], recipes: &[RecipeAssessment], baseline: Option<&str>) -> Vec<Conclusion> {
+fn conclude(report: &Report, shipped: &[Shared], recipes: &[RecipeAssessment], baseline: Option<&str>) -> Vec<Conclusion> {
     let mut out = Vec::new();
     let cells = |l: &[&Shared]| l.iter().map(|s| s.cell.clone()).collect::<Vec<_>>();
+    // A claim that something is unique names the cells that answered unique.
+    let unique = |scenario: &str, keep: &dyn Fn(&CheckName) -> bool| -> Vec<String> {
+        report.scenarios.iter().filter(|s| s.name == scenario).flat_map(|s| &s.checks).filter(|c| c.verdict() == Verdict::Unique && keep(c.id())).map(|c| format!("{scenario}/{}", c.id())).collect()
+    };
+    let all = |_: &CheckName| true;
     match baseline {
         None => out.push(Conclusion { text: "The baseline (fresh boots of the image) did not run, so nothing can be said about what the image itself ships; every shared identity below is counted against the recipe.".into(), cells: vec![] }),
-        Some(_) if shipped.is_empty() => out.push(Conclusion { text: "Fresh boots of the image share nothing: the image ships no identity.".into(), cells: vec![] }),
+        Some(b) if shipped.is_empty() => out.push(Conclusion { text: "Fresh boots of the image share nothing: the image ships no identity.".into(), cells: unique(b, &all) }),
         Some(_) => {
             let l: Vec<&Shared> = shipped.iter().collect();
             out.push(Conclusion { text: format!("The image itself ships {} identit{} that every fresh boot shares, whatever the recipe: {}. Fix the image (see each one's fix).", l.len(), if l.len() == 1 { "y" } else { "ies" }, names(&l)), cells: cells(&l) });
@@ -168,7 +192,8 @@ fn conclude(shipped: &[Shared], recipes: &[RecipeAssessment], baseline: Option<&
         let l = by_cloning(n);
         let worst: Vec<&Shared> = l.iter().copied().filter(|s| matches!(s.severity, Some(Severity::KeyReuse | Severity::NetworkCollision))).collect();
         if worst.is_empty() {
-            out.push(Conclusion { text: "A plain live restore (naive) made no key, secret, random-output or network identity shared beyond what the image ships.".into(), cells: vec![] });
+            let severe_id = |id: &CheckName| id.builtin().is_some_and(|b| matches!(consequence(b).0, Severity::KeyReuse | Severity::NetworkCollision));
+            out.push(Conclusion { text: "A plain live restore (naive) made no key, secret, random-output or network identity shared beyond what the image ships.".into(), cells: unique(&n.scenario, &severe_id) });
         } else {
             out.push(Conclusion { text: format!("Live cloning this image by plain restore (naive) is not supportable: cloning makes these shared: {}.", names(&worst)), cells: cells(&worst) });
         }
@@ -185,7 +210,7 @@ fn conclude(shipped: &[Shared], recipes: &[RecipeAssessment], baseline: Option<&
         let l = by_cloning(best);
         let cost = format!("restore {} ms (median){}", best.restore_ms.map(|v| v.to_string()).unwrap_or_else(|| "?".into()), best.fixup_ms.map(|f| format!(", fix-up {f:.0} ms")).unwrap_or_default());
         if l.is_empty() {
-            out.push(Conclusion { text: format!("With {} ({}), cloning itself leaves nothing shared beyond what the image ships; it costs {cost}.", best.scenario, best.recipe), cells: vec![] });
+            out.push(Conclusion { text: format!("With {} ({}), cloning itself leaves nothing shared beyond what the image ships; it costs {cost}.", best.scenario, best.recipe), cells: unique(&best.scenario, &all) });
         } else {
             let verdict = if severe(&l) { "still not supportable as it stands" } else { "supportable if these are acceptable" };
             out.push(Conclusion {
@@ -198,23 +223,32 @@ fn conclude(shipped: &[Shared], recipes: &[RecipeAssessment], baseline: Option<&
         let l = by_cloning(r);
         let boot = r.boot_ms.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
         if l.is_empty() {
-            out.push(Conclusion { text: format!("Copying the image ({}) makes nothing shared beyond what the image ships; each copy boots ({boot} ms median).", r.recipe), cells: vec![] });
+            out.push(Conclusion { text: format!("Copying the image ({}) makes nothing shared beyond what the image ships; each copy boots ({boot} ms median).", r.recipe), cells: unique(&r.scenario, &all) });
         } else {
             out.push(Conclusion { text: format!("Copying the image ({}) leaves {} shared beyond what the image ships.", r.recipe, names(&l)), cells: cells(&l) });
         }
     }
     // Of what the image ships, what each recipe makes unique and what it leaves shared.
     if !shipped.is_empty() {
+        let verdict_in = |scenario: &str, id: &CheckName| report.scenarios.iter().find(|s| s.name == scenario).and_then(|s| s.checks.iter().find(|c| c.id() == id)).map(|c| c.verdict());
         for r in &ran {
             let still: Vec<&Shared> = r.shared.iter().filter(|s| s.shipped).collect();
-            let fixed: Vec<&Shared> = shipped.iter().filter(|s| !still.iter().any(|x| x.id == s.id)).collect();
+            // Made unique only where the recipe's own cell says unique: a check that was skipped
+            // or failed there tells nothing.
+            let fixed: Vec<&Shared> = shipped.iter().filter(|s| verdict_in(&r.scenario, &s.id) == Some(Verdict::Unique)).collect();
+            let untold: Vec<&Shared> = shipped.iter().filter(|s| !still.iter().any(|x| x.id == s.id) && !fixed.iter().any(|x| x.id == s.id)).collect();
             if fixed.is_empty() {
                 continue;
             }
             let rest = if still.is_empty() { "none stays shared".to_string() } else { format!("{} stay{} shared", names(&still), if still.len() == 1 { "s" } else { "" }) };
+            let untold_text = if untold.is_empty() { String::new() } else { format!("; {} could not be told there (not measured)", untold.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")) };
             out.push(Conclusion {
-                text: format!("Of what the image ships, {} ({}) makes {} unique; {rest}.", r.scenario, r.recipe, fixed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")),
-                cells: still.iter().map(|s| s.cell.clone()).collect(),
+                text: format!("Of what the image ships, {} ({}) makes {} unique; {rest}{untold_text}.", r.scenario, r.recipe, fixed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")),
+                cells: unique(&r.scenario, &|id| fixed.iter().any(|s| &s.id == id))
+                    .into_iter()
+                    .chain(still.iter().map(|s| s.cell.clone()))
+                    .chain(untold.iter().map(|s| format!("{}/{}", r.scenario, s.id)))
+                    .collect(),
             });
         }
     }
@@ -270,7 +304,7 @@ mod tests {
     use clonesafe_metadata::{CheckId, CheckReport, CheckResult, Severity};
 
     fn scenario(name: &str, dups: &[CheckId], uniques: &[CheckId], error: Option<&str>) -> ScenarioReport {
-        let check = |id: CheckId, v: Verdict| CheckReport::new(CheckResult { id: id.into(), declared: false, verdict: v, values: vec![], detail: String::new(), evidence: None }, None);
+        let check = |id: CheckId, v: Verdict| CheckReport::new(CheckResult { id: id.into(), declared: false, stated: None, verdict: v, values: vec![], detail: String::new(), evidence: None }, None);
         let mut s: ScenarioReport = serde_json::from_value(serde_json::json!({
             "name": name, "backend": "qemu", "strategy": "naive", "recipe": {"method": "live", "fixups": []}, "guest": "g",
             "clones": 2, "memory_mib": 256, "timing": {"boot_ms": [], "snapshot_ms": 700, "restore_ms": [900, 1100]},
@@ -296,7 +330,7 @@ mod tests {
             scenario("assess-full", &[], &[], Some("boom")),
             scenario("assess-strongest", &[MachineId, BootId], &[Mac, SshHostKeys, KernelRng], None),
         ]);
-        let a = assess("img.qcow2", &r, &[]);
+        let a = assess("img.qcow2", &r, vec![]);
         assert_eq!(a.shipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["machine_id"]);
         assert!(a.shipped[0].fix.as_deref().unwrap().contains("machine-id"));
         let naive = a.recipes.iter().find(|r| r.scenario == "assess-naive").unwrap();
@@ -316,6 +350,21 @@ mod tests {
         assert_eq!(worst(&a, "assess-naive"), Some(Severity::KeyReuse));
         let md = markdown(&a);
         assert!(md.contains("## Shipped in the image") && md.contains("`assess-naive/kernel_rng`"), "{md}");
+    }
+
+    /// A shipped identity is "made unique" by a recipe only where that recipe's cell says so; one
+    /// its check did not answer is said to be untold (in the committed Debian run, ssh_keyscan
+    /// was skipped under virt-sysprep's copy, and an earlier rule counted it as made unique).
+    #[test]
+    fn an_identity_a_recipe_did_not_measure_is_not_claimed_unique() {
+        use CheckId::*;
+        let r = report(vec![scenario("assess-cold-boot", &[MachineId, Hostname], &[], None), scenario("assess-full", &[], &[MachineId], None)]);
+        let a = assess("img.qcow2", &r, vec![]);
+        let c = a.conclusions.iter().find(|c| c.text.starts_with("Of what the image ships, assess-full")).unwrap();
+        assert!(c.text.contains("makes machine_id unique") && c.text.contains("hostname could not be told there"), "{c:?}");
+        assert_eq!(c.cells, ["assess-full/machine_id", "assess-full/hostname"]);
+        let a = assess("img.qcow2", &r, vec![NotRun { scenario: "assess-naive".into(), reason: "its method needs x".into() }]);
+        assert!(a.conclusions.iter().any(|c| c.text.starts_with("assess-naive was not run: its method needs x")));
     }
 
     #[test]

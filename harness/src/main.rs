@@ -132,8 +132,11 @@ enum Cmd {
     /// scenario files declare ([[identity]])
     Checks {
         /// Print JSON instead of a table
-        #[arg(long)]
+        #[arg(long, conflicts_with = "markdown")]
         json: bool,
+        /// Print a Markdown table (docs/checks.md is this output)
+        #[arg(long)]
+        markdown: bool,
         /// Also list the identities this scenario file declares (repeatable); a bad
         /// declaration is exit 2 with its file, line and field
         #[arg(long, value_name = "FILE")]
@@ -192,6 +195,14 @@ enum Cmd {
         /// Recipes run at once (2 pays on 2 cores under TCG)
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
         parallel: u16,
+        /// Assess on the libvirt host at this URI (implies --backend libvirt; see `run
+        /// --connect`). The image-clone recipes copy and sysprep disk files on this machine, so
+        /// they are not run there: the assessment lists them as not run, with the reason
+        #[arg(long, value_name = "URI", conflicts_with = "from")]
+        connect: Option<String>,
+        /// The directory on the --connect host under which the run's pool directory is made
+        #[arg(long, value_name = "DIR", default_value = clonesafe::backend::libvirt::remote::DEFAULT_POOL_DIR, requires = "connect")]
+        pool_dir: String,
     },
     /// Report what this machine offers: QEMU, KVM, libvirtd, built guests; or, with --image,
     /// what a user's image holds (its OS, qemu-guest-agent, sshd), read offline
@@ -257,7 +268,7 @@ impl EngineArgs {
     }
 }
 
-/// What a user's image may be: checked before anything opens it (README, "Trust model").
+/// What a user's image may be: checked before anything opens it (docs/trust-model.md).
 #[derive(clap::Args)]
 struct ImagePolicyArgs {
     /// The format of the user's image (--image, or a scenario's image =): qcow2 or raw. Without
@@ -518,7 +529,7 @@ fn report_merge(dirs: &[PathBuf], out: &std::path::Path, reference: bool, allow_
 }
 
 /// A report file given on the command line, read like every user input (a regular file, bounded:
-/// README says so of reports too) and parsed as `what`.
+/// docs/trust-model.md says so of reports too) and parsed as `what`.
 fn read_json<T: serde::de::DeserializeOwned>(p: &std::path::Path, what: &str) -> Result<T, String> {
     /// A report of thousands of scenarios is a few tens of MB.
     const MAX_REPORT_BYTES: u64 = 256 << 20;
@@ -722,7 +733,7 @@ fn main() {
 async fn dispatch(cli: Cli) -> i32 {
     match cli.cmd {
         Cmd::SaveImage { cmd: SaveImageCmd::Show { file, json } } => save_image_show(&file, json),
-        Cmd::Checks { json, scenario } => {
+        Cmd::Checks { json, markdown, scenario } => {
             use std::io::Write;
             let mut all = clonesafe::checks::catalogue::built_in();
             if !scenario.is_empty() {
@@ -734,7 +745,13 @@ async fn dispatch(cli: Cli) -> i32 {
                     }
                 }
             }
-            let text = if json { serde_json::to_string_pretty(&all).expect("the catalogue serializes") + "\n" } else { clonesafe::checks::catalogue::render(&all) };
+            let text = if json {
+                serde_json::to_string_pretty(&all).expect("the catalogue serializes") + "\n"
+            } else if markdown {
+                clonesafe::checks::catalogue::markdown(&all)
+            } else {
+                clonesafe::checks::catalogue::render(&all)
+            };
             let _ = std::io::stdout().write_all(text.as_bytes());
             exit_codes::OK
         }
@@ -809,7 +826,7 @@ async fn dispatch(cli: Cli) -> i32 {
             println!("{}", terminal::closing_line(&report));
             report.exit_code()
         }
-        Cmd::Assess { image, from, guest, image_policy, identities, out, backend, clones, fail_on, recipe, engine, parallel } => {
+        Cmd::Assess { image, from, guest, image_policy, identities, out, backend, clones, fail_on, recipe, engine, parallel, connect, pool_dir } => {
             let mut scenarios = match clonesafe::assess::plan(identities.as_deref(), clones) {
                 Ok(p) => p,
                 Err(e) => {
@@ -817,18 +834,53 @@ async fn dispatch(cli: Cli) -> i32 {
                     return exit_codes::HARNESS_ERROR;
                 }
             };
-            let declared = scenarios.first().map(|s| s.declared.clone()).unwrap_or_default();
             for s in &mut scenarios {
                 if let Some(g) = &guest {
                     s.guest = g.clone();
                 }
             }
             let mut plan = clonesafe::scenario::Plan { scenarios };
-            if let Some(b) = backend {
+            if connect.is_some() && backend == Some(BackendKind::Qemu) {
+                eprintln!("error: --connect is for the libvirt backend (it names a libvirt host); drop --backend qemu or --connect");
+                return exit_codes::HARNESS_ERROR;
+            }
+            if connect.is_some() {
+                if let Err(e) = clonesafe::backend::libvirt::remote::check_pool_dir(&pool_dir) {
+                    eprintln!("error: {e}");
+                    return exit_codes::HARNESS_ERROR;
+                }
+            }
+            if let Some(b) = backend.or(connect.as_ref().map(|_| BackendKind::Libvirt)) {
                 plan.override_backend(b);
             }
             if let Some(i) = &image {
                 plan.override_image(i);
+            }
+            let backends = CliBackends { libvirt_mode: SnapshotMode::External, remote: connect.clone().map(|c| (c, pool_dir)) };
+            // What the backend cannot run is left out now, and said in the assessment.
+            let mut not_run = Vec::new();
+            if from.is_none() {
+                let kind = plan.scenarios.first().map(|s| s.backend).unwrap_or(BackendKind::Qemu);
+                let b = match backends.get(kind) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("error: {}", clonesafe::text::for_terminal(&e.to_string()));
+                        return exit_codes::HARNESS_ERROR;
+                    }
+                };
+                let at = match &connect {
+                    Some(uri) => format!("the libvirt host at {uri}"),
+                    None => format!("the {kind} backend"),
+                };
+                not_run = clonesafe::assess::unavailable(&plan.scenarios, &b.capabilities(), &at);
+                plan.scenarios.retain(|s| !not_run.iter().any(|n| n.scenario == s.name));
+                for n in &not_run {
+                    eprintln!("assess: not running {}: {}", n.scenario, n.reason);
+                }
+                if let Some(n) = not_run.iter().find(|n| n.scenario == recipe && fail_on.is_some()) {
+                    eprintln!("error: --fail-on judges --recipe {recipe}, which cannot run here: {}; choose another --recipe", n.reason);
+                    return exit_codes::HARNESS_ERROR;
+                }
             }
             let subject = image.as_ref().map(|i| i.display().to_string()).or(guest.clone()).unwrap_or_default();
             let ran = match &from {
@@ -836,7 +888,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     eprintln!("error: {}", clonesafe::text::for_terminal(&e));
                     exit_codes::HARNESS_ERROR
                 }).and_then(|r| {
-                    let names: Vec<&str> = r.scenarios.iter().map(|s| s.name.as_str()).collect();
+                    let names: Vec<&str> = r.scenarios.iter().map(|s| s.name.as_str()).chain(r.assessment.iter().flat_map(|a| a.not_run.iter().map(|n| n.scenario.as_str()))).collect();
                     if clonesafe::assess::SUITE.iter().any(|s| !names.contains(&s.0)) {
                         eprintln!("error: {} is not the report of an assess run (its scenarios are not the suite's)", p.display());
                         return Err(exit_codes::HARNESS_ERROR);
@@ -856,15 +908,17 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             let opts = engine.options(2, parallel, &out, None, image_policy);
             let eta = TimeLeft::new(plan.scenarios.len(), parallel.into());
-            let backends = CliBackends { libvirt_mode: SnapshotMode::External, remote: None };
             let mut report = match ran {
-                Some(r) => r,
+                Some(r) => {
+                    not_run = r.assessment.as_ref().map(|a| a.not_run.clone()).unwrap_or_default();
+                    r
+                }
                 None => match execute(&plan, &out, false, opts, &backends, Some(&eta)).await {
                     Ok(r) => r,
                     Err(code) => return code,
                 },
             };
-            let a = clonesafe::assess::assess(&subject, &report, &declared);
+            let a = clonesafe::assess::assess(&subject, &report, not_run);
             let worst = clonesafe::assess::worst(&a, &recipe);
             for c in &a.conclusions {
                 println!("- {}", clonesafe::text::for_terminal(&c.text));

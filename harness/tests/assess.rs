@@ -33,26 +33,15 @@ fn assess_runs_the_suite_and_every_statement_points_at_its_report() {
     let a = &r["assessment"];
     assert_eq!(a["baseline"], "assess-cold-boot");
     // Every cell a statement names is a check of that scenario in this report.
-    let cell_exists = |cell: &str| {
-        let (scen, check) = cell.split_once('/').unwrap();
-        r["scenarios"].as_array().unwrap().iter().any(|s| s["name"] == scen && s["checks"].as_array().unwrap().iter().any(|c| c["id"] == check && c["verdict"] == "duplicate"))
-    };
-    let mut cells = 0;
-    for c in a["conclusions"].as_array().unwrap() {
-        for cell in c["cells"].as_array().unwrap() {
-            assert!(cell_exists(cell.as_str().unwrap()), "{cell} is not a duplicate cell of the report");
-            cells += 1;
-        }
-    }
-    for rec in a["recipes"].as_array().unwrap() {
-        for s in rec["shared"].as_array().unwrap() {
-            assert!(cell_exists(s["cell"].as_str().unwrap()), "{s}");
-        }
-    }
+    let cells = assessment_cells_back_their_statements(&r);
     assert!(cells > 0, "no statement names a cell: {a}");
     let naive = a["recipes"].as_array().unwrap().iter().find(|x| x["scenario"] == "assess-naive").unwrap();
     assert!(naive["shared"].as_array().unwrap().iter().any(|s| s["id"] == "kernel_rng" && s["severity"] == "key-reuse" && s["shipped"] == false), "{naive}");
-    // The declared identity carries the severity it states.
+    // The declared identity carries the severity it states, in the assessment and on the check
+    // itself (so `assess --from` and the HTML keep it).
+    let naive_report = r["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "assess-naive").unwrap();
+    let declared = naive_report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "data_machine_id").unwrap();
+    assert_eq!(declared["stated"]["severity"], "identity-confusion", "{declared}");
     assert!(naive["shared"].as_array().unwrap().iter().any(|s| s["id"] == "data_machine_id" && s["severity"] == "identity-confusion"), "{naive}");
     let md = std::fs::read_to_string(out.join("assessment.md")).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

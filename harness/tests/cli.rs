@@ -486,6 +486,11 @@ fn assess_from_a_report_judges_it_again() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("assess-strongest leaves an identity of severity key-reuse shared"), "{text}");
     assert!(std::fs::read_to_string(out.join("assessment.md")).unwrap().contains("## Shipped in the image"));
+    // Drawn again from the measured Debian run, every statement rests on cells of that run,
+    // the sentences that something is unique included.
+    let again = read_report(&out).expect("report.json");
+    assert!(assessment_cells_back_their_statements(&again) > 10);
+    assert!(again["assessment"]["conclusions"].as_array().unwrap().iter().any(|c| c["text"].as_str().unwrap().contains("unique") && c["cells"].as_array().unwrap().iter().any(|x| again["scenarios"].as_array().unwrap().iter().any(|s| x.as_str().unwrap().starts_with(s["name"].as_str().unwrap())))));
     // virt-sysprep's copy leaves machine-id and the hostname (network, identity), no key.
     let (code, text, _) = run(&["--fail-on", "key-reuse", "--recipe", "assess-image-clone-sysprep"]);
     assert_eq!(code, Some(0), "{text}");
@@ -494,4 +499,17 @@ fn assess_from_a_report_judges_it_again() {
     let o = clonesafe(&["assess", "--from", repo("reports/apps/report.json").to_str().unwrap(), "--out", work.path().join("x").to_str().unwrap()], work.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not the report of an assess run"));
+}
+
+/// docs/checks.md holds the catalogue's table exactly as `clonesafe checks --markdown` prints it.
+#[test]
+fn docs_checks_is_the_catalogue() {
+    let work = tempfile::tempdir().unwrap();
+    let o = clonesafe(&["checks", "--markdown"], work.path()).output().unwrap();
+    assert!(o.status.success());
+    let table = String::from_utf8(o.stdout).unwrap();
+    let doc = std::fs::read_to_string(repo("docs/checks.md")).unwrap();
+    let between = doc.split("<!-- clonesafe checks --markdown -->\n").nth(1).and_then(|r| r.split("<!-- end -->").next()).expect("the markers in docs/checks.md");
+    assert_eq!(between, table, "docs/checks.md is stale: paste `clonesafe checks --markdown` between its markers");
+    assert!(table.lines().count() > 20);
 }

@@ -47,7 +47,7 @@ fn remote_leftovers() -> Vec<String> {
     out
 }
 
-/// Run `clonesafe run ARGS` in its own mount namespace: POOL_DIR an empty tmpfs, `private` a
+/// Run `clonesafe ARGS` (a subcommand and its arguments) in its own mount namespace: POOL_DIR an empty tmpfs, `private` a
 /// tmpfs holding a copy of the tiny guest, the run directory and the report.
 fn run_hidden(private: &Path, guest_dir: &Path, args: &str) -> std::process::Output {
     std::fs::create_dir_all(POOL_DIR).unwrap();
@@ -61,7 +61,7 @@ if [ -e {pool}/clonesafe-test-marker ]; then echo "the pool directory is still v
 mkdir -p {p}/guests {p}/out
 cp -r {g} {p}/guests/tiny
 set +e
-{bin} run {args} --connect {TCP} --guests {p}/guests --workdir {p}/runs --out {p}/out --accel tcg
+{bin} {args} --connect {TCP} --guests {p}/guests --workdir {p}/runs --out {p}/out --accel tcg
 code=$?
 cp -r {p}/out {p}/../out-copy 2>/dev/null
 exit $code"#,
@@ -92,7 +92,7 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
     let smoke = repo("scenarios/smoke.toml");
     // The canary is scanned for in the snapshot through the host's volume streams.
     let canary = scenario(work.path(), "canary", "canary = true\n[scenario.expect]\nsecret_remanence = \"duplicate\"\n");
-    let out = run_hidden(&private, &guest_dir, &format!("{} {}", smoke.display(), canary.display()));
+    let out = run_hidden(&private, &guest_dir, &format!("run {} {}", smoke.display(), canary.display()));
     assert_eq!(out.status.code(), Some(0), "the smoke suite through {TCP}");
     // What the harness wrote on its private tmpfs never appeared outside the namespace.
     assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0, "the private tmpfs leaked");
@@ -114,6 +114,37 @@ fn smoke_suite_through_a_network_uri_shares_no_file() {
     assert!(notes.contains("does not match source"), "libvirt's own refusal is recorded: {notes}");
     assert!(notes.contains(&format!("ran on the libvirt host {host} ({TCP})")), "the report says where the VMs ran: {notes}");
     assert!(naive["timing"]["snapshot_bytes"].as_u64().unwrap() > 1 << 20, "snapshot size read through libvirt: {}", naive["timing"]);
+    let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
+
+/// `clonesafe assess --connect` on the same hidden host: the live recipes and the baseline run
+/// there; the image-clone recipes, which copy and sysprep disk files on this machine, are left
+/// out before any VM starts and the assessment says so; every statement still names cells of
+/// its own report; nothing is left on the host.
+#[test]
+fn assess_on_a_remote_host_leaves_out_what_needs_host_files() {
+    let Some(guest_dir) = ready() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let private = work.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let before = remote_leftovers();
+    let out = run_hidden(&private, &guest_dir, "assess --guest tiny --fail-on key-reuse --recipe assess-naive");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Naive live clones share the kernel RNG's output, on a remote host too.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not running assess-image-clone-sysprep") && stderr.contains("host-files"), "{stderr}");
+    let report = read_report(&work.path().join("out-copy")).expect("report.json");
+    let names: Vec<&str> = report["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["assess-cold-boot", "assess-naive", "assess-full", "assess-strongest"]);
+    let a = &report["assessment"];
+    let not_run: Vec<&str> = a["not_run"].as_array().unwrap().iter().map(|n| n["scenario"].as_str().unwrap()).collect();
+    assert_eq!(not_run, ["assess-image-clone", "assess-image-clone-sysprep"]);
+    assert!(a["not_run"][0]["reason"].as_str().unwrap().contains(TCP), "{a}");
+    assert!(assessment_cells_back_their_statements(&report) > 0);
+    assert!(a["conclusions"].as_array().unwrap().iter().any(|c| c["text"].as_str().unwrap().starts_with("assess-image-clone was not run")), "{a}");
+    let host = String::from_utf8_lossy(&Command::new("virsh").args(["-c", TCP, "hostname"]).output().unwrap().stdout).trim().to_string();
+    assert!(report["scenarios"][1]["vms"].as_array().unwrap().iter().all(|v| v["host"] == host.as_str()));
     let left: Vec<String> = remote_leftovers().into_iter().filter(|l| !before.contains(l)).collect();
     assert!(left.is_empty(), "left on the host: {left:?}");
 }

@@ -189,6 +189,35 @@ pub fn render(entries: &[Entry]) -> String {
     out
 }
 
+/// The catalogue as a Markdown table (docs/checks.md holds the built-in one; a test keeps the two
+/// equal). Everything a declaration wrote is escaped.
+pub fn markdown(entries: &[Entry]) -> String {
+    use std::fmt::Write;
+    let e = crate::text::md_escape;
+    let mut out = String::from("| check | severity | reads (where) | made unique by | listed in | if shared |\n|---|---|---|---|---|---|\n");
+    for x in entries {
+        let fixed = if x.made_unique_by.is_empty() { "none of clonesafe's recipes".to_string() } else { x.made_unique_by.join(", ") };
+        let where_ = match x.source {
+            Where::Guest => "guest",
+            Where::Host => "host",
+            Where::Service => "service",
+            Where::Wire => "wire",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {}: {} ({where_}) | {} | {} | {} |",
+            e(&x.id),
+            x.severity.map(|s| s.as_str()).unwrap_or("not stated"),
+            e(&x.reads),
+            e(&x.at),
+            e(&fixed),
+            e(&x.listed_in.join("; ")),
+            e(&x.consequence)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

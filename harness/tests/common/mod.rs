@@ -225,3 +225,42 @@ pub fn run_until(file: &Path, work: &Path, extra: &[&str], line: &str, after: st
     std::thread::sleep(after);
     child
 }
+
+/// Every statement of `report`'s assessment rests on cells of that report, with the verdict the
+/// statement gives them: a shared identity names a duplicate cell of its own id, and a sentence
+/// that names a unique cell says something is unique or not shared. Returns how many cells the
+/// conclusions name.
+#[allow(dead_code)]
+pub fn assessment_cells_back_their_statements(report: &serde_json::Value) -> usize {
+    let verdict_of = |cell: &str| {
+        let (scen, check) = cell.split_once('/')?;
+        let s = report["scenarios"].as_array()?.iter().find(|s| s["name"] == scen)?;
+        s["checks"].as_array()?.iter().find(|c| c["id"] == check).map(|c| c["verdict"].as_str().unwrap_or_default().to_string())
+    };
+    let a = &report["assessment"];
+    let mut cells = 0;
+    for c in a["conclusions"].as_array().expect("an assessment") {
+        let text = c["text"].as_str().unwrap();
+        for cell in c["cells"].as_array().unwrap() {
+            let cell = cell.as_str().unwrap();
+            let v = verdict_of(cell).unwrap_or_else(|| panic!("{text}: {cell} is not a cell of the report"));
+            let check = cell.split_once('/').unwrap().1;
+            match v.as_str() {
+                "duplicate" => assert!(text.contains(check), "{text}: names {cell} but not its identity"),
+                "unique" => assert!(text.contains("unique") || text.contains("nothing") || text.contains("made no"), "{text}: {cell} is unique"),
+                "skipped" | "error" => assert!(text.contains("could not be told") && text.contains(check), "{text}: {cell} is {v}"),
+                other => panic!("{text}: {cell} is {other}"),
+            }
+            cells += 1;
+        }
+    }
+    for rec in a["recipes"].as_array().unwrap() {
+        for s in rec["shared"].as_array().unwrap() {
+            assert_eq!(verdict_of(s["cell"].as_str().unwrap()).as_deref(), Some("duplicate"), "{s}");
+        }
+    }
+    for s in a["shipped"].as_array().unwrap() {
+        assert_eq!(verdict_of(s["cell"].as_str().unwrap()).as_deref(), Some("duplicate"), "{s}");
+    }
+    cells
+}

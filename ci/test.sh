@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-# The remote-host tests talk to libvirtd over its network protocol on loopback (README warns).
+# The remote-host tests talk to libvirtd over its network protocol on loopback (docs/backends.md warns).
 bash ci/start-libvirt.sh --tcp-loopback
 export CLONESAFE_REQUIRE_VMS=1   # VM tests fail, rather than skip, when QEMU, a guest, libvirtd or chromium is missing
 cargo test --workspace --locked -- --test-threads=1

@@ -1,4 +1,4 @@
-//! The committed reference runs (reports/*/) are what README's findings quote. Each report.json
+//! The committed reference runs (reports/*/) are what README's and docs/'s findings quote. Each report.json
 //! must match the contract's schema, and each summary.md must be exactly what its report.json
 //! renders to, so the committed files cannot drift apart.
 

@@ -55,6 +55,8 @@ say "building the guests"
 bash guests/tiny/build.sh
 bash guests/debian12/build.sh
 bash guests/debian13/build.sh
+# Debian 13 with the trixie-backports kernel (7.x): the third kernel of the race windows.
+bash guests/debian13-bpo/build.sh
 # The static probe (built with the tiny guest) is also what clonesafe injects into guests it
 # reaches through qemu-guest-agent.
 install -D -m 755 target/x86_64-unknown-linux-gnu/release/clonesafe-probe /var/lib/clonesafe/probe/clonesafe-probe

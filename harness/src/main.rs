@@ -168,7 +168,7 @@ enum Cmd {
         /// (to judge it with another --fail-on or --recipe, or with a newer clonesafe's rules)
         #[arg(long, value_name = "REPORT", conflicts_with = "guest")]
         from: Option<PathBuf>,
-        /// Or a built guest (tiny, debian12, debian13)
+        /// Or a built guest (tiny, debian12, debian13, debian13-bpo, debian12-apps)
         #[arg(long, value_name = "NAME")]
         guest: Option<String>,
         #[command(flatten)]

@@ -126,6 +126,20 @@ fn every_strategy_shows_what_its_recipe_fixes() {
     assert!(nic["timing"]["nic_window_ms"].as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|ms| ms > 0.0)), "{}", nic["timing"]);
     let fix = get("agent-fixup");
     assert_eq!(fix["timing"]["fixup_ms"].as_array().unwrap().len(), 2);
+    // Issue 21's samples on the tiny guest's 6.1 kernel: a random uuid beside every kernel RNG
+    // sample, and no NEW_VMGENID uevent to listen for (Linux 6.8+), said as such.
+    let vmg = get("vmgenid");
+    let check = |s: &serde_json::Value, id: &str| s["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).cloned().unwrap_or_else(|| panic!("no {id}"));
+    let uuid = check(&vmg, "random_uuid");
+    assert!(["unique", "duplicate"].contains(&uuid["verdict"].as_str().unwrap()), "{uuid}");
+    for v in uuid["evidence"]["vms"].as_array().unwrap() {
+        let samples = v["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), clonesafe_protocol::KERNEL_RNG_SAMPLE_OFFSETS_MS.len(), "{v}");
+        assert!(samples.iter().all(|x| x["hex"].as_str().unwrap().len() == 36), "uuids: {v}");
+    }
+    let ev = check(&vmg, "vmgenid_uevent");
+    assert_eq!(ev["verdict"], "skipped", "{ev}");
+    assert!(ev["detail"].as_str().unwrap().contains("does not send NEW_VMGENID (Linux 6.8+)"), "{ev}");
     // Declared identities: marked, with their evidence; a command past its timeout_s shows what
     // it printed so far; one read right after resume carries its time.
     let check = |id: &str| fix["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();

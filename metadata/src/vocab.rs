@@ -109,6 +109,9 @@ named! {
         /// Hold each clone's first RNG read until it has proven its reseed: the vmgenid reseed
         /// seen (when the clone has vmgenid), then host entropy credited and the CRNG reseeded.
         RngGate = "rng-gate",
+        /// Give every VM a VMClock device (QEMU 9.1+ `-device vmclock`): a shared page whose
+        /// disruption marker (and, where present, generation counter) a clone can read at once.
+        Vmclock = "vmclock",
         /// Before the snapshot (or the template's shutdown), scrub deleted data from the guest's
         /// disk and page cache; afterwards, compact the disk images clones are made from.
         MitigateRemanence = "mitigate-remanence",
@@ -119,7 +122,7 @@ impl FixupId {
     /// The clone methods this fix-up composes with.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate => &[Method::Live, Method::SharedRam],
+            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate | FixupId::Vmclock => &[Method::Live, Method::SharedRam],
             FixupId::Sysprep => &[Method::ImageCopy],
             FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live, Method::SharedRam],
         }
@@ -220,6 +223,13 @@ named! {
         UserspaceRng = "userspace_rng",
         /// Whether each clone logged the vmgenid-triggered CRNG reseed.
         Vmgenid = "vmgenid",
+        /// /proc/sys/kernel/random/uuid right after resume, beside each kernel RNG sample.
+        RandomUuid = "random_uuid",
+        /// Whether each clone got the kernel's NEW_VMGENID uevent (Linux 6.8+), and when.
+        VmgenidUevent = "vmgenid_uevent",
+        /// Whether each clone saw the VMClock page's disruption marker or generation counter
+        /// change on resume, and when.
+        Vmclock = "vmclock",
         /// Whether, and how long after resume, each clone sees the hardware it was given.
         HwMismatchMs = "hw_mismatch_ms",
         /// Whether a deleted canary secret survives into the artifacts clones are made from.

@@ -10,8 +10,8 @@
 //! in which restored clones share CRNG state closes as soon as interrupts feed a reseed.
 
 use clonesafe_protocol::{
-    Disk, HostKey, Identity, Nic, Reply, Request, Sample, KERNEL_RNG_SAMPLE_OFFSETS_MS, MAX_LINE,
-    USERSPACE_RNG_SAMPLES, VMFORK_RESEED_MSG,
+    Disk, HostKey, Identity, Nic, Reply, Request, Sample, UeventWatch, KERNEL_RNG_SAMPLE_OFFSETS_MS, MAX_LINE,
+    UEVENT_WAIT_MS, USERSPACE_RNG_SAMPLES, VMFORK_RESEED_MSG,
 };
 use std::fs;
 use std::io::{Read, Write};
@@ -117,9 +117,16 @@ fn dirty(mib: u32, prng: &mut XorShift64) -> Reply {
     Reply::Dirtied { mib, ms: (monotonic_ns() - t) / 1_000_000 }
 }
 
-fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread::JoinHandle<Vec<Sample>>>) -> Reply {
+/// Kernel RNG samples and random uuids the sampler thread takes after the first.
+type Later = (Vec<Sample>, Vec<Sample>);
+
+fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread::JoinHandle<Later>>) -> Reply {
     match req {
         Request::Hold => {
+            // The uevent listener binds now, before the snapshot, so a clone hears what its
+            // kernel sends the moment it resumes.
+            uevents::listen();
+            vmclock::at_hold();
             getrandom8();
             Reply::Held
         }
@@ -135,6 +142,9 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             };
             let first = sample_kernel();
             let t0 = first.t_ns;
+            let random_uuid: Vec<Sample> = sample_uuid().into_iter().collect();
+            vmclock::at_resume();
+            uevents::went(t0);
             // A clock mark in the kernel log right after the first sample: the kernel log's
             // timestamps near it (the vmgenid reseed) convert to this clock with the offset of
             // this moment, not of a later one (under TCG the two clocks drift apart).
@@ -146,6 +156,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             // while the host goes on (new NIC, agent fix-up); `samples` collects them.
             *sampler = Some(std::thread::spawn(move || {
                 let mut out = Vec::new();
+                let mut uuids = Vec::new();
                 for &off in &KERNEL_RNG_SAMPLE_OFFSETS_MS[1..] {
                     let due = t0 + off * 1_000_000;
                     let now = monotonic_ns();
@@ -153,13 +164,17 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
                         std::thread::sleep(Duration::from_nanos(due - now));
                     }
                     out.push(sample_kernel());
+                    uuids.extend(sample_uuid());
                 }
-                out
+                (out, uuids)
             }));
-            Reply::Resumed { kernel_rng: vec![first], userspace_rng, gate }
+            Reply::Resumed { kernel_rng: vec![first], userspace_rng, random_uuid, gate }
         }
         Request::Samples => match sampler.take().map(|h| h.join()) {
-            Some(Ok(kernel_rng)) => Reply::Samples { kernel_rng },
+            Some(Ok((kernel_rng, random_uuid))) => {
+                let t0 = kernel_rng.first().map(|s| s.t_ns).unwrap_or(0).min(uevents::t0());
+                Reply::Samples { kernel_rng, random_uuid, uevents: Some(uevents::heard()), vmclock: Some(vmclock::watch(t0)) }
+            }
             Some(Err(_)) => Reply::Error { message: "sampler thread panicked".into() },
             None => Reply::Error { message: "samples before go".into() },
         },
@@ -636,6 +651,277 @@ fn sample_kernel() -> Sample {
     let t_ns = monotonic_ns();
     let b = getrandom8();
     Sample { t_ns, hex: b.iter().map(|x| format!("{x:02x}")).collect() }
+}
+
+/// `/proc/sys/kernel/random/uuid`: a fresh random UUID from the kernel's CRNG at each read, what
+/// applications read for ids (None where the kernel has no such file).
+fn sample_uuid() -> Option<Sample> {
+    let t_ns = monotonic_ns();
+    let u = fs::read_to_string("/proc/sys/kernel/random/uuid").ok()?;
+    Some(Sample { t_ns, hex: u.trim().to_string() })
+}
+
+/// The VMClock page (issue 21): read at `hold`, right after resume, and again
+/// [`clonesafe_protocol::VMCLOCK_AFTER_MS`] later, so what QEMU does to the disruption marker and
+/// the generation counter on a restore is measured. Layout: Linux
+/// include/uapi/linux/vmclock-abi.h (`struct vmclock_abi`, little-endian); the page is mapped
+/// read-only from /dev/vmclock0 (drivers/ptp/ptp_vmclock.c) and read under its seqcount.
+mod vmclock {
+    use super::monotonic_ns;
+    use clonesafe_protocol::{VmclockPage, VmclockWatch, VMCLOCK_AFTER_MS};
+    use std::sync::Mutex;
+
+    const DEV: &str = "/dev/vmclock0";
+    const MAGIC: u32 = 0x4b4c_4356; // "VCLK"
+    const GEN_COUNTER_PRESENT: u64 = 1 << 8;
+
+    static STATE: Mutex<(Option<VmclockPage>, Option<VmclockPage>, Option<String>)> = Mutex::new((None, None, None));
+
+    fn lock() -> std::sync::MutexGuard<'static, (Option<VmclockPage>, Option<VmclockPage>, Option<String>)> {
+        STATE.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn at_hold() {
+        let mut s = lock();
+        *s = (None, None, None);
+        match read() {
+            Ok(p) => s.0 = p,
+            Err(e) => s.2 = Some(e),
+        }
+    }
+
+    pub fn at_resume() {
+        let r = read();
+        let mut s = lock();
+        match r {
+            Ok(p) => s.1 = p,
+            Err(e) => s.2 = Some(e),
+        }
+    }
+
+    /// The three reads; waits until [`VMCLOCK_AFTER_MS`] after `t0_ns` for the last, only where
+    /// the device exists.
+    pub fn watch(t0_ns: u64) -> VmclockWatch {
+        let device = std::path::Path::new(DEV).exists();
+        let (at_hold, at_resume, mut error) = lock().clone();
+        let mut after = None;
+        if device {
+            let due = t0_ns + VMCLOCK_AFTER_MS * 1_000_000;
+            let now = monotonic_ns();
+            if due > now {
+                std::thread::sleep(std::time::Duration::from_nanos(due - now));
+            }
+            match read() {
+                Ok(p) => after = p,
+                Err(e) => error = Some(e),
+            }
+        }
+        VmclockWatch { device, error, at_hold, at_resume, after }
+    }
+
+    /// The page now (None: no device).
+    fn read() -> Result<Option<VmclockPage>, String> {
+        use std::os::unix::io::AsRawFd;
+        let f = match std::fs::File::open(DEV) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("open {DEV}: {e}")),
+        };
+        const LEN: usize = 4096;
+        // SAFETY: a read-only shared mapping of the device's one page, unmapped below; every
+        // read is a volatile load within it.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), LEN, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap {DEV}: {}", std::io::Error::last_os_error()));
+        }
+        let base = p as *const u8;
+        let rd = |off: usize, n: usize| -> u64 {
+            let mut v = 0u64;
+            for i in 0..n {
+                v |= (unsafe { std::ptr::read_volatile(base.add(off + i)) } as u64) << (8 * i);
+            }
+            v
+        };
+        let mut out = Err(format!("{DEV}: the seqcount never settled"));
+        for _ in 0..1000 {
+            let seq = rd(12, 4) as u32;
+            if seq & 1 == 1 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                continue;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            let magic = rd(0, 4) as u32;
+            let size = rd(4, 4) as u32;
+            let flags = rd(24, 8);
+            let page = VmclockPage {
+                t_ns: monotonic_ns(),
+                size,
+                version: rd(8, 2) as u16,
+                seq_count: seq,
+                disruption_marker: rd(16, 8),
+                flags,
+                clock_status: rd(34, 1) as u8,
+                vm_generation_counter: (flags & GEN_COUNTER_PRESENT != 0 && size >= 112).then(|| rd(104, 8)),
+            };
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if rd(12, 4) as u32 != seq {
+                continue;
+            }
+            out = if magic == MAGIC { Ok(Some(page)) } else { Err(format!("{DEV}: magic {magic:#x}, not VCLK")) };
+            break;
+        }
+        unsafe { libc::munmap(p, LEN) };
+        out
+    }
+}
+
+/// The NEW_VMGENID uevent listener (issue 21). Linux 6.8+ sends `NEW_VMGENID=1` on the vmgenid
+/// device's kobject right after it has fed the new generation id to the RNG
+/// (drivers/virt/vmgenid.c, vmgenid_notify()); user space can wait for it instead of polling.
+mod uevents {
+    use clonesafe_protocol::UEVENT_HEADS;
+    use super::{monotonic_ns, UeventWatch, UEVENT_WAIT_MS};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Heard {
+        error: Option<String>,
+        new_vmgenid_ns: Vec<u64>,
+        seen: u32,
+        heads: Vec<String>,
+        /// A synthetic uevent (`SYNTH_UUID=`) was heard: the positive control.
+        synthetic: bool,
+        /// The first post-`go` sample's time: where the wait for a late uevent counts from.
+        t0_ns: u64,
+    }
+
+    static HEARD: Mutex<Option<Arc<Mutex<Heard>>>> = Mutex::new(None);
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bind a NETLINK_KOBJECT_UEVENT socket to the kernel's broadcast group and read it on a
+    /// thread of its own until the probe exits. A second `hold` starts counting again.
+    pub fn listen() {
+        let mut g = lock(&HEARD);
+        if let Some(h) = g.as_ref() {
+            let mut h = lock(h);
+            h.new_vmgenid_ns.clear();
+            h.seen = 0;
+            h.heads.clear();
+            h.synthetic = false;
+            return;
+        }
+        let heard = Arc::new(Mutex::new(Heard::default()));
+        *g = Some(heard.clone());
+        // SAFETY: plain socket(2)/bind(2) calls on a zeroed sockaddr_nl of the right size.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_KOBJECT_UEVENT) };
+        if fd < 0 {
+            lock(&heard).error = Some(format!("socket(NETLINK_KOBJECT_UEVENT): {}", std::io::Error::last_os_error()));
+            return;
+        }
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = 1;
+        let r = unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_nl).cast(), std::mem::size_of::<libc::sockaddr_nl>() as u32) };
+        if r < 0 {
+            lock(&heard).error = Some(format!("bind(uevent group 1): {}", std::io::Error::last_os_error()));
+            unsafe { libc::close(fd) };
+            return;
+        }
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let t = monotonic_ns();
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // ENOBUFS: the socket overflowed; uevents were lost, and the report says so.
+                    lock(&heard).error = Some(format!("recv: {e}"));
+                    if e.raw_os_error() == Some(libc::ENOBUFS) {
+                        continue;
+                    }
+                    return;
+                }
+                let msg = &buf[..n as usize];
+                let mut h = lock(&heard);
+                h.seen += 1;
+                if h.heads.len() < UEVENT_HEADS {
+                    let head = msg.split(|b| *b == 0).next().unwrap_or_default();
+                    h.heads.push(String::from_utf8_lossy(&head[..head.len().min(160)]).into_owned());
+                }
+                if msg.split(|b| *b == 0).any(|kv| kv == b"NEW_VMGENID=1") {
+                    h.new_vmgenid_ns.push(t);
+                }
+                if msg.split(|b| *b == 0).any(|kv| kv.starts_with(b"SYNTH_UUID=")) {
+                    h.synthetic = true;
+                }
+            }
+        });
+    }
+
+    /// When `go` sampled first (0: no `go` yet).
+    pub fn t0() -> u64 {
+        lock(&HEARD).as_ref().map(|h| lock(h).t0_ns).unwrap_or(0)
+    }
+
+    /// `go` sampled first at `t0_ns`.
+    pub fn went(t0_ns: u64) {
+        if let Some(h) = lock(&HEARD).as_ref() {
+            lock(h).t0_ns = t0_ns;
+        }
+    }
+
+    /// What was heard; waits up to [`UEVENT_WAIT_MS`] after the first sample for a NEW_VMGENID
+    /// that should come (a vmgenid device and a 6.8+ kernel) and has not yet.
+    pub fn heard() -> UeventWatch {
+        let kernel = kernel_release();
+        let device = std::fs::read_dir("/sys/bus/acpi/devices").ok().and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("QEMUVGID") || n.starts_with("VMGENCTR"))));
+        let vmgenid_device = device.is_some();
+        let Some(h) = lock(&HEARD).clone() else {
+            return UeventWatch { kernel, vmgenid_device, error: Some("not listening: no hold before go".into()), ..Default::default() };
+        };
+        if vmgenid_device && sends_new_vmgenid(&kernel) {
+            let deadline = lock(&h).t0_ns + UEVENT_WAIT_MS * 1_000_000;
+            while lock(&h).new_vmgenid_ns.is_empty() && monotonic_ns() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        // No NEW_VMGENID from a guest with the device: prove the listener hears that device at
+        // all, with a synthetic uevent (writing "change" to its sysfs uevent file).
+        let mut control_heard = None;
+        if let Some(dev) = device.filter(|_| lock(&h).new_vmgenid_ns.is_empty()) {
+            control_heard = Some(std::fs::write(dev.join("uevent"), "change").is_ok() && {
+                let deadline = monotonic_ns() + 500_000_000;
+                while !lock(&h).synthetic && monotonic_ns() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                lock(&h).synthetic
+            });
+        }
+        let h = lock(&h);
+        UeventWatch { kernel, vmgenid_device, error: h.error.clone(), new_vmgenid_ns: h.new_vmgenid_ns.clone(), seen: h.seen, control_heard, heads: h.heads.clone() }
+    }
+
+    fn kernel_release() -> String {
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        if unsafe { libc::uname(&mut u) } != 0 {
+            return String::new();
+        }
+        let b: Vec<u8> = u.release.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// Linux 6.8 and later send it.
+    pub fn sends_new_vmgenid(release: &str) -> bool {
+        let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        (major, minor) >= (6, 8)
+    }
 }
 
 fn getrandom8() -> [u8; 8] {

@@ -251,10 +251,26 @@ pub enum Reply {
     Resumed {
         kernel_rng: Vec<Sample>,
         userspace_rng: Vec<Sample>,
+        /// `/proc/sys/kernel/random/uuid` read right after the first kernel RNG sample (the
+        /// uuid as the sample's text).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        random_uuid: Vec<Sample>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<GateDone>,
     },
-    Samples { kernel_rng: Vec<Sample> },
+    Samples {
+        kernel_rng: Vec<Sample>,
+        /// A random uuid read right after each later kernel RNG sample.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        random_uuid: Vec<Sample>,
+        /// What the uevent listener (opened at `hold`, before the snapshot) heard.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uevents: Option<UeventWatch>,
+        /// The VMClock page at `hold`, right after resume and 1 s later (None: no probe support;
+        /// `device: false`: no /dev/vmclock0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vmclock: Option<VmclockWatch>,
+    },
     Report { identity: Identity },
     Written { path: String },
     File { path: String, data: Option<String> },
@@ -276,6 +292,83 @@ pub enum Reply {
     Executed { output: ExecOutput },
     Error { message: String },
 }
+
+/// The kernel uevents a probe heard between `hold` and `samples`: a NETLINK_KOBJECT_UEVENT
+/// socket bound before the snapshot, read on its own thread, so a clone's `NEW_VMGENID=1` is
+/// timed when it arrives, on the clock of the RNG samples. Linux 6.8 added that uevent
+/// (ad6bcdad2b67, "vmgenid: emit uevent when VMGENID updates": drivers/virt/vmgenid.c,
+/// vmgenid_notify() after add_vmfork_randomness()); a revert was posted in April 2024 ("Revert
+/// \"vmgenid: emit uevent when VMGENID updates\"", Cc stable), and Debian's 6.12 and 7.3 were
+/// measured not to send it: hence the positive control.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UeventWatch {
+    /// `uname -r`: whether the kernel sends the uevent at all (6.8+).
+    pub kernel: String,
+    /// Whether the guest has a vmgenid device (ACPI `QEMUVGID` or `VM_Gen_Counter`).
+    pub vmgenid_device: bool,
+    /// Why the listener could not listen (None: it listened from `hold` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// CLOCK_MONOTONIC (ns) at which each `NEW_VMGENID=1` uevent was received.
+    pub new_vmgenid_ns: Vec<u64>,
+    /// Every uevent received in that time, of any kind.
+    pub seen: u32,
+    /// The positive control, when the guest has a vmgenid device and no NEW_VMGENID came: the
+    /// probe asked the kernel for a synthetic `change` uevent of that device (its sysfs `uevent`
+    /// file) and says whether the listener heard it (None: not tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_heard: Option<bool>,
+    /// The first line (`ACTION@DEVPATH`) of the first [`UEVENT_HEADS`] of them, each cut at 160
+    /// bytes: what else the kernel said.
+    #[serde(default)]
+    pub heads: Vec<String>,
+}
+
+/// The VMClock device's shared page (Linux include/uapi/linux/vmclock-abi.h, `struct
+/// vmclock_abi`), read through /dev/vmclock0 (drivers/ptp/ptp_vmclock.c, Linux 6.13+) under its
+/// seqcount. QEMU's `-device vmclock` (9.1+) provides it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmclockPage {
+    /// CLOCK_MONOTONIC (ns) when read.
+    pub t_ns: u64,
+    pub size: u32,
+    pub version: u16,
+    pub seq_count: u32,
+    /// Changes to another non-repeating value when the CPU counter is disrupted (a migration).
+    pub disruption_marker: u64,
+    pub flags: u64,
+    pub clock_status: u8,
+    /// Bumped each time the guest is loaded from a saved state, when the hypervisor says it does
+    /// (flags bit 8, VMCLOCK_FLAG_VM_GEN_COUNTER_PRESENT) and the page is large enough to hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_generation_counter: Option<u64>,
+}
+
+/// The VMClock page a probe read at `hold` (before the snapshot: what each clone inherits), right
+/// after the first post-resume sample, and [`VMCLOCK_AFTER_MS`] after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmclockWatch {
+    /// Whether /dev/vmclock0 exists.
+    pub device: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hold: Option<VmclockPage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_resume: Option<VmclockPage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<VmclockPage>,
+}
+
+/// When the VMClock page is read the second time, in ms after the first post-resume sample.
+pub const VMCLOCK_AFTER_MS: u64 = 1000;
+
+/// How many uevents' first lines a [`UeventWatch`] keeps.
+pub const UEVENT_HEADS: usize = 16;
+
+/// How long after the first post-`go` sample `samples` waits for a `NEW_VMGENID` uevent that
+/// has not come yet, when the guest has a vmgenid device and a kernel that sends it.
+pub const UEVENT_WAIT_MS: u64 = 1000;
 
 /// Offsets from the first post-`go` sample at which kernel RNG samples are taken, in ms
 /// (the first, 0, is taken by `go` itself; the rest by `samples`).
@@ -307,6 +400,7 @@ mod tests {
         let r = Reply::Resumed {
             kernel_rng: vec![Sample { t_ns: 5, hex: "00ff".into() }],
             userspace_rng: vec![],
+            random_uuid: vec![],
             gate: None,
         };
         let s = serde_json::to_string(&r).unwrap();

@@ -50,8 +50,20 @@ pub enum AgentError {
 pub struct Resumed {
     pub kernel_rng: Vec<Sample>,
     pub userspace_rng: Vec<Sample>,
+    /// Random uuids from the kernel, the first read right after the first kernel RNG sample.
+    pub random_uuid: Vec<Sample>,
     /// What the rng-gate did before the first sample, when `go` carried one.
     pub gate: Option<GateDone>,
+}
+
+/// What `samples` collects: the later kernel RNG samples and random uuids, and what the uevent
+/// listener heard (None: the probe predates it).
+#[derive(Debug, Clone, Default)]
+pub struct Later {
+    pub kernel_rng: Vec<Sample>,
+    pub random_uuid: Vec<Sample>,
+    pub uevents: Option<clonesafe_protocol::UeventWatch>,
+    pub vmclock: Option<clonesafe_protocol::VmclockWatch>,
 }
 
 impl Resumed {
@@ -99,7 +111,7 @@ pub trait GuestAgent: Send {
     /// The kernel RNG first, then the program PRNG; later samples are taken at fixed offsets
     /// and collected by [`GuestAgent::samples`]. With a `gate`, the first sample waits for it.
     async fn go(&mut self, gate: Option<Gate>, t: Duration) -> Result<Resumed, AgentError>;
-    async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError>;
+    async fn samples(&mut self, t: Duration) -> Result<Later, AgentError>;
     /// The identity as the guest sees it, with file-based identities read from `sources`.
     async fn report(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError>;
     /// Credit `entropy` to the kernel, reseed the CRNG, regenerate the guest's identities and

@@ -19,7 +19,7 @@ use super::serial::ProbeChannel;
 use super::{AgentError, FixupDone, GuestAgent, Resumed};
 use async_trait::async_trait;
 use base64::Engine;
-use clonesafe_protocol::{Disk, Gate, HostKey, Identity, Nic, Sample, Sources};
+use clonesafe_protocol::{Disk, Gate, HostKey, Identity, Nic, Sources};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -534,7 +534,7 @@ impl GuestAgent for Qga {
         self.probe("read the guest's addresses")?.addrs(t).await
     }
 
-    async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {
+    async fn samples(&mut self, t: Duration) -> Result<super::Later, AgentError> {
         self.probe("collect RNG samples")?.samples(t).await
     }
 

@@ -4,7 +4,7 @@
 
 use super::{AgentError, FixupDone, GuestAgent, Resumed};
 use async_trait::async_trait;
-use clonesafe_protocol::{Gate, Identity, Reply, Request, Sample, Sources, MAX_LINE};
+use clonesafe_protocol::{Gate, Identity, Reply, Request, Sources, MAX_LINE};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -115,7 +115,7 @@ impl GuestAgent for ProbeChannel {
     async fn go(&mut self, gate: Option<Gate>, t: Duration) -> Result<Resumed, AgentError> {
         let wait = gate.as_ref().map(|g| Duration::from_millis(g.wait_vmgenid_ms)).unwrap_or_default();
         match self.call(&Request::Go { gate }, t + wait).await? {
-            Reply::Resumed { kernel_rng, userspace_rng, gate } => Ok(Resumed { kernel_rng, userspace_rng, gate }),
+            Reply::Resumed { kernel_rng, userspace_rng, random_uuid, gate } => Ok(Resumed { kernel_rng, userspace_rng, random_uuid, gate }),
             other => Err(unexpected("resumed", &other)),
         }
     }
@@ -187,9 +187,10 @@ impl GuestAgent for ProbeChannel {
         }
     }
 
-    async fn samples(&mut self, t: Duration) -> Result<Vec<Sample>, AgentError> {
-        match self.call(&Request::Samples, t).await? {
-            Reply::Samples { kernel_rng } => Ok(kernel_rng),
+    async fn samples(&mut self, t: Duration) -> Result<super::Later, AgentError> {
+        // The probe may wait for a late NEW_VMGENID uevent (UEVENT_WAIT_MS after its first sample).
+        match self.call(&Request::Samples, t + Duration::from_millis(clonesafe_protocol::UEVENT_WAIT_MS)).await? {
+            Reply::Samples { kernel_rng, random_uuid, uevents, vmclock } => Ok(super::Later { kernel_rng, random_uuid, uevents, vmclock }),
             other => Err(unexpected("samples", &other)),
         }
     }

@@ -24,6 +24,8 @@ pub enum Capability {
     NicHotplug,
     /// A VM generation ID device whose ID each clone gets fresh.
     Vmgenid,
+    /// A VMClock device (QEMU 9.1+ `-device vmclock`), declared when the emulator has it.
+    Vmclock,
     /// Guest RAM in a shared file, a snapshot of device state only, and clones that map the
     /// RAM file copy-on-write ([`super::snapshot::Ram::Shared`]).
     SharedRam,
@@ -52,6 +54,7 @@ impl Capability {
             Capability::LiveSnapshot => "live-snapshot",
             Capability::NicHotplug => "nic-hotplug",
             Capability::Vmgenid => "vmgenid",
+            Capability::Vmclock => "vmclock",
             Capability::SharedRam => "shared-ram",
             Capability::WarmPool => "warm-pool",
             Capability::SegmentNetwork => "segment-network",
@@ -77,6 +80,10 @@ impl Capabilities {
     }
     pub fn has(&self, c: Capability) -> bool {
         self.0.contains(&c)
+    }
+    pub fn with(mut self, c: Capability) -> Self {
+        self.0.insert(c);
+        self
     }
     pub fn without(mut self, c: Capability) -> Self {
         self.0.remove(&c);

@@ -33,6 +33,29 @@ pub fn qemu_binary() -> PathBuf {
     std::env::var_os("CLONESAFE_QEMU").map(PathBuf::from).unwrap_or_else(|| "qemu-system-x86_64".into())
 }
 
+/// Whether the QEMU in use has device `name`: `-device NAME,help` answers with its options (or
+/// "There are no options for NAME"), or "Device 'NAME' not found". Asked once per device and
+/// process, bounded. (`-device help` itself lists nothing useful for a QEMU in a private prefix:
+/// it tries to load the system QEMU's modules and stops.)
+pub fn has_device(name: &str) -> bool {
+    static CACHE: std::sync::Mutex<Vec<(PathBuf, String, bool)>> = std::sync::Mutex::new(Vec::new());
+    let bin = qemu_binary();
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, _, has)) = c.iter().find(|(b, n, _)| *b == bin && n == name) {
+        return *has;
+    }
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(firmware_args()).args(["-machine", "none", "-nodefaults", "-display", "none", "-device", &format!("{name},help")]);
+    let has = crate::tools::bounded::output(&mut cmd, std::time::Duration::from_secs(10), 256 << 10)
+        .map(|o| {
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            o.status.success() && !text.contains("not found")
+        })
+        .unwrap_or(false);
+    c.push((bin, name.to_string(), has));
+    has
+}
+
 /// Whether the QEMU in use is a private one (`--emulator` into a prefix other than /usr).
 pub fn is_private() -> bool {
     !firmware_args().is_empty()

@@ -143,14 +143,14 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
                 s.rng = s.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 Sample { t_ns: 0, hex: format!("{:016x}", s.rng) }
             };
-            Reply::Resumed { kernel_rng: vec![next()], userspace_rng: vec![next()], gate }
+            Reply::Resumed { kernel_rng: vec![next()], userspace_rng: vec![next()], random_uuid: vec![], gate }
         }
         Request::Reseed { .. } => Reply::Reseeded { t_ns: 1 },
         Request::Time => Reply::Time { realtime_ns: 0, monotonic_ns: 0 },
         Request::SetTime { .. } => Reply::TimeSet,
         Request::Dirty { mib } => Reply::Dirtied { mib, ms: 0 },
         Request::Addrs => Reply::Addrs { if_inet6: String::new(), ipv4: vec![] },
-        Request::Samples => Reply::Samples { kernel_rng: vec![next()] },
+        Request::Samples => Reply::Samples { kernel_rng: vec![next()], random_uuid: vec![], uevents: None, vmclock: None },
         Request::Report { .. } => Reply::Report {
             identity: Identity {
                 nics: vec![Nic { name: "eth0".into(), mac: s.mac.clone() }],

@@ -25,6 +25,8 @@ pub struct Devices {
     pub nic: bool,
     /// A VM generation ID device.
     pub vmgenid: bool,
+    /// A VMClock device (QEMU 9.1+).
+    pub vmclock: bool,
     /// A read-only cloud-init NoCloud seed disk (`seed.iso` in the VM's directory).
     pub seed: bool,
 }
@@ -71,7 +73,7 @@ pub struct Machine {
 impl Machine {
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
         let vcpus = guest.vcpus;
-        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, seed: false }, kernel_args: vec![], network: crate::scenario::Network::User }
+        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, vmclock: false, seed: false }, kernel_args: vec![], network: crate::scenario::Network::User }
     }
 
     /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.

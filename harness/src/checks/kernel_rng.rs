@@ -1,8 +1,9 @@
-//! `kernel_rng`: getrandom(2) output in each VM right after resume. The first post-resume sample
-//! decides the values; every sample index is compared, and the detail says for how long after
-//! resume the VMs kept producing identical output.
+//! `kernel_rng`: getrandom(2) output in each VM right after resume, and `random_uuid`: the
+//! kernel's random uuid read beside each sample. The first post-resume sample decides the
+//! values; every sample index is compared, and the detail says for how long after resume the VMs
+//! kept producing identical output.
 
-use super::common::{error, from_values, Check, Evidence};
+use super::common::{error, from_values, skipped, Check, Evidence};
 use super::compare::compare;
 use crate::probes::Observation;
 use clonesafe_metadata::{CheckId, CheckResult, Verdict};
@@ -22,63 +23,89 @@ impl Check for KernelRng {
         if let Some(o) = obs.iter().find(|o| o.kernel_rng.is_empty()) {
             return error(id, obs, format!("{}: no kernel RNG samples", o.vm));
         }
-        let firsts: Vec<String> = obs.iter().map(|o| o.kernel_rng[0].hex.clone()).collect();
-        let n_samples = obs.iter().map(|o| o.kernel_rng.len()).min().unwrap_or(0);
-        let mut per_index = Vec::new();
-        let mut last_dup: Option<usize> = None;
-        for i in 0..n_samples {
-            let vals: Vec<Option<String>> = obs.iter().map(|o| Some(o.kernel_rng[i].hex.clone())).collect();
-            let c = compare(&vals);
-            if c.verdict == Verdict::Duplicate {
-                last_dup = Some(i);
-            }
-            per_index.push(json!({ "index": i, "offset_ms": max_offset_ms(obs, i), "distinct": c.distinct, "of": obs.len() }));
-        }
-        let mut r = from_values(id, obs, firsts);
-        if r.verdict == Verdict::Skipped {
-            return r;
-        }
-        // The race made visible: each clone's vmgenid reseed (kernel log, converted to the probe's
-        // monotonic clock) beside its first sample.
-        let samples: Vec<Value> = obs
-            .iter()
-            .map(|o| {
-                let first = o.kernel_rng[0].t_ns;
-                let reseeds = o.identity.as_ref().map(|i| i.vmfork_reseed_ns.clone()).unwrap_or_default();
-                let before = reseeds.iter().any(|r| *r > first);
-                json!({
-                    "vm": o.vm,
-                    "samples": rel_samples(&o.kernel_rng),
-                    "vmgenid_reseed_ms_after_first_sample": reseeds.iter().map(|r| (*r as f64 - first as f64) / 1e6).collect::<Vec<_>>(),
-                    "read_before_its_reseed": before,
-                })
-            })
-            .collect();
-        let early: Vec<&str> = obs
-            .iter()
-            .filter(|o| o.identity.as_ref().is_some_and(|i| i.vmfork_reseed_ns.iter().any(|r| *r > o.kernel_rng[0].t_ns)))
-            .map(|o| o.vm.as_str())
-            .collect();
-        let identical_ms = last_dup.map(|i| max_offset_ms(obs, i));
-        if last_dup.is_some() && r.verdict == Verdict::Unique {
-            r.verdict = Verdict::Duplicate;
-        }
-        r.detail = match last_dup {
-            None => format!("first post-resume samples: {}; no sample repeated across VMs", r.detail),
-            Some(i) => format!(
-                "first post-resume samples: {}; VMs still shared output at sample {} of {} (+{:.1} ms after the first)",
-                r.detail,
-                i + 1,
-                n_samples,
-                identical_ms.unwrap_or(0.0)
-            ),
-        };
-        if !early.is_empty() {
-            r.detail = format!("{}; read before its vmgenid reseed: {}", r.detail, early.join(", "));
-        }
-        r.evidence = Some(json!({ "per_sample": per_index, "identical_until_ms": identical_ms, "vms": samples }));
-        r
+        sampled(id, obs, |o| &o.kernel_rng)
     }
+}
+
+pub struct RandomUuid;
+
+impl Check for RandomUuid {
+    fn id(&self) -> CheckId {
+        CheckId::RandomUuid
+    }
+
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let id = CheckId::RandomUuid;
+        if obs.iter().all(|o| o.random_uuid.is_empty()) {
+            return skipped(id, vec![Value::Null; obs.len()], "no VM's probe read /proc/sys/kernel/random/uuid (a probe older than the check, or a kernel without the file)");
+        }
+        if let Some(o) = obs.iter().find(|o| o.random_uuid.is_empty()) {
+            return error(id, obs, format!("{}: no random uuid read", o.vm));
+        }
+        sampled(id, obs, |o| &o.random_uuid)
+    }
+}
+
+/// The verdict on one series of post-resume samples (`of`), with how long the VMs kept sharing
+/// it and, beside each VM's first sample, its vmgenid reseed.
+fn sampled(id: CheckId, obs: &[Observation], of: fn(&Observation) -> &[Sample]) -> CheckResult {
+    let firsts: Vec<String> = obs.iter().map(|o| of(o)[0].hex.clone()).collect();
+    let n_samples = obs.iter().map(|o| of(o).len()).min().unwrap_or(0);
+    let mut per_index = Vec::new();
+    let mut last_dup: Option<usize> = None;
+    for i in 0..n_samples {
+        let vals: Vec<Option<String>> = obs.iter().map(|o| Some(of(o)[i].hex.clone())).collect();
+        let c = compare(&vals);
+        if c.verdict == Verdict::Duplicate {
+            last_dup = Some(i);
+        }
+        per_index.push(json!({ "index": i, "offset_ms": max_offset_ms(obs, of, i), "distinct": c.distinct, "of": obs.len() }));
+    }
+    let mut r = from_values(id, obs, firsts);
+    if r.verdict == Verdict::Skipped {
+        return r;
+    }
+    // The race made visible: each clone's vmgenid reseed (kernel log, converted to the probe's
+    // monotonic clock) beside its first sample.
+    let samples: Vec<Value> = obs
+        .iter()
+        .map(|o| {
+            let first = of(o)[0].t_ns;
+            let reseeds = o.identity.as_ref().map(|i| i.vmfork_reseed_ns.clone()).unwrap_or_default();
+            let before = reseeds.iter().any(|r| *r > first);
+            json!({
+                "vm": o.vm,
+                "samples": rel_samples(of(o)),
+                "vmgenid_reseed_ms_after_first_sample": reseeds.iter().map(|r| (*r as f64 - first as f64) / 1e6).collect::<Vec<_>>(),
+                "read_before_its_reseed": before,
+            })
+        })
+        .collect();
+    let early: Vec<&str> = obs
+        .iter()
+        .filter(|o| o.identity.as_ref().is_some_and(|i| i.vmfork_reseed_ns.iter().any(|r| *r > of(o)[0].t_ns)))
+        .map(|o| o.vm.as_str())
+        .collect();
+    let identical_ms = last_dup.map(|i| max_offset_ms(obs, of, i));
+    if last_dup.is_some() && r.verdict == Verdict::Unique {
+        r.verdict = Verdict::Duplicate;
+    }
+    r.detail = match last_dup {
+        None => format!("first post-resume samples: {}; no sample repeated across VMs", r.detail),
+        Some(i) => format!(
+            "first post-resume samples: {}; VMs still shared output at sample {} of {} (+{:.1} ms after the first)",
+            r.detail,
+            i + 1,
+            n_samples,
+            identical_ms.unwrap_or(0.0)
+        ),
+    };
+    if !early.is_empty() {
+        r.detail = format!("{}; read before its vmgenid reseed: {}", r.detail, early.join(", "));
+    }
+    r.evidence = Some(json!({ "per_sample": per_index, "identical_until_ms": identical_ms, "vms": samples }));
+    r
 }
 
 fn rel_samples(s: &[Sample]) -> Vec<Value> {
@@ -86,6 +113,6 @@ fn rel_samples(s: &[Sample]) -> Vec<Value> {
     s.iter().map(|x| json!({ "offset_ms": (x.t_ns.saturating_sub(t0)) as f64 / 1e6, "hex": x.hex })).collect()
 }
 
-fn max_offset_ms(obs: &[Observation], i: usize) -> f64 {
-    obs.iter().map(|o| o.kernel_rng[i].t_ns.saturating_sub(o.kernel_rng[0].t_ns) as f64 / 1e6).fold(0.0, f64::max)
+fn max_offset_ms(obs: &[Observation], of: fn(&Observation) -> &[Sample], i: usize) -> f64 {
+    obs.iter().map(|o| of(o)[i].t_ns.saturating_sub(of(o)[0].t_ns) as f64 / 1e6).fold(0.0, f64::max)
 }

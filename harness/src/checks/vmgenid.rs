@@ -40,3 +40,159 @@ impl Check for Vmgenid {
         CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: None }
     }
 }
+
+/// `vmgenid_uevent`: did each clone's user space get told? Linux 6.8 added a `NEW_VMGENID=1`
+/// uevent on the vmgenid device right after feeding the new id to the RNG (drivers/virt/vmgenid.c,
+/// vmgenid_notify(), commit ad6bcdad2b67); a revert was posted in April 2024. The probe listens
+/// from `hold` on, before the snapshot, and times each arrival on the clock of the RNG samples;
+/// the values are ms after the VM's first post-resume sample (negative: it came before the probe
+/// was asked for it). Where the kernel logs the reseed and sends nothing, a synthetic uevent of
+/// the device tells a deaf listener (error) from a kernel that does not send it (skipped).
+pub struct VmgenidUevent;
+
+/// Linux 6.8 and later send the uevent (the probe's rule, repeated for the verdict).
+fn sends_new_vmgenid(release: &str) -> bool {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (6, 8)
+}
+
+impl Check for VmgenidUevent {
+    fn id(&self) -> CheckId {
+        CheckId::VmgenidUevent
+    }
+
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let id = CheckId::VmgenidUevent;
+        if obs.iter().all(|o| o.uevents.is_none()) {
+            return skipped(id, vec![serde_json::Value::Null; obs.len()], "no VM's probe listened for uevents (a probe older than the check)");
+        }
+        let mut watches = Vec::new();
+        for o in obs {
+            match &o.uevents {
+                Some(w) => watches.push(w),
+                None => return error(id, obs, format!("{}: its probe reported no uevent listener", o.vm)),
+            }
+        }
+        if !ev.restored() {
+            return skipped(id, vec![serde_json::Value::Null; obs.len()], "VMs were booted, not restored from a snapshot: there is no fork to signal");
+        }
+        if let Some((o, w)) = obs.iter().zip(&watches).find(|(_, w)| !sends_new_vmgenid(&w.kernel)) {
+            return skipped(id, vec![serde_json::Value::Null; obs.len()], format!("{}: kernel {} does not send NEW_VMGENID (Linux 6.8+)", o.vm, w.kernel));
+        }
+        if let Some((o, e)) = obs.iter().zip(&watches).find_map(|(o, w)| w.error.as_ref().map(|e| (o, e))) {
+            return error(id, obs, format!("{}: the uevent listener failed: {e}", o.vm));
+        }
+        let first_ns = |o: &crate::probes::Observation| o.kernel_rng.first().map(|s| s.t_ns);
+        let ms: Vec<Option<f64>> = obs.iter().zip(&watches).map(|(o, w)| Some((*w.new_vmgenid_ns.first()? as f64 - first_ns(o)? as f64) / 1e6)).collect();
+        let values: Vec<serde_json::Value> = ms.iter().map(|m| json!(m)).collect();
+        let got: Vec<f64> = ms.iter().flatten().copied().collect();
+        let evidence = json!({
+            "unit": "ms after the VM's first post-resume sample",
+            "vms": obs.iter().zip(&watches).map(|(o, w)| json!({
+                "vm": o.vm,
+                "kernel": w.kernel,
+                "vmgenid_device": w.vmgenid_device,
+                "uevents_heard": w.seen,
+                "first_lines": w.heads,
+                "positive_control_heard": w.control_heard,
+                "new_vmgenid_ms": w.new_vmgenid_ns.iter().filter_map(|t| Some((*t as f64 - first_ns(o)? as f64) / 1e6)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        // A clone whose kernel logged the vmgenid reseed and sent no NEW_VMGENID: either the
+        // listener is deaf (its positive control, a synthetic uevent of the same device, went
+        // unheard: error) or the kernel does not send it (control heard: skipped, as measured;
+        // the uevent was added in 6.8 and a revert posted in 2024, see the protocol's UeventWatch).
+        let silent: Vec<(&crate::probes::Observation, &&clonesafe_protocol::UeventWatch)> =
+            obs.iter().zip(&watches).filter(|(o, w)| w.new_vmgenid_ns.is_empty() && o.identity.as_ref().is_some_and(|i| i.vmfork_reseeds > 0)).collect();
+        if let Some((o, _)) = silent.iter().find(|(_, w)| w.control_heard != Some(true)) {
+            let mut r = error(id, obs, format!("{}: the kernel logged the vmgenid reseed, no NEW_VMGENID uevent was heard, and the listener's positive control (a synthetic uevent of the vmgenid device) was not heard either: the listener cannot be trusted", o.vm));
+            r.evidence = Some(evidence);
+            return r;
+        }
+        if let Some((o, w)) = silent.first() {
+            let mut r = skipped(
+                id,
+                values,
+                format!("{}: kernel {} logged the vmgenid reseed but sent no NEW_VMGENID uevent, while the listener heard a synthetic uevent of the same device: this kernel does not send it (Linux 6.8 added it; a revert followed in 2024)", o.vm, w.kernel),
+            );
+            r.evidence = Some(evidence);
+            return r;
+        }
+        let (verdict, detail) = if got.len() == obs.len() {
+            let (lo, hi) = got.iter().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+            (Verdict::Unique, format!("every clone ({} of {}) received NEW_VMGENID, {lo:.1} to {hi:.1} ms after its first sample", got.len(), obs.len()))
+        } else {
+            let without: Vec<&str> = obs.iter().zip(&watches).filter(|(_, w)| !w.vmgenid_device).map(|(o, _)| o.vm.as_str()).collect();
+            let why = if without.is_empty() { String::new() } else { format!(" (no vmgenid device: {})", without.join(", ")) };
+            (Verdict::Duplicate, format!("{} of {} clones never received NEW_VMGENID{why}: their user space cannot learn of the fork", obs.len() - got.len(), obs.len()))
+        };
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: Some(evidence) }
+    }
+}
+
+/// `vmclock`: did each clone see, through /dev/vmclock0, that it was restored? The probe read the
+/// page at `hold` (what the snapshot carries), right after resume, and
+/// [`clonesafe_protocol::VMCLOCK_AFTER_MS`] later; a clone saw it when the disruption marker or
+/// the generation counter differs from the value at `hold`. What QEMU does to those fields on a
+/// load is measured here, not assumed (QEMU 10.0.2: the marker goes from 1 to 2 in every clone,
+/// no generation counter). The second read is at `samples`, at least 1 s after the first sample.
+pub struct Vmclock;
+
+impl Check for Vmclock {
+    fn id(&self) -> CheckId {
+        CheckId::Vmclock
+    }
+
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let id = CheckId::Vmclock;
+        let null = || vec![serde_json::Value::Null; obs.len()];
+        if obs.iter().all(|o| !o.vmclock.as_ref().is_some_and(|w| w.device)) {
+            return skipped(id, null(), "no VM has /dev/vmclock0 (QEMU's vmclock device, the vmclock fix-up, and Linux 6.13+ with ptp_vmclock)");
+        }
+        if !ev.restored() {
+            return skipped(id, null(), "VMs were booted, not restored from a snapshot: there is no restore to signal");
+        }
+        let mut per = Vec::new();
+        for o in obs {
+            let Some(w) = o.vmclock.as_ref().filter(|w| w.device) else {
+                return error(id, obs, format!("{}: no /dev/vmclock0 where the other VMs have one", o.vm));
+            };
+            if let Some(e) = &w.error {
+                return error(id, obs, format!("{}: reading /dev/vmclock0: {e}", o.vm));
+            }
+            let (Some(h), Some(r), Some(a)) = (&w.at_hold, &w.at_resume, &w.after) else {
+                return error(id, obs, format!("{}: the VMClock page was not read at hold, at resume and after", o.vm));
+            };
+            let changed = |p: &clonesafe_protocol::VmclockPage| p.disruption_marker != h.disruption_marker || p.vm_generation_counter != h.vm_generation_counter;
+            let seen = if changed(r) {
+                "at resume"
+            } else if changed(a) {
+                "after 1 s"
+            } else {
+                "never"
+            };
+            per.push((o, h, r, a, seen));
+        }
+        let values: Vec<serde_json::Value> = per.iter().map(|(_, _, _, _, seen)| json!(seen)).collect();
+        let evidence = json!({
+            "vms": per.iter().map(|(o, h, r, a, seen)| json!({
+                "vm": o.vm, "seen": seen,
+                "at_hold": h, "at_resume": r, "after": a,
+            })).collect::<Vec<_>>(),
+        });
+        let told = per.iter().filter(|p| p.4 != "never").count();
+        // A changed marker tells a clone it was restored; it is no identity of its own when every
+        // clone got the same new value (QEMU 10.0 was measured to do that).
+        let markers: std::collections::BTreeSet<u64> = per.iter().map(|p| p.2.disruption_marker).collect();
+        let same = if per.len() > 1 && markers.len() == 1 { format!("; the new disruption marker is the same in every clone ({:#x}), so it tells a clone it was restored, not which clone it is", per[0].2.disruption_marker) } else { String::new() };
+        let (verdict, detail) = if told == per.len() {
+            (Verdict::Unique, format!("every clone ({told} of {}) saw its VMClock disruption marker or generation counter change ({}){same}", per.len(), per.iter().map(|p| p.4).collect::<Vec<_>>().join(", ")))
+        } else {
+            let marker = per.first().map(|p| p.2.disruption_marker).unwrap_or(0);
+            (Verdict::Duplicate, format!("{} of {} clones read the same VMClock page as before the snapshot (disruption marker {marker:#x}, generation counter {}): the page does not tell them they were restored", per.len() - told, per.len(), per.first().and_then(|p| p.2.vm_generation_counter).map(|g| g.to_string()).unwrap_or_else(|| "absent".into())))
+        };
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: Some(evidence) }
+    }
+}

@@ -29,6 +29,14 @@ pub struct Observation {
     pub kernel_rng: Vec<Sample>,
     /// The probe's own PRNG, seeded once before any snapshot.
     pub userspace_rng: Vec<Sample>,
+    /// `/proc/sys/kernel/random/uuid`, read beside each kernel RNG sample.
+    pub random_uuid: Vec<Sample>,
+    /// What the probe's uevent listener heard from `hold` to the last sample (None: no probe,
+    /// or one that predates it).
+    pub uevents: Option<clonesafe_protocol::UeventWatch>,
+    /// The VMClock page at `hold`, right after resume and a second later (None: no probe, or
+    /// one that predates it).
+    pub vmclock: Option<clonesafe_protocol::VmclockWatch>,
     pub identity: Option<Identity>,
     /// Why this VM could not be probed, if it could not.
     pub error: Option<String>,
@@ -187,13 +195,18 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared
     }
     match early.resumed {
         Some(r) => {
+            let later = call(vm, "collect RNG samples", |a| a.samples(t)).await?;
             o.kernel_rng = r.kernel_rng;
-            o.kernel_rng.extend(call(vm, "collect RNG samples", |a| a.samples(t)).await?);
+            o.kernel_rng.extend(later.kernel_rng);
+            o.random_uuid = r.random_uuid;
+            o.random_uuid.extend(later.random_uuid);
+            o.uevents = later.uevents;
+            o.vmclock = later.vmclock;
             o.userspace_rng = r.userspace_rng;
         }
         None => {
             let why = early.no_rng.unwrap_or_else(|| "the agent cannot sample the RNG".into());
-            for c in [CheckId::KernelRng, CheckId::UserspaceRng] {
+            for c in [CheckId::KernelRng, CheckId::UserspaceRng, CheckId::RandomUuid, CheckId::VmgenidUevent, CheckId::Vmclock] {
                 o.unavailable.insert(c, why.clone());
             }
         }

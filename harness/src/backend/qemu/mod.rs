@@ -242,6 +242,11 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
         a.push("-device".into());
         a.push(format!("vmgenid,id=vmgenid0,guid={genid}"));
     }
+    if machine.devices.vmclock {
+        // QEMU 9.1+ (hw/acpi/vmclock.c): an ACPI device with a shared page the guest maps.
+        a.push("-device".into());
+        a.push("vmclock,id=vmclock0".into());
+    }
     a
 }
 
@@ -306,7 +311,11 @@ impl Backend for QemuBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(CAPABILITIES)
+        let mut c = Capabilities::of(CAPABILITIES);
+        if emulator::has_device("vmclock") {
+            c = c.with(Capability::Vmclock);
+        }
+        c
     }
 
     fn versions(&self) -> Vec<Vmm> {

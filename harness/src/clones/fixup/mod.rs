@@ -7,6 +7,7 @@ pub mod clock;
 pub mod mitigate_remanence;
 pub mod nic_replug;
 pub mod rng_gate;
+pub mod vmclock;
 pub mod sysprep;
 pub mod vmgenid;
 
@@ -23,6 +24,7 @@ pub fn of(id: FixupId) -> &'static dyn Fixup {
         FixupId::MitigateRemanence => &mitigate_remanence::MitigateRemanence,
         FixupId::Clock => &clock::Clock,
         FixupId::RngGate => &rng_gate::RngGate,
+        FixupId::Vmclock => &vmclock::Vmclock,
     }
 }
 

@@ -885,7 +885,7 @@ mod uevents {
         let Some(h) = lock(&HEARD).clone() else {
             return UeventWatch { kernel, vmgenid_device, error: Some("not listening: no hold before go".into()), ..Default::default() };
         };
-        if vmgenid_device && sends_new_vmgenid(&kernel) {
+        if vmgenid_device && clonesafe_protocol::kernel_may_send_new_vmgenid(&kernel) {
             let deadline = lock(&h).t0_ns + UEVENT_WAIT_MS * 1_000_000;
             while lock(&h).new_vmgenid_ns.is_empty() && monotonic_ns() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(10));
@@ -914,13 +914,6 @@ mod uevents {
         }
         let b: Vec<u8> = u.release.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
         String::from_utf8_lossy(&b).into_owned()
-    }
-
-    /// Linux 6.8 and later send it.
-    pub fn sends_new_vmgenid(release: &str) -> bool {
-        let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-        (major, minor) >= (6, 8)
     }
 }
 

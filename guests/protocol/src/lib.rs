@@ -366,6 +366,13 @@ pub const VMCLOCK_AFTER_MS: u64 = 1000;
 /// How many uevents' first lines a [`UeventWatch`] keeps.
 pub const UEVENT_HEADS: usize = 16;
 
+/// Whether a kernel of this release (`uname -r`) could send `NEW_VMGENID` at all: it was added in
+/// Linux 6.8. (Whether it still does is measured: see [`UeventWatch`].)
+pub fn kernel_may_send_new_vmgenid(release: &str) -> bool {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (6, 8)
+}
+
 /// How long after the first post-`go` sample `samples` waits for a `NEW_VMGENID` uevent that
 /// has not come yet, when the guest has a vmgenid device and a kernel that sends it.
 pub const UEVENT_WAIT_MS: u64 = 1000;
@@ -393,6 +400,14 @@ mod tests {
         // The form before `sources` existed still parses, with the tiny guest's paths.
         let r: Request = serde_json::from_str(r#"{"op":"report"}"#).unwrap();
         assert_eq!(r, Request::Report { sources: Sources::default() });
+    }
+
+    #[test]
+    fn which_kernels_could_send_new_vmgenid() {
+        assert!(!kernel_may_send_new_vmgenid("6.1.0-57-amd64"));
+        assert!(kernel_may_send_new_vmgenid("6.12.117+deb13-amd64"));
+        assert!(kernel_may_send_new_vmgenid("7.3.4+deb13-amd64"));
+        assert!(!kernel_may_send_new_vmgenid(""));
     }
 
     #[test]

@@ -50,12 +50,6 @@ impl Check for Vmgenid {
 /// the device tells a deaf listener (error) from a kernel that does not send it (skipped).
 pub struct VmgenidUevent;
 
-/// Linux 6.8 and later send the uevent (the probe's rule, repeated for the verdict).
-fn sends_new_vmgenid(release: &str) -> bool {
-    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (6, 8)
-}
-
 impl Check for VmgenidUevent {
     fn id(&self) -> CheckId {
         CheckId::VmgenidUevent
@@ -77,7 +71,7 @@ impl Check for VmgenidUevent {
         if !ev.restored() {
             return skipped(id, vec![serde_json::Value::Null; obs.len()], "VMs were booted, not restored from a snapshot: there is no fork to signal");
         }
-        if let Some((o, w)) = obs.iter().zip(&watches).find(|(_, w)| !sends_new_vmgenid(&w.kernel)) {
+        if let Some((o, w)) = obs.iter().zip(&watches).find(|(_, w)| !clonesafe_protocol::kernel_may_send_new_vmgenid(&w.kernel)) {
             return skipped(id, vec![serde_json::Value::Null; obs.len()], format!("{}: kernel {} does not send NEW_VMGENID (Linux 6.8+)", o.vm, w.kernel));
         }
         if let Some((o, e)) = obs.iter().zip(&watches).find_map(|(o, w)| w.error.as_ref().map(|e| (o, e))) {

@@ -209,6 +209,8 @@ named! {
         Mac = "mac",
         /// The SMBIOS system UUID the guest sees (/sys/class/dmi/id/product_uuid).
         SmbiosUuid = "smbios_uuid",
+        /// The SMBIOS system serial the guest sees (/sys/class/dmi/id/product_serial).
+        SmbiosSerial = "smbios_serial",
         /// virtio-blk serials (/sys/block/vd*/serial).
         DiskSerial = "disk_serial",
         MachineId = "machine_id",
@@ -520,6 +522,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&Expectation::Verdict(Verdict::Unique)).unwrap(), r#"{"verdict":"unique"}"#);
         assert_eq!(serde_json::to_string(&Expectation::Any).unwrap(), r#""any""#);
         let e = "teleport".parse::<FixupId>().unwrap_err();
-        assert!(e.contains("nic-replug, vmgenid, agent, sysprep, clock, rng-gate, mitigate-remanence"), "{e}");
+        assert!(e.contains("nic-replug, vmgenid, agent, sysprep, clock, rng-gate, vmclock, mitigate-remanence"), "{e}");
     }
 }

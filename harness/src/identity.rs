@@ -61,6 +61,21 @@ impl std::str::FromStr for MacAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SmbiosUuid(pub uuid::Uuid);
 
+/// SMBIOS system serial number (`-smbios type=1,serial=`, libvirt `<sysinfo>` with
+/// `<smbios mode='sysinfo'/>`): what the guest reads from /sys/class/dmi/id/product_serial.
+/// Asset inventories and licence keys use it; KubeVirt gives each VM its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct SystemSerial(String);
+
+impl SystemSerial {
+    pub fn random() -> Self {
+        SystemSerial(format!("CS-{}", uuid::Uuid::new_v4().simple().to_string()[..20].to_uppercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// VM generation ID (`-device vmgenid,guid=`, libvirt `<genid>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VmGenId(pub uuid::Uuid);
@@ -97,6 +112,9 @@ pub struct HostIdentity {
     pub uuid: SmbiosUuid,
     pub mac: MacAddr,
     pub disk_serial: DiskSerial,
+    /// The SMBIOS system serial (empty in records written before it existed).
+    #[serde(default)]
+    pub system_serial: SystemSerial,
     /// `None`: the VM has no vmgenid device.
     pub vmgenid: Option<VmGenId>,
 }
@@ -104,7 +122,7 @@ pub struct HostIdentity {
 impl HostIdentity {
     /// A fresh UUID, MAC and disk serial; no vmgenid (the `vmgenid` fix-up gives one).
     pub fn fresh(name: String) -> Self {
-        HostIdentity { name, uuid: SmbiosUuid(uuid::Uuid::new_v4()), mac: MacAddr::random(), disk_serial: DiskSerial::random(), vmgenid: None }
+        HostIdentity { name, uuid: SmbiosUuid(uuid::Uuid::new_v4()), mac: MacAddr::random(), disk_serial: DiskSerial::random(), system_serial: SystemSerial::random(), vmgenid: None }
     }
 
     /// The same, with a fresh VM generation ID.

@@ -15,6 +15,7 @@ canary = true
 machine_id = "duplicate"
 ssh_host_keys = "duplicate"
 mac = "unique"
+smbios_serial = "unique"
 secret_remanence = "duplicate"
 
 [[scenario]]
@@ -99,6 +100,7 @@ ssh_host_keys = "unique"
 vmgenid = "unique"
 hw_mismatch_ms = "unique"
 smbios_uuid = "duplicate"
+smbios_serial = "duplicate"
 boot_id = "duplicate"
 secret_remanence = "unique"
 "#;

@@ -502,6 +502,7 @@ fn identity(sources: &clonesafe_protocol::Sources) -> Identity {
         }
     };
     id.product_uuid = read("product_uuid", "/sys/class/dmi/id/product_uuid");
+    id.product_serial = read("product_serial", "/sys/class/dmi/id/product_serial");
     id.machine_id = read("machine_id", &sources.machine_id);
     id.hostname = read("hostname", "/proc/sys/kernel/hostname");
     id.boot_id = read("boot_id", "/proc/sys/kernel/random/boot_id");

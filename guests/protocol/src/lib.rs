@@ -214,6 +214,9 @@ pub struct HostKey {
 pub struct Identity {
     pub nics: Vec<Nic>,
     pub product_uuid: Option<String>,
+    /// /sys/class/dmi/id/product_serial (readable by root only).
+    #[serde(default)]
+    pub product_serial: Option<String>,
     pub disks: Vec<Disk>,
     pub machine_id: Option<String>,
     pub hostname: Option<String>,

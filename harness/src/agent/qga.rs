@@ -402,6 +402,7 @@ impl Qga {
             };
         }
         id.product_uuid = file!("product_uuid", "/sys/class/dmi/id/product_uuid");
+        id.product_serial = file!("product_serial", "/sys/class/dmi/id/product_serial");
         id.machine_id = file!("machine_id", &sources.machine_id);
         id.hostname = file!("hostname", "/proc/sys/kernel/hostname");
         id.boot_id = file!("boot_id", "/proc/sys/kernel/random/boot_id");

@@ -25,6 +25,7 @@ struct GuestState {
     machine_id: String,
     boot_id: String,
     product_uuid: String,
+    product_serial: String,
     mac: String,
     rng: u64,
 }
@@ -79,6 +80,7 @@ fn fresh_state(id: &HostIdentity) -> GuestState {
         machine_id: uuid::Uuid::new_v4().simple().to_string(),
         boot_id: uuid::Uuid::new_v4().to_string(),
         product_uuid: id.uuid.to_string(),
+        product_serial: id.system_serial.as_str().to_string(),
         mac: id.mac.to_string(),
         rng: u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap()),
     }
@@ -155,6 +157,7 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
             identity: Identity {
                 nics: vec![Nic { name: "eth0".into(), mac: s.mac.clone() }],
                 product_uuid: Some(s.product_uuid.clone()),
+                product_serial: Some(s.product_serial.clone()),
                 disks: vec![Disk { name: "vda".into(), serial: serial.into() }],
                 machine_id: Some(s.machine_id.clone()),
                 hostname: Some(format!("fake-{}", &s.machine_id[..6])),

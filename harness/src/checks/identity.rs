@@ -75,6 +75,7 @@ pub const DISK_SERIAL: FieldCheck = FieldCheck {
 pub const SSH_HOST_KEYS: FieldCheck =
     FieldCheck { id: CheckId::SshHostKeys, field: "ssh_host_keys", read: Read::Many(|i| i.ssh_host_keys.iter().map(|k| k.fingerprint.clone()).collect()) };
 pub const SMBIOS_UUID: FieldCheck = FieldCheck { id: CheckId::SmbiosUuid, field: "product_uuid", read: Read::One(|i| &i.product_uuid) };
+pub const SMBIOS_SERIAL: FieldCheck = FieldCheck { id: CheckId::SmbiosSerial, field: "product_serial", read: Read::One(|i| &i.product_serial) };
 pub const MACHINE_ID: FieldCheck = FieldCheck { id: CheckId::MachineId, field: "machine_id", read: Read::One(|i| &i.machine_id) };
 pub const BOOT_ID: FieldCheck = FieldCheck { id: CheckId::BootId, field: "boot_id", read: Read::One(|i| &i.boot_id) };
 pub const HOSTNAME: FieldCheck = FieldCheck { id: CheckId::Hostname, field: "hostname", read: Read::One(|i| &i.hostname) };

@@ -28,6 +28,7 @@ pub fn all() -> Vec<&'static dyn Check> {
     vec![
         &identity::MAC,
         &identity::SMBIOS_UUID,
+        &identity::SMBIOS_SERIAL,
         &identity::DISK_SERIAL,
         &identity::MACHINE_ID,
         &identity::BOOT_ID,

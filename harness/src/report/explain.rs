@@ -18,6 +18,7 @@ pub fn why_duplicate(id: &CheckName) -> &'static str {
         CheckId::Vmgenid => "The clones have no vmgenid device, or the new generation ID was not delivered, so no clone learns it is a copy.",
         CheckId::RandomUuid => "Each read of /proc/sys/kernel/random/uuid takes 16 bytes from the CRNG, so it repeats across clones exactly as long as getrandom(2) does: until the vmgenid reseed or another reseed lands.",
         CheckId::Vmclock => "The VMClock page is guest memory the host updates; unless the VMM changes its disruption marker or generation counter when it loads a snapshot, a clone reads the source's values and learns nothing.",
+        CheckId::SmbiosSerial => "Like the SMBIOS UUID: each clone's VMM is given its own serial, but the guest read its DMI table at boot and a restored kernel keeps the source's copy.",
         CheckId::VmgenidUevent => "Without a vmgenid device (or before Linux 6.8) the kernel sends no NEW_VMGENID uevent, so nothing in user space can learn of the fork by waiting for it.",
         CheckId::HwMismatchMs => "The clone runs on virtual hardware that does not match its memory (the NIC's MAC), and nothing resolves the mismatch.",
         CheckId::SecretRemanence => "A deleted file's data survives in freed disk blocks and page-cache pages, and every clone is made from those artifacts.",

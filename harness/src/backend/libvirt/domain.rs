@@ -97,10 +97,12 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path, files: &File
   <name>{name}</name>
   <uuid>{uuid}</uuid>
   {genid}
+  <sysinfo type='smbios'><system><entry name='serial'>{system_serial}</entry></system></sysinfo>
   <memory unit='MiB'>{mem}</memory>
   <vcpu>{vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
+    <smbios mode='sysinfo'/>
     {os}
   </os>
   <features><acpi/></features>
@@ -134,6 +136,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path, files: &File
         console = if remote { "<serial type='pty'><target port='0'/></serial>".to_string() } else { format!("<serial type='unix'><source mode='connect' path='{pre}console.sock'/><target port='0'/></serial>") },
         disk = esc(&disk.display().to_string()),
         serial = esc(id.disk_serial.as_str()),
+        system_serial = esc(id.system_serial.as_str()),
     )
 }
 
@@ -184,6 +187,7 @@ pub fn rewrite_identity(xml: &str, from: &SourceRecord, to: &CloneArgs, nic: boo
         swap("MAC", format!("address='{}'", f.mac), format!("address='{}'", t.mac))?;
     }
     swap("disk serial", format!("<serial>{}</serial>", esc(f.disk_serial.as_str())), format!("<serial>{}</serial>", esc(t.disk_serial.as_str())))?;
+    swap("system serial", format!("<entry name='serial'>{}</entry>", esc(f.system_serial.as_str())), format!("<entry name='serial'>{}</entry>", esc(t.system_serial.as_str())))?;
     swap("directory", esc(from_prefix), esc(to_prefix))?;
     if let Some(g) = t.vmgenid {
         let start = out.find("<genid>").ok_or(RewriteError::NoGenid)?;
@@ -253,7 +257,7 @@ mod tests {
         let from = SourceRecord { identity: src.identity.clone(), dir: src.dir.clone(), probe: crate::agent::ProbeState::Builtin, agent: true };
         let prefixes = (Files::Local.prefix(&src), Files::Local.prefix(&clone));
         let out = rewrite_identity(&xml, &from, &clone, true, (&prefixes.0, &prefixes.1)).unwrap();
-        for old in [src.identity.name.clone(), src.identity.uuid.to_string(), src.identity.mac.to_string(), src.identity.disk_serial.as_str().to_string(), format!("{}/", src.dir.display())] {
+        for old in [src.identity.name.clone(), src.identity.uuid.to_string(), src.identity.mac.to_string(), src.identity.disk_serial.as_str().to_string(), src.identity.system_serial.as_str().to_string(), format!("{}/", src.dir.display())] {
             assert!(!out.contains(&old), "{old} survived:\n{out}");
         }
         assert!(out.contains(&format!("{}/disk.qcow2", clone.dir.display())));

@@ -223,6 +223,8 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
         netdev(machine, args),
         "-uuid".into(),
         id.uuid.to_string(),
+        "-smbios".into(),
+        format!("type=1,serial={}", id.system_serial.as_str()),
     ]);
     if machine.devices.nic {
         // romfile= drops the iPXE option ROM (not installed, and slow to run under TCG).

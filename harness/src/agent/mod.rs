@@ -56,8 +56,8 @@ pub struct Resumed {
     pub gate: Option<GateDone>,
 }
 
-/// What `samples` collects: the later kernel RNG samples and random uuids, and what the uevent
-/// listener heard (None: the probe predates it).
+/// What `samples` collects: the later kernel RNG samples and random uuids, what the uevent
+/// listener heard and the VMClock page's three reads (each None: the probe predates it).
 #[derive(Debug, Clone, Default)]
 pub struct Later {
     pub kernel_rng: Vec<Sample>,

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod kernel_rng;
 pub mod network;
 pub mod remanence;
+pub mod vmclock;
 pub mod vmgenid;
 
 use clonesafe_metadata::CheckResult;
@@ -39,7 +40,7 @@ pub fn all() -> Vec<&'static dyn Check> {
         &vmgenid::Vmgenid,
         &kernel_rng::RandomUuid,
         &vmgenid::VmgenidUevent,
-        &vmgenid::Vmclock,
+        &vmclock::Vmclock,
         &hw_mismatch::HwMismatch,
         &remanence::SecretRemanence,
         &files::RANDOM_SEED,

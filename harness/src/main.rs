@@ -14,8 +14,10 @@ use std::sync::Arc;
 #[command(name = "clonesafe", version, about = "Settles, with evidence, whether cloning a running VM is safe",
     long_about = "clonesafe boots real guests, takes live snapshots, restores clones from them, and reads each \
 clone's identity from inside the guest (MAC, SMBIOS UUID, disk serial, machine-id, boot_id, hostname, \
-SSH host keys, kernel and userspace RNG output, vmgenid). It then says, per identity, whether the clones \
-are unique or duplicates, with the values as evidence.",
+SSH host keys, kernel and userspace RNG output, vmgenid), what the image carries on its disks and in its \
+files (file system and LVM UUIDs, LUKS volume keys, credentials, machine accounts), and from the host \
+and the wire (host keys, TLS, DHCP, shared RAM pages). It then says, per identity, whether the clones \
+are unique or duplicates, with the values as evidence (`clonesafe checks` lists every check).",
     after_help = exit_codes::HELP)]
 struct Cli {
     #[command(subcommand)]

@@ -1,6 +1,6 @@
 //! The shared-RAM clone method against real QEMU, through the binary: the same recipe through
-//! the stream and through shared RAM (and a warm pool) must give the same verdicts, while the
-//! shared snapshot writes device state only and the RAM file is scanned like any artifact.
+//! the stream and through shared RAM (and a warm pool) must give the same verdicts (except
+//! `shared_pages`, which tells them apart), while the shared snapshot writes device state only and the RAM file is scanned like any artifact.
 
 mod common;
 
@@ -54,11 +54,15 @@ fn shared_ram_clones_give_the_stream_verdicts() {
         let (a, b) = (ran.scenario(stream), ran.scenario(shared));
         for c in a["checks"].as_array().unwrap() {
             let id = c["id"].as_str().unwrap();
-            if RACY.contains(&id) && !(stream == "naive-stream" && id == "kernel_rng") {
+            if RACY.contains(&id) && !(stream == "naive-stream" && id == "kernel_rng") || id == "shared_pages" {
                 continue;
             }
             assert_eq!(verdict(&a, id), verdict(&b, id), "{id}: {stream} and {shared} differ");
         }
+        // The one verdict that must differ: a stream clone's RAM is its own, a shared-RAM
+        // clone maps its template's pages until it writes them (shared_pages, from smaps).
+        assert_eq!(verdict(&a, "shared_pages"), "unique", "{stream}");
+        assert_eq!(verdict(&b, "shared_pages"), "duplicate", "{shared}");
         // Device state only: the stream version writes the dirtied RAM, the shared one a
         // fraction of it (0.4 MB against 20+ MB for the tiny guest).
         let bytes = |s: &serde_json::Value| s["timing"]["snapshot_bytes"].as_u64().unwrap();

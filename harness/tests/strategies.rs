@@ -103,6 +103,13 @@ smbios_uuid = "duplicate"
 smbios_serial = "duplicate"
 boot_id = "duplicate"
 secret_remanence = "unique"
+fs_uuid = "duplicate"
+lvm_uuid = "skipped"
+luks_volume_key = "skipped"
+machine_info = "skipped"
+user_credentials = "skipped"
+machine_account = "skipped"
+shared_pages = "unique"
 "#;
 
 #[test]

@@ -263,6 +263,20 @@ named! {
         ArpConflict = "arp_conflict",
         /// From resume until each VM held an address no other VM held (null: never).
         IpWindowMs = "ip_window_ms",
+        /// File system UUIDs of every block device (blkid's UUID).
+        FsUuid = "fs_uuid",
+        /// LVM2 physical volume and volume group UUIDs.
+        LvmUuid = "lvm_uuid",
+        /// Which volume key each LUKS container unlocks to (a digest of its header's key digest).
+        LuksVolumeKey = "luks_volume_key",
+        /// SHA-256 of systemd's /etc/machine-info.
+        MachineInfo = "machine_info",
+        /// Password hashes and users' private SSH keys baked into the image, as digests.
+        UserCredentials = "user_credentials",
+        /// A machine account's secrets: Kerberos keytab, Samba's secrets.tdb.
+        MachineAccount = "machine_account",
+        /// Guest RAM pages each clone shares physically with another clone or the template.
+        SharedPages = "shared_pages",
     }
 }
 

@@ -559,8 +559,92 @@ fn identity(sources: &clonesafe_protocol::Sources) -> Identity {
     if fs::symlink_metadata("/var/lib/cloud/data/instance-id").is_ok() {
         id.cloud_init_instance_id = read("cloud_init_instance_id", "/var/lib/cloud/data/instance-id");
     }
+    id.machine_info = digest("machine_info", "/etc/machine-info", None);
+    id.machine_account = clonesafe_protocol::MACHINE_ACCOUNT_FILES.iter().filter_map(|p| digest("machine_account", p, None)).collect();
+    id.credentials = credentials(&mut errors.borrow_mut());
+    id.block_ids = block_ids(&mut errors.borrow_mut());
     id.errors = errors.into_inner();
     id
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Password hashes in /etc/shadow and users' private SSH keys (root's and /home/*'s `~/.ssh/id_*`
+/// without `.pub`), as digests: the credential itself never leaves the guest.
+fn credentials(errors: &mut Vec<(String, String)>) -> Vec<clonesafe_protocol::Credential> {
+    use clonesafe_protocol::Credential;
+    let mut out = Vec::new();
+    match fs::read_to_string("/etc/shadow") {
+        Ok(text) => {
+            for (user, hash) in clonesafe_protocol::shadow_hashes(&text) {
+                out.push(Credential { kind: "password".into(), of: user, sha256: sha256_hex(hash.as_bytes()) });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => errors.push(("user_credentials".into(), format!("/etc/shadow: {e}"))),
+    }
+    let mut homes = vec!["/root".to_string()];
+    homes.extend(sorted_dir("/home").into_iter().map(|h| format!("/home/{h}")));
+    for home in homes {
+        let dir = format!("{home}/.ssh");
+        for name in sorted_dir(&dir) {
+            if !name.starts_with("id_") || name.ends_with(".pub") {
+                continue;
+            }
+            let path = format!("{dir}/{name}");
+            match fs::read(&path) {
+                Ok(b) => out.push(Credential { kind: "ssh_key".into(), of: path, sha256: sha256_hex(&b) }),
+                Err(e) => errors.push(("user_credentials".into(), format!("{path}: {e}"))),
+            }
+        }
+    }
+    out
+}
+
+/// Every block device's file system, LVM or LUKS identity, read from its first blocks through
+/// /dev (see clonesafe_protocol::blockid). Empty devices (an unused loop, a CD drive without a
+/// disc) are left out.
+fn block_ids(errors: &mut Vec<(String, String)>) -> Vec<clonesafe_protocol::BlockId> {
+    use std::io::Read;
+    let mut names = Vec::new();
+    for disk in sorted_dir("/sys/block") {
+        if ["ram", "zram", "sr", "fd"].iter().any(|p| disk.starts_with(p)) {
+            continue;
+        }
+        let parts: Vec<String> = sorted_dir(&format!("/sys/block/{disk}")).into_iter().filter(|p| p.starts_with(&disk) && p.len() > disk.len()).collect();
+        names.push(disk);
+        names.extend(parts);
+    }
+    // Open dm-crypt mappings name their LUKS UUID: CRYPT-LUKS2-<uuid without dashes>-<name>.
+    let open_luks: Vec<String> = names
+        .iter()
+        .filter(|n| n.starts_with("dm-"))
+        .filter_map(|n| fs::read_to_string(format!("/sys/block/{n}/dm/uuid")).ok())
+        .filter_map(|u| u.trim().strip_prefix("CRYPT-LUKS").and_then(|r| r.get(2..)).map(|r| r.split('-').next().unwrap_or("").to_string()))
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let size = fs::read_to_string(format!("/sys/class/block/{name}/size")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+        if size == 0 {
+            continue;
+        }
+        let path = format!("/dev/{name}");
+        let mut buf = Vec::with_capacity(clonesafe_protocol::blockid::READ_BYTES);
+        match fs::File::open(&path).and_then(|f| f.take(clonesafe_protocol::blockid::READ_BYTES as u64).read_to_end(&mut buf)) {
+            Ok(_) => {
+                if let Some(mut b) = clonesafe_protocol::blockid::identify(&buf) {
+                    b.device = name;
+                    b.active = b.kind.starts_with("luks") && open_luks.contains(&b.uuid.replace('-', ""));
+                    out.push(b);
+                }
+            }
+            Err(e) => errors.push(("block_ids".into(), format!("{path}: {e}"))),
+        }
+    }
+    out
 }
 
 fn sorted_dir(path: &str) -> Vec<String> {

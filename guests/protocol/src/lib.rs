@@ -19,6 +19,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod blockid;
+pub use blockid::BlockId;
+
 /// Longest line either side accepts, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -182,6 +185,38 @@ pub struct FileDigest {
     pub creditable: Option<bool>,
 }
 
+/// A credential found in the guest, never sent itself: SHA-256 of a password hash from
+/// /etc/shadow, or of a user's private SSH key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// `password` or `ssh_key`.
+    pub kind: String,
+    /// The account (password) or the key file's path (ssh_key).
+    pub of: String,
+    pub sha256: String,
+}
+
+/// The files that hold a machine account's secret (virt-sysprep has no operation for them; the
+/// Azure agent's deprovision and Samba's docs say a cloned member must rejoin).
+pub const MACHINE_ACCOUNT_FILES: &[&str] = &["/etc/krb5.keytab", "/var/lib/samba/private/secrets.tdb", "/var/lib/samba/private/secrets.keytab"];
+
+/// The error text the agent-only path (no probe in the guest) gives for the identities only the
+/// probe reads; checks make it `skipped`, not `error`.
+pub const PROBE_ONLY: &str = "read by clonesafe's probe only (it could not run in this guest)";
+
+/// The password hashes in an /etc/shadow text: (account, hash) for every field that holds one
+/// (a crypt string, locked with a leading `!` or not); `*`, `!`, `!*` and empty fields hold none.
+pub fn shadow_hashes(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let (user, hash) = (f.next()?, f.next()?);
+            let h = hash.trim_start_matches('!');
+            (h.starts_with('$') && h.len() > 3).then(|| (user.to_string(), h.to_string()))
+        })
+        .collect()
+}
+
 /// One random sample and the guest's CLOCK_MONOTONIC time when it was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
@@ -241,11 +276,27 @@ pub struct Identity {
     /// cloud-init's /var/lib/cloud/data/instance-id (None: absent).
     #[serde(default)]
     pub cloud_init_instance_id: Option<String>,
+    /// systemd's /etc/machine-info (pretty hostname, deployment, location; None: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_info: Option<FileDigest>,
+    /// Each block device's file system, LVM or LUKS identity (see [`blockid`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_ids: Vec<BlockId>,
+    /// A machine account's secrets: /etc/krb5.keytab, Samba's secrets.tdb (the ones present).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machine_account: Vec<FileDigest>,
+    /// Credentials baked into the image: each password hash in /etc/shadow and each user's
+    /// private SSH key, as digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
     pub uptime_ms: u64,
     pub errors: Vec<(String, String)>,
 }
 
 /// Messages from the guest.
+// One reply at a time per VM: the identity report's size (it grew with the disk and file
+// hazards) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reply {

@@ -407,6 +407,14 @@ impl Qga {
         id.hostname = file!("hostname", "/proc/sys/kernel/hostname");
         id.boot_id = file!("boot_id", "/proc/sys/kernel/random/boot_id");
         id.cloud_init_instance_id = self.read_bytes("/var/lib/cloud/data/instance-id", t).await.ok().flatten().and_then(|b| String::from_utf8(b).ok()).map(|v| v.trim().to_string());
+        if let Ok(Some(b)) = self.read_bytes("/etc/machine-info", t).await {
+            use sha2::Digest;
+            let sha256 = sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect();
+            id.machine_info = Some(clonesafe_protocol::FileDigest { path: "/etc/machine-info".into(), sha256, symlink: false, creditable: None });
+        }
+        for field in ["block_ids", "user_credentials", "machine_account"] {
+            errors.push((field.to_string(), clonesafe_protocol::PROBE_ONLY.to_string()));
+        }
         match self.cmd("guest-network-get-interfaces", json!({}), t).await {
             Ok(v) => {
                 for i in v.as_array().into_iter().flatten() {

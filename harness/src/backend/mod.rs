@@ -54,6 +54,10 @@ pub trait Vm: Send {
     fn forwards(&self) -> &std::collections::BTreeMap<String, u16>;
     /// The hypervisor host it runs on, as its backend names it.
     fn host(&self) -> String;
+    /// Its QEMU process's pid when that process runs on this host (host-side page checks).
+    fn host_pid(&self) -> Option<u32> {
+        None
+    }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError>;
     /// Power the guest off through ACPI and wait (at most `t`) until it has gone, as a user
     /// shuts a template down before copying its disk; if it does not go, destroy it. Ok(true):

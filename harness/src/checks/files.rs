@@ -75,3 +75,4 @@ pub const CLOUD_INIT_INSTANCE_ID: FileCheck = FileCheck {
     path: "/var/lib/cloud/data/instance-id",
     read: |i| i.cloud_init_instance_id.as_ref().map(|v| FileView { value: v.clone(), symlink: false, note: None }),
 };
+pub const MACHINE_INFO: FileCheck = FileCheck { id: CheckId::MachineInfo, path: "/etc/machine-info", read: |i| digest(&i.machine_info) };

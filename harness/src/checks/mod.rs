@@ -12,11 +12,13 @@ pub mod common;
 pub mod compare;
 pub mod declared;
 pub mod files;
+pub mod hazards;
 pub mod host;
 pub mod hw_mismatch;
 pub mod identity;
 pub mod kernel_rng;
 pub mod network;
+pub mod pages;
 pub mod remanence;
 pub mod vmclock;
 pub mod vmgenid;
@@ -56,6 +58,13 @@ pub fn all() -> Vec<&'static dyn Check> {
         &network::Ipv6Addr,
         &network::ArpConflict,
         &network::IpWindow,
+        &hazards::FS_UUID,
+        &hazards::LVM_UUID,
+        &hazards::LUKS_VOLUME_KEY,
+        &files::MACHINE_INFO,
+        &hazards::USER_CREDENTIALS,
+        &hazards::MACHINE_ACCOUNT,
+        &pages::SharedPages,
     ]
 }
 

@@ -319,3 +319,65 @@ fn segment_checks_read_the_wire_and_skip_off_a_segment() {
     }
     assert_eq!(on.iter().find(|c| c.id == CheckId::IpWindowMs).unwrap().values, vec![json!(800.0), json!(900.0)]);
 }
+
+/// The hazard checks (issue 22): skipped where the guest has none of the item, duplicate when
+/// two VMs share one element, unique when all differ, an error when some VMs lack it or the
+/// probe could not read it; the agent-only path is skipped with its reason.
+#[test]
+fn hazard_checks_skip_absent_items_and_compare_present_ones() {
+    use clonesafe_protocol::{BlockId, Credential, FileDigest};
+    let naive = recipe(Strategy::Naive);
+    let get = |o: &[Observation], id| run_all(o, &cx(&naive)).into_iter().find(|c| c.id == id).unwrap();
+    let base = vec![obs("a", "52:54:00:00:00:01", &["01"]), obs("b", "52:54:00:00:00:02", &["02"])];
+    for id in [CheckId::FsUuid, CheckId::LvmUuid, CheckId::LuksVolumeKey, CheckId::MachineInfo, CheckId::UserCredentials, CheckId::MachineAccount] {
+        let r = get(&base, id);
+        assert_eq!(r.verdict, Verdict::Skipped, "{id}: {}", r.detail);
+    }
+    let blk = |kind: &str, uuid: &str, key: Option<&str>| BlockId { device: "vda1".into(), kind: kind.into(), uuid: uuid.into(), vg: None, key_digest: key.map(String::from), active: true };
+    let mut o = base.clone();
+    for (x, (fs, key)) in o.iter_mut().zip([("f1", "k1"), ("f2", "k1")]) {
+        let i = x.identity.as_mut().unwrap();
+        i.block_ids = vec![blk("ext4", fs, None), blk("luks2", "L", Some(key))];
+        i.credentials = vec![Credential { kind: "password".into(), of: "alice".into(), sha256: format!("h-{fs}") }];
+        i.machine_account = vec![FileDigest { path: "/etc/krb5.keytab".into(), sha256: "same".into(), symlink: false, creditable: None }];
+        i.machine_info = Some(FileDigest { path: "/etc/machine-info".into(), sha256: "mi".into(), symlink: false, creditable: None });
+    }
+    assert_eq!(get(&o, CheckId::FsUuid).verdict, Verdict::Unique);
+    let luks = get(&o, CheckId::LuksVolumeKey);
+    assert_eq!(luks.verdict, Verdict::Duplicate, "{}", luks.detail);
+    assert!(luks.evidence.as_ref().unwrap()["notes"][0].as_str().unwrap().contains("open"), "{:?}", luks.evidence);
+    assert_eq!(get(&o, CheckId::UserCredentials).verdict, Verdict::Unique);
+    assert_eq!(get(&o, CheckId::MachineAccount).verdict, Verdict::Duplicate);
+    assert_eq!(get(&o, CheckId::MachineInfo).verdict, Verdict::Duplicate);
+    assert_eq!(get(&o, CheckId::LvmUuid).verdict, Verdict::Skipped);
+    // In one VM only: an error that names where it is missing.
+    o[1].identity.as_mut().unwrap().machine_account.clear();
+    let m = get(&o, CheckId::MachineAccount);
+    assert_eq!(m.verdict, Verdict::Error);
+    assert!(m.detail.contains("in b"), "{}", m.detail);
+    // Unreadable: an error with the guest's reason; the agent-only path: skipped.
+    o[0].identity.as_mut().unwrap().errors.push(("block_ids".into(), "/dev/vdb: Permission denied".into()));
+    assert_eq!(get(&o, CheckId::FsUuid).verdict, Verdict::Error);
+    let mut p = base.clone();
+    p[0].identity.as_mut().unwrap().errors.push(("user_credentials".into(), clonesafe_protocol::PROBE_ONLY.into()));
+    assert_eq!(get(&p, CheckId::UserCredentials).verdict, Verdict::Skipped);
+}
+
+#[test]
+fn shared_pages_follow_the_hosts_page_counts() {
+    use crate::evidence::pages::RamPages;
+    let naive = recipe(Strategy::Naive);
+    let o = vec![obs("a", "52:54:00:00:00:01", &["01"]), obs("b", "52:54:00:00:00:02", &["02"])];
+    let page = |shared| Ok(RamPages { pid: 1, mapping: "anonymous".into(), size_kib: 262144, rss_kib: 65536, shared_kib: shared, private_kib: 65536 - shared });
+    let with = |pages: Vec<Result<RamPages, String>>| {
+        let ev = Evidence { observations: o.clone(), pages, ..cx(&naive) };
+        super::run_all(&ev).into_iter().find(|c| c.id == CheckId::SharedPages).unwrap()
+    };
+    assert_eq!(with(vec![]).verdict, Verdict::Skipped);
+    assert_eq!(with(vec![page(0), page(0)]).verdict, Verdict::Unique);
+    let d = with(vec![page(0), page(32768)]);
+    assert_eq!(d.verdict, Verdict::Duplicate);
+    assert!(d.detail.contains("b 32.0 MiB of 64.0 MiB resident (50%)"), "{}", d.detail);
+    assert_eq!(with(vec![page(0), Err("b: its process is not on this host".into())]).verdict, Verdict::Skipped);
+    assert_eq!(with(vec![page(0), Err("b: /proc/9/smaps: gone".into())]).verdict, Verdict::Error);
+}

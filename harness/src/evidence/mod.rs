@@ -10,6 +10,7 @@
 //!   remanence.rs  the canary scan of the snapshot's artifacts
 //!   segment.rs    the wire: the segment's capture and each guest's addresses
 //!   declared.rs   the scenario file's own identities ([[identity]])
+//!   pages.rs      host side: guest RAM pages each VM shares with another process
 //!        │
 //!        ▼
 //! Evidence ──▶ checks::run_all ──▶ verdicts
@@ -21,6 +22,7 @@
 
 mod declared;
 mod observe;
+pub mod pages;
 pub mod remanence;
 mod segment;
 mod tls;
@@ -40,5 +42,6 @@ pub async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, t0: u64) -
     remanence::gather(cx, made, &mut ev).await?;
     segment::gather(cx, fleet, made, &mut ev, t0).await;
     declared::gather(cx, fleet, made, &mut ev).await;
+    pages::gather(cx, fleet, made, &mut ev).await;
     Ok(ev)
 }

@@ -25,6 +25,8 @@ pub struct Evidence {
     pub segment: Option<crate::network::SegmentReport>,
     /// The identities the scenario file declared; each VM's reading is in its observation.
     pub declared: Vec<crate::scenario::declared::Declared>,
+    /// Each compared VM's guest RAM pages as the host sees them (empty: not measured).
+    pub pages: Vec<Result<super::pages::RamPages, String>>,
 }
 
 impl Evidence {
@@ -40,6 +42,7 @@ impl Evidence {
             vmgenid_device: recipe.has(clonesafe_metadata::FixupId::Vmgenid),
             segment: None,
             declared: vec![],
+            pages: vec![],
         }
     }
 

@@ -617,6 +617,15 @@ impl Vm for LibvirtVm {
         // libvirtd's host, which for a remote URI is not this machine.
         self.conn.hostname().unwrap_or_else(|e| format!("? ({})", e.message()))
     }
+    fn host_pid(&self) -> Option<u32> {
+        // Only a local libvirtd's QEMU is a process here (qemu:///system: no host in the URI);
+        // its qemu driver writes the pid beside the domain's live state.
+        let uri = self.conn.uri().ok()?;
+        if !uri.contains(":///") || !self.alive {
+            return None;
+        }
+        std::fs::read_to_string(format!("/run/libvirt/qemu/{}.pid", self.args.identity.name)).ok()?.trim().parse().ok()
+    }
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
         if std::mem::take(&mut self.alive) {
             let (conn, name) = (self.conn.clone(), self.args.identity.name.clone());

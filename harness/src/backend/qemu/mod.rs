@@ -478,6 +478,9 @@ impl Vm for QemuVm {
     fn host(&self) -> String {
         crate::backend::local_hostname()
     }
+    fn host_pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
         self.proc.shutdown().await
     }

@@ -159,6 +159,11 @@ impl QemuProcess {
         Some(exited_error(self.name.clone(), phase, status, &self.stderr, &self.console))
     }
 
+    /// The QEMU process's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn console_tail(&self, lines: usize) -> String {
         read_tail(&self.console, lines)
     }

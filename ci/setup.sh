@@ -8,7 +8,8 @@ say() { echo "setup: $*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 need_apt=0
 for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 debugfs depmod chromium \
-           mmdebstrap parted extlinux genisoimage ssh-keyscan openssl curl virt-sysprep guestfish dnsmasq tcpdump; do
+           mmdebstrap parted extlinux genisoimage ssh-keyscan openssl curl virt-sysprep guestfish dnsmasq tcpdump \
+           cryptsetup pvcreate losetup; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 [ -f /usr/include/libvirt/libvirt.h ] || need_apt=1
@@ -26,13 +27,14 @@ if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
         busybox-static cpio dropbear-bin e2fsprogs kmod \
         chromium fonts-dejavu-core \
         mmdebstrap parted extlinux syslinux-common genisoimage openssh-client openssl curl python3-yaml \
-        libguestfs-tools linux-image-amd64 dnsmasq-base tcpdump >/dev/null
+        libguestfs-tools linux-image-amd64 dnsmasq-base tcpdump cryptsetup-bin lvm2 >/dev/null
     # chromium: the HTML report's screenshot test; fonts-dejavu-core: text in the plots.
     # mmdebstrap, parted, extlinux, syslinux-common: the Debian disk images (guests/lib);
     # genisoimage: NoCloud seeds; openssh-client, openssl: host-side checks (ssh-keyscan,
     # s_client); libguestfs-tools: the real virt-sysprep, which needs a kernel in /boot
     # (linux-image-amd64 only adds files there; the running kernel is unchanged; FACTS.md);
-    # dnsmasq-base, tcpdump: the network segment's DHCP server and capture (network/segment.rs).
+    # dnsmasq-base, tcpdump: the network segment's DHCP server and capture (network/segment.rs);
+    # cryptsetup-bin, lvm2: the hazards guest's LUKS volume and LVM group, made at image build.
 else
     say "Debian packages already installed"
 fi
@@ -57,6 +59,8 @@ bash guests/debian12/build.sh
 bash guests/debian13/build.sh
 # Debian 13 with the trixie-backports kernel (7.x): the third kernel of the race windows.
 bash guests/debian13-bpo/build.sh
+# Debian 12 with the image hazards of issue 22 (LUKS, LVM, a user's credentials, a machine account).
+bash guests/debian12-hazards/build.sh
 # The static probe (built with the tiny guest) is also what clonesafe injects into guests it
 # reaches through qemu-guest-agent.
 install -D -m 755 target/x86_64-unknown-linux-gnu/release/clonesafe-probe /var/lib/clonesafe/probe/clonesafe-probe

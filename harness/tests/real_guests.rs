@@ -27,16 +27,21 @@ fn built(name: &str) -> Option<()> {
 /// left no VM, domain or run directory.
 fn run_scenarios(scenarios: &str, extra: &[&str]) -> Ran {
     let work = tempfile::tempdir().unwrap();
-    let f = work.path().join("s.toml");
+    run_scenarios_in(work.path(), scenarios, extra)
+}
+
+/// [`run_scenarios`] in `work`, whose `out/` keeps what the run wrote.
+fn run_scenarios_in(work: &Path, scenarios: &str, extra: &[&str]) -> Ran {
+    let f = work.join("s.toml");
     std::fs::write(&f, scenarios).unwrap();
-    let out = work.path().join("out");
+    let out = work.join("out");
     let mut args = vec!["run", f.to_str().unwrap(), "--accel", "tcg", "--out", out.to_str().unwrap()];
     args.extend(extra);
-    let child = clonesafe(&args, work.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = clonesafe(&args, work).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let ran = finish(child, &out);
     assert!(settle_blocking(pid).is_empty(), "VMs left behind");
-    assert_eq!(runs_left(work.path()).len(), 0, "run directory left behind");
+    assert_eq!(runs_left(work).len(), 0, "run directory left behind");
     let left = std::process::Command::new("virsh").args(["-c", "qemu:///system", "list", "--all", "--name"]).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
     assert!(!left.contains(&format!("clonesafe-{pid}-")), "libvirt domains left behind: {left}");
     ran
@@ -176,21 +181,79 @@ fn assert_uuids_sampled(s: &serde_json::Value) {
     }
 }
 
-/// Debian 12 through libvirt: the agent through virDomainQemuAgentCommand, the probe injected,
-/// forwards added over HMP, the save image rewritten per clone.
+/// Debian 12 through libvirt, on the hazards guest (guests/debian12-hazards: Debian 12 plus a
+/// LUKS2 volume, an LVM2 VG, a user with a password and an SSH key, machine-info, a keytab and
+/// Samba secrets): the agent through virDomainQemuAgentCommand, the probe injected, forwards added
+/// over HMP, the save image rewritten per clone. The full recipe fixes what a live clone can fix
+/// and none of the image's own hazards (measured: every one duplicate), and nothing secret leaves
+/// the guest: the report, events, HTML and output hold no password, hash, key file or LUKS key.
 #[test]
-fn debian12_full_on_libvirt() {
-    if built("debian12").is_none() {
+fn debian12_hazards_full_on_libvirt() {
+    if built("debian12-hazards").is_none() {
         return;
     }
-    let ran = run_scenarios(
-        "[[scenario]]\nname = \"full\"\nguest = \"debian12\"\nbackend = \"libvirt\"\nstrategy = \"full\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\nssh_host_keys = \"unique\"\nssh_keyscan = \"unique\"\nhostname = \"unique\"\nsmbios_serial = \"duplicate\"\n",
+    let work = tempfile::tempdir().unwrap();
+    let ran = run_scenarios_in(
+        work.path(),
+        "[[scenario]]\nname = \"full\"\nguest = \"debian12-hazards\"\nbackend = \"libvirt\"\nstrategy = \"full\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\nssh_host_keys = \"unique\"\nssh_keyscan = \"unique\"\nhostname = \"unique\"\nsmbios_serial = \"duplicate\"\nfs_uuid = \"duplicate\"\nlvm_uuid = \"duplicate\"\nluks_volume_key = \"duplicate\"\nmachine_info = \"duplicate\"\nuser_credentials = \"duplicate\"\nmachine_account = \"duplicate\"\nshared_pages = \"unique\"\n",
         &[],
     );
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let full = ran.scenario("full");
     assert!(notes(&full).contains("does not match source"), "{}", notes(&full));
     assert!(notes(&full).contains("probe injected"), "{}", notes(&full));
+    // The evidence names what was found: the open LUKS volume, the PV and VG, alice's key.
+    let ev = |id: &str| check_of(&full, id)["evidence"].to_string();
+    assert!(ev("luks_volume_key").contains("luks2") && ev("luks_volume_key").contains("open"), "{}", ev("luks_volume_key"));
+    assert!(ev("lvm_uuid").contains("VG hazards/"), "{}", ev("lvm_uuid"));
+    assert!(ev("user_credentials").contains("password alice") && ev("user_credentials").contains("/home/alice/.ssh/id_ed25519"), "{}", ev("user_credentials"));
+    assert!(ev("shared_pages").contains("anonymous"), "{}", ev("shared_pages"));
+
+    // The secrets, taken from the image itself, in every form they could leak in.
+    let secrets = work.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::set_permissions(&secrets, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let image = clonesafe::guest::default_guests_dir().join("debian12-hazards/disk.qcow2");
+    let out = std::process::Command::new("virt-copy-out")
+        .args(["-a", image.to_str().unwrap(), "/etc/clonesafe-hazards/luks.key", "/etc/shadow", "/home/alice/.ssh/id_ed25519"])
+        .arg(&secrets)
+        // As the sysprep fix-up runs libguestfs here: KVM cannot boot its appliance (FACTS.md).
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "virt-copy-out: {}", String::from_utf8_lossy(&out.stderr));
+    use base64::Engine;
+    let key = std::fs::read(secrets.join("luks.key")).unwrap();
+    let shadow = std::fs::read_to_string(secrets.join("shadow")).unwrap();
+    let hash = shadow.lines().find_map(|l| l.strip_prefix("alice:")).and_then(|r| r.split(':').next()).unwrap().to_string();
+    let ssh_key = std::fs::read_to_string(secrets.join("id_ed25519")).unwrap();
+    let ssh_body = ssh_key.lines().filter(|l| !l.starts_with("-----")).max_by_key(|l| l.len()).unwrap().to_string();
+    let forms: Vec<(&str, Vec<u8>)> = vec![
+        ("the user's password", b"clonesafe-hazard-password".to_vec()),
+        ("alice's password hash", hash.clone().into_bytes()),
+        ("alice's private key", ssh_body.into_bytes()),
+        ("the LUKS key file", key.clone()),
+        ("the LUKS key file in hex", key.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()),
+        ("the LUKS key file in base64", base64::engine::general_purpose::STANDARD.encode(&key).into_bytes()),
+    ];
+    assert!(hash.starts_with('$') && key.len() == 64, "the image's secrets were not read");
+    let mut files = vec![];
+    let mut stack = vec![work.path().join("out")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() { stack.push(e.path()) } else { files.push(e.path()) }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("events.jsonl")) && files.iter().any(|f| f.ends_with("report.json")), "{files:?}");
+    let mut texts: Vec<(String, Vec<u8>)> = files.iter().map(|f| (f.display().to_string(), std::fs::read(f).unwrap())).collect();
+    texts.push(("stdout".into(), ran.output.stdout.clone()));
+    texts.push(("stderr".into(), ran.output.stderr.clone()));
+    for (what, needle) in &forms {
+        for (name, hay) in &texts {
+            assert!(!hay.windows(needle.len()).any(|w| w == needle.as_slice()), "{what} is in {name}");
+        }
+    }
 }
 
 /// A user's image that this repository never saw, by path: clonesafe reads from it the

@@ -34,7 +34,7 @@ fn committed_reports_match_the_schema_and_their_summaries() {
 #[test]
 fn no_script_or_report_names_a_mirror() {
     let mut files: Vec<std::path::PathBuf> = Vec::new();
-    for dir in ["ci", "guests/lib", "guests/tiny", "guests/debian12", "guests/debian13", "guests/debian12-apps"] {
+    for dir in ["ci", "guests/lib", "guests/tiny", "guests/debian12", "guests/debian13", "guests/debian12-apps", "guests/debian12-hazards"] {
         for e in std::fs::read_dir(common::repo(dir)).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "sh") {
                 files.push(e.path());

@@ -29,7 +29,7 @@ impl Check for SharedPages {
         if let Some(Err(e)) = ev.pages.iter().find(|p| p.is_err()) {
             return error(id, obs, e.clone());
         }
-        let pages: Vec<&super::super::evidence::pages::RamPages> = ev.pages.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let pages: Vec<&crate::evidence::RamPages> = ev.pages.iter().filter_map(|p| p.as_ref().ok()).collect();
         let values = pages.iter().map(|p| json!({ "shared_kib": p.shared_kib, "rss_kib": p.rss_kib, "private_kib": p.private_kib, "mapping": p.mapping })).collect();
         // ev.pages follows the compared VMs, like the observations.
         let name = |i: usize| obs.get(i).map(|o| o.vm.as_str()).unwrap_or("?");

@@ -365,7 +365,7 @@ fn hazard_checks_skip_absent_items_and_compare_present_ones() {
 
 #[test]
 fn shared_pages_follow_the_hosts_page_counts() {
-    use crate::evidence::pages::RamPages;
+    use crate::evidence::RamPages;
     let naive = recipe(Strategy::Naive);
     let o = vec![obs("a", "52:54:00:00:00:01", &["01"]), obs("b", "52:54:00:00:00:02", &["02"])];
     let page = |shared| Ok(RamPages { pid: 1, mapping: "anonymous".into(), size_kib: 262144, rss_kib: 65536, shared_kib: shared, private_kib: 65536 - shared });

@@ -29,7 +29,7 @@ mod tls;
 mod types;
 
 use crate::clones::recipe::{Ctx, Fleet, Made, RecipeError};
-pub use types::Evidence;
+pub use types::{Evidence, RamPages};
 
 /// Gather every source of evidence from what `made` made (its VMs are `fleet`'s, still
 /// running). Timing that comes from the gathering (per-VM measurements) goes into `made.timing`,

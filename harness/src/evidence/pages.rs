@@ -9,22 +9,8 @@
 //! "The /proc/PID/smaps"). Measured once the probes have read the VMs, not at resume: what a
 //! clone shares shrinks as it writes (copy-on-write).
 
-use super::types::Evidence;
+use super::types::{Evidence, RamPages};
 use crate::clones::recipe::{Ctx, Fleet, Made};
-use serde::Serialize;
-
-/// One VM's guest RAM mapping, in KiB.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RamPages {
-    pub pid: u32,
-    /// The mapping's file (a shared-RAM template's file), or `anonymous`.
-    pub mapping: String,
-    pub size_kib: u64,
-    pub rss_kib: u64,
-    /// Resident pages also mapped by another process.
-    pub shared_kib: u64,
-    pub private_kib: u64,
-}
 
 pub(super) async fn gather(cx: &Ctx<'_>, fleet: &Fleet, made: &Made, ev: &mut Evidence) {
     let _ = cx;

@@ -26,7 +26,7 @@ pub struct Evidence {
     /// The identities the scenario file declared; each VM's reading is in its observation.
     pub declared: Vec<crate::scenario::declared::Declared>,
     /// Each compared VM's guest RAM pages as the host sees them (empty: not measured).
-    pub pages: Vec<Result<super::pages::RamPages, String>>,
+    pub pages: Vec<Result<RamPages, String>>,
 }
 
 impl Evidence {
@@ -50,4 +50,17 @@ impl Evidence {
     pub fn restored(&self) -> bool {
         self.recipe.method.restores()
     }
+}
+
+/// One VM's guest RAM mapping, in KiB (read by pages.rs from the QEMU process's smaps).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RamPages {
+    pub pid: u32,
+    /// The mapping's file (a shared-RAM template's file), or `anonymous`.
+    pub mapping: String,
+    pub size_kib: u64,
+    pub rss_kib: u64,
+    /// Resident pages also mapped by another process.
+    pub shared_kib: u64,
+    pub private_kib: u64,
 }

@@ -57,3 +57,59 @@ fn no_script_or_report_names_a_mirror() {
         }
     }
 }
+
+/// docs/coverage.md's table quotes the reference runs: every row that names a report must show,
+/// per recipe column, that report's verdict for the scenario the column maps to (or `not run`
+/// where the report has no such scenario), so the coverage table cannot drift from the runs.
+#[test]
+fn docs_coverage_matches_the_reports() {
+    const COLUMNS: [&str; 6] = ["cold-boot", "image-clone", "image-clone-sysprep", "naive", "full", "shared-ram naive"];
+    // The scenario each column maps to, per report (None: the report has no such recipe).
+    let scenario = |report: &str, column: usize| -> Option<&'static str> {
+        let row: [Option<&'static str>; 6] = match report {
+            "coverage" => [Some("cold-boot"), Some("image-clone"), Some("image-clone-sysprep"), Some("naive"), Some("full"), Some("naive-shared-ram")],
+            "network" => [None, None, None, Some("net-d12-naive"), Some("net-d12-full"), None],
+            "apps" => [None, Some("apps-image-clone"), Some("apps-image-clone-sysprep"), Some("apps-naive"), Some("apps-full"), None],
+            "matrix" => [Some("cold-boot-qemu"), Some("image-clone-qemu"), Some("image-clone-sysprep-qemu"), Some("naive-qemu"), Some("full-qemu"), Some("naive-shared-ram-qemu")],
+            other => panic!("docs/coverage.md names reports/{other}, which this test does not map"),
+        };
+        row[column]
+    };
+    let doc = std::fs::read_to_string(common::repo("docs/coverage.md")).unwrap();
+    let table = doc.split("<!-- coverage table -->\n").nth(1).and_then(|r| r.split("<!-- end -->").next()).expect("the markers in docs/coverage.md");
+    let mut reports: std::collections::HashMap<String, Report> = Default::default();
+    let (mut checked, mut rows) = (0, 0);
+    for line in table.lines().skip(2) {
+        rows += 1;
+        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 5 + COLUMNS.len(), "docs/coverage.md: a row with {} cells: {line}", cells.len());
+        let Some(report) = cells[4].strip_prefix("`reports/").and_then(|r| r.strip_suffix('`')) else {
+            assert!(cells[5..].iter().all(|c| *c == "not built"), "docs/coverage.md: a row without a report must say `not built` in every cell: {line}");
+            continue;
+        };
+        let id = cells[3].trim_matches('`');
+        let r = reports.entry(report.to_string()).or_insert_with(|| {
+            let p = common::repo(&format!("reports/{report}/report.json"));
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+        });
+        for (i, column) in COLUMNS.iter().enumerate() {
+            let want = match scenario(report, i) {
+                None => "not run".to_string(),
+                Some(name) => {
+                    let s = r.scenarios.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("reports/{report} has no scenario {name}"));
+                    let c = s.checks.iter().find(|c| c.id().to_string() == id).unwrap_or_else(|| panic!("reports/{report}/{name} has no check {id}"));
+                    match c.verdict() {
+                        clonesafe_metadata::Verdict::Unique => "unique",
+                        clonesafe_metadata::Verdict::Duplicate => "**DUP**",
+                        clonesafe_metadata::Verdict::Error => "error",
+                        clonesafe_metadata::Verdict::Skipped => "-",
+                    }
+                    .to_string()
+                }
+            };
+            assert_eq!(cells[5 + i], want, "docs/coverage.md, `{id}` under {column}: reports/{report} says {want}");
+            checked += 1;
+        }
+    }
+    assert!(rows >= 35 && checked >= 200, "docs/coverage.md's table has {rows} rows and {checked} measured cells: it should hold the union of the hazard lists");
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The clone hazards of issue 22 (scenarios/coverage.toml): the debian12-hazards guest cloned six
-# ways on QEMU, two scenarios at once. About 20 minutes under TCG on 2 cores; not part of CI
+# ways on QEMU and two on libvirt, every VM with a virtual TPM, two scenarios at once. About 20 minutes under TCG on 2 cores; not part of CI
 # (tests/real_guests.rs runs one scenario of it on libvirt).
 # Default output: reports/coverage/ (the committed reference run). OUT=<dir> writes elsewhere.
 set -euo pipefail

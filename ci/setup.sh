@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 need_apt=0
 for bin in qemu-system-x86_64 qemu-img virsh libvirtd pkg-config busybox cpio dropbearkey mkfs.ext4 debugfs depmod chromium \
            mmdebstrap parted extlinux genisoimage ssh-keyscan openssl curl virt-sysprep guestfish dnsmasq tcpdump \
-           cryptsetup pvcreate losetup; do
+           cryptsetup pvcreate losetup swtpm swtpm_setup; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 [ -f /usr/include/libvirt/libvirt.h ] || need_apt=1
@@ -27,14 +27,15 @@ if [ $need_apt = 1 ] || ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
         busybox-static cpio dropbear-bin e2fsprogs kmod \
         chromium fonts-dejavu-core \
         mmdebstrap parted extlinux syslinux-common genisoimage openssh-client openssl curl python3-yaml \
-        libguestfs-tools linux-image-amd64 dnsmasq-base tcpdump cryptsetup-bin lvm2 >/dev/null
+        libguestfs-tools linux-image-amd64 dnsmasq-base tcpdump cryptsetup-bin lvm2 swtpm swtpm-tools >/dev/null
     # chromium: the HTML report's screenshot test; fonts-dejavu-core: text in the plots.
     # mmdebstrap, parted, extlinux, syslinux-common: the Debian disk images (guests/lib);
     # genisoimage: NoCloud seeds; openssh-client, openssl: host-side checks (ssh-keyscan,
     # s_client); libguestfs-tools: the real virt-sysprep, which needs a kernel in /boot
     # (linux-image-amd64 only adds files there; the running kernel is unchanged; FACTS.md);
     # dnsmasq-base, tcpdump: the network segment's DHCP server and capture (network/segment.rs);
-    # cryptsetup-bin, lvm2: the hazards guest's LUKS volume and LVM group, made at image build.
+    # cryptsetup-bin, lvm2: the hazards guest's LUKS volume and LVM group, made at image build;
+    # swtpm, swtpm-tools: a virtual TPM per VM (tpm = true; libvirt runs swtpm_setup).
 else
     say "Debian packages already installed"
 fi

@@ -91,6 +91,7 @@ fn machine_of(s: &ScenarioPlan, guest: &GuestProfile, accel: Accel) -> Result<Ma
     let mut m = Machine::new(guest.clone(), s.memory_mib.unwrap_or(guest.memory_mib), accel);
     m.devices.seed = s.nocloud.is_some();
     m.network = s.network;
+    m.devices.tpm = s.tpm;
     if s.network == crate::scenario::Network::Segment {
         // Tells a direct-kernel guest to run its DHCP client (guests/tiny/init); disk guests
         // configure their network themselves.

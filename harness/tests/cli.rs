@@ -205,9 +205,27 @@ fn a_broken_guest_disk_is_a_clear_error_and_leaks_nothing() {
 
 /// A 2-clone naive scenario of the tiny guest on `backend`, in `dir`.
 fn naive_on(dir: &Path, backend: &str) -> std::path::PathBuf {
+    naive_with(dir, backend, "")
+}
+
+/// [`naive_on`] with `extra` lines in the scenario.
+fn naive_with(dir: &Path, backend: &str, extra: &str) -> std::path::PathBuf {
     let f = dir.join(format!("naive-{backend}.toml"));
-    std::fs::write(&f, format!("[[scenario]]\nname = \"naive\"\nbackend = \"{backend}\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n")).unwrap();
+    std::fs::write(&f, format!("[[scenario]]\nname = \"naive\"\nbackend = \"{backend}\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n{extra}")).unwrap();
     f
+}
+
+/// swtpm processes (ours: argv[0] `swtpm:<vm>`; libvirt's: its log file names the domain)
+/// serving a VM whose name says process `owner` made it.
+fn swtpms_of(owner: u32) -> Vec<String> {
+    let prefix = format!("{}{owner}-", clonesafe::identity::NAME_PREFIX);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.split(' ').next().is_some_and(|a| a.contains("swtpm")) && c.contains(&prefix))
+        .collect()
 }
 
 /// libvirt domains (running or not) whose names say process `owner` made them.
@@ -238,9 +256,11 @@ fn a_run_killed_with_sigkill_is_reaped_by_the_next_run() {
             continue;
         }
         let work = tempfile::tempdir().unwrap();
-        let file = naive_on(work.path(), backend);
+        // With a TPM: each VM's swtpm must go too (issue 22).
+        let file = naive_with(work.path(), backend, "tpm = true\n");
         let mut child = run_until(&file, work.path(), &[], "snapshot of", Duration::from_millis(500));
         let pid = child.id();
+        assert!(!swtpms_of(pid).is_empty(), "{backend}: the VMs have their swtpm");
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         child.wait().unwrap();
         assert_eq!(runs_left(work.path()).len(), 1, "{backend}: the killed run's directory should be there to reap");
@@ -257,7 +277,43 @@ fn a_run_killed_with_sigkill_is_reaped_by_the_next_run() {
         assert_eq!(runs_left(work.path()).len(), 0, "{backend}: run directories left");
         let left = if backend == "qemu" { settle_blocking(pid) } else { domains_of(pid) };
         assert!(left.is_empty(), "{backend}: VMs of the killed run left: {left:?}");
+        assert!(swtpms_of(pid).is_empty(), "{backend}: swtpm of the killed run left: {:?}", swtpms_of(pid));
+        assert!(swtpms_of(ran.pid).is_empty(), "{backend}: swtpm of the second run left: {:?}", swtpms_of(ran.pid));
     }
+}
+
+/// Issue 22: a virtual TPM per VM (`tpm = true`). A live clone carries its source's TPM state,
+/// so every clone has the source's endorsement key; VMs booted apart each get a freshly
+/// manufactured swtpm, so each its own key; a scenario without a TPM skips the check (the
+/// strategies test). On both backends; nothing of swtpm is left, and the report holds the
+/// key's digest only.
+#[test]
+fn a_tpm_follows_the_clone_method_on_both_backends() {
+    if guest().is_none() {
+        return;
+    }
+    let libvirt = libvirt_answers();
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("tpm.toml");
+    let mut s = String::from("[[scenario]]\nname = \"tpm-naive\"\nstrategy = \"naive\"\nclones = 2\ntpm = true\n[scenario.expect]\ntpm_ek = \"duplicate\"\n\n[[scenario]]\nname = \"tpm-cold\"\nstrategy = \"cold-boot\"\nclones = 2\ntpm = true\n[scenario.expect]\ntpm_ek = \"unique\"\n");
+    if libvirt {
+        s.push_str("\n[[scenario]]\nname = \"tpm-naive-libvirt\"\nbackend = \"libvirt\"\nstrategy = \"naive\"\nclones = 2\ntpm = true\n[scenario.expect]\ntpm_ek = \"duplicate\"\n");
+    }
+    std::fs::write(&f, s).unwrap();
+    let out = work.path().join("out");
+    let ran = run_files(&[&f], &out, &["--accel", "tcg"], work.path());
+    assert_eq!(ran.code(), Some(0), "{}{}", ran.stdout(), ran.stderr());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for sc in report["scenarios"].as_array().unwrap() {
+        let ek = sc["checks"].as_array().unwrap().iter().find(|c| c["id"] == "tpm_ek").unwrap();
+        for v in ek["values"].as_array().unwrap() {
+            let v = v.as_str().unwrap();
+            assert!(v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()), "{}: a SHA-256, nothing else: {v}", sc["name"]);
+        }
+        assert!(ek["detail"].as_str().is_some());
+    }
+    assert!(swtpms_of(ran.pid).is_empty(), "swtpm left: {:?}", swtpms_of(ran.pid));
+    assert!(settle_blocking(ran.pid).is_empty());
 }
 
 /// Issue 11, item 1: Ctrl-C during the restores on libvirt left a paused `-cloneN` domain, 3

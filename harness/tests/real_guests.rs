@@ -185,7 +185,8 @@ fn assert_uuids_sampled(s: &serde_json::Value) {
 /// LUKS2 volume, an LVM2 VG, a user with a password and an SSH key, machine-info, a keytab and
 /// Samba secrets): the agent through virDomainQemuAgentCommand, the probe injected, forwards added
 /// over HMP, the save image rewritten per clone. The full recipe fixes what a live clone can fix
-/// and none of the image's own hazards (measured: every one duplicate), and nothing secret leaves
+/// and none of the image's own hazards (measured: every one duplicate; with a TPM, libvirt
+/// carries the source's TPM state into each clone: one endorsement key), and nothing secret leaves
 /// the guest: the report, events, HTML and output hold no password, hash, key file or LUKS key.
 #[test]
 fn debian12_hazards_full_on_libvirt() {
@@ -195,7 +196,7 @@ fn debian12_hazards_full_on_libvirt() {
     let work = tempfile::tempdir().unwrap();
     let ran = run_scenarios_in(
         work.path(),
-        "[[scenario]]\nname = \"full\"\nguest = \"debian12-hazards\"\nbackend = \"libvirt\"\nstrategy = \"full\"\nclones = 2\n[scenario.expect]\nmac = \"unique\"\nssh_host_keys = \"unique\"\nssh_keyscan = \"unique\"\nhostname = \"unique\"\nsmbios_serial = \"duplicate\"\nfs_uuid = \"duplicate\"\nlvm_uuid = \"duplicate\"\nluks_volume_key = \"duplicate\"\nmachine_info = \"duplicate\"\nuser_credentials = \"duplicate\"\nmachine_account = \"duplicate\"\nshared_pages = \"unique\"\n",
+        "[[scenario]]\nname = \"full\"\nguest = \"debian12-hazards\"\nbackend = \"libvirt\"\nstrategy = \"full\"\nclones = 2\ntpm = true\n[scenario.expect]\nmac = \"unique\"\nssh_host_keys = \"unique\"\nssh_keyscan = \"unique\"\nhostname = \"unique\"\nsmbios_serial = \"duplicate\"\nfs_uuid = \"duplicate\"\nlvm_uuid = \"duplicate\"\nluks_volume_key = \"duplicate\"\nmachine_info = \"duplicate\"\nuser_credentials = \"duplicate\"\nmachine_account = \"duplicate\"\ntpm_ek = \"duplicate\"\nshared_pages = \"unique\"\n\n[[scenario.identity]]\nid = \"ek_by_tpm2_tools\"\ncommand = [\"/bin/sh\", \"-c\", \"tpm2_createek -c /tmp/ek.ctx -G ecc -u /tmp/ek.pub >/dev/null && tail -c +3 /tmp/ek.pub | sha256sum\"]\nmatch = '^([0-9a-f]{64})'\n",
         &[],
     );
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
@@ -208,6 +209,11 @@ fn debian12_hazards_full_on_libvirt() {
     assert!(ev("lvm_uuid").contains("VG hazards/"), "{}", ev("lvm_uuid"));
     assert!(ev("user_credentials").contains("password alice") && ev("user_credentials").contains("/home/alice/.ssh/id_ed25519"), "{}", ev("user_credentials"));
     assert!(ev("shared_pages").contains("anonymous"), "{}", ev("shared_pages"));
+    // The probe's endorsement key is the one tpm2-tools makes in the same VM (tpm2_createek's
+    // public area without its size), so tpm_ek compares the EK a user would read.
+    let values = |id: &str| check_of(&full, id)["values"].clone();
+    assert_eq!(values("tpm_ek"), values("ek_by_tpm2_tools"), "the probe's EK digest against tpm2_createek's");
+    assert!(ev("tpm_ek").contains("/dev/tpmrm0"), "{}", ev("tpm_ek"));
 
     // The secrets, taken from the image itself, in every form they could leak in.
     let secrets = work.path().join("secrets");

@@ -159,6 +159,13 @@ async fn a_missing_capability_fails_at_plan_time_and_starts_no_vm() {
     let e = run_plan(&p, &opts(work.path(), Duration::from_secs(5)), &Fake(fake.clone()), &Recorder::default()).await.unwrap_err();
     assert!(e.to_string().contains("live-snapshot (for method live)"), "{e}");
     assert_eq!(fake.started.load(Ordering::SeqCst), 0);
+
+    // A virtual TPM needs swtpm and the emulator's tpm-crb: refused before any VM starts.
+    let fake = Arc::new(FakeBackend::without(Capability::Tpm));
+    let p = plan("[[scenario]]\nname = \"t\"\nstrategy = \"naive\"\nclones = 2\ntpm = true\n");
+    let e = run_plan(&p, &opts(work.path(), Duration::from_secs(5)), &Fake(fake.clone()), &Recorder::default()).await.unwrap_err();
+    assert!(e.to_string().contains("tpm (for tpm = true)"), "{e}");
+    assert_eq!(fake.started.load(Ordering::SeqCst), 0);
 }
 
 /// Declared identities go through the same stages as built-in ones: read through the agent

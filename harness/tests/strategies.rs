@@ -109,6 +109,7 @@ luks_volume_key = "skipped"
 machine_info = "skipped"
 user_credentials = "skipped"
 machine_account = "skipped"
+tpm_ek = "skipped"
 shared_pages = "unique"
 "#;
 

@@ -275,6 +275,8 @@ named! {
         UserCredentials = "user_credentials",
         /// A machine account's secrets: Kerberos keytab, Samba's secrets.tdb.
         MachineAccount = "machine_account",
+        /// The virtual TPM's endorsement key (a digest of its public area).
+        TpmEk = "tpm_ek",
         /// Guest RAM pages each clone shares physically with another clone or the template.
         SharedPages = "shared_pages",
     }

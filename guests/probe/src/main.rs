@@ -563,6 +563,7 @@ fn identity(sources: &clonesafe_protocol::Sources) -> Identity {
     id.machine_account = clonesafe_protocol::MACHINE_ACCOUNT_FILES.iter().filter_map(|p| digest("machine_account", p, None)).collect();
     id.credentials = credentials(&mut errors.borrow_mut());
     id.block_ids = block_ids(&mut errors.borrow_mut());
+    id.tpm_ek = tpm_ek(&mut errors.borrow_mut());
     id.errors = errors.into_inner();
     id
 }
@@ -645,6 +646,34 @@ fn block_ids(errors: &mut Vec<(String, String)>) -> Vec<clonesafe_protocol::Bloc
         }
     }
     out
+}
+
+/// The TPM's endorsement key, made by TPM2_CreatePrimary through the kernel's resource manager
+/// (/dev/tpmrm0 flushes the object when the file is closed); /dev/tpm0 where there is no
+/// resource manager, flushing it ourselves. None: no TPM device.
+fn tpm_ek(errors: &mut Vec<(String, String)>) -> Option<clonesafe_protocol::TpmEk> {
+    use clonesafe_protocol::tpm;
+    use std::io::{Read, Write};
+    let device = ["/dev/tpmrm0", "/dev/tpm0"].into_iter().find(|d| fs::symlink_metadata(d).is_ok())?;
+    let run = || -> Result<Vec<u8>, String> {
+        let mut f = fs::OpenOptions::new().read(true).write(true).open(device).map_err(|e| format!("{device}: {e}"))?;
+        f.write_all(&tpm::create_primary_ek()).map_err(|e| format!("{device}: write: {e}"))?;
+        // One read returns the whole response (the driver's buffer is 4 KiB).
+        let mut buf = vec![0u8; 4096];
+        let n = f.read(&mut buf).map_err(|e| format!("{device}: read: {e}"))?;
+        let (handle, public) = tpm::ek_public(&buf[..n])?;
+        if device == "/dev/tpm0" {
+            let _ = f.write_all(&tpm::flush_context(handle)).and_then(|_| f.read(&mut buf).map(|_| ()));
+        }
+        Ok(public)
+    };
+    match run() {
+        Ok(public) => Some(clonesafe_protocol::TpmEk { device: device.into(), template: tpm::EK_TEMPLATE.into(), sha256: sha256_hex(&public) }),
+        Err(e) => {
+            errors.push(("tpm_ek".into(), e));
+            None
+        }
+    }
 }
 
 fn sorted_dir(path: &str) -> Vec<String> {

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod blockid;
+pub mod tpm;
 pub use blockid::BlockId;
 
 /// Longest line either side accepts, newline excluded.
@@ -170,6 +171,17 @@ pub struct GateDone {
     pub t_reseeded_ns: u64,
 }
 
+/// A TPM's endorsement key, as the digest of its public area ([`tpm`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmEk {
+    /// The device it was read through (/dev/tpmrm0).
+    pub device: String,
+    /// Which EK ([`tpm::EK_TEMPLATE`]).
+    pub template: String,
+    /// Hex SHA-256 of the EK's TPMT_PUBLIC (its public point and template).
+    pub sha256: String,
+}
+
 /// The digest of a file that must be unique per machine, and what the guest says about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
@@ -289,6 +301,9 @@ pub struct Identity {
     /// private SSH key, as digests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Credential>,
+    /// The TPM's endorsement key (None: the guest has no TPM device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_ek: Option<TpmEk>,
     pub uptime_ms: u64,
     pub errors: Vec<(String, String)>,
 }

@@ -412,7 +412,7 @@ impl Qga {
             let sha256 = sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect();
             id.machine_info = Some(clonesafe_protocol::FileDigest { path: "/etc/machine-info".into(), sha256, symlink: false, creditable: None });
         }
-        for field in ["block_ids", "user_credentials", "machine_account"] {
+        for field in ["block_ids", "user_credentials", "machine_account", "tpm_ek"] {
             errors.push((field.to_string(), clonesafe_protocol::PROBE_ONLY.to_string()));
         }
         match self.cmd("guest-network-get-interfaces", json!({}), t).await {

@@ -26,6 +26,9 @@ pub enum Capability {
     Vmgenid,
     /// A VMClock device (QEMU 9.1+ `-device vmclock`), declared when the emulator has it.
     Vmclock,
+    /// A virtual TPM 2.0 per VM (swtpm), its state carried by live snapshots: declared when
+    /// swtpm is installed and the emulator has tpm-crb.
+    Tpm,
     /// Guest RAM in a shared file, a snapshot of device state only, and clones that map the
     /// RAM file copy-on-write ([`super::snapshot::Ram::Shared`]).
     SharedRam,
@@ -55,6 +58,7 @@ impl Capability {
             Capability::NicHotplug => "nic-hotplug",
             Capability::Vmgenid => "vmgenid",
             Capability::Vmclock => "vmclock",
+            Capability::Tpm => "tpm",
             Capability::SharedRam => "shared-ram",
             Capability::WarmPool => "warm-pool",
             Capability::SegmentNetwork => "segment-network",

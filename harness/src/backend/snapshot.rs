@@ -29,6 +29,10 @@ pub struct Devices {
     pub vmclock: bool,
     /// A read-only cloud-init NoCloud seed disk (`seed.iso` in the VM's directory).
     pub seed: bool,
+    /// A TPM 2.0 (tpm-crb) backed by an swtpm of the VM's own, its state in `tpm/` of the VM's
+    /// directory. A restore carries the source's TPM state in the migration stream (QEMU
+    /// backends/tpm/tpm_emulator.c saves swtpm's permanent, volatile and save-state blobs).
+    pub tpm: bool,
 }
 
 /// Where guest RAM lives.
@@ -73,7 +77,7 @@ pub struct Machine {
 impl Machine {
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
         let vcpus = guest.vcpus;
-        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, vmclock: false, seed: false }, kernel_args: vec![], network: crate::scenario::Network::User }
+        Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, vmclock: false, seed: false, tpm: false }, kernel_args: vec![], network: crate::scenario::Network::User }
     }
 
     /// The kernel command line for a direct-kernel guest: the guest's own and `kernel_args`.

@@ -1,6 +1,6 @@
 //! Identities a golden image carries on its disks and in its files, compared as sets (two VMs
 //! that share any one element share the identity): `fs_uuid`, `lvm_uuid`, `luks_volume_key`,
-//! `user_credentials`, `machine_account`. The items of virt-sysprep's `fs-uuids`, `lvm-uuids`,
+//! `user_credentials`, `machine_account`, `tpm_ek`. The items of virt-sysprep's `fs-uuids`, `lvm-uuids`,
 //! `user-account` and `ssh-userdir` operations, systemd's docs/BUILDING_IMAGES.md (a volume key
 //! made at image build) and the Azure agent's deprovision list (a domain member's secrets).
 //!
@@ -125,4 +125,12 @@ pub const MACHINE_ACCOUNT: SetCheck = SetCheck {
         let v: Vec<&str> = i.machine_account.iter().map(|d| d.path.as_str()).collect();
         (!v.is_empty()).then(|| v.join(", "))
     }),
+};
+
+pub const TPM_EK: SetCheck = SetCheck {
+    id: CheckId::TpmEk,
+    absent: "no TPM (/dev/tpmrm0)",
+    fields: &["tpm_ek"],
+    read: |i| i.tpm_ek.iter().map(|k| k.sha256.clone()).collect(),
+    note: Some(|i| i.tpm_ek.as_ref().map(|k| format!("{} through {}", k.template, k.device))),
 };

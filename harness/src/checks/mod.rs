@@ -64,6 +64,7 @@ pub fn all() -> Vec<&'static dyn Check> {
         &files::MACHINE_INFO,
         &hazards::USER_CREDENTIALS,
         &hazards::MACHINE_ACCOUNT,
+        &hazards::TPM_EK,
         &pages::SharedPages,
     ]
 }

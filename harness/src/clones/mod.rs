@@ -27,6 +27,9 @@ pub fn requirements(s: &ScenarioPlan) -> Vec<(Capability, String)> {
     if s.pool.is_some() {
         out.push((Capability::WarmPool, "pool".into()));
     }
+    if s.tpm {
+        out.push((Capability::Tpm, "tpm = true".into()));
+    }
     if s.network == Network::Segment {
         out.push((Capability::SegmentNetwork, "network = \"segment\"".into()));
     }

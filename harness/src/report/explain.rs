@@ -24,6 +24,7 @@ pub fn why_duplicate(id: &CheckName) -> &'static str {
         CheckId::MachineInfo => "/etc/machine-info is an ordinary file in the image; nothing rewrites it on a clone.",
         CheckId::UserCredentials => "Password hashes and users' keys are files in the image; a clone has the source's files, and no clone method changes them.",
         CheckId::MachineAccount => "A domain join writes the machine's secret into files (the keytab, secrets.tdb); every copy of the machine holds it, and the domain knows only one machine.",
+        CheckId::TpmEk => "A live clone's TPM is its source's: QEMU carries the swtpm state, endorsement and storage seeds included, in the migration stream, and the EK is derived from the endorsement seed. Only a new TPM (a fresh swtpm state, or TPM2_ChangeEPS, which destroys everything sealed under it) gives a clone its own.",
         CheckId::SharedPages => "A shared-RAM clone maps its template's RAM file copy-on-write, and KSM merges identical anonymous pages: until a clone writes a page, the page is physically shared.",
         CheckId::SmbiosSerial => "Like the SMBIOS UUID: each clone's VMM is given its own serial, but the guest read its DMI table at boot and a restored kernel keeps the source's copy.",
         CheckId::VmgenidUevent => "Without a vmgenid device (or before Linux 6.8) the kernel sends no NEW_VMGENID uevent, so nothing in user space can learn of the fork by waiting for it.",

@@ -20,6 +20,7 @@
 //! pool = 2                  # shared-ram only: clones from a warm pool of 1..=16 processes
 //! network = "segment"       # user (default: each VM alone) | segment (one isolated segment
 //!                           # with dnsmasq and a capture; network/segment.rs)
+//! tpm = true                # a virtual TPM 2.0 (swtpm) per VM; live clones carry the source's
 //! [scenario.expect]         # check id = unique | duplicate | skipped | error | any
 //! mac = "duplicate"
 //! [[scenario.identity]]     # the user's own identities, here or at the top level for every

@@ -44,6 +44,8 @@ struct RawScenario {
     nocloud: Option<Spanned<String>>,
     pool: Option<Spanned<i64>>,
     network: Option<Spanned<String>>,
+    #[serde(default)]
+    tpm: bool,
     /// `[[scenario.identity]]`: identities this scenario alone checks.
     #[serde(default)]
     identity: Vec<Spanned<RawIdentity>>,
@@ -244,6 +246,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
             nocloud,
             pool,
             network,
+            tpm: s.tpm,
             declared,
         });
     }

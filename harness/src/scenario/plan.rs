@@ -35,6 +35,9 @@ pub struct ScenarioPlan {
     pub pool: Option<u32>,
     /// Where the VMs' NICs are plugged.
     pub network: Network,
+    /// A virtual TPM 2.0 for every VM (`tpm = true`): a fresh swtpm per booted VM; clones of a
+    /// live snapshot get the source's TPM state.
+    pub tpm: bool,
     /// The file's `[[identity]]` tables, then the scenario's own.
     pub declared: Vec<Declared>,
 }

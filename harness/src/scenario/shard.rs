@@ -57,7 +57,7 @@ pub fn plan_id(plan: &Plan) -> String {
     let mut defs: Vec<String> = plan
         .scenarios
         .iter()
-        .map(|s| format!("{:?}", (&s.name, s.backend, &s.guest, &s.image, &s.recipe, s.clones, s.memory_mib, &s.expect, s.canary, s.nocloud)))
+        .map(|s| format!("{:?}", (&s.name, s.backend, &s.guest, &s.image, &s.recipe, s.clones, s.memory_mib, &s.expect, s.canary, s.nocloud, s.tpm)))
         .collect();
     defs.sort();
     let mut h = Sha256::new();

@@ -145,6 +145,8 @@ pub struct Ran {
     pub output: Output,
     /// report.json from `out`, already validated against the schema (None if none was written).
     pub report: Option<serde_json::Value>,
+    /// The harness process's pid (VM names carry it).
+    pub pid: u32,
 }
 
 impl Ran {
@@ -182,9 +184,10 @@ pub fn read_report(out: &Path) -> Option<serde_json::Value> {
 
 /// Wait for a spawned `clonesafe run` writing into `out`, echo its output, read its report.
 pub fn finish(child: std::process::Child, out: &Path) -> Ran {
+    let pid = child.id();
     let output = child.wait_with_output().expect("wait for clonesafe");
     eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    Ran { output, report: read_report(out) }
+    Ran { output, report: read_report(out), pid }
 }
 
 /// Run `clonesafe run FILES... --out OUT EXTRA...` to completion.

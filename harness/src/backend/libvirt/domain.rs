@@ -85,6 +85,9 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path, files: &File
         AgentTransport::None => String::new(),
     };
     let nic = if machine.devices.nic { interface_xml(&id.mac, args.port.as_ref()) } else { String::new() };
+    // libvirt starts the swtpm itself (its state under /var/lib/libvirt/swtpm/<uuid>, removed
+    // with a transient domain); a restore carries the source's state in the save image.
+    let tpm = if machine.devices.tpm { "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>" } else { "" };
     let seed = if machine.devices.seed {
         format!(
             "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{pre}seed.iso'/><target dev='vdb' bus='virtio'/><readonly/><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></disk>"
@@ -119,6 +122,7 @@ pub fn domain_xml(machine: &Machine, args: &CloneArgs, disk: &Path, files: &File
       <serial>{serial}</serial>
     </disk>
     {seed}
+    {tpm}
     {nic}
     {console}
     {probe}

@@ -137,6 +137,12 @@ pub fn sweep_own_domains(wait: Duration) -> Vec<String> {
 }
 
 impl LibvirtBackend {
+    /// Whether the host's libvirt offers a TPM 2.0 CRB on its swtpm emulator backend (its
+    /// domain capabilities list them once swtpm is installed).
+    fn has_tpm_emulator(&self) -> bool {
+        self.conn.domain_capabilities(None, Some("x86_64"), Some("pc"), Some("qemu"), 0).is_ok_and(|x| tpm_emulator_in(&x))
+    }
+
     /// Connect (libvirt's default error printing to stderr is switched off first).
     pub fn connect(uri: &str, mode: SnapshotMode) -> Result<Self, LibvirtError> {
         virt::error::clear_error_callback();
@@ -283,6 +289,7 @@ impl Backend for LibvirtBackend {
 
     fn capabilities(&self) -> Capabilities {
         match self.pool {
+            None if self.has_tpm_emulator() => Capabilities::of(CAPABILITIES).with(Capability::Tpm),
             None => Capabilities::of(CAPABILITIES),
             // A remote host's VMs cannot join a segment made here, their files are not here
             // for the harness to read or rewrite, and their forwarded ports would listen there.
@@ -774,5 +781,26 @@ impl Snapshottable for LibvirtVm {
             artifacts: vec![Artifact { kind: ArtifactKind::LibvirtSaveImage, path: memory, host_bytes: bytes }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen, host_bytes: None }],
             private: Arc::new(LibvirtSnapshot::default()),
         })
+    }
+}
+
+/// Whether domain capabilities XML offers `<tpm supported='yes'>` with the tpm-crb model and
+/// the emulator backend.
+fn tpm_emulator_in(domcaps: &str) -> bool {
+    let Some(start) = domcaps.find("<tpm supported='yes'>") else { return false };
+    let end = domcaps[start..].find("</tpm>").map_or(domcaps.len(), |e| start + e);
+    let tpm = &domcaps[start..end];
+    tpm.contains("<value>tpm-crb</value>") && tpm.contains("<value>emulator</value>")
+}
+
+#[cfg(test)]
+mod tpm_caps {
+    #[test]
+    fn reads_the_tpm_section_of_domain_capabilities() {
+        let yes = "<devices><tpm supported='yes'><enum name='model'><value>tpm-crb</value></enum><enum name='backendModel'><value>passthrough</value><value>emulator</value></enum></tpm></devices>";
+        assert!(super::tpm_emulator_in(yes));
+        assert!(!super::tpm_emulator_in(&yes.replace("<value>emulator</value>", "")), "no swtpm: no emulator backend");
+        assert!(!super::tpm_emulator_in("<tpm supported='no'/>"));
+        assert!(!super::tpm_emulator_in("<tpm supported='yes'><value>tpm-crb</value></tpm><video><value>emulator</value></video>"), "only the tpm section counts");
     }
 }

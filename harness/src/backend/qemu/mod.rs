@@ -244,6 +244,13 @@ fn machine_args(machine: &Machine, args: &CloneArgs, disk: &Path, ram: RamMap<'_
         a.push("-device".into());
         a.push(format!("vmgenid,id=vmgenid0,guid={genid}"));
     }
+    if machine.devices.tpm {
+        // QEMU's TPM emulator backend (docs/specs/tpm.rst): swtpm's control socket, which the
+        // harness started before QEMU (process.rs); a CRB interface, as libvirt's default.
+        a.push("-chardev".into());
+        a.push(format!("socket,id=chrtpm,path={}", opt_value(&process::tpm_socket(&args.dir))));
+        a.extend(["-tpmdev".into(), "emulator,id=tpm0,chardev=chrtpm".into(), "-device".into(), "tpm-crb,tpmdev=tpm0".into()]);
+    }
     if machine.devices.vmclock {
         // QEMU 9.1+ (hw/acpi/vmclock.c): an ACPI device with a shared page the guest maps.
         a.push("-device".into());
@@ -277,9 +284,9 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
 /// The channels QEMU connects for `machine`'s agent transport.
 fn channels(machine: &Machine) -> Channels {
     match machine.guest.agent {
-        AgentTransport::SerialProbe => Channels { probe: true, qga: false },
-        AgentTransport::Qga => Channels { probe: true, qga: true },
-        AgentTransport::None => Channels { probe: false, qga: false },
+        AgentTransport::SerialProbe => Channels { probe: true, qga: false, tpm: machine.devices.tpm },
+        AgentTransport::Qga => Channels { probe: true, qga: true, tpm: machine.devices.tpm },
+        AgentTransport::None => Channels { probe: false, qga: false, tpm: machine.devices.tpm },
     }
 }
 
@@ -316,6 +323,9 @@ impl Backend for QemuBackend {
         let mut c = Capabilities::of(CAPABILITIES);
         if emulator::has_device("vmclock") {
             c = c.with(Capability::Vmclock);
+        }
+        if process::swtpm_installed() && emulator::has_device("tpm-crb") {
+            c = c.with(Capability::Tpm);
         }
         c
     }

@@ -25,6 +25,9 @@ pub struct QemuProcess {
     pub qga: Option<UnixStream>,
     console: PathBuf,
     stderr: PathBuf,
+    /// The VM's swtpm, when it has a TPM: it exits when QEMU closes its socket (`--terminate`),
+    /// and dies with the harness like QEMU.
+    swtpm: Option<Child>,
     /// Set when the guest's console passed the cap ([`crate::backend::console`]).
     console_capped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -34,6 +37,66 @@ pub struct QemuProcess {
 pub struct Channels {
     pub probe: bool,
     pub qga: bool,
+    /// Start the VM's swtpm first (its state in `tpm/` of the VM's directory).
+    pub tpm: bool,
+}
+
+/// The directory of a VM's TPM state: guest secrets (its seeds), so 0700, and swtpm writes its
+/// files 0600. It is inside the VM's directory, which the run removes.
+pub fn tpm_dir(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("tpm")
+}
+
+/// swtpm's control socket, which QEMU's `-tpmdev emulator` connects to.
+pub fn tpm_socket(vm_dir: &Path) -> PathBuf {
+    tpm_dir(vm_dir).join("swtpm.sock")
+}
+
+/// The prefix of an swtpm's argv[0] of ours, followed by its VM's name.
+pub const SWTPM_ARG0: &str = "swtpm:";
+
+/// Whether swtpm is on PATH.
+pub fn swtpm_installed() -> bool {
+    crate::tools::bounded::output(std::process::Command::new("swtpm").arg("--version"), Duration::from_secs(5), 4096).is_ok_and(|o| o.status.success())
+}
+
+/// Start swtpm for a VM whose directory is `dir`, and wait until its socket is there. A fresh
+/// state directory makes a freshly manufactured TPM (new endorsement and storage seeds); a
+/// restore then loads the source's state into it over QEMU's connection.
+async fn start_swtpm(name: &str, dir: &Path, t: &Timeouts) -> Result<Child, BackendError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let state = tpm_dir(dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&state).map_err(BackendError::io(name, format!("create {}", state.display())))?;
+    let sock = tpm_socket(dir);
+    let log = state.join("swtpm.log");
+    let mut cmd = Command::new("swtpm");
+    cmd.args(["socket", "--tpm2", "--terminate"])
+        .arg("--tpmstate")
+        .arg(format!("dir={},mode=0600", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={},mode=0600", sock.display()))
+        .arg("--log")
+        .arg(format!("file={},level=1", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    // Its argv[0] names the VM, so the next run can reap an swtpm a killed run left (reap.rs).
+    std::os::unix::process::CommandExt::arg0(cmd.as_std_mut(), format!("{SWTPM_ARG0}{name}"));
+    crate::tools::bounded::die_with_harness(cmd.as_std_mut());
+    let mut child = cmd.spawn().map_err(BackendError::io(name, "start swtpm (is the swtpm package installed?)".to_string()))?;
+    let started = std::time::Instant::now();
+    while !sock.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(BackendError::Io { vm: name.to_string(), what: format!("swtpm exited before QEMU started ({status})"), source: std::io::Error::other(format!("its log: {}", read_tail(&log, 10))) });
+        }
+        if started.elapsed() > t.start {
+            let _ = child.start_kill();
+            return Err(BackendError::Timeout { vm: name.to_string(), phase: Phase::Start, after: t.start, console_tail: format!("swtpm made no socket at {}; its log: {}", sock.display(), read_tail(&log, 10)) });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(child)
 }
 
 impl QemuProcess {
@@ -52,6 +115,7 @@ impl QemuProcess {
         let qmp_l = listen("qmp.sock")?;
         let stderr = dir.join("qemu.stderr");
         let console = dir.join(crate::backend::snapshot::CONSOLE_LOG);
+        let swtpm = if channels.tpm { Some(start_swtpm(&name, dir, t).await?) } else { None };
         let err_file = std::fs::File::create(&stderr).map_err(BackendError::io(&name, format!("create {}", stderr.display())))?;
 
         let mut cmd = Command::new(emulator::qemu_binary());
@@ -105,7 +169,7 @@ impl QemuProcess {
             }
             Err(_) => return Err(BackendError::Timeout { vm: name, phase: Phase::Start, after: t.start, console_tail: read_tail(&console, 20) }),
         };
-        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), qga, console, stderr, console_capped })
+        Ok(QemuProcess { name, child, qmp, probe: probe.map(ProbeChannel::new), qga, console, stderr, swtpm, console_capped })
     }
 
     /// Migration events on, bandwidth unthrottled (the guest is stopped while it migrates).
@@ -179,6 +243,7 @@ impl QemuProcess {
     pub async fn power_off(mut self, t: Duration) -> Result<bool, BackendError> {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.qmp.execute("system_powerdown", json!({}))).await;
         if tokio::time::timeout(t, self.child.wait()).await.is_ok() {
+            self.stop_swtpm().await;
             return Ok(true);
         }
         self.shutdown().await.map(|_| false)
@@ -190,7 +255,17 @@ impl QemuProcess {
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }
+        self.stop_swtpm().await;
         Ok(())
+    }
+
+    /// Once QEMU is gone: swtpm exits by itself (`--terminate`); wait for it briefly, then kill.
+    async fn stop_swtpm(&mut self) {
+        if let Some(mut s) = self.swtpm.take() {
+            if tokio::time::timeout(Duration::from_secs(2), s.wait()).await.is_err() {
+                let _ = s.kill().await;
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Leftovers of a killed run on the QEMU backend: QEMU processes named `clonesafe-<pid>-...`
-//! whose harness `<pid>` is gone. (PR_SET_PDEATHSIG normally makes them die with the harness;
+//! Leftovers of a killed run on the QEMU backend: QEMU processes named `clonesafe-<pid>-...`,
+//! and the swtpm of such a VM (argv[0] `swtpm:clonesafe-<pid>-...`), whose harness `<pid>` is gone. (PR_SET_PDEATHSIG normally makes them die with the harness;
 //! this covers QEMUs that outlived it anyway, e.g. a harness killed between fork and prctl.)
 
 use crate::identity::{is_stale, owner_of};
@@ -29,6 +29,10 @@ pub fn find_vms() -> Vec<FoundVm> {
 }
 
 fn parse_cmdline(pid: i32, args: &[String]) -> Option<FoundVm> {
+    // A VM's swtpm: argv[0] is `swtpm:<vm name>` (process.rs).
+    if let Some(name) = args.first()?.strip_prefix(super::process::SWTPM_ARG0) {
+        return Some(FoundVm { pid, name: name.to_string(), owner: owner_of(name)? });
+    }
     if !args.first()?.contains("qemu-system") {
         return None;
     }
@@ -61,5 +65,7 @@ mod tests {
         );
         assert_eq!(parse_cmdline(7, &a("qemu-system-x86_64 -name other -m 1")), None);
         assert_eq!(parse_cmdline(7, &a("bash -name clonesafe-1-x")), None);
+        assert_eq!(parse_cmdline(8, &a("swtpm:clonesafe-123-naive-clone1 socket --tpm2")), Some(FoundVm { pid: 8, name: "clonesafe-123-naive-clone1".into(), owner: 123 }));
+        assert_eq!(parse_cmdline(8, &a("swtpm socket --tpm2")), None);
     }
 }

@@ -325,13 +325,15 @@ fn ctrl_c_during_libvirt_restores_leaves_no_domain() {
     }
     for attempt in 0..3 {
         let work = tempfile::tempdir().unwrap();
-        let file = naive_on(work.path(), "libvirt");
+        // With a TPM: libvirt's swtpm must go with its domain (issue 22).
+        let file = naive_with(work.path(), "libvirt", "tpm = true\n");
         let mut child = run_until(&file, work.path(), &[], "snapshot of", Duration::from_millis(500));
         let pid = child.id();
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED), "attempt {attempt}");
         assert!(domains_of(pid).is_empty(), "attempt {attempt}: domains left after Ctrl-C: {:?}", domains_of(pid));
+        assert!(swtpms_of(pid).is_empty(), "attempt {attempt}: swtpm left after Ctrl-C: {:?}", swtpms_of(pid));
         assert_eq!(runs_left(work.path()).len(), 0, "attempt {attempt}: run directory left after Ctrl-C");
     }
 }

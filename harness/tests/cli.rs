@@ -203,12 +203,7 @@ fn a_broken_guest_disk_is_a_clear_error_and_leaks_nothing() {
     assert_eq!(runs_left(work.path()).len(), 0, "no run directory either");
 }
 
-/// A 2-clone naive scenario of the tiny guest on `backend`, in `dir`.
-fn naive_on(dir: &Path, backend: &str) -> std::path::PathBuf {
-    naive_with(dir, backend, "")
-}
-
-/// [`naive_on`] with `extra` lines in the scenario.
+/// A 2-clone naive scenario of the tiny guest on `backend`, in `dir`, with `extra` lines.
 fn naive_with(dir: &Path, backend: &str, extra: &str) -> std::path::PathBuf {
     let f = dir.join(format!("naive-{backend}.toml"));
     std::fs::write(&f, format!("[[scenario]]\nname = \"naive\"\nbackend = \"{backend}\"\nstrategy = \"naive\"\nclones = 2\nmemory_mib = 256\n{extra}")).unwrap();

@@ -283,11 +283,12 @@ fn netdev(machine: &Machine, args: &CloneArgs) -> String {
 
 /// The channels QEMU connects for `machine`'s agent transport.
 fn channels(machine: &Machine) -> Channels {
-    match machine.guest.agent {
-        AgentTransport::SerialProbe => Channels { probe: true, qga: false, tpm: machine.devices.tpm },
-        AgentTransport::Qga => Channels { probe: true, qga: true, tpm: machine.devices.tpm },
-        AgentTransport::None => Channels { probe: false, qga: false, tpm: machine.devices.tpm },
-    }
+    let (probe, qga) = match machine.guest.agent {
+        AgentTransport::SerialProbe => (true, false),
+        AgentTransport::Qga => (true, true),
+        AgentTransport::None => (false, false),
+    };
+    Channels { probe, qga, tpm: machine.devices.tpm }
 }
 
 /// The VM's transport from the process's channels: on a boot the probe (if injected) is still

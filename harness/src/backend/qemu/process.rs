@@ -55,9 +55,10 @@ pub fn tpm_socket(vm_dir: &Path) -> PathBuf {
 /// The prefix of an swtpm's argv[0] of ours, followed by its VM's name.
 pub const SWTPM_ARG0: &str = "swtpm:";
 
-/// Whether swtpm is on PATH.
+/// Whether swtpm is on PATH (asked once per process: the plan asks for every scenario).
 pub fn swtpm_installed() -> bool {
-    crate::tools::bounded::output(std::process::Command::new("swtpm").arg("--version"), Duration::from_secs(5), 4096).is_ok_and(|o| o.status.success())
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| crate::tools::bounded::output(std::process::Command::new("swtpm").arg("--version"), Duration::from_secs(5), 4096).is_ok_and(|o| o.status.success()))
 }
 
 /// Start swtpm for a VM whose directory is `dir`, and wait until its socket is there. A fresh

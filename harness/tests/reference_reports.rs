@@ -102,13 +102,7 @@ fn docs_coverage_matches_the_reports() {
                 Some(name) => {
                     let s = r.scenarios.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("reports/{report} has no scenario {name}"));
                     let c = s.checks.iter().find(|c| c.id().to_string() == id).unwrap_or_else(|| panic!("reports/{report}/{name} has no check {id}"));
-                    match c.verdict() {
-                        clonesafe_metadata::Verdict::Unique => "unique",
-                        clonesafe_metadata::Verdict::Duplicate => "**DUP**",
-                        clonesafe_metadata::Verdict::Error => "error",
-                        clonesafe_metadata::Verdict::Skipped => "-",
-                    }
-                    .to_string()
+                    clonesafe::report::markdown::verdict_cell(c.verdict()).to_string()
                 }
             };
             assert_eq!(cells[5 + i], want, "docs/coverage.md, `{id}` under {column}: reports/{report} says {want}");

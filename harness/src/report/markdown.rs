@@ -7,13 +7,18 @@ use clonesafe_metadata::{Report, Verdict};
 use crate::text::md_escape as e;
 use std::fmt::Write;
 
-fn cell(v: Verdict, met: bool) -> String {
-    let s = match v {
+/// How a verdict is written in a summary's matrix (and in docs/coverage.md, which quotes them).
+pub fn verdict_cell(v: Verdict) -> &'static str {
+    match v {
         Verdict::Unique => "unique",
         Verdict::Duplicate => "**DUP**",
         Verdict::Error => "error",
         Verdict::Skipped => "-",
-    };
+    }
+}
+
+fn cell(v: Verdict, met: bool) -> String {
+    let s = verdict_cell(v);
     if met { s.to_string() } else { format!("{s} (unmet)") }
 }
 

@@ -34,10 +34,10 @@ clones = 2
 mitigate_remanence = true
 "#;
 
-/// Checks whose verdict is a race, not a property of the recipe: a vmgenid reseed is
-/// asynchronous, so the first kernel RNG read of a clone may or may not precede it (matrix.toml
-/// expects "any" there), and clock skew depends on how long the snapshot sat.
-const RACY: &[&str] = &["kernel_rng", "wall_clock_skew_ms"];
+/// Checks whose verdict is a race, not a property of the recipe (`CheckId::decided_by_timing`).
+fn racy(id: &str) -> bool {
+    clonesafe_metadata::vocab::CheckId::parse(id).is_some_and(|c| c.decided_by_timing())
+}
 
 #[test]
 fn shared_ram_clones_give_the_stream_verdicts() {
@@ -54,7 +54,7 @@ fn shared_ram_clones_give_the_stream_verdicts() {
         let (a, b) = (ran.scenario(stream), ran.scenario(shared));
         for c in a["checks"].as_array().unwrap() {
             let id = c["id"].as_str().unwrap();
-            if RACY.contains(&id) && !(stream == "naive-stream" && id == "kernel_rng") || id == "shared_pages" {
+            if racy(id) && !(stream == "naive-stream" && id == "kernel_rng") || id == "shared_pages" {
                 continue;
             }
             assert_eq!(verdict(&a, id), verdict(&b, id), "{id}: {stream} and {shared} differ");

@@ -282,6 +282,19 @@ named! {
     }
 }
 
+impl CheckId {
+    /// Checks whose verdict is a race, not a property of the recipe: a vmgenid reseed is
+    /// asynchronous and a naive clone's CRNG reseeds from an input pool that interrupt timings
+    /// have already made differ, so whether the first post-resume read of the kernel RNG (or of
+    /// `/proc/sys/kernel/random/uuid`, read from the same CRNG a moment later) is shared depends
+    /// on when it ran; clock skew depends on how long the snapshot sat. Two runs of one plan may
+    /// give these different verdicts (CI saw `random_uuid` unique in one run of naive and
+    /// duplicate in the next), so tests that compare runs leave them out.
+    pub fn decided_by_timing(self) -> bool {
+        matches!(self, CheckId::KernelRng | CheckId::RandomUuid | CheckId::WallClockSkewMs)
+    }
+}
+
 /// A check's name in a report and in `[scenario.expect]`: a built-in check, or an identity the
 /// scenario file declared (`[[identity]]`, a snake_case id that is not a built-in's). Written as
 /// its id alone; a name that is not a built-in check's reads back as declared.

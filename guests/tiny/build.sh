@@ -2,7 +2,8 @@
 # Builds the "tiny" guest from Debian packages, into $CLONESAFE_GUESTS/tiny
 # (default /var/lib/clonesafe/guests/tiny, readable by libvirt's QEMU user):
 #   vmlinuz         Debian's linux-image-6.1.0-*-amd64 kernel
-#   initrd.img      busybox-static, the virtio/ext4 modules, dropbearkey and its libraries,
+#   initrd.img      busybox-static, the virtio/ext4 modules (and inet_diag/tcp_diag, which
+#                   drop-sessions needs), dropbearkey and its libraries,
 #                   the clonesafe probe (static), and ./init
 #   data.qcow2      a never-booted 64 MiB ext4 disk; identity is created on first boot
 #   manifest.json   package versions and the input hash
@@ -65,7 +66,7 @@ add_module() {
     for dep in $(echo "$deps" | tr ' ' '\n' | tac); do add_module "$dep"; done
     order+=("$rel")
 }
-for want in virtio_pci virtio_net virtio_blk crc32c_generic ext4; do
+for want in virtio_pci virtio_net virtio_blk crc32c_generic ext4 inet_diag tcp_diag; do
     rel=$(awk -F: -v w="/$want.ko" 'index($1, w) && substr($1, length($1) - length(w) + 1) == w {print $1; exit}' "$mdir/modules.dep")
     [ -n "$rel" ] || { say "module $want not found in $kpkg"; exit 1; }
     add_module "$rel"

@@ -13,6 +13,8 @@ use clonesafe_protocol::{
     Disk, HostKey, Identity, Nic, Reply, Request, Sample, UeventWatch, KERNEL_RNG_SAMPLE_OFFSETS_MS, MAX_LINE,
     UEVENT_WAIT_MS, USERSPACE_RNG_SAMPLES, VMFORK_RESEED_MSG,
 };
+mod session;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -273,6 +275,9 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             }
         }
         Request::Digest { path, text_bytes } => digest_file(path, text_bytes),
+        Request::SessionOpen { addr, port, timeout_ms } => session::open(&addr, port, timeout_ms),
+        Request::SessionSpeak { addr, port, id, timeout_ms } => session::speak(&addr, port, &id, timeout_ms),
+        Request::DropSessions { dst } => session::drop_to(&dst),
         Request::Exec { argv, timeout_ms, max_bytes } => exec(&argv, timeout_ms, max_bytes),
         Request::ReadFile { path } => match data_path(&path) {
             Ok(p) => match fs::read_to_string(p) {

@@ -96,6 +96,47 @@ pub enum Request {
     /// `max_bytes` (at most [`MAX_DECLARED_TEXT`]); after `timeout_ms` the command is killed and
     /// what it printed so far comes back with `timed_out`.
     Exec { argv: Vec<String>, timeout_ms: u64, max_bytes: u32 },
+    /// Open a TCP connection to the harness's peer at `addr`:`port` (on the segment), retrying
+    /// until `timeout_ms` (the guest may not hold a lease yet), say [`SESSION_HELLO`] on it and
+    /// wait for the peer's answer; keep it open. Sent to a source before `hold`: the session a
+    /// live clone inherits (issue 22, `tcp_session`).
+    SessionOpen { addr: String, port: u16, timeout_ms: u64 },
+    /// Write `id <id>` on the session (opening one first, within `timeout_ms`, when there is none:
+    /// a VM that was booted, not restored), then read the peer's answer for at most
+    /// [`SESSION_READ_MS`].
+    SessionSpeak { addr: String, port: u16, id: String, timeout_ms: u64 },
+    /// What `ss -K dst <dst>` does: destroy every TCP socket connected to `dst` (SOCK_DESTROY over
+    /// NETLINK_SOCK_DIAG, which needs CONFIG_INET_DIAG_DESTROY and tcp_diag); the drop-sessions
+    /// fix-up.
+    DropSessions { dst: String },
+}
+
+/// The first line a probe writes on a session, before the snapshot.
+pub const SESSION_HELLO: &str = "hello";
+/// How long a probe waits for the peer's answer after speaking on a session.
+pub const SESSION_READ_MS: u64 = 1500;
+/// The longest id a probe writes on a session, and the longest answer line it reads back.
+pub const SESSION_MAX_LINE: usize = 200;
+
+/// What a probe saw when it spoke on its session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpeech {
+    /// The connection's local and remote address ("10.77.0.23:41234").
+    pub local: String,
+    pub remote: String,
+    /// Whether the connection was opened before the snapshot (held across it), or now.
+    pub inherited: bool,
+    /// The guest's monotonic time of the write.
+    pub t_ns: u64,
+    /// The write's error (None: the kernel took the bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_error: Option<String>,
+    /// The peer's answer line, as read (bounded by [`SESSION_MAX_LINE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Why no answer came: a timeout, a reset, the peer closing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_error: Option<String>,
 }
 
 /// The most of a declared identity's output (each stream) or file text that comes back: a
@@ -359,6 +400,10 @@ pub enum Reply {
     /// `digest`'s answer; `found` is None when the file does not exist.
     Digested { path: String, found: Option<DigestOf> },
     Executed { output: ExecOutput },
+    SessionOpened { local: String, remote: String },
+    SessionSpoke { speech: SessionSpeech },
+    /// How many sockets were destroyed, and each one's local and remote address.
+    SessionsDropped { dropped: Vec<String> },
     Error { message: String },
 }
 

@@ -115,6 +115,9 @@ named! {
         /// Before the snapshot (or the template's shutdown), scrub deleted data from the guest's
         /// disk and page cache; afterwards, compact the disk images clones are made from.
         MitigateRemanence = "mitigate-remanence",
+        /// On resume, destroy each clone's TCP connections to the segment's peer (what
+        /// `ss -K dst ADDR` does), so that no clone speaks on the connection its source opened.
+        DropSessions = "drop-sessions",
     }
 }
 
@@ -122,7 +125,7 @@ impl FixupId {
     /// The clone methods this fix-up composes with.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate | FixupId::Vmclock => &[Method::Live, Method::SharedRam],
+            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate | FixupId::Vmclock | FixupId::DropSessions => &[Method::Live, Method::SharedRam],
             FixupId::Sysprep => &[Method::ImageCopy],
             FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live, Method::SharedRam],
         }
@@ -263,6 +266,8 @@ named! {
         ArpConflict = "arp_conflict",
         /// From resume until each VM held an address no other VM held (null: never).
         IpWindowMs = "ip_window_ms",
+        /// Whether two VMs spoke on one TCP connection (the source's, resumed in every clone).
+        TcpSession = "tcp_session",
         /// File system UUIDs of every block device (blkid's UUID).
         FsUuid = "fs_uuid",
         /// LVM2 physical volume and volume group UUIDs.
@@ -479,6 +484,8 @@ named! {
         ClockSkewBeforeMs = "clock_skew_before_ms",
         /// rng-gate: how long the first RNG read was held (the gate's cost).
         RngGateMs = "rng_gate_ms",
+        /// drop-sessions: how long destroying the clone's connections took, asked from the host.
+        DropSessionsMs = "drop_sessions_ms",
     }
 }
 
@@ -491,6 +498,7 @@ impl MeasurementId {
             MeasurementId::FixupWindowMs => "fix-up window",
             MeasurementId::ClockSkewBeforeMs => "clock skew before",
             MeasurementId::RngGateMs => "RNG gate",
+            MeasurementId::DropSessionsMs => "drop sessions",
         }
     }
 }

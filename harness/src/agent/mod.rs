@@ -152,4 +152,14 @@ pub trait GuestAgent: Send {
     /// A declared identity's command (no shell), killed after `limit` with what it printed so
     /// far, each stream kept up to `max_bytes`. `t` bounds the exchange beyond `limit`.
     async fn run_command(&mut self, argv: &[String], limit: Duration, max_bytes: u32, t: Duration) -> Result<ExecOutput, AgentError>;
+    /// Open a TCP session from the guest to `peer` and keep it (before a snapshot: the session
+    /// its clones inherit); retries for `within` while the guest has no address yet. Returns the
+    /// connection's local and remote address.
+    async fn session_open(&mut self, peer: std::net::SocketAddrV4, within: Duration, t: Duration) -> Result<(String, String), AgentError>;
+    /// Speak as `id` on the session (opening one when the guest holds none), and read the peer's
+    /// answer.
+    async fn session_speak(&mut self, peer: std::net::SocketAddrV4, id: String, within: Duration, t: Duration) -> Result<clonesafe_protocol::SessionSpeech, AgentError>;
+    /// Destroy the guest's TCP connections to `dst` (`ss -K dst DST`); returns one line per
+    /// connection destroyed.
+    async fn drop_sessions(&mut self, dst: std::net::Ipv4Addr, t: Duration) -> Result<Vec<String>, AgentError>;
 }

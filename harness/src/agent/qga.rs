@@ -547,6 +547,24 @@ impl GuestAgent for Qga {
         self.probe("collect RNG samples")?.samples(t).await
     }
 
+    async fn session_open(&mut self, peer: std::net::SocketAddrV4, within: Duration, t: Duration) -> Result<(String, String), AgentError> {
+        self.probe("open a TCP session to the peer")?.session_open(peer, within, t).await
+    }
+
+    async fn session_speak(&mut self, peer: std::net::SocketAddrV4, id: String, within: Duration, t: Duration) -> Result<clonesafe_protocol::SessionSpeech, AgentError> {
+        self.probe("speak on the TCP session")?.session_speak(peer, id, within, t).await
+    }
+
+    async fn drop_sessions(&mut self, dst: std::net::Ipv4Addr, t: Duration) -> Result<Vec<String>, AgentError> {
+        // The guest's own ss (iproute2), as an administrator would run it; it prints a line per
+        // socket it destroyed (and fails where the kernel lacks CONFIG_INET_DIAG_DESTROY).
+        let r = self.exec("/usr/bin/ss", &["-K", "-t", "-n", "-H", "dst", &dst.to_string()], t).await?;
+        if r.exitcode != 0 {
+            return Err(AgentError::Unexpected { want: "ss -K to succeed", got: crate::text::truncate(&format!("exit {}: {}{}", r.exitcode, r.out, r.err), 200) });
+        }
+        Ok(r.out.lines().filter(|l| !l.trim().is_empty()).take(64).map(|l| crate::text::truncate(&l.split_whitespace().collect::<Vec<_>>().join(" "), 120)).collect())
+    }
+
     async fn report(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError> {
         match self.probe.as_mut() {
             Some(p) => p.report(sources, t).await,

@@ -79,6 +79,9 @@ fn want(req: &Request) -> &'static str {
         Request::Addrs => "addrs",
         Request::Digest { .. } => "digested",
         Request::Exec { .. } => "executed",
+        Request::SessionOpen { .. } => "session_opened",
+        Request::SessionSpeak { .. } => "session_spoke",
+        Request::DropSessions { .. } => "sessions_dropped",
     }
 }
 
@@ -192,6 +195,29 @@ impl GuestAgent for ProbeChannel {
         match self.call(&Request::Samples, t + Duration::from_millis(clonesafe_protocol::UEVENT_WAIT_MS)).await? {
             Reply::Samples { kernel_rng, random_uuid, uevents, vmclock } => Ok(super::Later { kernel_rng, random_uuid, uevents, vmclock }),
             other => Err(unexpected("samples", &other)),
+        }
+    }
+
+    async fn session_open(&mut self, peer: std::net::SocketAddrV4, within: Duration, t: Duration) -> Result<(String, String), AgentError> {
+        let req = Request::SessionOpen { addr: peer.ip().to_string(), port: peer.port(), timeout_ms: within.as_millis() as u64 };
+        match self.call(&req, t + within).await? {
+            Reply::SessionOpened { local, remote } => Ok((local, remote)),
+            other => Err(unexpected("session_opened", &other)),
+        }
+    }
+
+    async fn session_speak(&mut self, peer: std::net::SocketAddrV4, id: String, within: Duration, t: Duration) -> Result<clonesafe_protocol::SessionSpeech, AgentError> {
+        let req = Request::SessionSpeak { addr: peer.ip().to_string(), port: peer.port(), id, timeout_ms: within.as_millis() as u64 };
+        match self.call(&req, t + within + Duration::from_millis(clonesafe_protocol::SESSION_READ_MS)).await? {
+            Reply::SessionSpoke { speech } => Ok(speech),
+            other => Err(unexpected("session_spoke", &other)),
+        }
+    }
+
+    async fn drop_sessions(&mut self, dst: std::net::Ipv4Addr, t: Duration) -> Result<Vec<String>, AgentError> {
+        match self.call(&Request::DropSessions { dst: dst.to_string() }, t).await? {
+            Reply::SessionsDropped { dropped } => Ok(dropped.into_iter().take(64).map(|d| crate::text::truncate(&d, 120)).collect()),
+            other => Err(unexpected("sessions_dropped", &other)),
         }
     }
 

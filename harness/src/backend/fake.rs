@@ -189,6 +189,9 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
                 [] => Reply::Error { message: "exec: an empty argv".into() },
             }
         }
+        // The fake guest is on no network.
+        Request::SessionOpen { .. } | Request::SessionSpeak { .. } => Reply::Error { message: "session: the fake guest has no network".into() },
+        Request::DropSessions { .. } => Reply::SessionsDropped { dropped: vec![] },
         Request::Fixup { .. } => {
             s.machine_id = uuid::Uuid::new_v4().simple().to_string();
             Reply::FixedUp { t_start_ns: 0, t_rng_ns: 1, t_done_ns: 2, steps: vec![] }

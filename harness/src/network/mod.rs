@@ -1,10 +1,14 @@
 //! Clones on one network (`network = "segment"`): the segment itself ([`segment`]), a reader for
 //! its capture ([`pcap`]), and what the capture says about each VM ([`wire`]). The checks
-//! `dhcp_client_id`, `ipv4_lease`, `ipv6_addr`, `arp_conflict` and `ip_window_ms`
-//! (checks/network.rs) read the [`SegmentReport`] made here at the end of a scenario.
+//! `dhcp_client_id`, `ipv4_lease`, `ipv6_addr`, `arp_conflict`, `ip_window_ms` and
+//! `tcp_session` (checks/network.rs, checks/session.rs; the segment's TCP peer is [`peer`], what
+//! became of the session [`session`]) read the [`SegmentReport`] made here at the end of a
+//! scenario.
 
 pub mod pcap;
+pub mod peer;
 pub mod segment;
+pub mod session;
 pub mod wire;
 
 use serde::Serialize;
@@ -38,6 +42,8 @@ pub struct SegmentReport {
     pub log: BTreeMap<String, Vec<(usize, String)>>,
     /// What went wrong reading the capture, if anything.
     pub error: Option<String>,
+    /// The live TCP session across the snapshot (`tcp_session`).
+    pub sessions: session::Sessions,
 }
 
 impl SegmentReport {
@@ -52,7 +58,10 @@ pub fn report(seg: &segment::Segment, members: &[Member], t0_ns: u64, watched_ms
     let mut r = SegmentReport { namespace: seg.ns.clone(), capture: None, watched_ms, guests, ..Default::default() };
     match std::fs::read(seg.capture_path()) {
         Ok(data) => match pcap::parse(&data) {
-            Ok(frames) => r.wire = wire::analyse(&frames, members, t0_ns),
+            Ok(frames) => {
+                r.wire = wire::analyse(&frames, members, t0_ns);
+                r.sessions.wire = session::on_wire(&frames, members, t0_ns, peer::PORT);
+            }
             Err(e) => r.error = Some(format!("{}: {e}", seg.capture_path().display())),
         },
         Err(e) => r.error = Some(format!("{}: {e}", seg.capture_path().display())),

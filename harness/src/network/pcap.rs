@@ -46,6 +46,9 @@ pub enum Payload {
     Nd { kind: u8, src: Ipv6Addr, dst: Ipv6Addr, target: Option<Ipv6Addr> },
     /// Any other IPv6 packet: its source address.
     Ipv6 { src: Ipv6Addr },
+    /// An IPv4 TCP segment: its addresses, sequence number, flags (0x04 RST, 0x02 SYN, 0x01
+    /// FIN) and payload length.
+    Tcp { src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, seq: u32, flags: u8, len: u16 },
     Other,
 }
 
@@ -187,6 +190,9 @@ fn arp(b: &[u8]) -> Option<Payload> {
 
 fn ipv4(b: &[u8]) -> Option<Payload> {
     let ihl = (*b.first()? & 0x0f) as usize * 4;
+    if *b.first()? >> 4 == 4 && ihl >= 20 && *b.get(9)? == 6 {
+        return tcp(b, ihl);
+    }
     if *b.first()? >> 4 != 4 || ihl < 20 || *b.get(9)? != 17 {
         return None;
     }
@@ -196,6 +202,22 @@ fn ipv4(b: &[u8]) -> Option<Payload> {
         return None;
     }
     dhcp(udp.get(8..)?).map(Payload::Dhcp)
+}
+
+/// A TCP segment in IPv4 packet `b` whose header is `ihl` bytes (RFC 9293 §3.1); the payload
+/// length comes from the IP total length, not the (snapped) capture.
+fn tcp(b: &[u8], ihl: usize) -> Option<Payload> {
+    let total = be16(b, 2)? as usize;
+    let t = b.get(ihl..)?;
+    let off = (*t.get(12)? >> 4) as usize * 4;
+    let len = total.checked_sub(ihl + off)?;
+    Some(Payload::Tcp {
+        src: std::net::SocketAddrV4::new(v4(b, 12)?, be16(t, 0)?),
+        dst: std::net::SocketAddrV4::new(v4(b, 16)?, be16(t, 2)?),
+        seq: be32(t, 4)?,
+        flags: *t.get(13)?,
+        len: u16::try_from(len).ok()?,
+    })
 }
 
 /// A BOOTP/DHCP message (RFC 2131 §2): fixed 236 bytes, the magic cookie, then options.
@@ -318,6 +340,29 @@ mod tests {
         let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
         ip.extend(udp);
         ip
+    }
+
+    #[test]
+    fn decodes_a_tcp_segment_with_its_payload_length() {
+        let mac = [0x52, 0x54, 0, 1, 2, 3];
+        // 20-byte IP header (total 20 + 20 + 9), 20-byte TCP header, 9 bytes "id clone0".
+        let mut ip = vec![0x45, 0, 0, 49, 0, 0, 0, 0, 64, 6, 0, 0, 10, 77, 0, 23, 10, 77, 0, 1];
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&41234u16.to_be_bytes());
+        t[2..4].copy_from_slice(&7070u16.to_be_bytes());
+        t[4..8].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x18;
+        ip.extend(t);
+        ip.extend(b"id clone0");
+        let frames = parse(&file(&[sll2(0x0800, 3, 0, mac, &ip)])).unwrap();
+        assert_eq!(
+            frames[0].payload,
+            Payload::Tcp { src: "10.77.0.23:41234".parse().unwrap(), dst: "10.77.0.1:7070".parse().unwrap(), seq: 0xdead_beef, flags: 0x18, len: 9 }
+        );
+        // A header longer than the packet says is not a segment.
+        ip[3] = 30;
+        assert_eq!(parse(&file(&[sll2(0x0800, 3, 0, mac, &ip)])).unwrap()[0].payload, Payload::Other);
     }
 
     #[test]

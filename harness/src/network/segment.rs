@@ -10,6 +10,7 @@
 //!                                                            │ tap ─┘     fd00:77::1/64          │
 //!                                                            │ dnsmasq (DHCP 2 min, RA)          │
 //!                                                            │ tcpdump -i any (LINUX_SLL2) → pcap│
+//!                                                            │ TCP peer 10.77.0.1:7070 (peer.rs) │
 //!                                                            └──────────────────────────────────┘
 //! ```
 //!
@@ -45,6 +46,8 @@ use std::time::Duration;
 
 /// The segment's IPv4 router (the bridge), its prefix and the DHCP pool.
 pub const ROUTER_V4: &str = "10.77.0.1";
+/// The bridge's MAC, fixed (locally administered), so that it does not follow its ports.
+pub const ROUTER_MAC: &str = "02:00:0a:4d:00:01";
 pub const PREFIX_V4: u8 = 24;
 pub const POOL_V4: (&str, &str) = ("10.77.0.10", "10.77.0.250");
 /// The IPv6 prefix dnsmasq advertises (SLAAC), and the bridge's address in it.
@@ -88,6 +91,12 @@ pub struct Segment {
     pub dir: PathBuf,
     children: Mutex<Vec<std::process::Child>>,
     ports: Mutex<Vec<PortRecord>>,
+    /// The TCP peer on the router address ([`super::peer`]); None when it could not start (the
+    /// `tcp_session` check then says why).
+    peer: Result<super::peer::Peer, String>,
+    /// The session the source opened to the peer before its snapshot ("local -> remote"), or
+    /// why it could not.
+    pub opened: Mutex<Option<Result<String, String>>>,
     /// Set once torn down (explicitly at the end of the scenario, or on drop).
     torn: std::sync::atomic::AtomicBool,
 }
@@ -145,7 +154,7 @@ impl Segment {
     /// Create the namespace, bridge, dnsmasq and capture; returns once the capture listens.
     pub fn create(scenario: &str, dir: &Path) -> Result<Segment, SegmentError> {
         let ns = Self::ns_name(scenario);
-        let seg = Segment { ns: ns.clone(), dir: dir.to_path_buf(), children: Mutex::new(vec![]), ports: Mutex::new(vec![]), torn: Default::default() };
+        let mut seg = Segment { ns: ns.clone(), dir: dir.to_path_buf(), children: Mutex::new(vec![]), ports: Mutex::new(vec![]), peer: Err("not started".into()), opened: Mutex::new(None), torn: Default::default() };
         let err = |step: &str, detail: String| SegmentError::Step { ns: ns.clone(), step: step.into(), detail };
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -162,7 +171,12 @@ impl Segment {
         set_sysctl(Some(&ns), "net/ipv6/conf/all/forwarding", "0")?;
         set_sysctl(Some(&ns), "net/ipv4/ip_forward", "0")?;
         // No STP delay, no multicast snooping: neighbour solicitations reach every port at once.
-        run(&ns, "create the bridge", &mut ip(&["-n", &ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"]))?;
+        // A MAC of its own: a bridge without one takes the lowest of its ports' (net/bridge/
+        // br_stp_if.c, br_stp_recalculate_bridge_id), so it changed whenever a clone's tap
+        // joined, and a clone's ARP entry for the router (guest memory, from its source) then
+        // named a MAC the bridge no longer had: its unicast frames to the router arrived as
+        // PACKET_OTHERHOST and were dropped (measured 2026-12-07 on the tcp_session peer).
+        run(&ns, "create the bridge", &mut ip(&["-n", &ns, "link", "add", "br0", "address", ROUTER_MAC, "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"]))?;
         set_sysctl(Some(&ns), "net/ipv6/conf/br0/disable_ipv6", "0")?;
         run(&ns, "address the bridge", &mut ip(&["-n", &ns, "addr", "add", &format!("{ROUTER_V4}/{PREFIX_V4}"), "dev", "br0"]))?;
         run(&ns, "address the bridge (IPv6)", &mut ip(&["-n", &ns, "addr", "add", &format!("{ROUTER_V6}/64"), "dev", "br0", "nodad"]))?;
@@ -199,6 +213,7 @@ impl Segment {
         seg.children.lock().unwrap().push(child);
         // dnsmasq logs "DHCP, IP range ..." once it serves.
         seg.wait_for(1, &log, "DHCP, IP range").map_err(|log| err("start dnsmasq", format!("it did not start serving ({log})")))?;
+        seg.peer = super::peer::Peer::start(&ns, ROUTER_V4.parse().expect("a constant address"));
         Ok(seg)
     }
 
@@ -221,6 +236,16 @@ impl Segment {
 
     pub fn capture_path(&self) -> PathBuf {
         self.dir.join("segment.pcap")
+    }
+
+    /// Where the segment's TCP peer listens, or why it does not.
+    pub fn peer_addr(&self) -> Result<std::net::SocketAddrV4, String> {
+        self.peer.as_ref().map(|p| p.addr).map_err(Clone::clone)
+    }
+
+    /// The connections the peer accepted, and what it read on each.
+    pub fn peer_conns(&self) -> Vec<super::peer::PeerConn> {
+        self.peer.as_ref().map(|p| p.conns()).unwrap_or_default()
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -275,6 +300,9 @@ impl Segment {
     pub fn stop(&self) {
         // Taken out, so that a second stop (teardown after the watch) signals nothing: a reaped
         // child's pid may already belong to another process.
+        if let Ok(p) = &self.peer {
+            p.stop();
+        }
         let mut children = std::mem::take(&mut *self.children.lock().unwrap());
         for c in children.iter_mut() {
             // SAFETY: a signal to our own child, which we have not reaped yet.

@@ -55,7 +55,7 @@ pub struct Dad {
     pub defended_frame: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct VmWire {
     pub vm: String,
     pub role: String,

@@ -21,6 +21,13 @@ clones = 2
 network = "segment"
 
 [[scenario]]
+name = "seg-drop-sessions"
+method = "live"
+fixups = ["drop-sessions"]
+clones = 2
+network = "segment"
+
+[[scenario]]
 name = "seg-naive-libvirt"
 strategy = "naive"
 backend = "libvirt"
@@ -80,6 +87,37 @@ fn segment_shows_collisions_on_the_wire_and_leaves_nothing() {
             assert_eq!(verdict(&naive, id), want, "{name} {id}");
         }
     }
+    // Issue 22, tcp_session: both naive clones resumed the source's connection and wrote on it
+    // without an error, the capture shows data from both ports on that one 4-tuple, and the
+    // peer read a single id on it (the second clone's bytes carried sequence numbers it had
+    // already taken: dropped as a retransmission, while that clone's kernel counted them sent).
+    for name in ["seg-naive", "seg-naive-libvirt"] {
+        let naive = ran.scenario(name);
+        let tcp = naive["checks"].as_array().unwrap().iter().find(|c| c["id"] == "tcp_session").unwrap().clone();
+        assert_eq!(tcp["verdict"], "duplicate", "{name}: {tcp}");
+        let ev = &tcp["evidence"];
+        let opened = ev["opened"].as_str().unwrap_or_else(|| panic!("{name}: the source opened no session: {ev}"));
+        for g in ev["guests"].as_object().unwrap().values() {
+            assert_eq!(g["speech"]["inherited"], true, "{name}: {g}");
+            assert_eq!(format!("{} -> {}", g["speech"]["local"].as_str().unwrap(), g["speech"]["remote"].as_str().unwrap()), opened, "{name}: {g}");
+        }
+        let wire = ev["wire"].as_array().unwrap();
+        assert!(wire.iter().any(|w| w["tuple"] == opened && w["data_from"].as_array().unwrap().len() == 2), "{name}: {ev}");
+        let conns = ev["peer_saw"].as_array().unwrap();
+        assert_eq!(conns.len(), 1, "{name}: one connection, accepted before the snapshot: {ev}");
+        let ids: Vec<&str> = conns[0]["lines"].as_array().unwrap().iter().filter_map(|l| l[1].as_str()).filter(|l| l.starts_with("id ")).collect();
+        assert_eq!(ids.len(), 1, "{name}: the peer read one clone's id on the shared connection: {ev}");
+    }
+    // drop-sessions destroyed the inherited connection in each clone: no clone could write on
+    // it (ECONNABORTED), each clone's reset reached the wire, and the cost was measured.
+    let drop = ran.scenario("seg-drop-sessions");
+    let tcp = drop["checks"].as_array().unwrap().iter().find(|c| c["id"] == "tcp_session").unwrap().clone();
+    assert_eq!(tcp["verdict"], "unique", "{tcp}");
+    for g in tcp["evidence"]["guests"].as_object().unwrap().values() {
+        assert!(g["speech"]["write_error"].as_str().is_some_and(|e| e.contains("os error 103")), "{g}");
+    }
+    assert!(tcp["evidence"]["wire"].as_array().unwrap().iter().any(|w| w["reset_from"].as_array().unwrap().len() == 2), "{tcp}");
+    assert_eq!(drop["timing"]["drop_sessions_ms"].as_array().unwrap().len(), 2, "{}", drop["timing"]);
     let naive = ran.scenario("seg-naive");
     let arp = naive["checks"].as_array().unwrap().iter().find(|c| c["id"] == "arp_conflict").unwrap();
     assert!(arp["detail"].as_str().unwrap().contains("sent from the ports of"), "{arp}");
@@ -105,7 +143,7 @@ fn segment_shows_collisions_on_the_wire_and_leaves_nothing() {
     assert_eq!(lines.lines().count(), 0, "the host namespace saw the segment's traffic:\n{lines}");
     assert!(segment_leftovers(pid).is_empty(), "left: {:?}", segment_leftovers(pid));
     assert!(runs_left(work.path()).is_empty(), "run directories left");
-    assert!(orphan_vms(&["-seg-naive-", "-seg-nic-replug-", "-seg-naive-libvirt-"]).is_empty());
+    assert!(orphan_vms(&["-seg-naive-", "-seg-nic-replug-", "-seg-drop-sessions-", "-seg-naive-libvirt-"]).is_empty());
 }
 
 /// A run killed with SIGKILL leaves its namespace and taps, each claimed in the owner registry

@@ -51,6 +51,8 @@ const SYSTEMD: &str = "systemd docs/BUILDING_IMAGES.md";
 const SEEDS: &str = "systemd docs/RANDOM_SEEDS.md";
 const FIRECRACKER: &str = "Firecracker docs/snapshotting/random-for-clones.md";
 const THREAD: &str = "OpenStack live-clone thread (2013)";
+const FIRECRACKER_NET: &str = "Firecracker docs/snapshotting/network-for-clones.md";
+const SNAPSTART: &str = "AWS Lambda SnapStart uniqueness docs";
 const CLOUD_INIT: &str = "cloud-init first-boot docs";
 
 fn entry(id: CheckId) -> Entry {
@@ -104,6 +106,7 @@ fn entry(id: CheckId) -> Entry {
         CheckId::Ipv6Addr => e("each VM's IPv6 addresses and whether DAD failed", Where::Wire, "the segment and /proc/net/if_inet6", &["nic-replug"], &["NetworkManager secret_key (stable privacy)"]),
         CheckId::ArpConflict => e("two MACs claiming one address, or one MAC on two ports", Where::Wire, "ARP on the segment", &["nic-replug"], &[THREAD]),
         CheckId::IpWindowMs => e("from resume until each VM holds an address of its own", Where::Wire, "DHCP and ARP on the segment", &["nic-replug", "agent-fixup"], &[THREAD]),
+        CheckId::TcpSession => e("whether two VMs spoke on one TCP connection: the source opens one to the segment's peer before the snapshot, each VM writes its name on its session after resume", Where::Wire, "the segment's TCP peer, the capture, and each guest's socket", &["drop-sessions (ss -K: the inherited connection is destroyed in each clone)"], &[FIRECRACKER_NET, SNAPSTART]),
     }
 }
 
@@ -149,6 +152,7 @@ pub fn consequence(id: CheckId) -> (Severity, &'static str) {
         CheckId::Ipv6Addr => (NetworkCollision, "two clones hold one IPv6 address, and duplicate-address detection is not run again after resume"),
         CheckId::ArpConflict => (NetworkCollision, "neighbours flap between clones answering for one address"),
         CheckId::IpWindowMs => (NetworkCollision, "until each clone renews with its own identity, clones hold their source's address"),
+        CheckId::TcpSession => (NetworkCollision, "every clone resumes its source's established connections with the same 4-tuple and sequence numbers: the peer takes N machines for one, drops what all but one say as retransmissions while their kernels count it delivered, and its answers reach whichever clone the switch picks"),
     }
 }
 

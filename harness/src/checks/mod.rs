@@ -58,6 +58,7 @@ pub fn all() -> Vec<&'static dyn Check> {
         &network::Ipv6Addr,
         &network::ArpConflict,
         &network::IpWindow,
+        &network::TcpSession,
         &hazards::FS_UUID,
         &hazards::LVM_UUID,
         &hazards::LUKS_VOLUME_KEY,

@@ -221,3 +221,95 @@ fn evidence(s: &SegmentReport, obs: &[Observation], f: impl Fn(&crate::network::
         "vms": vms.iter().map(|v| json!({ "vm": v.vm, "role": v.role, "macs": v.macs, "taps": v.taps, "wire": f(v), "dnsmasq_log": s.log.get(&v.vm) })).collect::<Vec<_>>(),
     })
 }
+
+/// `tcp_session`: whether two VMs spoke on one TCP connection. A live clone resumes holding the
+/// connection its source opened to the segment's peer before the snapshot (network/peer.rs);
+/// each compared VM then writes its name on its session (evidence/segment.rs). Duplicate when
+/// the capture shows data from two VMs' ports on one 4-tuple after they resumed, or when two VMs
+/// wrote on one 4-tuple without an error; unique when every VM that spoke had a connection of
+/// its own (VMs that booted open their own; a fix-up that destroys the inherited connection,
+/// drop-sessions, leaves nobody speaking on it).
+pub struct TcpSession;
+
+impl WireCheck for TcpSession {
+    const ID: CheckId = CheckId::TcpSession;
+    fn judge(&self, s: &SegmentReport, obs: &[Observation]) -> CheckResult {
+        let id = Self::ID;
+        let ss = &s.sessions;
+        let nulls = || vec![Value::Null; obs.len()];
+        if let Some(e) = &ss.peer_error {
+            return skipped(id, nulls(), format!("the segment's TCP peer did not start: {e}"));
+        }
+        let mut tuples = Vec::new();
+        let mut failed = Vec::new();
+        for o in obs {
+            match ss.guests.get(&o.vm) {
+                Some(crate::network::session::GuestSession { speech: Some(sp), .. }) => tuples.push(Some((format!("{} -> {}", sp.local, sp.remote), sp))),
+                Some(g) => {
+                    failed.push(format!("{}: {}", o.vm, g.error.as_deref().unwrap_or("no answer")));
+                    tuples.push(None);
+                }
+                None => {
+                    failed.push(format!("{}: did not speak", o.vm));
+                    tuples.push(None);
+                }
+            }
+        }
+        let evidence = json!({ "peer": ss.peer, "opened": ss.opened, "open_error": ss.open_error, "guests": ss.guests, "peer_saw": ss.peer_saw, "wire": ss.wire });
+        let values: Vec<Value> = tuples.iter().map(|t| t.as_ref().map(|(t, _)| json!(t)).unwrap_or(Value::Null)).collect();
+        if failed.len() == obs.len() {
+            let why = ss.open_error.as_deref().map(|e| format!(" (and the source held none: {e})")).unwrap_or_default();
+            let mut r = skipped(id, values, format!("no VM could speak on a TCP session to the peer: {}{why}", failed[0]));
+            r.evidence = Some(evidence);
+            return r;
+        }
+        if !failed.is_empty() {
+            let mut r = error(id, obs, format!("not every VM spoke on its session: {}", failed.join("; ")));
+            r.evidence = Some(evidence);
+            return r;
+        }
+        // Who wrote without an error, per 4-tuple.
+        let mut wrote: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (o, t) in obs.iter().zip(&tuples) {
+            if let Some((tuple, sp)) = t {
+                if sp.write_error.is_none() {
+                    wrote.entry(tuple.as_str()).or_default().push(o.vm.as_str());
+                }
+            }
+        }
+        let on_wire: Vec<&crate::network::session::WireSession> = ss.wire.iter().filter(|w| w.data_from.len() >= 2).collect();
+        let in_guests: Vec<(&&str, &Vec<&str>)> = wrote.iter().filter(|(_, vms)| vms.len() >= 2).collect();
+        let resets: usize = ss.wire.iter().map(|w| w.reset_to.len()).sum();
+        let peer_read = |tuple: &str| {
+            let guest_end = tuple.split(" -> ").next().unwrap_or("");
+            ss.peer_saw.iter().find(|c| c.remote == guest_end).map(|c| c.lines.iter().map(|(_, l)| l.as_str()).filter(|l| *l != clonesafe_protocol::SESSION_HELLO).collect::<Vec<_>>().join(", "))
+        };
+        let (verdict, detail) = if let Some(w) = on_wire.first() {
+            let who: Vec<String> = w.data_from.iter().map(|(vm, no, ms)| format!("{vm} (frame {no}, {ms:.0} ms after resume)")).collect();
+            let read = peer_read(&w.tuple).unwrap_or_default();
+            (
+                Verdict::Duplicate,
+                format!(
+                    "{} VMs sent data on one connection, {}: {}; the peer read \"{}\" on it{}",
+                    w.data_from.len(),
+                    w.tuple,
+                    who.join(", "),
+                    read,
+                    if resets > 0 { format!("; {resets} reset(s) from the peer reached a VM") } else { String::new() }
+                ),
+            )
+        } else if let Some((tuple, vms)) = in_guests.first() {
+            (Verdict::Duplicate, format!("{} VMs wrote on one connection, {tuple}, without an error: {} (the capture shows no second sender)", vms.len(), vms.join(", ")))
+        } else {
+            let inherited: Vec<&str> = obs.iter().zip(&tuples).filter(|(_, t)| t.as_ref().is_some_and(|(_, sp)| sp.inherited && sp.write_error.is_some())).map(|(o, _)| o.vm.as_str()).collect();
+            let detail = if inherited.len() == obs.len() {
+                let e = tuples.iter().flatten().find_map(|(_, sp)| sp.write_error.clone()).unwrap_or_default();
+                format!("no VM could speak on the connection it inherited (the first write failed: {e}), so no two VMs spoke on one")
+            } else {
+                format!("every VM that spoke had a connection of its own ({} connections)", wrote.len())
+            };
+            (Verdict::Unique, detail)
+        };
+        CheckResult { id: id.into(), declared: false, stated: None, verdict, values, detail, evidence: Some(evidence) }
+    }
+}

@@ -271,7 +271,7 @@ fn segment_checks_read_the_wire_and_skip_off_a_segment() {
     let o = vec![Observation { vm: "c0".into(), ..Default::default() }, Observation { vm: "c1".into(), ..Default::default() }];
     let r = recipe(Strategy::NicReplug);
     let off = run_all(&o, &cx(&r));
-    for id in [CheckId::DhcpClientId, CheckId::Ipv4Lease, CheckId::Ipv6Addr, CheckId::ArpConflict, CheckId::IpWindowMs] {
+    for id in [CheckId::DhcpClientId, CheckId::Ipv4Lease, CheckId::Ipv6Addr, CheckId::ArpConflict, CheckId::IpWindowMs, CheckId::TcpSession] {
         let c = off.iter().find(|c| c.id == id).unwrap();
         assert_eq!(c.verdict, Verdict::Skipped, "{id:?}");
         assert!(c.detail.contains("network = \"segment\""), "{}", c.detail);
@@ -318,6 +318,58 @@ fn segment_checks_read_the_wire_and_skip_off_a_segment() {
         assert_eq!(on.iter().find(|c| c.id == id).unwrap().verdict, Verdict::Unique, "{id:?}");
     }
     assert_eq!(on.iter().find(|c| c.id == CheckId::IpWindowMs).unwrap().values, vec![json!(800.0), json!(900.0)]);
+}
+
+/// `tcp_session` (issue 22): duplicate when the wire shows two VMs' data on one 4-tuple, or two
+/// VMs wrote on one without an error; unique when the inherited connection was gone in every
+/// clone; an error when only some VMs spoke; skipped when none could (with the reason).
+#[test]
+fn tcp_session_reads_the_wire_then_the_guests() {
+    use crate::network::session::{GuestSession, WireSession};
+    use crate::network::SegmentReport;
+    let o = vec![Observation { vm: "c0".into(), ..Default::default() }, Observation { vm: "c1".into(), ..Default::default() }];
+    let r = recipe(Strategy::Naive);
+    let tuple = "10.77.0.5:40000 -> 10.77.0.1:7070";
+    let spoke = |write_error: Option<&str>| GuestSession {
+        speech: Some(clonesafe_protocol::SessionSpeech { local: "10.77.0.5:40000".into(), remote: "10.77.0.1:7070".into(), inherited: true, write_error: write_error.map(String::from), ..Default::default() }),
+        error: None,
+    };
+    let judge = |seg: &SegmentReport| {
+        let mut c = cx(&r);
+        let mut seg = seg.clone();
+        seg.wire.vms = ["c0", "c1"].iter().map(|v| crate::network::wire::VmWire { vm: v.to_string(), role: "clone".into(), ..Default::default() }).collect();
+        c.segment = Some(seg);
+        run_all(&o, &c).into_iter().find(|c| c.id == CheckId::TcpSession).unwrap()
+    };
+    let mut seg = SegmentReport { ..Default::default() };
+    seg.sessions.peer = "10.77.0.1:7070".into();
+    seg.sessions.guests = [("c0".to_string(), spoke(None)), ("c1".to_string(), spoke(None))].into();
+    seg.sessions.wire = vec![WireSession { tuple: tuple.into(), data_from: vec![("c0".into(), 7, 10.0), ("c1".into(), 9, 12.0)], ..Default::default() }];
+    let c = judge(&seg);
+    assert_eq!(c.verdict, Verdict::Duplicate, "{}", c.detail);
+    assert!(c.detail.contains("2 VMs sent data on one connection") && c.detail.contains("frame 9"), "{}", c.detail);
+    assert_eq!(c.values, vec![json!(tuple), json!(tuple)]);
+    // No second sender in the capture, but both kernels took the bytes.
+    seg.sessions.wire.clear();
+    let c = judge(&seg);
+    assert_eq!(c.verdict, Verdict::Duplicate, "{}", c.detail);
+    assert!(c.detail.contains("without an error"), "{}", c.detail);
+    // The connection was destroyed in each clone before it spoke.
+    seg.sessions.guests = [("c0".to_string(), spoke(Some("Software caused connection abort (os error 103)"))), ("c1".to_string(), spoke(Some("Software caused connection abort (os error 103)")))].into();
+    let c = judge(&seg);
+    assert_eq!(c.verdict, Verdict::Unique, "{}", c.detail);
+    assert!(c.detail.contains("os error 103"), "{}", c.detail);
+    // One could not speak at all: an error, naming it; none could: skipped with the reason.
+    seg.sessions.guests.insert("c1".into(), GuestSession { speech: None, error: Some("no probe".into()) });
+    let c = judge(&seg);
+    assert_eq!(c.verdict, Verdict::Error, "{}", c.detail);
+    assert!(c.detail.contains("c1: no probe"), "{}", c.detail);
+    seg.sessions.guests.insert("c0".into(), GuestSession { speech: None, error: Some("no probe".into()) });
+    assert_eq!(judge(&seg).verdict, Verdict::Skipped);
+    seg.sessions.peer_error = Some("setns: EPERM".into());
+    let c = judge(&seg);
+    assert_eq!(c.verdict, Verdict::Skipped);
+    assert!(c.detail.contains("peer did not start: setns: EPERM"), "{}", c.detail);
 }
 
 /// The hazard checks (issue 22): skipped where the guest has none of the item, duplicate when

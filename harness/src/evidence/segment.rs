@@ -1,5 +1,6 @@
-//! The wire, when the scenario's VMs were on a network segment: watch it past the first
-//! renewal, read each VM's own addresses, stop the capture and turn it into the
+//! The wire, when the scenario's VMs were on a network segment: have each compared VM speak on
+//! its TCP session (the one its source held across the snapshot, or a new one), watch the
+//! segment past the first renewal, read each VM's own addresses, stop the capture and turn it into the
 //! [`network::SegmentReport`] the network checks read (checks/network.rs), keeping the capture
 //! with the report.
 
@@ -13,6 +14,7 @@ use clonesafe_metadata::FixupId;
 pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev: &mut Evidence, t0: u64) {
     let Some(seg) = cx.segment.get().cloned() else { return };
     use crate::events::EventKind;
+    let spoken = speak(cx, fleet, made, &seg).await;
     let last = ev.observations.iter().map(|o| o.resumed_unix_ns).max().unwrap_or(t0);
     let until = last + network::WATCH.as_nanos() as u64;
     let now = crate::probes::unix_ns(std::time::SystemTime::now());
@@ -66,6 +68,17 @@ pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev:
     // The source first: a clone inherits what it held.
     members.sort_by_key(|m| m.role != "source");
     let mut r = network::report(&seg, &members, t0, watched_ms, guests);
+    r.sessions.guests = spoken;
+    match seg.peer_addr() {
+        Ok(a) => r.sessions.peer = a.to_string(),
+        Err(e) => r.sessions.peer_error = Some(e),
+    }
+    match seg.opened.lock().unwrap().clone() {
+        Some(Ok(o)) => r.sessions.opened = Some(o),
+        Some(Err(e)) => r.sessions.open_error = Some(e),
+        None => {}
+    }
+    r.sessions.peer_saw = seg.peer_conns();
     if let Some(dir) = &cx.build.captures {
         // The capture holds DHCP, ARP and neighbour discovery of the scenario's VMs (and
         // whatever else they sent: at most segment::MAX_FRAMES frames of segment::SNAPLEN bytes).
@@ -86,4 +99,28 @@ pub(super) async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, ev:
         watched_ms / 1000
     ));
     ev.segment = Some(r);
+}
+
+/// How long a VM that holds no session may take to open one.
+const SPEAK_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Each compared VM, one after another (after its fix-ups), writes its own name on its TCP
+/// session to the segment's peer and reads the answer: a live clone speaks on the connection its
+/// source opened before the snapshot; a VM that was booted opens its own.
+async fn speak(cx: &Ctx<'_>, fleet: &mut Fleet, made: &Made, seg: &network::segment::Segment) -> std::collections::BTreeMap<String, network::session::GuestSession> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(peer) = seg.peer_addr() else { return out };
+    let t = cx.build.timeouts.probe;
+    for c in &made.compared {
+        let vm = fleet.0[c.index].as_mut();
+        let name = vm.name().to_string();
+        let id = name.clone();
+        let said = crate::probes::call(vm, "speak on the TCP session", move |a| a.session_speak(peer, id, SPEAK_WITHIN, t)).await;
+        let g = match said {
+            Ok(speech) => network::session::GuestSession { speech: Some(speech), error: None },
+            Err(e) => network::session::GuestSession { speech: None, error: Some(crate::error_chain(&e)) },
+        };
+        out.insert(name, g);
+    }
+    out
 }

@@ -43,5 +43,6 @@ pub fn why_duplicate(id: &CheckName) -> &'static str {
         CheckId::Ipv6Addr => "IPv6 addresses derived from the MAC or from a per-host secret are copied with the guest's memory; addresses already configured are not probed again (DAD) after a resume.",
         CheckId::ArpConflict => "Clones answering ARP for one address (or sending with one MAC from several ports) make the segment's neighbours flap between them.",
         CheckId::IpWindowMs => "Until every clone renews with an identity of its own, clones hold their source's address (or each other's).",
+        CheckId::TcpSession => "A TCP connection is kernel memory: every live clone resumes the source's sockets, 4-tuple and sequence numbers included, and speaks on them as if it were the only one. Only destroying them in each clone (ss -K, SOCK_DESTROY) or closing them before the snapshot ends that; a program must then reconnect.",
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod drop_sessions;
 pub mod mitigate_remanence;
 pub mod nic_replug;
 pub mod rng_gate;
@@ -25,6 +26,7 @@ pub fn of(id: FixupId) -> &'static dyn Fixup {
         FixupId::Clock => &clock::Clock,
         FixupId::RngGate => &rng_gate::RngGate,
         FixupId::Vmclock => &vmclock::Vmclock,
+        FixupId::DropSessions => &drop_sessions::DropSessions,
     }
 }
 

@@ -49,6 +49,9 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     let source_mac = source.identity().mac.to_string();
     // The source's hostname is in its kernel memory: the positive control for the scan.
     let canary = remanence::plant(cx, source, true).await?;
+    // Before the fix-ups prepare the snapshot (nic-replug unplugs the NIC): a service's
+    // connection exists before anyone prepares a snapshot.
+    open_session(cx, source, &mut notes).await;
     for f in &cx.fixups {
         f.before_capture(cx, source, &mut notes).await?;
     }
@@ -128,6 +131,29 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     });
     let assigned_macs = std::iter::once(source_mac).chain(compared.iter().map(|c| fleet.0[c.index].identity().mac.to_string())).collect();
     Ok(Made { compared, timing, notes, assigned_macs, canary })
+}
+
+/// How long a source may take to reach the segment's peer (it may still be waiting for its
+/// first lease when its agent answers).
+const SESSION_OPEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// On a segment: the source opens a TCP session to the segment's peer and keeps it across the
+/// snapshot, as a service with a live connection would (`tcp_session`). A failure is recorded
+/// for the check, not fatal: the other checks do not need the session.
+async fn open_session(cx: &Ctx<'_>, source: &mut dyn crate::backend::Vm, notes: &mut Vec<String>) {
+    let Some(seg) = cx.segment.get() else { return };
+    let t = cx.build.timeouts.probe;
+    let opened = match seg.peer_addr() {
+        Err(e) => Err(format!("the segment's TCP peer did not start: {e}")),
+        Ok(peer) => crate::probes::call(source, "open a TCP session to the segment's peer", |a| a.session_open(peer, SESSION_OPEN_WITHIN, t))
+            .await
+            .map(|(local, remote)| format!("{local} -> {remote}"))
+            .map_err(|e| crate::error_chain(&e)),
+    };
+    if let Err(e) = &opened {
+        notes.push(format!("no TCP session was held across the snapshot: {e}"));
+    }
+    *seg.opened.lock().unwrap() = Some(opened);
 }
 
 fn live_note(cx: &Ctx<'_>, n: usize, source: &str) -> String {

@@ -110,6 +110,7 @@ machine_info = "skipped"
 user_credentials = "skipped"
 machine_account = "skipped"
 tpm_ek = "skipped"
+tcp_session = "skipped"
 shared_pages = "unique"
 "#;
 

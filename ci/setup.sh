@@ -65,6 +65,10 @@ bash guests/debian12-hazards/build.sh
 # The static probe (built with the tiny guest) is also what clonesafe injects into guests it
 # reaches through qemu-guest-agent.
 install -D -m 755 target/x86_64-unknown-linux-gnu/release/clonesafe-probe /var/lib/clonesafe/probe/clonesafe-probe
+# The vDSO getrandom helper goes beside it: dynamically linked on purpose, so that in a guest it
+# runs the guest's own glibc (issue 21, vdso_rng); the probe starts it from its own directory.
+cargo build --quiet --release --locked -p clonesafe-vdso-rng
+install -D -m 755 target/release/clonesafe-vdso-rng /var/lib/clonesafe/probe/clonesafe-vdso-rng
 
 # QEMU 10 beside 7.2, for `--emulator` (mapped-ram in clonesafe bench; tests/bench.rs).
 bash ci/install-qemu10.sh

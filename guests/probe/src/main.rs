@@ -14,6 +14,7 @@ use clonesafe_protocol::{
     UEVENT_WAIT_MS, USERSPACE_RNG_SAMPLES, VMFORK_RESEED_MSG,
 };
 mod session;
+mod vdso;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -129,6 +130,8 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             // kernel sends the moment it resumes.
             uevents::listen();
             vmclock::at_hold();
+            // The glibc helper keys its getrandom state now, before the snapshot.
+            vdso::at_hold();
             getrandom8();
             Reply::Held
         }
@@ -145,6 +148,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
             let first = sample_kernel();
             let t0 = first.t_ns;
             let random_uuid: Vec<Sample> = sample_uuid().into_iter().collect();
+            vdso::go();
             vmclock::at_resume();
             uevents::went(t0);
             // A clock mark in the kernel log right after the first sample: the kernel log's
@@ -175,7 +179,7 @@ fn handle(req: Request, prng: &mut XorShift64, sampler: &mut Option<std::thread:
         Request::Samples => match sampler.take().map(|h| h.join()) {
             Some(Ok((kernel_rng, random_uuid))) => {
                 let t0 = kernel_rng.first().map(|s| s.t_ns).unwrap_or(0).min(uevents::t0());
-                Reply::Samples { kernel_rng, random_uuid, uevents: Some(uevents::heard()), vmclock: Some(vmclock::watch(t0)) }
+                Reply::Samples { kernel_rng, random_uuid, uevents: Some(uevents::heard()), vmclock: Some(vmclock::watch(t0)), vdso_rng: Some(vdso::collect()) }
             }
             Some(Err(_)) => Reply::Error { message: "sampler thread panicked".into() },
             None => Reply::Error { message: "samples before go".into() },

@@ -139,6 +139,35 @@ pub struct SessionSpeech {
     pub read_error: Option<String>,
 }
 
+/// What the vDSO helper (`clonesafe-vdso-rng`, started by the probe at `hold`, dynamically linked
+/// against the guest's glibc) said: which path glibc's getrandom() took, tested under a seccomp
+/// filter that forbids the system call, and its samples after resume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VdsoRngWatch {
+    /// Whether the helper ran (it is injected beside the probe through qemu-guest-agent).
+    pub helper: bool,
+    /// gnu_get_libc_version().
+    #[serde(default)]
+    pub glibc: String,
+    /// Whether the kernel's vDSO exports `__vdso_getrandom` (Linux 6.11+).
+    #[serde(default)]
+    pub vdso_symbol: bool,
+    /// `vdso` (getrandom() answered while the system call was forbidden) or `syscall`.
+    #[serde(default)]
+    pub path: String,
+    /// Why that path, in the helper's words.
+    #[serde(default)]
+    pub why: String,
+    /// 8 bytes per sample, at [`KERNEL_RNG_SAMPLE_OFFSETS_MS`] from the first, taken from "go".
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The helper's file name, beside the probe's own.
+pub const VDSO_HELPER: &str = "clonesafe-vdso-rng";
+
 /// The most of a declared identity's output (each stream) or file text that comes back: a
 /// reply must fit in [`MAX_LINE`] even when every byte is escaped.
 pub const MAX_DECLARED_TEXT: u32 = 8 * 1024;
@@ -380,6 +409,10 @@ pub enum Reply {
         /// `device: false`: no /dev/vmclock0).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vmclock: Option<VmclockWatch>,
+        /// getrandom() through the guest's own glibc, from the helper started at `hold` (None: a
+        /// probe that predates it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vdso_rng: Option<VdsoRngWatch>,
     },
     Report { identity: Identity },
     Written { path: String },

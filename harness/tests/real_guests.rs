@@ -88,6 +88,7 @@ openssl_rng = "duplicate"
 random_seed = "duplicate"
 wall_clock_skew_ms = "any"
 vmgenid = "duplicate"
+vdso_rng = "skipped"
 host_key_file = "duplicate"
 machine_id_cmd = "duplicate"
 boot_id_early = "duplicate"
@@ -139,6 +140,9 @@ machine_id_cmd = "unique"
     // -1.8 and -1.7 s, so `unique`; earlier runs were slower), so the verdict is not asserted:
     // the lag is.
     assert!(values(&naive, "wall_clock_skew_ms").iter().all(|v| v.as_f64().is_some_and(|ms| ms < -100.0)), "a naive clone runs behind the host: {:?}", values(&naive, "wall_clock_skew_ms"));
+    // Debian 12's glibc 2.36 has no vDSO getrandom: the helper's self-test saw the system call.
+    let vdso = check_of(&naive, "vdso_rng");
+    assert!(vdso["detail"].as_str().unwrap().contains("glibc 2.36: getrandom() made the system call"), "{vdso}");
     let slow = naive["checks"].as_array().unwrap().iter().find(|c| c["id"] == "slow").unwrap().clone();
     assert!(slow["declared"] == true && slow["detail"].as_str().unwrap().contains("started"), "what it printed before timeout(1) stopped it: {slow}");
     let complete = ran.scenario("complete");
@@ -166,6 +170,23 @@ fn debian13_naive_on_qemu() {
     assert!(ev["detail"].as_str().unwrap().contains("no vmgenid device"), "{ev}");
     assert!(ev["evidence"]["vms"].as_array().unwrap().iter().all(|v| v["new_vmgenid_ms"].as_array().unwrap().is_empty()), "{ev}");
     assert_uuids_sampled(&naive);
+    assert_vdso_sampled(&naive);
+}
+
+/// Every VM's glibc getrandom() took the vDSO path (the helper's self-test: it answered while a
+/// seccomp filter forbade the system call), and a sample was taken at every offset. A helper that
+/// fell back to the system call fails here. The verdict is a race (as kernel_rng's) and is not
+/// asserted.
+fn assert_vdso_sampled(s: &serde_json::Value) {
+    let c = check_of(s, "vdso_rng");
+    assert!(["unique", "duplicate"].contains(&c["verdict"].as_str().unwrap()), "{c}");
+    for g in c["evidence"]["glibc"].as_array().unwrap() {
+        assert_eq!(g["path"], "vdso", "{g}");
+        assert!(g["glibc"].as_str().unwrap() >= "2.41", "{g}");
+    }
+    for v in c["evidence"]["vms"].as_array().unwrap() {
+        assert_eq!(v["samples"].as_array().unwrap().len(), clonesafe_protocol::KERNEL_RNG_SAMPLE_OFFSETS_MS.len(), "{v}");
+    }
 }
 
 fn check_of(s: &serde_json::Value, id: &str) -> serde_json::Value {
@@ -379,6 +400,7 @@ fn debian13_bpo_vmgenid_and_vmclock_on_qemu10() {
         }
     }
     assert_uuids_sampled(&s);
+    assert_vdso_sampled(&s);
     let c = check_of(&s, "vmclock");
     assert!(["unique", "duplicate"].contains(&c["verdict"].as_str().unwrap()), "{c}");
     for v in c["evidence"]["vms"].as_array().unwrap() {

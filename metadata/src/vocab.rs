@@ -230,6 +230,9 @@ named! {
         Vmgenid = "vmgenid",
         /// /proc/sys/kernel/random/uuid right after resume, beside each kernel RNG sample.
         RandomUuid = "random_uuid",
+        /// getrandom() through the guest's glibc (its vDSO path, glibc 2.41+ on Linux 6.11+)
+        /// right after resume, at the kernel RNG's offsets.
+        VdsoRng = "vdso_rng",
         /// Whether each clone got the kernel's NEW_VMGENID uevent (Linux 6.8+), and when.
         VmgenidUevent = "vmgenid_uevent",
         /// Whether each clone saw the VMClock page's disruption marker or generation counter
@@ -296,7 +299,7 @@ impl CheckId {
     /// give these different verdicts (CI saw `random_uuid` unique in one run of naive and
     /// duplicate in the next), so tests that compare runs leave them out.
     pub fn decided_by_timing(self) -> bool {
-        matches!(self, CheckId::KernelRng | CheckId::RandomUuid | CheckId::WallClockSkewMs)
+        matches!(self, CheckId::KernelRng | CheckId::RandomUuid | CheckId::VdsoRng | CheckId::WallClockSkewMs)
     }
 }
 

@@ -56,6 +56,15 @@ pub struct Resumed {
     pub gate: Option<GateDone>,
 }
 
+/// What is injected into a guest reached through qemu-guest-agent: the static probe, and the
+/// dynamically linked vDSO getrandom helper that runs beside it (guests/vdso-rng; None when it
+/// was not built, and `vdso_rng` is then skipped with that reason).
+#[derive(Debug, Default)]
+pub struct Injected {
+    pub probe: Vec<u8>,
+    pub vdso_helper: Option<Vec<u8>>,
+}
+
 /// What `samples` collects: the later kernel RNG samples and random uuids, what the uevent
 /// listener heard and the VMClock page's three reads (each None: the probe predates it).
 #[derive(Debug, Clone, Default)]
@@ -64,6 +73,7 @@ pub struct Later {
     pub random_uuid: Vec<Sample>,
     pub uevents: Option<clonesafe_protocol::UeventWatch>,
     pub vmclock: Option<clonesafe_protocol::VmclockWatch>,
+    pub vdso_rng: Option<clonesafe_protocol::VdsoRngWatch>,
 }
 
 impl Resumed {
@@ -104,7 +114,7 @@ pub trait GuestAgent: Send {
     /// Once after a boot: whatever the transport needs before the first snapshot or probe (for
     /// qemu-guest-agent: wait for the boot to finish, then inject `probe_bin`). Returns notes
     /// for the report.
-    async fn prepare(&mut self, probe_bin: Option<&[u8]>, t: Duration) -> Result<Vec<String>, AgentError>;
+    async fn prepare(&mut self, probe_bin: Option<&Injected>, t: Duration) -> Result<Vec<String>, AgentError>;
     /// Touch the kernel RNG (so a due reseed happens now), then block until `go`: the VM is
     /// snapshotted while the agent waits here, so clones resume exactly at their next request.
     async fn hold(&mut self, t: Duration) -> Result<(), AgentError>;

@@ -318,7 +318,8 @@ impl Qga {
     /// Upload `bin` and start it on the probe port, then wait for the probe's `ready` on
     /// `probe`. Tries /run, /var/tmp and /tmp in turn (one may be mounted noexec). On failure
     /// the probe is left out and the reason kept.
-    pub async fn inject_probe(&mut self, bin: &[u8], t: Duration) -> Result<(), String> {
+    pub async fn inject_probe(&mut self, files: &super::Injected, t: Duration) -> Result<(), String> {
+        let bin = files.probe.as_slice();
         let Some(mut probe) = self.pending.take() else {
             self.no_probe = "the VM has no probe port".into();
             return Err(self.no_probe.clone());
@@ -330,6 +331,14 @@ impl Qga {
             if let Err(e) = self.write_bytes(&path, bin, t).await {
                 tried.push(format!("{path}: upload failed: {e}"));
                 continue;
+            }
+            // The vDSO helper goes beside the probe, which looks for it there (a failed upload
+            // only costs `vdso_rng`, which the probe then reports as skipped).
+            if let Some(helper) = &files.vdso_helper {
+                let hp = format!("{dir}/{}", clonesafe_protocol::VDSO_HELPER);
+                if self.write_bytes(&hp, helper, t).await.is_ok() {
+                    let _ = self.sh(&format!("chmod 700 {hp}"), t).await;
+                }
             }
             match self.sh(&format!("chmod 700 {path} && mkdir -p -m 700 {PROBE_DATA_DIR} && test -e {port}"), t).await {
                 Ok(r) if r.exitcode == 0 => {}
@@ -499,7 +508,7 @@ impl GuestAgent for Qga {
         self.sync(t).await.map(|_| 0)
     }
 
-    async fn prepare(&mut self, probe_bin: Option<&[u8]>, t: Duration) -> Result<Vec<String>, AgentError> {
+    async fn prepare(&mut self, probe_bin: Option<&super::Injected>, t: Duration) -> Result<Vec<String>, AgentError> {
         let mut notes = Vec::new();
         let state = self.wait_booted(t).await?;
         notes.push(format!("systemctl is-system-running --wait: {}", if state.is_empty() { "(no answer: not a systemd guest?)" } else { &state }));

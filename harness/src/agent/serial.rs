@@ -103,7 +103,7 @@ impl GuestAgent for ProbeChannel {
         }
     }
 
-    async fn prepare(&mut self, _probe_bin: Option<&[u8]>, _t: Duration) -> Result<Vec<String>, AgentError> {
+    async fn prepare(&mut self, _probe_bin: Option<&super::Injected>, _t: Duration) -> Result<Vec<String>, AgentError> {
         // The probe is the guest's own (init starts it), and it is ready once `ready` arrived.
         Ok(vec![])
     }
@@ -193,7 +193,7 @@ impl GuestAgent for ProbeChannel {
     async fn samples(&mut self, t: Duration) -> Result<super::Later, AgentError> {
         // The probe may wait for a late NEW_VMGENID uevent (UEVENT_WAIT_MS after its first sample).
         match self.call(&Request::Samples, t + Duration::from_millis(clonesafe_protocol::UEVENT_WAIT_MS)).await? {
-            Reply::Samples { kernel_rng, random_uuid, uevents, vmclock } => Ok(super::Later { kernel_rng, random_uuid, uevents, vmclock }),
+            Reply::Samples { kernel_rng, random_uuid, uevents, vmclock, vdso_rng } => Ok(super::Later { kernel_rng, random_uuid, uevents, vmclock, vdso_rng }),
             other => Err(unexpected("samples", &other)),
         }
     }

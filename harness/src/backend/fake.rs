@@ -152,7 +152,7 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
         Request::SetTime { .. } => Reply::TimeSet,
         Request::Dirty { mib } => Reply::Dirtied { mib, ms: 0 },
         Request::Addrs => Reply::Addrs { if_inet6: String::new(), ipv4: vec![] },
-        Request::Samples => Reply::Samples { kernel_rng: vec![next()], random_uuid: vec![], uevents: None, vmclock: None },
+        Request::Samples => Reply::Samples { kernel_rng: vec![next()], random_uuid: vec![], uevents: None, vmclock: None, vdso_rng: None },
         Request::Report { .. } => Reply::Report {
             identity: Identity {
                 nics: vec![Nic { name: "eth0".into(), mac: s.mac.clone() }],

@@ -47,6 +47,47 @@ impl Check for RandomUuid {
     }
 }
 
+/// `vdso_rng`: getrandom() through the guest's own glibc, from the vDSO helper the probe started
+/// before the snapshot. Compared like `kernel_rng` where every VM's helper took the vDSO path
+/// (tested in the guest under a seccomp filter that forbids the system call); skipped, with the
+/// helper's reason, where none did (glibc before 2.41, a kernel before 6.11, no helper).
+pub struct VdsoRng;
+
+impl Check for VdsoRng {
+    fn id(&self) -> CheckId {
+        CheckId::VdsoRng
+    }
+
+    fn run(&self, ev: &Evidence) -> CheckResult {
+        let obs = ev.observations.as_slice();
+        let id = CheckId::VdsoRng;
+        let nulls = || vec![Value::Null; obs.len()];
+        let on_vdso = |o: &Observation| o.vdso_rng.as_ref().is_some_and(|w| w.path == "vdso");
+        if !obs.iter().any(on_vdso) {
+            let why = obs
+                .iter()
+                .find_map(|o| o.vdso_rng.as_ref().map(|w| format!("{}: {}{}", o.vm, if w.glibc.is_empty() { String::new() } else { format!("glibc {}: ", w.glibc) }, w.why)))
+                .unwrap_or_else(|| "no VM's probe ran the vDSO helper (a probe older than the check)".into());
+            return skipped(id, nulls(), format!("glibc's getrandom() did not take the vDSO path: {why}"));
+        }
+        for o in obs {
+            match &o.vdso_rng {
+                Some(w) if w.path != "vdso" => return error(id, obs, format!("{}: the vDSO path did not run where other VMs' did: {}", o.vm, w.why)),
+                Some(w) if w.error.is_some() || w.samples.is_empty() => {
+                    return error(id, obs, format!("{}: {}", o.vm, w.error.clone().unwrap_or_else(|| "no samples".into())))
+                }
+                None => return error(id, obs, format!("{}: no vDSO helper answer", o.vm)),
+                _ => {}
+            }
+        }
+        let mut r = sampled(id, obs, |o| o.vdso_rng.as_ref().map(|w| w.samples.as_slice()).unwrap_or(&[]));
+        if let Some(Value::Object(ev)) = r.evidence.as_mut() {
+            ev.insert("glibc".into(), json!(obs.iter().map(|o| o.vdso_rng.as_ref().map(|w| json!({ "vm": o.vm, "glibc": w.glibc, "vdso_symbol": w.vdso_symbol, "path": w.path, "why": w.why }))).collect::<Vec<_>>()));
+        }
+        r
+    }
+}
+
 /// The verdict on one series of post-resume samples (`of`), with how long the VMs kept sharing
 /// it and, beside each VM's first sample, its vmgenid reseed.
 fn sampled(id: CheckId, obs: &[Observation], of: fn(&Observation) -> &[Sample]) -> CheckResult {

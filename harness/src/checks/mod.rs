@@ -41,6 +41,7 @@ pub fn all() -> Vec<&'static dyn Check> {
         &identity::USERSPACE_RNG,
         &vmgenid::Vmgenid,
         &kernel_rng::RandomUuid,
+        &kernel_rng::VdsoRng,
         &vmgenid::VmgenidUevent,
         &vmclock::Vmclock,
         &hw_mismatch::HwMismatch,

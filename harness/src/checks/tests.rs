@@ -121,6 +121,43 @@ fn kernel_rng_late_duplicate_still_counts_and_reports_the_span() {
     assert_eq!(k.evidence.unwrap()["identical_until_ms"], json!(20.0));
 }
 
+/// `vdso_rng`: skipped with the helper's reason where glibc took the system call, compared like
+/// kernel_rng where every VM took the vDSO path, an error when only some did.
+#[test]
+fn vdso_rng_compares_only_what_took_the_vdso_path() {
+    let watch = |path: &str, hex: &[&str]| clonesafe_protocol::VdsoRngWatch {
+        helper: true,
+        glibc: if path == "vdso" { "2.41".into() } else { "2.36".into() },
+        vdso_symbol: true,
+        path: path.into(),
+        why: format!("{path} test"),
+        samples: hex.iter().enumerate().map(|(i, h)| sample(1000 + i as u64 * 10, h)).collect(),
+        error: None,
+    };
+    let naive = recipe(Strategy::Naive);
+    let judge = |a: clonesafe_protocol::VdsoRngWatch, b: clonesafe_protocol::VdsoRngWatch| {
+        let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+        o[0].vdso_rng = Some(a);
+        o[1].vdso_rng = Some(b);
+        run_all(&o, &cx(&naive)).into_iter().find(|c| c.id == CheckId::VdsoRng).unwrap()
+    };
+    let c = judge(watch("syscall", &[]), watch("syscall", &[]));
+    assert_eq!(c.verdict, Verdict::Skipped);
+    assert!(c.detail.contains("glibc 2.36: syscall test"), "{}", c.detail);
+    let c = judge(watch("vdso", &["0a", "0b", "0c"]), watch("vdso", &["0a", "0b", "0d"]));
+    assert_eq!(c.verdict, Verdict::Duplicate);
+    assert_eq!(c.evidence.as_ref().unwrap()["identical_until_ms"], json!(10.0));
+    assert_eq!(c.evidence.as_ref().unwrap()["glibc"][0]["path"], "vdso");
+    assert_eq!(judge(watch("vdso", &["0a"]), watch("vdso", &["0b"])).verdict, Verdict::Unique);
+    let c = judge(watch("vdso", &["0a"]), watch("syscall", &[]));
+    assert_eq!(c.verdict, Verdict::Error);
+    assert!(c.detail.contains("b: the vDSO path did not run"), "{}", c.detail);
+    // A probe that predates the helper: skipped, said so.
+    let o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];
+    let c = run_all(&o, &cx(&naive)).into_iter().find(|c| c.id == CheckId::VdsoRng).unwrap();
+    assert_eq!(c.verdict, Verdict::Skipped);
+}
+
 #[test]
 fn vmgenid_needs_every_clone_to_log_the_reseed_and_is_skipped_for_boots() {
     let mut o = vec![obs("a", "m1", &["01"]), obs("b", "m2", &["02"])];

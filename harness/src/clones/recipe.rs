@@ -159,7 +159,7 @@ pub trait Fixup: Send + Sync {
 pub struct Build<'a> {
     pub backend: &'a dyn Backend,
     /// The static probe, for guests probed through qemu-guest-agent.
-    pub probe_bin: Option<std::sync::Arc<Vec<u8>>>,
+    pub probe_bin: Option<std::sync::Arc<crate::agent::Injected>>,
     /// This scenario's private directory (removed with the run).
     pub dir: PathBuf,
     pub timeouts: Timeouts,
@@ -246,7 +246,7 @@ impl Ctx<'_> {
         let mut vm = self.build.backend.boot(machine, args, &self.build.timeouts).await?;
         let bin = self.build.probe_bin.clone();
         let boot_t = self.build.timeouts.boot;
-        for n in crate::probes::call(vm.as_mut(), "prepare the guest", |a| Box::pin(async move { a.prepare(bin.as_deref().map(Vec::as_slice), boot_t).await })).await.unwrap_or_else(|e| vec![e.to_string()]) {
+        for n in crate::probes::call(vm.as_mut(), "prepare the guest", |a| Box::pin(async move { a.prepare(bin.as_deref(), boot_t).await })).await.unwrap_or_else(|e| vec![e.to_string()]) {
             if !notes.contains(&n) {
                 notes.push(n);
             }

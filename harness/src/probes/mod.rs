@@ -37,6 +37,9 @@ pub struct Observation {
     /// The VMClock page at `hold`, right after resume and a second later (None: no probe, or
     /// one that predates it).
     pub vmclock: Option<clonesafe_protocol::VmclockWatch>,
+    /// getrandom() through the guest's glibc (the vDSO helper), after resume (None: no probe, or
+    /// one that predates it).
+    pub vdso_rng: Option<clonesafe_protocol::VdsoRngWatch>,
     pub identity: Option<Identity>,
     /// Why this VM could not be probed, if it could not.
     pub error: Option<String>,
@@ -202,11 +205,12 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared
             o.random_uuid.extend(later.random_uuid);
             o.uevents = later.uevents;
             o.vmclock = later.vmclock;
+            o.vdso_rng = later.vdso_rng;
             o.userspace_rng = r.userspace_rng;
         }
         None => {
             let why = early.no_rng.unwrap_or_else(|| "the agent cannot sample the RNG".into());
-            for c in [CheckId::KernelRng, CheckId::UserspaceRng, CheckId::RandomUuid, CheckId::VmgenidUevent, CheckId::Vmclock] {
+            for c in [CheckId::KernelRng, CheckId::UserspaceRng, CheckId::RandomUuid, CheckId::VdsoRng, CheckId::VmgenidUevent, CheckId::Vmclock] {
                 o.unavailable.insert(c, why.clone());
             }
         }

@@ -17,6 +17,7 @@ pub fn why_duplicate(id: &CheckName) -> &'static str {
         CheckId::DiskSerial => "The guest caches the disk serial.",
         CheckId::Vmgenid => "The clones have no vmgenid device, or the new generation ID was not delivered, so no clone learns it is a copy.",
         CheckId::RandomUuid => "Each read of /proc/sys/kernel/random/uuid takes 16 bytes from the CRNG, so it repeats across clones exactly as long as getrandom(2) does: until the vmgenid reseed or another reseed lands.",
+        CheckId::VdsoRng => "glibc 2.41's getrandom() generates in user space from a per-thread ChaCha20 state and re-keys it only when the vDSO data page shows a new kernel RNG generation: the kernel bumps it when the CRNG reseeds (a vmgenid fork reseed, or a periodic one that only a kernel-side read triggers), so a clone repeats its source's output until then.",
         CheckId::Vmclock => "The VMClock page is guest memory the host updates; unless the VMM changes its disruption marker or generation counter when it loads a snapshot, a clone reads the source's values and learns nothing.",
         CheckId::FsUuid => "A file system's UUID is written in its superblock when it is made; every disk copied or overlaid from one image carries it, and virt-sysprep changes it only when asked (fs-uuids), because fstab and the bootloader name the root by it.",
         CheckId::LvmUuid => "LVM writes the PV and VG UUIDs into the disk's label and metadata at creation; a copy of the disk carries them unchanged.",

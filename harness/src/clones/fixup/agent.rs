@@ -8,7 +8,6 @@ use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
-use crate::guest::AgentTransport;
 use async_trait::async_trait;
 use clonesafe_metadata::{FixupId, MeasurementId};
 
@@ -26,10 +25,7 @@ impl Fixup for Agent {
         Some("on resume the agent credited 64 bytes of host entropy, reseeded the CRNG, and regenerated machine-id, hostname, SSH host keys and its PRNG")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        if machine.guest.agent == AgentTransport::None {
-            return Err(format!("the agent fix-up needs a guest agent, and guest {:?} has none", machine.guest.name));
-        }
-        Ok(())
+        super::needs_agent(machine, "the agent fix-up works")
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

@@ -8,7 +8,6 @@ use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
-use crate::guest::AgentTransport;
 use crate::probes::Early;
 use async_trait::async_trait;
 use clonesafe_metadata::{FixupId, MeasurementId};
@@ -27,10 +26,7 @@ impl Fixup for Clock {
         Some("on resume each clone's wall clock was set from the host's")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        if machine.guest.agent == AgentTransport::None {
-            return Err(format!("the clock fix-up sets the time through the guest's agent, and guest {:?} has none", machine.guest.name));
-        }
-        Ok(())
+        super::needs_agent(machine, "the clock fix-up sets the time")
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

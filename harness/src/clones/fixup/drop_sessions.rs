@@ -10,7 +10,6 @@ use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
-use crate::guest::AgentTransport;
 use crate::probes::Early;
 use async_trait::async_trait;
 use clonesafe_metadata::{FixupId, MeasurementId};
@@ -29,10 +28,7 @@ impl Fixup for DropSessions {
         Some("on resume each clone destroyed its TCP connections to the segment's peer (ss -K)")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        if machine.guest.agent == AgentTransport::None {
-            return Err(format!("drop-sessions destroys connections through the guest's agent, and guest {:?} has none", machine.guest.name));
-        }
-        Ok(())
+        super::needs_agent(machine, "drop-sessions destroys connections")
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, _early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

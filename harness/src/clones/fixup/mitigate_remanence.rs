@@ -9,7 +9,7 @@ use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
-use crate::guest::{AgentTransport, Boot};
+use crate::guest::Boot;
 use async_trait::async_trait;
 use clonesafe_metadata::FixupId;
 use std::path::Path;
@@ -31,9 +31,7 @@ impl Fixup for MitigateRemanence {
         if machine.guest.boot == Boot::Disk {
             return Err(format!("remanence mitigation boots with init_on_free=1, and guest {:?} boots from its own bootloader", machine.guest.name));
         }
-        if machine.guest.agent == AgentTransport::None {
-            return Err(format!("remanence mitigation runs in the guest's agent, and guest {:?} has none", machine.guest.name));
-        }
+        super::needs_agent(machine, "remanence mitigation scrubs the disk")?;
         machine.kernel_args.push("init_on_free=1".into());
         Ok(())
     }

@@ -11,7 +11,6 @@ use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
 use crate::clones::recipe::{Ctx, Fixup, RecipeError};
-use crate::guest::AgentTransport;
 use crate::probes::Early;
 use async_trait::async_trait;
 use clonesafe_metadata::{FixupId, MeasurementId};
@@ -34,10 +33,7 @@ impl Fixup for RngGate {
         Some("each clone's first RNG read was held until it had reseeded (the vmgenid reseed seen where it has vmgenid, then 64 bytes of host entropy credited and the CRNG reseeded)")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        if machine.guest.agent == AgentTransport::None {
-            return Err(format!("the rng-gate runs in the guest's probe, and guest {:?} has no agent", machine.guest.name));
-        }
-        Ok(())
+        super::needs_agent(machine, "the rng-gate holds the first read")
     }
     fn gate(&self, machine: &Machine) -> Option<Gate> {
         let entropy_hex = crate::identity::host_entropy(64).iter().map(|b| format!("{b:02x}")).collect();

@@ -161,23 +161,13 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
     // Guests probed through qemu-guest-agent get the static probe injected; a missing binary is
     // said in each such scenario's notes (its RNG checks are then skipped), not fatal.
     let probe_bin = if guests.values().any(|g| g.agent == AgentTransport::Qga) {
-        // A regular file, bounded, opened without blocking (issue 19, item 9: a FIFO given as
-        // --probe blocked the run in open(2)).
-        match crate::input::read_bounded(&opts.probe, 64 << 20) {
-            Ok(probe) => {
-                // The vDSO helper beside it (ci/setup.sh installs both).
-                let hp = opts.probe.with_file_name(clonesafe_protocol::VDSO_HELPER);
-                let vdso_helper = match crate::input::read_bounded(&hp, 64 << 20) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        note(format!("no vDSO helper to inject at {} ({e}): vdso_rng on qemu-guest-agent guests will be skipped", hp.display()));
-                        None
-                    }
-                };
-                Some(Arc::new(crate::agent::Injected { probe, vdso_helper }))
+        match crate::agent::Injected::load(&opts.probe) {
+            Ok((files, notes)) => {
+                notes.into_iter().for_each(note);
+                Some(Arc::new(files))
             }
-            Err(e) => {
-                note(format!("no probe to inject at {} ({e}): RNG checks on qemu-guest-agent guests will be skipped", opts.probe.display()));
+            Err(why) => {
+                note(format!("{why}: RNG checks on qemu-guest-agent guests will be skipped"));
                 None
             }
         }

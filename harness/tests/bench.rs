@@ -117,6 +117,7 @@ fn a_bad_emulator_or_parameter_changes_nothing() {
         (vec!["bench", "--emulator", "/bin/true", "--out", out.to_str().unwrap()], "not a QEMU binary"),
         (vec!["bench", "--dirty-fraction", "1.5", "--out", out.to_str().unwrap()], "--dirty-fraction"),
         (vec!["bench", "--fanout", "0", "--out", out.to_str().unwrap()], "--fanout"),
+        (vec!["bench", "--guest", "no-such-guest", "--out", out.to_str().unwrap()], "no-such-guest"),
     ] {
         let o = clonesafe(&args, work.path()).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");

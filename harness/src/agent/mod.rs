@@ -65,6 +65,25 @@ pub struct Injected {
     pub vdso_helper: Option<Vec<u8>>,
 }
 
+impl Injected {
+    /// The probe at `probe` and the vDSO helper beside it, each a bounded regular file opened
+    /// without blocking (issue 19, item 9: a FIFO given as --probe blocked the run in open(2)).
+    /// Err: no probe (why); a missing helper is only said in the notes.
+    pub fn load(probe: &std::path::Path) -> Result<(Injected, Vec<String>), String> {
+        let bin = crate::input::read_bounded(probe, 64 << 20).map_err(|e| format!("no probe to inject at {} ({e})", probe.display()))?;
+        let hp = probe.with_file_name(clonesafe_protocol::VDSO_HELPER);
+        let mut notes = Vec::new();
+        let vdso_helper = match crate::input::read_bounded(&hp, 64 << 20) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                notes.push(format!("no vDSO helper to inject at {} ({e}): vdso_rng on qemu-guest-agent guests will be skipped", hp.display()));
+                None
+            }
+        };
+        Ok((Injected { probe: bin, vdso_helper }, notes))
+    }
+}
+
 /// What `samples` collects: the later kernel RNG samples and random uuids, what the uevent
 /// listener heard and the VMClock page's three reads (each None: the probe predates it).
 #[derive(Debug, Clone, Default)]

@@ -140,6 +140,8 @@ pub struct BenchOptions {
     pub accel: Accel,
     pub accel_reason: String,
     pub guest: GuestProfile,
+    /// What is injected into a guest reached through qemu-guest-agent after each boot.
+    pub inject: Option<std::sync::Arc<crate::agent::Injected>>,
     pub work: PathBuf,
     pub timeouts: Timeouts,
 }
@@ -316,6 +318,15 @@ impl Bench<'_> {
             machine.migration = src.migration;
             let t = Instant::now();
             let mut source = self.backend.boot(&machine, self.args(&dir, &format!("m{m}-{tag}-source"), &machine), &self.opts.timeouts).await?;
+            if let Some(files) = self.opts.inject.clone() {
+                // Part of the boot: a Debian guest answers once systemd has finished and the probe
+                // is injected (what a run's boot_ms counts too, clones/recipe.rs boot_one).
+                let boot_t = self.opts.timeouts.boot;
+                let notes = crate::probes::call(source.as_mut(), "prepare the guest", |a| Box::pin(async move { a.prepare(Some(&*files), boot_t).await })).await?;
+                if let Some(n) = notes.iter().find(|n| n.contains("could not be injected")) {
+                    return Err(BenchError::Setup(n.clone()));
+                }
+            }
             let boot_ms = t.elapsed().as_secs_f64() * 1000.0;
             self.sample(BenchMethod::Boot, m, 0, 1, boot_ms, None, 0, None, None);
             let dirtied = fill(source.as_mut(), want).await?;

@@ -117,7 +117,10 @@ pub fn markdown(r: &BenchReport) -> String {
         "Host: {} ({} CPUs, {} MiB, kernel {}). Emulator: {}. Accelerator: {} ({}). Guest: {} ({} vCPU). Dirtied: {:.0}% of RAM with non-zero data before each snapshot. Repeats: {}. Wall time: {:.0} s.\n",
         r.host.cpu_model, r.host.vcpus, r.host.mem_total_mib, r.host.kernel, r.emulator, r.accel.as_str(), r.accel_reason, r.params.guest, r.params.guest_vcpus, r.params.dirty_fraction * 100.0, r.params.repeat, r.wall_s
     );
-    let _ = writeln!(s, "Each figure: QEMU start (or pool take) to the probe's answer after resume, median of the samples; `boot` is QEMU start to the probe's first `ready`.\n");
+    let _ = writeln!(
+        s,
+        "Each figure: QEMU start (or pool take) to the probe's answer after resume, median of the samples; `boot` is QEMU start to the probe's first answer (for a guest reached through qemu-guest-agent: systemd finished and the probe injected).\n"
+    );
     let _ = writeln!(s, "## One clone, by memory size\n");
     let _ = writeln!(s, "| memory MiB | dirtied MiB | boot ms | stream ms | shared ms | pooled-shared ms | stream snapshot | shared snapshot | boot / pooled-shared |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");

@@ -75,6 +75,15 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// For a fix-up's `configure`: `what` works through the guest's agent, so a guest without one
+    /// cannot take it (refused at plan time, naming the guest).
+    pub fn needs_agent(&self, what: &str) -> Result<(), String> {
+        if self.guest.agent == crate::guest::AgentTransport::None {
+            return Err(format!("{what} through the guest's agent, and guest {:?} has none", self.guest.name));
+        }
+        Ok(())
+    }
+
     pub fn new(guest: GuestProfile, memory_mib: u32, accel: Accel) -> Self {
         let vcpus = guest.vcpus;
         Machine { ram: Ram::Private, migration: Migration::Stream, guest, memory_mib, vcpus, accel, devices: Devices { nic: true, vmgenid: false, vmclock: false, seed: false, tpm: false }, kernel_args: vec![], network: crate::scenario::Network::User }

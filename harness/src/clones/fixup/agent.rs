@@ -25,7 +25,7 @@ impl Fixup for Agent {
         Some("on resume the agent credited 64 bytes of host entropy, reseeded the CRNG, and regenerated machine-id, hostname, SSH host keys and its PRNG")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        super::needs_agent(machine, "the agent fix-up works")
+        machine.needs_agent("the agent fix-up works")
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

@@ -26,7 +26,7 @@ impl Fixup for Clock {
         Some("on resume each clone's wall clock was set from the host's")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        super::needs_agent(machine, "the clock fix-up sets the time")
+        machine.needs_agent("the clock fix-up sets the time")
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

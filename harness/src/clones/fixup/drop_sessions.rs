@@ -28,7 +28,7 @@ impl Fixup for DropSessions {
         Some("on resume each clone destroyed its TCP connections to the segment's peer (ss -K)")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        super::needs_agent(machine, "drop-sessions destroys connections")
+        machine.needs_agent("drop-sessions destroys connections")
     }
 
     async fn on_resume(&self, cx: &Ctx<'_>, vm: &mut dyn Vm, _early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

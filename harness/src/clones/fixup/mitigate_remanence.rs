@@ -31,7 +31,7 @@ impl Fixup for MitigateRemanence {
         if machine.guest.boot == Boot::Disk {
             return Err(format!("remanence mitigation boots with init_on_free=1, and guest {:?} boots from its own bootloader", machine.guest.name));
         }
-        super::needs_agent(machine, "remanence mitigation scrubs the disk")?;
+        machine.needs_agent("remanence mitigation scrubs the disk")?;
         machine.kernel_args.push("init_on_free=1".into());
         Ok(())
     }

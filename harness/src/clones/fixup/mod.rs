@@ -15,15 +15,6 @@ pub mod vmgenid;
 use super::recipe::Fixup;
 use clonesafe_metadata::FixupId;
 
-/// For `configure`: fix-up `what` works through the guest's agent, so a guest without one cannot
-/// take it (refused at plan time, naming the guest).
-pub(crate) fn needs_agent(machine: &crate::backend::snapshot::Machine, what: &str) -> Result<(), String> {
-    if machine.guest.agent == crate::guest::AgentTransport::None {
-        return Err(format!("{what} through the guest's agent, and guest {:?} has none", machine.guest.name));
-    }
-    Ok(())
-}
-
 /// The implementation of a fix-up.
 pub fn of(id: FixupId) -> &'static dyn Fixup {
     match id {

@@ -33,7 +33,7 @@ impl Fixup for RngGate {
         Some("each clone's first RNG read was held until it had reseeded (the vmgenid reseed seen where it has vmgenid, then 64 bytes of host entropy credited and the CRNG reseeded)")
     }
     fn configure(&self, machine: &mut Machine) -> Result<(), String> {
-        super::needs_agent(machine, "the rng-gate holds the first read")
+        machine.needs_agent("the rng-gate holds the first read")
     }
     fn gate(&self, machine: &Machine) -> Option<Gate> {
         let entropy_hex = crate::identity::host_entropy(64).iter().map(|b| format!("{b:02x}")).collect();

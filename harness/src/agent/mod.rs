@@ -65,6 +65,12 @@ pub struct Injected {
     pub vdso_helper: Option<Vec<u8>>,
 }
 
+/// What a guest said it destroyed (`drop_sessions`), bounded: at most 64 lines of 120 characters,
+/// whitespace runs made single spaces.
+pub fn bound_dropped<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    lines.filter(|l| !l.trim().is_empty()).take(64).map(|l| crate::text::truncate(&l.split_whitespace().collect::<Vec<_>>().join(" "), 120)).collect()
+}
+
 impl Injected {
     /// The probe at `probe` and the vDSO helper beside it, each a bounded regular file opened
     /// without blocking (issue 19, item 9: a FIFO given as --probe blocked the run in open(2)).

@@ -571,7 +571,7 @@ impl GuestAgent for Qga {
         if r.exitcode != 0 {
             return Err(AgentError::Unexpected { want: "ss -K to succeed", got: crate::text::truncate(&format!("exit {}: {}{}", r.exitcode, r.out, r.err), 200) });
         }
-        Ok(r.out.lines().filter(|l| !l.trim().is_empty()).take(64).map(|l| crate::text::truncate(&l.split_whitespace().collect::<Vec<_>>().join(" "), 120)).collect())
+        Ok(super::bound_dropped(r.out.lines()))
     }
 
     async fn report(&mut self, sources: &Sources, t: Duration) -> Result<Identity, AgentError> {

@@ -216,7 +216,7 @@ impl GuestAgent for ProbeChannel {
 
     async fn drop_sessions(&mut self, dst: std::net::Ipv4Addr, t: Duration) -> Result<Vec<String>, AgentError> {
         match self.call(&Request::DropSessions { dst: dst.to_string() }, t).await? {
-            Reply::SessionsDropped { dropped } => Ok(dropped.into_iter().take(64).map(|d| crate::text::truncate(&d, 120)).collect()),
+            Reply::SessionsDropped { dropped } => Ok(super::bound_dropped(dropped.iter().map(String::as_str))),
             other => Err(unexpected("sessions_dropped", &other)),
         }
     }

@@ -102,7 +102,7 @@ impl Peer {
                                 threads.lock().unwrap().push(h);
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                        // Nothing to accept yet (non-blocking), or a failed accept: poll again.
                         Err(_) => std::thread::sleep(Duration::from_millis(20)),
                     }
                 }

@@ -52,8 +52,9 @@ enum Cmd {
         /// VMs booted or restored at once (keep it low under TCG on few cores)
         #[arg(long, default_value_t = 2)]
         jobs: usize,
-        /// Scenarios run at once. Each has its own VMs, so the guests alive at once can reach
-        /// parallel x (clones + 1); on 2 cores under TCG, 2 is the most that pays
+        /// Scenarios run at once (scenarios that share a source run one after another, as one).
+        /// Each has its own VMs, so the guests alive at once can reach parallel x (clones + 1);
+        /// on 2 cores under TCG, 2 is the most that pays
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         parallel: u16,
         /// How the libvirt backend snapshots: external (live, source keeps running) or save
@@ -256,6 +257,12 @@ struct EngineArgs {
     /// [default: $CLONESAFE_PROBE or /var/lib/clonesafe/probe/clonesafe-probe]
     #[arg(long)]
     probe: Option<PathBuf>,
+    /// Boot a source for every scenario. By default scenarios whose sources would be booted
+    /// identically (same guest or image, backend, memory, devices, kernel arguments, network)
+    /// share one: each reuses its snapshot, or takes a derived one after its recipe's changes
+    /// (nic-replug), and each report says which source it used (docs/fast-clones.md)
+    #[arg(long)]
+    no_share: bool,
 }
 
 impl EngineArgs {
@@ -272,6 +279,7 @@ impl EngineArgs {
             shard,
             captures: Some(out.join("captures")),
             image_policy: image_policy.policy(),
+            share: !self.no_share,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct RunOptions {
     /// What a user's image (`--image`, or a scenario's `image =`) may be: its format and the
     /// backing files its chain may name.
     pub image_policy: crate::guest::image::ImagePolicy,
+    /// Scenarios that would boot the same source share one boot (`--no-share`: false).
+    pub share: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,22 +188,45 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
         EventKind::RunStarted { scenarios: plan.scenarios.len(), accel: decision.accel.to_string(), accel_reason: decision.reason.clone() },
     ));
 
-    // Scenarios are independent (own VMs, own directory); up to `parallel` run at once, all
-    // on this task, and their reports keep the plan's order.
-    let runs = plan.scenarios.iter().map(|s| {
-        let backend = bks[&s.backend].clone();
-        let machine = machine_of(s, &guests[&s.guest], decision.accel);
-        let (probe_bin, dir) = (probe_bin.clone(), work.path().join(&s.name));
+    // Scenarios that would boot the same source share it (clones/source.rs): they form a unit
+    // and run one after another. Units are independent (own VMs, own directories); up to
+    // `parallel` run at once, all on this task, and the reports keep the plan's order.
+    let machines: Vec<Machine> = plan.scenarios.iter().map(|s| machine_of(s, &guests[&s.guest], decision.accel)).collect::<Result<_, _>>()?;
+    let planned: Vec<(&ScenarioPlan, &Machine)> = plan.scenarios.iter().zip(&machines).collect();
+    let units = clones::source::units(&planned, opts.share, |k| bks[&k].source_runs_on());
+    for u in units.iter().filter(|u| u.source.is_some()) {
+        let names: Vec<&str> = u.scenarios.iter().map(|&i| plan.scenarios[i].name.as_str()).collect();
+        note(format!("one source for {} scenarios: {}", names.len(), names.join(", ")));
+    }
+    let runs = units.into_iter().map(|u| {
+        let (probe_bin, work) = (probe_bin.clone(), work.path().to_path_buf());
+        let machines = &machines;
+        let bks = &bks;
         async move {
-            let build = Build { backend: backend.as_ref(), probe_bin, dir, timeouts: opts.timeouts, jobs: opts.jobs.max(1), sink, started, captures: opts.captures.clone() };
-            let cx = Ctx { build, scenario: s, machine: machine?, fixups: clones::fixups_of(&s.recipe), segment: Default::default() };
-            let r = run_scenario(&cx).await;
-            cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
-            Ok::<_, RunError>(r)
+            let used_by = u.scenarios.iter().map(|&i| plan.scenarios[i].name.clone()).collect();
+            let shared = u.source.map(|id| clones::recipe::SharedSource::new(id, used_by, &work));
+            let mut out = Vec::new();
+            for i in u.scenarios {
+                let s = &plan.scenarios[i];
+                let backend = bks[&s.backend].clone();
+                let build = Build { backend: backend.as_ref(), probe_bin: probe_bin.clone(), dir: work.join(&s.name), timeouts: opts.timeouts, jobs: opts.jobs.max(1), sink, started, captures: opts.captures.clone() };
+                let cx = Ctx { build, scenario: s, machine: machines[i].clone(), fixups: clones::fixups_of(&s.recipe), segment: Default::default(), shared: shared.as_ref() };
+                let r = run_scenario(&cx).await;
+                cx.emit(EventKind::ScenarioFinished { report: Box::new(r.clone()) });
+                out.push((i, r));
+            }
+            if let Some(sh) = &shared {
+                if let Some(why) = sh.close().await {
+                    note(why);
+                }
+            }
+            out
         }
     });
-    use futures::{StreamExt, TryStreamExt};
-    let reports: Vec<ScenarioReport> = futures::stream::iter(runs).buffered(opts.parallel.max(1)).try_collect().await?;
+    use futures::StreamExt;
+    let mut reports: Vec<(usize, ScenarioReport)> = futures::stream::iter(runs).buffer_unordered(opts.parallel.max(1)).collect::<Vec<_>>().await.into_iter().flatten().collect();
+    reports.sort_by_key(|(i, _)| *i);
+    let reports: Vec<ScenarioReport> = reports.into_iter().map(|(_, r)| r).collect();
     if std::env::var_os("CLONESAFE_KEEP_RUN").is_some() {
         // Debugging only: the run directory holds guest memory (secrets). Say where it is.
         let kept = work.keep();
@@ -258,6 +283,7 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
         vms: vec![],
         notes: vec![],
         duration_ms: 0,
+        source: None,
     };
     // Make the VMs, gather the evidence, tear the VMs down, judge, report.
     let mut fleet = clones::recipe::Fleet::default();
@@ -279,6 +305,7 @@ pub async fn run_scenario(cx: &Ctx<'_>) -> ScenarioReport {
             report.timing = made.timing;
             report.vms = ev.vms;
             report.notes = made.notes;
+            report.source = made.source;
         }
         Err(e) => report.error = Some(crate::error_chain(&e)),
     }

@@ -608,3 +608,106 @@ fn docs_checks_is_the_catalogue() {
     assert_eq!(between, table, "docs/checks.md is stale: paste `clonesafe checks --markdown` between its markers");
     assert!(table.lines().count() > 20);
 }
+
+/// A plan whose sources repeat (issue 23): naive's source serves agent-fixup and, derived,
+/// nic-replug; vmgenid's serves full, derived; two image clones copy one template; on libvirt,
+/// nothing is derived (LibvirtBackend::source_runs_on), so naive and nic-replug boot their own.
+fn repeated_sources(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("sources.toml");
+    let mut plan = String::new();
+    for (name, strategy, backend) in [
+        ("naive-q", "naive", "qemu"),
+        ("agent-q", "agent-fixup", "qemu"),
+        ("replug-q", "nic-replug", "qemu"),
+        ("genid-q", "vmgenid", "qemu"),
+        ("full-q", "full", "qemu"),
+        ("image-a", "image-clone", "qemu"),
+        ("image-b", "image-clone", "qemu"),
+        ("naive-l", "naive", "libvirt"),
+        ("replug-l", "nic-replug", "libvirt"),
+    ] {
+        plan.push_str(&format!("[[scenario]]\nname = \"{name}\"\nstrategy = \"{strategy}\"\nbackend = \"{backend}\"\nclones = 2\nmemory_mib = 256\n\n"));
+    }
+    std::fs::write(&file, plan).unwrap();
+    file
+}
+
+/// One boot per distinct source (issue 23). The same plan run with shared sources and with
+/// `--no-share` gives the same verdicts (but those timing decides, `CheckId::decided_by_timing`);
+/// each report says where its source came from; a boot is reported once per source; and nothing
+/// is left behind.
+#[test]
+fn shared_sources_give_the_verdicts_of_sources_of_their_own() {
+    if guest().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let file = repeated_sources(work.path());
+    let shared = run_files(&[&file], &work.path().join("shared"), &["--accel", "tcg", "--parallel", "2"], work.path());
+    assert_eq!(shared.code(), Some(0), "{}", shared.stderr());
+    let own = run_files(&[&file], &work.path().join("own"), &["--accel", "tcg", "--parallel", "2", "--no-share"], work.path());
+    assert_eq!(own.code(), Some(0), "{}", own.stderr());
+
+    let how = |r: &Ran, n: &str| {
+        let s = r.scenario(n);
+        (s["source"]["how"].as_str().unwrap_or_else(|| panic!("{n}: no source in {s}")).to_string(), s["source"]["booted_in"].as_str().unwrap().to_string())
+    };
+    let h = |a: &str, b: &str| (a.to_string(), b.to_string());
+    for (n, expected) in [
+        ("naive-q", h("booted", "naive-q")),
+        ("agent-q", h("shared", "naive-q")),
+        ("replug-q", h("derived", "naive-q")),
+        ("genid-q", h("booted", "genid-q")),
+        ("full-q", h("derived", "genid-q")),
+        ("image-a", h("booted", "image-a")),
+        ("image-b", h("shared", "image-a")),
+        ("naive-l", h("own", "naive-l")),
+        ("replug-l", h("own", "replug-l")),
+    ] {
+        assert_eq!(how(&shared, n), expected, "{n}");
+        assert_eq!(how(&own, n), h("own", n), "--no-share: {n}");
+    }
+    // A boot is reported once per source: the reused ones have no boot time, and only a
+    // scenario that took a snapshot reports one.
+    let timing = |r: &Ran, n: &str| r.scenario(n)["timing"].clone();
+    for n in ["agent-q", "replug-q", "full-q"] {
+        assert_eq!(timing(&shared, n)["boot_ms"], serde_json::json!([]), "{n}");
+    }
+    assert!(timing(&shared, "agent-q")["snapshot_ms"].is_null());
+    for n in ["replug-q", "full-q"] {
+        assert!(timing(&shared, n)["snapshot_ms"].is_u64(), "{n}: a derived snapshot is timed");
+    }
+    let boots = |r: &Ran| r.report()["scenarios"].as_array().unwrap().iter().map(|s| s["timing"]["boot_ms"].as_array().unwrap().len()).sum::<usize>();
+    assert_eq!(boots(&own) - boots(&shared), 4, "agent-q, replug-q, full-q and image-b's template boot nothing");
+
+    for s in own.report()["scenarios"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let other = shared.scenario(name);
+        for c in s["checks"].as_array().unwrap() {
+            let id = c["id"].as_str().unwrap();
+            if !clonesafe_metadata::vocab::CheckId::parse(id).is_some_and(|c| c.decided_by_timing()) {
+                assert_eq!(verdict(&other, id), c["verdict"].as_str().unwrap(), "{name}.{id}: shared against its own source");
+            }
+        }
+    }
+    assert!(settle_blocking(shared.pid).is_empty() && settle_blocking(own.pid).is_empty(), "VMs left behind");
+    assert_eq!(runs_left(work.path()).len(), 0, "run directory (shared snapshots) left behind");
+}
+
+/// Ctrl-C while a derived snapshot's scenario runs: the shared source and its clones are torn
+/// down and its snapshots deleted.
+#[test]
+fn ctrl_c_during_a_derived_snapshot_tears_the_shared_source_down() {
+    if guest().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let file = repeated_sources(work.path());
+    let child = run_until(&file, work.path(), &[], "replug-q: nic-replug on qemu", Duration::from_secs(1));
+    let pid = child.id();
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let ran = finish(child, &work.path().join("o"));
+    assert_eq!(ran.code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED));
+    assert!(settle_blocking(pid).is_empty(), "VMs left behind");
+    assert_eq!(runs_left(work.path()).len(), 0, "run directory (shared snapshots) left behind");
+}

@@ -26,7 +26,7 @@ async fn fake_report(dir: &Path) -> Report {
         guests_dir: fake_guests(dir),
         work_root: dir.join("runs"),
         timeouts: Timeouts::default(),
-        shard: None, captures: None, image_policy: Default::default(),
+        shard: None, captures: None, image_policy: Default::default(), share: true,
     };
     run_plan(&plan, &opts, &Fake(Arc::new(FakeBackend::default())), &NullSink).await.unwrap()
 }

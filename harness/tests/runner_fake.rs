@@ -34,6 +34,7 @@ fn opts(dir: &Path, boot_timeout: Duration) -> RunOptions {
         shard: None,
         captures: None,
         image_policy: Default::default(),
+        share: true,
     }
 }
 

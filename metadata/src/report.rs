@@ -170,6 +170,50 @@ pub struct ScenarioReport {
     pub vms: Vec<VmRecord>,
     pub notes: Vec<String>,
     pub duration_ms: u64,
+    /// For the live methods: which source the clones came from, and whether this scenario
+    /// booted it, reused another scenario's snapshot of it, or snapshotted it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceUse>,
+}
+
+/// Where a scenario's source came from (issue 23: one boot per distinct source).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceUse {
+    /// The source's name in this run (the VM's name without the run's prefix). For an
+    /// image-copy scenario, its template.
+    pub id: String,
+    pub how: SourceHow,
+    /// The scenario whose report holds the source's boot time (`timing.boot_ms`).
+    pub booted_in: String,
+    /// Every scenario of the run that used this source, in the order they ran.
+    pub used_by: Vec<String>,
+}
+
+/// How a scenario got its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceHow {
+    /// Its own: booted for this scenario alone (`--no-share`, or no other scenario needed the
+    /// same source).
+    Own,
+    /// This scenario booted the source and took the snapshot (or template copy) others reuse.
+    Booted,
+    /// Reused a snapshot (or shut-down template) another scenario made of the same source.
+    Shared,
+    /// A new snapshot of the shared source, taken after this recipe's fix-ups changed it
+    /// (nic-replug unplugged its NIC).
+    Derived,
+}
+
+impl std::fmt::Display for SourceHow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceHow::Own => "own",
+            SourceHow::Booted => "booted",
+            SourceHow::Shared => "shared",
+            SourceHow::Derived => "derived",
+        })
+    }
 }
 
 /// Timings in milliseconds.
@@ -375,6 +419,7 @@ mod tests {
                 vms: vec![],
                 notes: vec![],
                 duration_ms: 9,
+                source: None,
             }],
             shard: None,
         }

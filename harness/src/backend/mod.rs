@@ -149,6 +149,11 @@ pub trait Backend: Send + Sync {
     fn warm_pool(&self) -> Option<&dyn WarmPool> {
         None
     }
+    /// Whether a source runs on after a private-RAM live snapshot, so it can be changed and
+    /// snapshotted again (a derived snapshot, clones/source.rs).
+    fn source_runs_on(&self) -> bool {
+        true
+    }
 }
 
 /// How long an optional agent gets once the guest's SSH answers.

@@ -7,6 +7,7 @@ pub mod fixup;
 pub mod method;
 pub mod recipe;
 pub mod remanence;
+pub mod source;
 
 use crate::backend::capability::Capability;
 use crate::network::segment::Segment;

@@ -22,15 +22,16 @@
 use crate::backend::capability::Capability;
 use crate::backend::error::BackendError;
 use crate::backend::lifecycle::Timeouts;
-use crate::backend::snapshot::{CloneArgs, Machine};
+use crate::backend::snapshot::{CloneArgs, Machine, Snapshot};
 use crate::backend::{Backend, Vm};
 use crate::events::{EventKind, EventSink};
 use crate::identity::{HostIdentity, NAME_PREFIX};
 use crate::scenario::ScenarioPlan;
 use crate::tools::ToolError;
 use async_trait::async_trait;
-use clonesafe_metadata::{FixupId, MeasurementId, Method, Timing, VmRole};
+use clonesafe_metadata::{FixupId, MeasurementId, Method, SourceHow, SourceUse, Timing, VmRole};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,9 @@ pub enum RecipeError {
     },
     #[error(transparent)]
     Segment(Box<crate::network::segment::SegmentError>),
+    /// An earlier scenario of a shared source could not boot or snapshot it.
+    #[error("the shared source {id} failed in an earlier scenario: {why}")]
+    SharedSource { id: String, why: String },
     #[error("{vm}: the backend gave no {capability} ability although it declares it")]
     Missing { vm: String, capability: Capability },
 }
@@ -92,6 +96,8 @@ pub struct Made {
     pub assigned_macs: Vec<String>,
     /// The canary planted before the snapshot or shutdown, and where to look for it.
     pub canary: Option<Canary>,
+    /// Which source the clones came from (live and image-copy methods).
+    pub source: Option<clonesafe_metadata::SourceUse>,
 }
 
 /// One compared VM: where it is in the fleet, its role, and what was read from it right after
@@ -121,9 +127,29 @@ pub trait CloneMethod: Send + Sync {
     async fn make(&self, cx: &Ctx<'_>, fleet: &mut Fleet) -> Result<Made, RecipeError>;
 }
 
+/// What a fix-up does to what clones are made from, which decides whether scenarios can share a
+/// source (clones/source.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shapes {
+    /// Nothing before the clones start (it acts on the machine's configuration, which is part of
+    /// the source's key anyway, or on the clones).
+    Nothing,
+    /// The source VM, in `before_capture`. `derivable`: the change can be made to a source that
+    /// is already held and snapshotted, and snapshotted again (a derived snapshot).
+    Source { derivable: bool },
+    /// The disk the clones start from, in `on_image` (a live snapshot's frozen disk, shared by
+    /// every scenario of that snapshot; an image copy's own copy).
+    Image,
+}
+
 #[async_trait]
 pub trait Fixup: Send + Sync {
     fn id(&self) -> FixupId;
+    /// What it changes before the clones start (`before_capture`, `on_image`). A fix-up that
+    /// implements either must say so here, or scenarios would share a source it changed.
+    fn shapes(&self) -> Shapes {
+        Shapes::Nothing
+    }
     /// What the backend must be able to do.
     fn requires(&self) -> &'static [Capability];
     /// What this fix-up did, for the first line of the report's notes (None: it reports its own).
@@ -183,6 +209,8 @@ pub struct Ctx<'a> {
     pub fixups: Vec<&'static dyn Fixup>,
     /// The scenario's network segment, once `clones::open` has made it (`network = "segment"`).
     pub segment: std::sync::OnceLock<std::sync::Arc<crate::network::segment::Segment>>,
+    /// The source this scenario shares with others of the run (None: it boots its own).
+    pub shared: Option<&'a SharedSource>,
 }
 
 impl Ctx<'_> {
@@ -308,5 +336,94 @@ pub async fn boot_all(cx: &Ctx<'_>, fleet: &mut Fleet, machine: &Machine, role: 
     match first_err {
         Some(e) => Err(e),
         None => Ok(compared),
+    }
+}
+
+/// A source that several scenarios use, with what has been made of it.
+pub struct SharedSource {
+    /// Its name in the run (`<first scenario>-source`, or `-template` for image copies); its
+    /// VM is `clonesafe-<pid>-<id>`.
+    pub id: String,
+    /// The scenarios that use it, in the order they run.
+    pub used_by: Vec<String>,
+    /// Its private directory: the VM's files, its snapshots (guest memory).
+    pub dir: PathBuf,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What the scenarios of a shared source have made of it so far.
+#[derive(Default)]
+pub struct State {
+    /// The source VM (empty until the first scenario boots it).
+    pub fleet: Fleet,
+    /// The scenario that booted it.
+    pub booted_in: Option<String>,
+    /// Why booting or snapshotting it failed: every later scenario fails with this.
+    pub failed: Option<String>,
+    /// Its snapshots, the first taken of the source as booted, a second derived one after.
+    pub stages: Vec<Arc<Stage>>,
+    /// An image-copy template's shut-down disk.
+    pub template: Option<Arc<Template>>,
+}
+
+/// One snapshot of a source, and what was planted in it.
+pub struct Stage {
+    /// The fix-ups that changed the source before this snapshot (`clones::source::shaping`).
+    pub shaping: Vec<FixupId>,
+    pub snap: Snapshot,
+    /// The canary planted before the first snapshot, and the positive control.
+    pub canary: Option<(String, Option<String>)>,
+    pub source_mac: String,
+    /// The scenario that took it.
+    pub made_in: String,
+}
+
+/// A template booted once, shut down, whose disk each image-copy scenario copies.
+pub struct Template {
+    pub disk: PathBuf,
+    pub canary: Option<(String, Option<String>)>,
+    pub mac: String,
+    /// What happened to it, for the notes of every scenario that copies it.
+    pub notes: Vec<String>,
+}
+
+impl SharedSource {
+    pub fn new(id: String, used_by: Vec<String>, run_dir: &Path) -> Self {
+        let dir = run_dir.join(&id);
+        SharedSource { id, used_by, dir, state: Default::default() }
+    }
+
+    /// Its state, for the one scenario running now.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, State> {
+        self.state.lock().await
+    }
+
+    /// The source VM's fresh identity and directory, shaped by `cx`'s fix-ups (as its own source's
+    /// would be: the machine is the same for every scenario of the source).
+    pub fn args(&self, cx: &Ctx<'_>, role: &str, machine: &Machine) -> CloneArgs {
+        let name = format!("{NAME_PREFIX}{}-{}", std::process::id(), self.id);
+        let mut args = CloneArgs::fresh(HostIdentity::fresh(name), self.dir.join(role), machine);
+        for f in &cx.fixups {
+            f.clone_args(&mut args);
+        }
+        args
+    }
+
+    /// How `scenario` used it, for its report.
+    pub fn use_by(&self, scenario: &str, how: SourceHow, booted_in: Option<&str>) -> SourceUse {
+        SourceUse { id: self.id.clone(), how, booted_in: booted_in.unwrap_or(scenario).to_string(), used_by: self.used_by.clone() }
+    }
+
+    /// Destroy the source and delete its directory (its snapshots hold guest memory). Returns
+    /// what could not be deleted (the run directory's removal tries again).
+    pub async fn close(&self) -> Option<String> {
+        let mut st = self.state.lock().await;
+        st.fleet.destroy().await;
+        st.stages.clear();
+        st.template = None;
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(format!("could not delete {}: {e}", self.dir.display())),
+            _ => None,
+        }
     }
 }

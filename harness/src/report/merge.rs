@@ -108,6 +108,7 @@ mod tests {
             vms: vec![],
             notes: vec![],
             duration_ms: 1,
+            source: None,
         }
     }
 

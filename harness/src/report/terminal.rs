@@ -104,6 +104,10 @@ pub fn scenario_table(s: &ScenarioReport) -> String {
         let _ = writeln!(out, "{e}");
         return out;
     }
+    if let Some(src) = s.source.as_ref().filter(|u| u.how != clonesafe_metadata::SourceHow::Own) {
+        // Scenario names are the user's (escaped like the rest of the terminal output).
+        let _ = writeln!(out, "   source: {} ({}; booted in {})", crate::text::for_terminal(&src.id), src.how, crate::text::for_terminal(&src.booted_in));
+    }
     let t = &s.timing;
     let list = |v: &[u64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
     let _ = write!(out, "   timing: boot_ms [{}]", list(&t.boot_ms));

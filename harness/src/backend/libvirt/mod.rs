@@ -286,6 +286,15 @@ impl Backend for LibvirtBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Libvirt
     }
+    fn source_runs_on(&self) -> bool {
+        // virDomainSaveFlags stops the domain. An external live snapshot leaves it running, but
+        // a second snapshot's save image names the source's disk as `disk-after-snapshot-1.qcow2`,
+        // and the restore's rewrite maps the source's directory onto a clone's, whose overlay has
+        // the first snapshot's name (measured: "Cannot access storage file
+        // .../clone0/disk-after-snapshot-1.qcow2"). Until the rewrite maps the disk by what it
+        // is, libvirt sources are not derived from: nic-replug boots its own.
+        false
+    }
 
     fn capabilities(&self) -> Capabilities {
         match self.pool {

@@ -8,7 +8,7 @@
 use crate::backend::capability::Capability;
 use crate::backend::snapshot::Machine;
 use crate::backend::Vm;
-use crate::clones::recipe::{Ctx, Fixup, RecipeError};
+use crate::clones::recipe::{Ctx, Fixup, RecipeError, Shapes};
 use crate::guest::Boot;
 use async_trait::async_trait;
 use clonesafe_metadata::FixupId;
@@ -20,6 +20,12 @@ pub struct MitigateRemanence;
 impl Fixup for MitigateRemanence {
     fn id(&self) -> FixupId {
         FixupId::MitigateRemanence
+    }
+    fn shapes(&self) -> Shapes {
+        // It zero-fills the source's free disk space and compacts the disk the clones start
+        // from. A derived snapshot's disk would still be backed by the base snapshot's
+        // uncompacted one, so it gets a source of its own.
+        Shapes::Source { derivable: false }
     }
     fn requires(&self) -> &'static [Capability] {
         &[Capability::HostFiles]

@@ -6,7 +6,7 @@
 use crate::probes::Early;
 use crate::backend::capability::Capability;
 use crate::backend::Vm;
-use crate::clones::recipe::{Ctx, Fixup, RecipeError};
+use crate::clones::recipe::{Ctx, Fixup, RecipeError, Shapes};
 use async_trait::async_trait;
 use clonesafe_metadata::{FixupId, MeasurementId};
 use std::time::Duration;
@@ -20,6 +20,12 @@ const NIC_WAIT: Duration = Duration::from_secs(20);
 impl Fixup for NicReplug {
     fn id(&self) -> FixupId {
         FixupId::NicReplug
+    }
+    fn shapes(&self) -> Shapes {
+        // Unplugging is ACPI hot-unplug, which the guest's kernel handles while its workload is
+        // held, so a source already held and snapshotted for another scenario can be unplugged
+        // and snapshotted again: its clones resume on the same held workload with no NIC.
+        Shapes::Source { derivable: true }
     }
     fn requires(&self) -> &'static [Capability] {
         &[Capability::NicHotplug]

@@ -15,7 +15,7 @@
 //! ext4 filesystem with e2fsprogs' `debugfs -w` on a raw copy: no kernel module, no mount.
 
 use crate::backend::capability::Capability;
-use crate::clones::recipe::{Ctx, Fixup, RecipeError};
+use crate::clones::recipe::{Ctx, Fixup, RecipeError, Shapes};
 use crate::tools::{e2fs, qemu_img};
 use async_trait::async_trait;
 use clonesafe_metadata::FixupId;
@@ -33,6 +33,9 @@ const REMOVE: &[&str] = &["/etc/machine-id", "/etc/hostname"];
 impl Fixup for Sysprep {
     fn id(&self) -> FixupId {
         FixupId::Sysprep
+    }
+    fn shapes(&self) -> Shapes {
+        Shapes::Image
     }
     fn requires(&self) -> &'static [Capability] {
         &[Capability::HostFiles]

@@ -11,11 +11,14 @@ use crate::backend::snapshot::{ArtifactKind, Ram, Snapshot};
 use crate::backend::{Pending, Vm};
 use crate::clones::recipe::{Canary, CloneMethod, Compared, Ctx, Fleet, Made, RecipeError};
 use crate::clones::remanence;
+use crate::clones::recipe::{SharedSource, Stage};
+use crate::clones::source::shaping;
 use crate::events::EventKind;
 use async_trait::async_trait;
-use clonesafe_metadata::{MeasurementId, Method, Timing, VmRole};
+use clonesafe_metadata::{MeasurementId, Method, SourceHow, SourceUse, Timing, VmRole};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct Live;
@@ -39,52 +42,22 @@ impl CloneMethod for Live {
 pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option<u32>) -> Result<Made, RecipeError> {
     let mut timing = Timing::default();
     let mut notes = Vec::new();
-    let mut machine = cx.machine.clone();
-    machine.ram = ram;
-    let (source, ms) = cx.boot_one(&machine, cx.args(VmRole::Source.as_str(), 0), &mut notes).await?;
-    timing.boot_ms.push(ms);
-    // In the fleet from the start: every error path below tears it down with the rest.
-    fleet.0.push(source);
-    let source = fleet.0[0].as_mut();
-    let source_mac = source.identity().mac.to_string();
-    // The source's hostname is in its kernel memory: the positive control for the scan.
-    let canary = remanence::plant(cx, source, true).await?;
-    // Before the fix-ups prepare the snapshot (nic-replug unplugs the NIC): a service's
-    // connection exists before anyone prepares a snapshot.
-    open_session(cx, source, &mut notes).await;
-    for f in &cx.fixups {
-        f.before_capture(cx, source, &mut notes).await?;
-    }
-    let t = cx.build.timeouts.probe;
-    // An image without an agent is still cloned: the host-side checks need no agent. There
-    // is then no workload to hold, so nothing samples the RNG across the snapshot.
-    match crate::probes::call(source, "hold the agent", |a| a.hold(t)).await {
-        Ok(_) => {}
-        Err(crate::backend::error::BackendError::NoAgent { .. }) => {
-            notes.push("the source has no agent: the snapshot was taken with no workload held, and the in-guest checks are skipped".into())
+    let (stage, source) = match cx.shared {
+        None => {
+            let mut machine = cx.machine.clone();
+            machine.ram = ram;
+            let (source, ms) = cx.boot_one(&machine, cx.args(VmRole::Source.as_str(), 0), &mut notes).await?;
+            timing.boot_ms.push(ms);
+            // In the fleet from the start: every error path below tears it down with the rest.
+            fleet.0.push(source);
+            let stage = capture(cx, fleet.0[0].as_mut(), &cx.build.dir, true, &mut timing, &mut notes).await?;
+            (Arc::new(stage), crate::clones::source::own(&cx.scenario.name, "source"))
         }
-        Err(crate::backend::error::BackendError::Agent { source: e @ (crate::agent::AgentError::Unavailable { .. } | crate::agent::AgentError::Unsupported { .. }), .. }) => {
-            notes.push(format!("no workload held across the snapshot: {e}"))
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let name = source.name().to_string();
-    cx.emit(EventKind::Snapshotting { vm: name.clone() });
-    let started = Instant::now();
-    let snap = source.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(&cx.build.dir).await?;
-    let ms = started.elapsed().as_millis() as u64;
-    let bytes = snap.state_bytes();
-    timing.snapshot_ms = Some(ms);
-    timing.snapshot_bytes = Some(bytes);
-    cx.emit(EventKind::Snapshotted { vm: name.clone(), ms, bytes });
-    if let Some(disk) = snap.artifact(ArtifactKind::FrozenDisk) {
-        for f in &cx.fixups {
-            f.on_image(cx, disk, "frozen disk", &mut notes).await?;
-        }
-    }
-
+        Some(sh) => shared_stage(cx, sh, ram, &mut timing, &mut notes).await?,
+    };
+    let snap = &stage.snap;
+    let name = snap.source.identity.name.clone();
     let n = cx.scenario.clones as usize;
-    let snap = &snap;
     let mut starts: Vec<Start> = Vec::with_capacity(n);
     if let Some(p) = pool {
         let warm = cx.build.backend.warm_pool().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::WarmPool })?;
@@ -124,13 +97,125 @@ pub(super) async fn make(cx: &Ctx<'_>, fleet: &mut Fleet, ram: Ram, pool: Option
     }
     // The source's hostname is in its kernel memory: the scan's positive control, looked for in
     // the memory artifact.
-    let canary = canary.map(|(secret, control)| Canary {
+    let canary = stage.canary.clone().map(|(secret, control)| Canary {
         secret,
         control: control.map(|h| (h, snap.ram().map(|a| a.kind).unwrap_or(ArtifactKind::MemoryStream).label())),
         artifacts: snap.artifacts.iter().map(|a| (a.kind.label(), a.path.clone())).collect(),
     });
-    let assigned_macs = std::iter::once(source_mac).chain(compared.iter().map(|c| fleet.0[c.index].identity().mac.to_string())).collect();
-    Ok(Made { compared, timing, notes, assigned_macs, canary })
+    let assigned_macs = std::iter::once(stage.source_mac.clone()).chain(compared.iter().map(|c| fleet.0[c.index].identity().mac.to_string())).collect();
+    Ok(Made { compared, timing, notes, assigned_macs, canary, source: Some(source) })
+}
+
+/// Prepare `vm` and snapshot it into `dir`. A `fresh` source (just booted) gets the canary, the
+/// segment's TCP session and the hold; a derived snapshot's source has them already, held since
+/// its first snapshot. Then the fix-ups change it (`before_capture`), it is snapshotted, and the
+/// fix-ups act on the frozen disk (`on_image`).
+async fn capture(cx: &Ctx<'_>, vm: &mut dyn crate::backend::Vm, dir: &std::path::Path, fresh: bool, timing: &mut Timing, notes: &mut Vec<String>) -> Result<Stage, RecipeError> {
+    let source_mac = vm.identity().mac.to_string();
+    // The source's hostname is in its kernel memory: the positive control for the scan.
+    let canary = if fresh { remanence::plant(cx, vm, true).await? } else { None };
+    if fresh {
+        // Before the fix-ups prepare the snapshot (nic-replug unplugs the NIC): a service's
+        // connection exists before anyone prepares a snapshot.
+        open_session(cx, vm, notes).await;
+    }
+    for f in &cx.fixups {
+        f.before_capture(cx, vm, notes).await?;
+    }
+    if fresh {
+        hold(cx, vm, notes).await?;
+    }
+    let name = vm.name().to_string();
+    cx.emit(EventKind::Snapshotting { vm: name.clone() });
+    let started = Instant::now();
+    let snap = vm.snapshottable().ok_or(RecipeError::Missing { vm: name.clone(), capability: Capability::LiveSnapshot })?.snapshot(dir).await?;
+    let ms = started.elapsed().as_millis() as u64;
+    let bytes = snap.state_bytes();
+    timing.snapshot_ms = Some(ms);
+    timing.snapshot_bytes = Some(bytes);
+    cx.emit(EventKind::Snapshotted { vm: name, ms, bytes });
+    if let Some(disk) = snap.artifact(ArtifactKind::FrozenDisk) {
+        for f in &cx.fixups {
+            f.on_image(cx, disk, "frozen disk", notes).await?;
+        }
+    }
+    Ok(Stage { shaping: shaping(cx.scenario).0, snap, canary, source_mac, made_in: cx.scenario.name.clone() })
+}
+
+/// Hold the source's workload across the snapshot: the agent reads the kernel RNG (so a due
+/// reseed happens now) and blocks until `go`.
+async fn hold(cx: &Ctx<'_>, vm: &mut dyn crate::backend::Vm, notes: &mut Vec<String>) -> Result<(), RecipeError> {
+    let t = cx.build.timeouts.probe;
+    // An image without an agent is still cloned: the host-side checks need no agent. There
+    // is then no workload to hold, so nothing samples the RNG across the snapshot.
+    match crate::probes::call(vm, "hold the agent", |a| a.hold(t)).await {
+        Ok(_) => {}
+        Err(crate::backend::error::BackendError::NoAgent { .. }) => {
+            notes.push("the source has no agent: the snapshot was taken with no workload held, and the in-guest checks are skipped".into())
+        }
+        Err(crate::backend::error::BackendError::Agent { source: e @ (crate::agent::AgentError::Unavailable { .. } | crate::agent::AgentError::Unsupported { .. }), .. }) => {
+            notes.push(format!("no workload held across the snapshot: {e}"))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// The snapshot of the shared source `sh` that `cx`'s recipe needs: one an earlier scenario took
+/// (shared), a new one of the running source after this recipe's fix-ups (derived), or, for the
+/// first scenario, the source booted and snapshotted (booted). A failure to boot or snapshot it
+/// fails every later scenario of the source with the same cause.
+async fn shared_stage(cx: &Ctx<'_>, sh: &SharedSource, ram: Ram, timing: &mut Timing, notes: &mut Vec<String>) -> Result<(Arc<Stage>, SourceUse), RecipeError> {
+    let mut st = sh.lock().await;
+    if let Some(why) = &st.failed {
+        return Err(RecipeError::SharedSource { id: sh.id.clone(), why: why.clone() });
+    }
+    let (shaping, _) = shaping(cx.scenario);
+    let booted_in = st.booted_in.clone();
+    if let Some(stage) = st.stages.iter().find(|s| s.shaping == shaping).cloned() {
+        notes.push(format!("the source {} was shared: booted in {}, snapshot taken in {}", sh.id, booted_in.as_deref().unwrap_or("?"), stage.made_in));
+        return Ok((stage, sh.use_by(&cx.scenario.name, SourceHow::Shared, booted_in.as_deref())));
+    }
+    let fresh = st.fleet.0.is_empty();
+    let made = async {
+        if fresh {
+            let mut machine = cx.machine.clone();
+            machine.ram = ram;
+            let args = sh.args(cx, VmRole::Source.as_str(), &machine);
+            let (vm, ms) = cx.boot_one(&machine, args, notes).await?;
+            timing.boot_ms.push(ms);
+            st.fleet.0.push(vm);
+            st.booted_in = Some(cx.scenario.name.clone());
+        }
+        let base_canary = st.stages.first().and_then(|s| s.canary.clone());
+        // Each snapshot in a directory of its own: the backends name the memory file after the
+        // VM, and a derived snapshot is of the same VM.
+        let dir = sh.dir.join(format!("snapshot{}", st.stages.len()));
+        std::fs::create_dir_all(&dir).map_err(|source| RecipeError::Io { what: format!("create {}", dir.display()), source })?;
+        let mut stage = capture(cx, st.fleet.0[0].as_mut(), &dir, fresh, timing, notes).await?;
+        if !fresh {
+            // Planted before the first snapshot, still in the source's memory.
+            stage.canary = base_canary;
+            notes.push(format!(
+                "a derived snapshot: the source {} (booted in {}) ran on held after its first snapshot; this recipe's fix-ups then changed it and it was snapshotted again",
+                sh.id,
+                st.booted_in.as_deref().unwrap_or("?")
+            ));
+        }
+        Ok::<_, RecipeError>(Arc::new(stage))
+    }
+    .await;
+    match made {
+        Ok(stage) => {
+            st.stages.push(stage.clone());
+            let how = if fresh { SourceHow::Booted } else { SourceHow::Derived };
+            Ok((stage, sh.use_by(&cx.scenario.name, how, st.booted_in.as_deref())))
+        }
+        Err(e) => {
+            st.failed = Some(crate::error_chain(&e));
+            Err(e)
+        }
+    }
 }
 
 /// How long a source may take to reach the segment's peer (it may still be waiting for its

@@ -611,7 +611,7 @@ fn docs_checks_is_the_catalogue() {
 
 /// A plan whose sources repeat (issue 23): naive's source serves agent-fixup and, derived,
 /// nic-replug; vmgenid's serves full, derived; two image clones copy one template; on libvirt,
-/// nothing is derived (LibvirtBackend::source_runs_on), so naive and nic-replug boot their own.
+/// naive's source serves nic-replug, derived.
 fn repeated_sources(dir: &Path) -> std::path::PathBuf {
     let file = dir.join("sources.toml");
     let mut plan = String::new();
@@ -661,8 +661,8 @@ fn shared_sources_give_the_verdicts_of_sources_of_their_own() {
         ("full-q", h("derived", "genid-q")),
         ("image-a", h("booted", "image-a")),
         ("image-b", h("shared", "image-a")),
-        ("naive-l", h("own", "naive-l")),
-        ("replug-l", h("own", "replug-l")),
+        ("naive-l", h("booted", "naive-l")),
+        ("replug-l", h("derived", "naive-l")),
     ] {
         assert_eq!(how(&shared, n), expected, "{n}");
         assert_eq!(how(&own, n), h("own", n), "--no-share: {n}");
@@ -670,15 +670,15 @@ fn shared_sources_give_the_verdicts_of_sources_of_their_own() {
     // A boot is reported once per source: the reused ones have no boot time, and only a
     // scenario that took a snapshot reports one.
     let timing = |r: &Ran, n: &str| r.scenario(n)["timing"].clone();
-    for n in ["agent-q", "replug-q", "full-q"] {
+    for n in ["agent-q", "replug-q", "full-q", "replug-l"] {
         assert_eq!(timing(&shared, n)["boot_ms"], serde_json::json!([]), "{n}");
     }
     assert!(timing(&shared, "agent-q")["snapshot_ms"].is_null());
-    for n in ["replug-q", "full-q"] {
+    for n in ["replug-q", "full-q", "replug-l"] {
         assert!(timing(&shared, n)["snapshot_ms"].is_u64(), "{n}: a derived snapshot is timed");
     }
     let boots = |r: &Ran| r.report()["scenarios"].as_array().unwrap().iter().map(|s| s["timing"]["boot_ms"].as_array().unwrap().len()).sum::<usize>();
-    assert_eq!(boots(&own) - boots(&shared), 4, "agent-q, replug-q, full-q and image-b's template boot nothing");
+    assert_eq!(boots(&own) - boots(&shared), 5, "agent-q, replug-q, full-q, image-b's template and replug-l boot nothing");
 
     for s in own.report()["scenarios"].as_array().unwrap() {
         let name = s["name"].as_str().unwrap();

@@ -16,7 +16,7 @@
 //! snapshotted again. One derived snapshot per source, since the change cannot be undone for a
 //! third. A source that stops or pauses at its snapshot (shared RAM's frozen template; libvirt's
 //! `--libvirt-snapshot save`) cannot be changed afterwards, so its recipe boots a source of its
-//! own instead; so does a libvirt source for now (`LibvirtBackend::source_runs_on` says why). A fix-up that scrubs or rewrites the disk the clones start from
+//! own instead. A fix-up that scrubs or rewrites the disk the clones start from
 //! (mitigate-remanence; sysprep on a live snapshot's frozen disk) always gets its own source.
 //!
 //! **A source that runs on.** After a private-RAM snapshot the source runs on, held; its clones

@@ -201,8 +201,55 @@ pub fn rewrite_identity(xml: &str, from: &SourceRecord, to: &CloneArgs, nic: boo
     Ok(out)
 }
 
+/// `xml` without its disks' `<backingStore>` chains (nested ones included), so that libvirt
+/// reads each chain from the images' own headers. A derived snapshot's chain names the source's
+/// files, which the prefix rewrite would move into the clone's directory.
+pub fn without_backing_stores(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<backingStore") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let open_end = tail.find('>').map_or(tail.len(), |e| e + 1);
+        if tail[..open_end].ends_with("/>") {
+            rest = &tail[open_end..];
+            continue;
+        }
+        // Skip to the matching close, counting nested chains.
+        let (mut depth, mut i) = (1usize, open_end);
+        while depth > 0 && i < tail.len() {
+            let next_open = tail[i..].find("<backingStore").map(|p| p + i);
+            let next_close = tail[i..].find("</backingStore>").map(|p| p + i);
+            match (next_open, next_close) {
+                (Some(o), Some(c)) if o < c => {
+                    let e = tail[o..].find('>').map_or(tail.len(), |e| o + e + 1);
+                    if !tail[o..e].ends_with("/>") {
+                        depth += 1;
+                    }
+                    i = e;
+                }
+                (_, Some(c)) => {
+                    depth -= 1;
+                    i = c + "</backingStore>".len();
+                }
+                _ => i = tail.len(),
+            }
+        }
+        rest = &tail[i..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn backing_store_chains_are_removed_whole() {
+        let xml = "<disk><source file='/r/s/disk-after-snapshot-1.qcow2'/><backingStore type='file' index='1'><format type='qcow2'/><source file='/r/s/disk.qcow2'/><backingStore type='file' index='2'><source file='/g/base.qcow2'/><backingStore/></backingStore></backingStore><target dev='vda'/></disk><disk><backingStore/></disk>";
+        assert_eq!(without_backing_stores(xml), "<disk><source file='/r/s/disk-after-snapshot-1.qcow2'/><target dev='vda'/></disk><disk></disk>");
+        assert_eq!(without_backing_stores("<a/>"), "<a/>");
+    }
     use super::*;
     use crate::guest::GuestProfile;
     use crate::identity::HostIdentity;

@@ -287,13 +287,9 @@ impl Backend for LibvirtBackend {
         BackendKind::Libvirt
     }
     fn source_runs_on(&self) -> bool {
-        // virDomainSaveFlags stops the domain. An external live snapshot leaves it running, but
-        // a second snapshot's save image names the source's disk as `disk-after-snapshot-1.qcow2`,
-        // and the restore's rewrite maps the source's directory onto a clone's, whose overlay has
-        // the first snapshot's name (measured: "Cannot access storage file
-        // .../clone0/disk-after-snapshot-1.qcow2"). Until the rewrite maps the disk by what it
-        // is, libvirt sources are not derived from: nic-replug boots its own.
-        false
+        // virDomainSaveFlags stops the domain; an external live snapshot leaves it running (and
+        // `restore` maps a second snapshot's disk name onto the clone's overlay).
+        self.mode == SnapshotMode::External
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -411,7 +407,20 @@ impl Restore for LibvirtBackend {
             originals.insert(image.clone(), img);
         }
         let original = &originals[&image];
-        let source_xml = original.xml.clone();
+        // A derived snapshot (the source's second, clones/source.rs) names the source's disk as
+        // it was then, its first overlay after the first snapshot; the rewrite below maps files
+        // by prefix, and a clone's overlay is `<prefix>disk.qcow2` whatever snapshot it comes
+        // from. Name the frozen disk that way first (nothing to do for a first snapshot).
+        // Its backing chain names the source's files, which the prefix rewrite would move into the
+        // clone's directory (measured: QEMU then opened the clone's overlay twice, "Failed to get
+        // \"write\" lock"): libvirt reads the chain from the images instead.
+        let first = format!("{}disk.qcow2", prefixes.0);
+        let frozen_s = frozen.display().to_string();
+        let source_xml = if frozen_s == first {
+            original.xml.clone()
+        } else {
+            domain::without_backing_stores(&original.xml.replace(&crate::text::xml_escape(&frozen_s), &crate::text::xml_escape(&first)))
+        };
         let nic = snap.machine.devices.nic;
         let mut notes = Vec::new();
 

@@ -95,9 +95,10 @@ enum Cmd {
     /// through the migration stream, shared-RAM restore, and shared-RAM restore from a warm
     /// pool, for each memory size (most of it dirtied by the guest first) and each fan-out.
     /// Writes DIR/bench.json, DIR/bench.md (ratios and targets) and two SVG plots. QEMU only;
-    /// the tiny guest unless --guest names another built guest (a Debian guest is reached through
-    /// qemu-guest-agent: the probe is injected after each boot, which counts as boot time, and
-    /// every clone's time runs to the injected probe's answer)
+    /// the tiny guest unless --guest names another built guest or --image a user's image (a
+    /// Debian guest or an image is reached through qemu-guest-agent: the probe is injected after
+    /// each boot, which counts as boot time, and every clone's time runs to the injected probe's
+    /// answer)
     Bench {
         /// Where the results go
         #[arg(long, default_value = "clonesafe-bench")]
@@ -124,6 +125,13 @@ enum Cmd {
         /// under TCG takes minutes, so give it one memory size and fan-out 1
         #[arg(long, default_value = clonesafe::guest::DEFAULT_GUEST)]
         guest: String,
+        /// Measure your own disk image (qcow2 or raw, booting with its own bootloader) instead
+        /// of a built guest. It must run qemu-guest-agent: the probe is injected through it and
+        /// every clone is timed to the probe's answer. The image is never written
+        #[arg(long, value_name = "PATH", conflicts_with = "guest")]
+        image: Option<PathBuf>,
+        #[command(flatten)]
+        image_policy: ImagePolicyArgs,
         /// Where the private run directory (snapshots, RAM files) goes; removed after the run
         /// [default: $CLONESAFE_WORKDIR or /var/lib/clonesafe/runs]
         #[arg(long)]
@@ -634,20 +642,12 @@ impl clonesafe::bench::Progress for StderrProgress {
 
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::too_many_arguments)]
-async fn bench(out: PathBuf, memory: Vec<u32>, dirty_fraction: f64, fanout: Vec<u32>, repeat: u32, accel: AccelChoice, guests: Option<PathBuf>, guest: &str, workdir: Option<PathBuf>) -> i32 {
+async fn bench(out: PathBuf, memory: Vec<u32>, dirty_fraction: f64, fanout: Vec<u32>, repeat: u32, accel: AccelChoice, guest: clonesafe::guest::GuestProfile, workdir: Option<PathBuf>) -> i32 {
     use clonesafe::bench;
     if let Err(e) = bench::check_params(&memory, dirty_fraction, &fanout, repeat) {
         eprintln!("error: {e}");
         return exit_codes::HARNESS_ERROR;
     }
-    let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
-    let guest = match clonesafe::guest::GuestProfile::locate(&guests, guest) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {}", clonesafe::error_chain(&e));
-            return exit_codes::HARNESS_ERROR;
-        }
-    };
     // A guest reached through qemu-guest-agent is measured to the injected probe's answer: no
     // probe, nothing to measure.
     let inject = if guest.agent == clonesafe::guest::AgentTransport::Qga {
@@ -980,11 +980,23 @@ async fn dispatch(cli: Cli) -> i32 {
                 _ => exit_codes::OK,
             }
         }
-        Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, guest, workdir, emulator } => {
+        Cmd::Bench { out, memory, dirty_fraction, fanout, repeat, accel, guests, guest, image, image_policy, workdir, emulator } => {
             if !choose_emulator(emulator.as_deref()) {
                 return exit_codes::HARNESS_ERROR;
             }
-            bench(out, memory, dirty_fraction, fanout, repeat, accel, guests, &guest, workdir).await
+            let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);
+            let guest = match &image {
+                Some(path) => clonesafe::guest::GuestProfile::from_image(path, &image_policy.policy()),
+                None => clonesafe::guest::GuestProfile::locate(&guests, &guest),
+            };
+            let guest = match guest {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("error: {}", clonesafe::error_chain(&e));
+                    return exit_codes::HARNESS_ERROR;
+                }
+            };
+            bench(out, memory, dirty_fraction, fanout, repeat, accel, guest, workdir).await
         }
         Cmd::Doctor { trial_boot, image, image_policy, connect, guests, json } => {
             let guests = guests.unwrap_or_else(clonesafe::guest::default_guests_dir);

@@ -195,7 +195,9 @@ pub async fn run_plan(plan: &Plan, opts: &RunOptions, backends: &dyn Backends, s
     let planned: Vec<(&ScenarioPlan, &Machine)> = plan.scenarios.iter().zip(&machines).collect();
     let units = clones::source::units(&planned, opts.share, |k| bks[&k].source_runs_on());
     for u in units.iter().filter(|u| u.source.is_some()) {
-        let names: Vec<&str> = u.scenarios.iter().map(|&i| plan.scenarios[i].name.as_str()).collect();
+        // Said before any VM starts: which scenarios reuse the first one's snapshot, and which
+        // take a derived one.
+        let names: Vec<String> = u.scenarios.iter().map(|&i| format!("{}{}", plan.scenarios[i].name, if u.derived.contains(&i) { " (derived)" } else { "" })).collect();
         note(format!("one source for {} scenarios: {}", names.len(), names.join(", ")));
     }
     let runs = units.into_iter().map(|u| {

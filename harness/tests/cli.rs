@@ -667,16 +667,17 @@ fn shared_sources_give_the_verdicts_of_sources_of_their_own() {
         assert_eq!(how(&shared, n), expected, "{n}");
         assert_eq!(how(&own, n), h("own", n), "--no-share: {n}");
     }
-    // A boot is reported once per source: the reused ones have no boot time, and only a
-    // scenario that took a snapshot reports one.
+    // A boot is reported once per source: the scenarios that reused it have no boot time.
     let timing = |r: &Ran, n: &str| r.scenario(n)["timing"].clone();
     for n in ["agent-q", "replug-q", "full-q", "replug-l"] {
         assert_eq!(timing(&shared, n)["boot_ms"], serde_json::json!([]), "{n}");
     }
-    assert!(timing(&shared, "agent-q")["snapshot_ms"].is_null());
-    for n in ["replug-q", "full-q", "replug-l"] {
-        assert!(timing(&shared, n)["snapshot_ms"].is_u64(), "{n}: a derived snapshot is timed");
+    // A source that runs on after its snapshot gives each scenario a snapshot of its own,
+    // taken when it starts; the derived ones are timed too.
+    for n in ["agent-q", "replug-q", "full-q", "replug-l"] {
+        assert!(timing(&shared, n)["snapshot_ms"].is_u64(), "{n}: its snapshot is timed");
     }
+    assert!(shared.scenario("agent-q")["notes"].to_string().contains("took a snapshot of its own"));
     let boots = |r: &Ran| r.report()["scenarios"].as_array().unwrap().iter().map(|s| s["timing"]["boot_ms"].as_array().unwrap().len()).sum::<usize>();
     assert_eq!(boots(&own) - boots(&shared), 5, "agent-q, replug-q, full-q, image-b's template and replug-l boot nothing");
 
@@ -710,4 +711,20 @@ fn ctrl_c_during_a_derived_snapshot_tears_the_shared_source_down() {
     assert_eq!(ran.code(), Some(clonesafe_metadata::exit_codes::INTERRUPTED));
     assert!(settle_blocking(pid).is_empty(), "VMs left behind");
     assert_eq!(runs_left(work.path()).len(), 0, "run directory (shared snapshots) left behind");
+}
+
+/// `bench --image` checks the image as `run --image` does, before any VM starts, and names one
+/// guest only.
+#[test]
+fn bench_image_is_checked_before_any_vm() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("b");
+    let o = clonesafe(&["bench", "--image", "/nonexistent/golden.qcow2", "--out", out.to_str().unwrap()], work.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(clonesafe_metadata::exit_codes::HARNESS_ERROR));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/nonexistent/golden.qcow2"), "{err}");
+    assert!(!out.exists(), "nothing written for a bad image");
+    let o = clonesafe(&["bench", "--image", "x.qcow2", "--guest", "tiny"], work.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&o.stderr));
 }

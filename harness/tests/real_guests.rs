@@ -151,19 +151,23 @@ machine_id_cmd = "unique"
     assert!(t["clock_skew_before_ms"].as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|ms| ms < -100.0)), "a clone resumes behind the host: {t}");
 }
 
-/// Debian 13 (trixie: kernel 6.12, systemd 257) on QEMU, naive.
+/// Debian 13 (trixie: kernel 6.12, systemd 257) on QEMU, naive, with its clones taken from a
+/// warm pool over shared RAM (issue 23: `pool = N` on an agent guest; a clone is ready when the
+/// agent and the injected probe answer).
 #[test]
-fn debian13_naive_on_qemu() {
+fn debian13_naive_from_a_warm_pool_on_qemu() {
     if built("debian13").is_none() {
         return;
     }
     let ran = run_scenarios(
-        "[[scenario]]\nname = \"naive13\"\nguest = \"debian13\"\nstrategy = \"naive\"\nclones = 2\n[scenario.expect]\nmachine_id = \"duplicate\"\nssh_keyscan = \"duplicate\"\ntls_ticket_key = \"duplicate\"\n",
+        "[[scenario]]\nname = \"naive13\"\nguest = \"debian13\"\nmethod = \"shared-ram\"\npool = 2\nclones = 2\n[scenario.expect]\nmachine_id = \"duplicate\"\nssh_keyscan = \"duplicate\"\ntls_ticket_key = \"duplicate\"\n",
         &[],
     );
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let naive = ran.scenario("naive13");
     assert!(notes(&naive).contains("Debian GNU/Linux 13"), "{}", notes(&naive));
+    assert!(notes(&naive).contains("a warm pool of 2 QEMU processes") && notes(&naive).contains("served 2 of the 2 clones"), "{}", notes(&naive));
+    assert_eq!(naive["timing"]["restore_ms"].as_array().unwrap().len(), 2, "{}", naive["timing"]);
     // 6.12 sends NEW_VMGENID, but naive clones have no vmgenid device: none is told.
     let ev = check_of(&naive, "vmgenid_uevent");
     assert_eq!(ev["verdict"], "duplicate", "{ev}");

@@ -198,7 +198,9 @@ pub enum SourceHow {
     Own,
     /// This scenario booted the source and took the snapshot (or template copy) others reuse.
     Booted,
-    /// Reused a snapshot (or shut-down template) another scenario made of the same source.
+    /// Used a source another scenario booted: a new snapshot of it where it runs on after a
+    /// snapshot (private RAM, the source held), else that scenario's snapshot (shared RAM's
+    /// frozen template) or shut-down template.
     Shared,
     /// A new snapshot of the shared source, taken after this recipe's fix-ups changed it
     /// (nic-replug unplugged its NIC).

@@ -10,6 +10,12 @@
 //! fix-ups that change the source before the clones start ([`Shapes`]) must also be the same,
 //! except where a snapshot can be derived.
 //!
+//! **Fresh snapshots.** A private-RAM source runs on, held, after its snapshot; each later
+//! scenario of the same recipe state takes a new snapshot of it when it starts, so its clones
+//! resume as soon after their snapshot as with a source of their own (a reused snapshot ages:
+//! measured, clocks then lagged by up to 91 s). A shared-RAM template is paused, so its one
+//! snapshot is reused.
+//!
 //! **Derived snapshots.** Where a recipe changes the source before its snapshot in a way that
 //! can be done to a source already held and snapshotted (nic-replug's unplug), the scenario does
 //! not boot: the shared source, still running after its first snapshot, gets the change and is
@@ -43,6 +49,8 @@ pub struct Unit {
     pub scenarios: Vec<usize>,
     /// The shared source's name (None: the unit's one scenario boots its own).
     pub source: Option<String>,
+    /// The scenarios of `scenarios` that take a derived snapshot (the rest reuse the first).
+    pub derived: Vec<usize>,
 }
 
 /// The fix-ups of `s` that change what its clones start from, and whether a source already
@@ -121,13 +129,12 @@ pub fn units(plan: &[(&ScenarioPlan, &Machine)], share: bool, keeps_running: imp
     let mut units: Vec<Unit> = Vec::new();
     for g in groups.iter().filter(|g| !g.taken) {
         let mut scenarios = g.members.clone();
-        if let Some(d) = g.base_of {
-            scenarios.extend(&groups[d].members);
-        }
+        let derived = g.base_of.map(|d| groups[d].members.clone()).unwrap_or_default();
+        scenarios.extend(&derived);
         let first = plan[scenarios[0]].0;
         let what = if first.recipe.method == Method::ImageCopy { "template" } else { "source" };
         let source = (scenarios.len() > 1).then(|| format!("{}-{what}", first.name));
-        units.push(Unit { scenarios, source });
+        units.push(Unit { scenarios, source, derived });
     }
     units.sort_by_key(|u| u.scenarios.iter().min().copied());
     units

@@ -40,11 +40,14 @@ fn plan(src: &str) -> Vec<(ScenarioPlan, Machine)> {
         .collect()
 }
 
-/// The units as scenario names, with whether each shares a source.
+/// The units as scenario names (`*`: a derived snapshot), with whether each shares a source.
 fn grouped(src: &str, share: bool, keeps_running: bool) -> Vec<(Vec<String>, bool)> {
     let p = plan(src);
     let refs: Vec<(&ScenarioPlan, &Machine)> = p.iter().map(|(s, m)| (s, m)).collect();
-    units(&refs, share, |_| keeps_running).into_iter().map(|u| (u.scenarios.iter().map(|&i| p[i].0.name.clone()).collect(), u.source.is_some())).collect()
+    units(&refs, share, |_| keeps_running)
+        .into_iter()
+        .map(|u| (u.scenarios.iter().map(|&i| format!("{}{}", p[i].0.name, if u.derived.contains(&i) { "*" } else { "" })).collect(), u.source.is_some()))
+        .collect()
 }
 
 fn scenario(name: &str, body: &str) -> String {
@@ -81,10 +84,10 @@ fn identical_sources_share_one_boot_and_nic_replug_derives_from_it() {
             // The template is booted once; sysprep acts on each scenario's own copy.
             (names(&["image", "sysprep"]), true),
             // The plain source's snapshot serves naive and agent; nic-replug's is derived from it.
-            (names(&["naive", "agent", "replug"]), true),
+            (names(&["naive", "agent", "replug*"]), true),
             // The vmgenid device is present at boot: another source, from which full and
             // hardened (both unplug the NIC) derive.
-            (names(&["genid", "full", "hardened"]), true),
+            (names(&["genid", "full*", "hardened*"]), true),
             // Another backend is another source.
             (names(&["libvirt-naive"]), false),
         ]

@@ -414,16 +414,7 @@ fn three_shards_merged_equal_one_run() {
     assert!(merged.join("summary.md").is_file() && merged.join("junit.xml").is_file());
     let names = |r: &serde_json::Value| r["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(names(&m), names(one.report()), "plan order");
-    for s in one.report()["scenarios"].as_array().unwrap() {
-        let name = s["name"].as_str().unwrap();
-        let ms = m["scenarios"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap();
-        for c in s["checks"].as_array().unwrap() {
-            let id = c["id"].as_str().unwrap();
-            if !clonesafe_metadata::vocab::CheckId::parse(id).is_some_and(|c| c.decided_by_timing()) {
-                assert_eq!(verdict(ms, id), c["verdict"].as_str().unwrap(), "{name}.{id}");
-            }
-        }
-    }
+    same_verdicts_but_timing(one.report(), &m, "merged shards against one run");
 
     // A missing shard is refused (and named); --allow-partial merges and says what is missing.
     let o = clonesafe(&["report", "merge", dirs[0].to_str().unwrap(), dirs[2].to_str().unwrap(), "--out", work.path().join("m2").to_str().unwrap()], work.path()).output().unwrap();
@@ -681,16 +672,7 @@ fn shared_sources_give_the_verdicts_of_sources_of_their_own() {
     let boots = |r: &Ran| r.report()["scenarios"].as_array().unwrap().iter().map(|s| s["timing"]["boot_ms"].as_array().unwrap().len()).sum::<usize>();
     assert_eq!(boots(&own) - boots(&shared), 5, "agent-q, replug-q, full-q, image-b's template and replug-l boot nothing");
 
-    for s in own.report()["scenarios"].as_array().unwrap() {
-        let name = s["name"].as_str().unwrap();
-        let other = shared.scenario(name);
-        for c in s["checks"].as_array().unwrap() {
-            let id = c["id"].as_str().unwrap();
-            if !clonesafe_metadata::vocab::CheckId::parse(id).is_some_and(|c| c.decided_by_timing()) {
-                assert_eq!(verdict(&other, id), c["verdict"].as_str().unwrap(), "{name}.{id}: shared against its own source");
-            }
-        }
-    }
+    same_verdicts_but_timing(own.report(), shared.report(), "shared against its own source");
     assert!(settle_blocking(shared.pid).is_empty() && settle_blocking(own.pid).is_empty(), "VMs left behind");
     assert_eq!(runs_left(work.path()).len(), 0, "run directory (shared snapshots) left behind");
 }

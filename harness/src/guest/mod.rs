@@ -102,6 +102,28 @@ pub struct GuestProfile {
     pub kernel_release: Option<String>,
 }
 
+#[cfg(test)]
+impl GuestProfile {
+    /// A direct-kernel guest under /g for unit tests (nothing there is read).
+    pub fn for_tests() -> Self {
+        GuestProfile {
+            name: "tiny".into(),
+            description: None,
+            dir: "/g".into(),
+            boot: Boot::DirectKernel { kernel: "/g/vmlinuz".into(), initrd: "/g/initrd.img".into(), cmdline: "console=ttyS0".into() },
+            disk: "/g/data.qcow2".into(),
+            disk_format: "qcow2".into(),
+            agent: AgentTransport::SerialProbe,
+            sources: Default::default(),
+            memory_mib: 256,
+            vcpus: 1,
+            services: Default::default(),
+            optional: false,
+            kernel_release: None,
+        }
+    }
+}
+
 impl GuestProfile {
     /// Find guest `name` in `guests_dir`, read its manifest and check that every file it names
     /// exists.

@@ -168,6 +168,22 @@ impl Ran {
     }
 }
 
+/// Every scenario of report `a` has, in report `b`, the verdicts it has in `a`, but for the checks
+/// that timing decides (`CheckId::decided_by_timing`). `what` says what is compared.
+#[allow(dead_code)]
+pub fn same_verdicts_but_timing(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
+    for s in a["scenarios"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let other = b["scenarios"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap_or_else(|| panic!("{what}: no {name}"));
+        for c in s["checks"].as_array().unwrap() {
+            let id = c["id"].as_str().unwrap();
+            if !clonesafe_metadata::vocab::CheckId::parse(id).is_some_and(|c| c.decided_by_timing()) {
+                assert_eq!(verdict(other, id), c["verdict"].as_str().unwrap(), "{what}: {name}.{id}");
+            }
+        }
+    }
+}
+
 /// A check's verdict in a scenario of a report.
 pub fn verdict(scenario: &serde_json::Value, id: &str) -> String {
     let c = scenario["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no check {id}"));

@@ -255,21 +255,7 @@ mod tests {
     use crate::identity::HostIdentity;
 
     fn machine(vmgenid: bool) -> Machine {
-        let guest = GuestProfile {
-            name: "tiny".into(),
-            description: None,
-            dir: "/g".into(),
-            boot: Boot::DirectKernel { kernel: "/g/vmlinuz".into(), initrd: "/g/initrd.img".into(), cmdline: "console=ttyS0".into() },
-            disk: "/g/data.qcow2".into(),
-            disk_format: "qcow2".into(),
-            agent: AgentTransport::SerialProbe,
-            sources: Default::default(),
-            memory_mib: 256,
-            vcpus: 1,
-            services: Default::default(),
-            optional: false,
-            kernel_release: None,
-        };
+        let guest = GuestProfile::for_tests();
         let mut m = Machine::new(guest, 256, Accel::Tcg);
         m.devices.vmgenid = vmgenid;
         m

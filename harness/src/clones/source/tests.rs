@@ -1,26 +1,9 @@
 use super::*;
 use std::path::Path;
 use crate::backend::snapshot::Machine;
-use crate::guest::{AgentTransport, Boot, GuestProfile};
+use crate::guest::GuestProfile;
 use clonesafe_metadata::Accel;
 
-fn guest() -> GuestProfile {
-    GuestProfile {
-        name: "tiny".into(),
-        description: None,
-        dir: "/g".into(),
-        boot: Boot::DirectKernel { kernel: "/g/vmlinuz".into(), initrd: "/g/initrd.img".into(), cmdline: "console=ttyS0".into() },
-        disk: "/g/data.qcow2".into(),
-        disk_format: "qcow2".into(),
-        agent: AgentTransport::SerialProbe,
-        sources: Default::default(),
-        memory_mib: 256,
-        vcpus: 1,
-        services: Default::default(),
-        optional: false,
-        kernel_release: None,
-    }
-}
 
 /// The plan's scenarios with their machines, shaped as the runner shapes them.
 fn plan(src: &str) -> Vec<(ScenarioPlan, Machine)> {
@@ -28,7 +11,7 @@ fn plan(src: &str) -> Vec<(ScenarioPlan, Machine)> {
         .unwrap()
         .into_iter()
         .map(|s| {
-            let mut m = Machine::new(guest(), s.memory_mib.unwrap_or(256), Accel::Tcg);
+            let mut m = Machine::new(GuestProfile::for_tests(), s.memory_mib.unwrap_or(256), Accel::Tcg);
             m.network = s.network;
             m.devices.tpm = s.tpm;
             m.devices.seed = s.nocloud.is_some();

@@ -236,3 +236,20 @@ slow = "error"
     assert!(checks.iter().any(|c| c["id"] == "slow" && c["declared"] == true));
     assert!(checks.iter().filter(|c| c["id"] == "mac").all(|c| c.get("declared").is_none()));
 }
+
+/// A shared source that cannot boot fails every scenario that shares it, the later ones with the
+/// first one's cause, and leaves nothing behind (`run` checks the run directory is gone).
+#[tokio::test]
+async fn a_shared_source_that_fails_fails_its_scenarios_with_its_cause() {
+    let src = "[[scenario]]\nname = \"a\"\nstrategy = \"naive\"\nclones = 2\n\n[[scenario]]\nname = \"b\"\nstrategy = \"agent-fixup\"\nclones = 2\n\n[[scenario]]\nname = \"c\"\nstrategy = \"nic-replug\"\nclones = 2\n";
+    let fake = Arc::new(FakeBackend::hanging_boot(0));
+    let (r, _w) = run(&plan(src), fake.clone(), Duration::from_millis(300)).await;
+    assert_eq!(fake.live.load(Ordering::SeqCst), 0, "VMs leaked after a shared source failed");
+    assert_eq!(r.exit_code(), 2);
+    let first = r.scenarios[0].error.as_deref().unwrap();
+    assert!(first.contains("timed out"), "{first}");
+    for s in &r.scenarios[1..] {
+        let e = s.error.as_deref().unwrap();
+        assert!(e.contains("the shared source a-source failed in an earlier scenario") && e.contains("timed out"), "{}: {e}", s.name);
+    }
+}

@@ -710,3 +710,28 @@ fn bench_image_is_checked_before_any_vm() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// SIGKILL while a shared libvirt source is alive and a derived snapshot's clones run: the
+/// domains outlive the harness (libvirtd owns them), and the next run reaps them with the run
+/// directory (shared snapshots included) and says so.
+#[test]
+fn a_run_killed_with_a_shared_source_alive_is_reaped_by_the_next_run() {
+    if guest().is_none() || !libvirt_answers() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let file = repeated_sources(work.path());
+    let mut child = run_until(&file, work.path(), &[], "replug-l: nic-replug on libvirt", Duration::from_secs(1));
+    let pid = child.id();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(domains_of(pid).iter().any(|d| d.contains("naive-l-source")), "the shared source's domain outlives a SIGKILL: {:?}", domains_of(pid));
+    assert_eq!(runs_left(work.path()).len(), 1);
+    let next = naive_with(work.path(), "libvirt", "");
+    let ran = run_files(&[&next], &work.path().join("o2"), &["--accel", "tcg"], work.path());
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert!((ran.stdout() + &ran.stderr()).contains(&format!("of a dead run (pid {pid})")), "the reaping is said");
+    assert!(domains_of(pid).is_empty(), "domains of the killed run left: {:?}", domains_of(pid));
+    assert!(settle_blocking(pid).is_empty(), "VMs of the killed run left");
+    assert_eq!(runs_left(work.path()).len(), 0, "run directories left");
+}

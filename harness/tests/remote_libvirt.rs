@@ -215,7 +215,7 @@ fn interrupted_and_killed_remote_runs_leave_nothing() {
     let dir = std::fs::read_dir(POOL_DIR).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("clonesafe-{pid}-pool-"))).expect("the killed run's pool directory");
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
     let files: Vec<(String, u32)> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().to_string(), e.metadata().unwrap().permissions().mode() & 0o777)).collect();
-    assert!(files.iter().any(|(n, _)| n.ends_with(".save")), "{files:?}");
+    assert!(files.iter().any(|(n, _)| n.ends_with(".save-1")), "{files:?}");
     assert!(files.iter().all(|(_, m)| *m == 0o600), "every file 0600: {files:?}");
     let ran = run_files(&[&file], &work.path().join("o2"), &["--accel", "tcg", "--connect", TCP], work.path());
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());

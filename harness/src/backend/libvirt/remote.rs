@@ -8,7 +8,7 @@
 //!     base-<k>-<file>                       guest disk, kernel, initrd: uploaded once per run
 //!     <vm>.disk.qcow2                       each VM's overlay (backingStore = base or frozen disk)
 //!     <vm>.seed.iso                         its NoCloud seed, uploaded, when it has one
-//!     <vm>.save                             a source's memory snapshot (libvirt writes it)
+//!     <vm>.save-<n>                         a source's nth memory snapshot (libvirt writes it)
 //!     <vm>.disk-after-snapshot-<n>.qcow2    the overlay an external snapshot moves the source to
 //! ```
 //!

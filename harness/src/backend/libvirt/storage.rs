@@ -142,7 +142,10 @@ impl Storage for Pool {
 
     fn snapshot_paths(&self, name: &str, _snap_dir: &Path, _vm_dir: &Path, n: u32) -> (PathBuf, PathBuf) {
         let p = self.0.prefix(name);
-        (PathBuf::from(format!("{p}save")), PathBuf::from(format!("{p}disk-after-snapshot-{n}.qcow2")))
+        // Numbered like the overlay: a shared source is snapshotted again (clones/source.rs), and
+        // the restore caches each image's header by path (measured: a second snapshot written
+        // over `<vm>.save` was restored with the first one's cached XML, and libvirt refused it).
+        (PathBuf::from(format!("{p}save-{n}")), PathBuf::from(format!("{p}disk-after-snapshot-{n}.qcow2")))
     }
 
     async fn snapshot_written(&self, vm: &str, memory: &Path, disk: &Path, frozen: &Path, t: Duration) -> Result<Option<u64>, BackendError> {

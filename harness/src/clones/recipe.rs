@@ -366,6 +366,16 @@ pub struct State {
     pub template: Option<Arc<Template>>,
 }
 
+impl State {
+    /// `r`, its error also kept as the cause every later scenario of the source fails with.
+    pub fn record<T>(&mut self, r: Result<T, RecipeError>) -> Result<T, RecipeError> {
+        if let Err(e) = &r {
+            self.failed = Some(crate::error_chain(e));
+        }
+        r
+    }
+}
+
 /// One snapshot of a source, and what was planted in it.
 pub struct Stage {
     /// The fix-ups that changed the source before this snapshot (`clones::source::shaping`).
@@ -393,9 +403,14 @@ impl SharedSource {
         SharedSource { id, used_by, dir, state: Default::default() }
     }
 
-    /// Its state, for the one scenario running now.
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, State> {
-        self.state.lock().await
+    /// Its state, for the one scenario running now; an error with the cause if an earlier
+    /// scenario could not boot or snapshot it.
+    pub async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, State>, RecipeError> {
+        let st = self.state.lock().await;
+        match &st.failed {
+            Some(why) => Err(RecipeError::SharedSource { id: self.id.clone(), why: why.clone() }),
+            None => Ok(st),
+        }
     }
 
     /// The source VM's fresh identity and directory, shaped by `cx`'s fix-ups (as its own source's

@@ -77,25 +77,15 @@ async fn boot_template(cx: &Ctx<'_>, args: CloneArgs, timing: &mut Timing, notes
 
 /// The shared source's template: booted and shut down by the first scenario, copied by each.
 async fn shared_template(cx: &Ctx<'_>, sh: &SharedSource, timing: &mut Timing, notes: &mut Vec<String>) -> Result<(Arc<Template>, SourceUse), RecipeError> {
-    let mut st = sh.lock().await;
-    if let Some(why) = &st.failed {
-        return Err(RecipeError::SharedSource { id: sh.id.clone(), why: why.clone() });
-    }
+    let mut st = sh.lock().await?;
     if let Some(t) = st.template.clone() {
         let booted_in = st.booted_in.clone();
         notes.push(format!("the template {} was shared: booted and shut down in {}", sh.id, booted_in.as_deref().unwrap_or("?")));
         return Ok((t, sh.use_by(&cx.scenario.name, SourceHow::Shared, booted_in.as_deref())));
     }
-    match boot_template(cx, sh.args(cx, VmRole::Template.as_str(), &cx.machine), timing, notes).await {
-        Ok(t) => {
-            let t = Arc::new(t);
-            st.template = Some(t.clone());
-            st.booted_in = Some(cx.scenario.name.clone());
-            Ok((t, sh.use_by(&cx.scenario.name, SourceHow::Booted, None)))
-        }
-        Err(e) => {
-            st.failed = Some(crate::error_chain(&e));
-            Err(e)
-        }
-    }
+    let booted = boot_template(cx, sh.args(cx, VmRole::Template.as_str(), &cx.machine), timing, notes).await;
+    let t = Arc::new(st.record(booted)?);
+    st.template = Some(t.clone());
+    st.booted_in = Some(cx.scenario.name.clone());
+    Ok((t, sh.use_by(&cx.scenario.name, SourceHow::Booted, None)))
 }

@@ -172,10 +172,7 @@ async fn hold(cx: &Ctx<'_>, vm: &mut dyn crate::backend::Vm, notes: &mut Vec<Str
 /// first scenario, the source booted and snapshotted (booted). A failure to boot or snapshot it
 /// fails every later scenario of the source with the same cause.
 async fn shared_stage(cx: &Ctx<'_>, sh: &SharedSource, ram: Ram, timing: &mut Timing, notes: &mut Vec<String>) -> Result<(Arc<Stage>, SourceUse), RecipeError> {
-    let mut st = sh.lock().await;
-    if let Some(why) = &st.failed {
-        return Err(RecipeError::SharedSource { id: sh.id.clone(), why: why.clone() });
-    }
+    let mut st = sh.lock().await?;
     let (shaping, derivable) = shaping(cx.scenario);
     let booted_in = st.booted_in.clone();
     let booted = booted_in.as_deref().unwrap_or("?").to_string();
@@ -188,13 +185,7 @@ async fn shared_stage(cx: &Ctx<'_>, sh: &SharedSource, ram: Ram, timing: &mut Ti
             let dir = sh.dir.join(format!("snapshot-{}", cx.scenario.name));
             std::fs::create_dir_all(&dir).map_err(|source| RecipeError::Io { what: format!("create {}", dir.display()), source })?;
             let taken = take(cx, st.fleet.0[0].as_mut(), &dir, timing).await;
-            let snap = match taken {
-                Ok(s) => s,
-                Err(e) => {
-                    st.failed = Some(crate::error_chain(&e));
-                    return Err(e);
-                }
-            };
+            let snap = st.record(taken)?;
             notes.push(format!("the source {} was shared (booted in {booted}); it ran on held since its snapshot in {}, and this scenario took a snapshot of its own", sh.id, stage.made_in));
             let own = Stage { shaping, snap, canary: stage.canary.clone(), source_mac: stage.source_mac.clone(), made_in: cx.scenario.name.clone() };
             return Ok((Arc::new(own), sh.use_by(&cx.scenario.name, SourceHow::Shared, booted_in.as_deref())));
@@ -231,17 +222,10 @@ async fn shared_stage(cx: &Ctx<'_>, sh: &SharedSource, ram: Ram, timing: &mut Ti
         Ok::<_, RecipeError>(Arc::new(stage))
     }
     .await;
-    match made {
-        Ok(stage) => {
-            st.stages.push(stage.clone());
-            let how = if fresh { SourceHow::Booted } else { SourceHow::Derived };
-            Ok((stage, sh.use_by(&cx.scenario.name, how, st.booted_in.as_deref())))
-        }
-        Err(e) => {
-            st.failed = Some(crate::error_chain(&e));
-            Err(e)
-        }
-    }
+    let stage = st.record(made)?;
+    st.stages.push(stage.clone());
+    let how = if fresh { SourceHow::Booted } else { SourceHow::Derived };
+    Ok((stage, sh.use_by(&cx.scenario.name, how, st.booted_in.as_deref())))
 }
 
 /// How long a source may take to reach the segment's peer (it may still be waiting for its

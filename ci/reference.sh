@@ -26,6 +26,8 @@ guests="${CLONESAFE_GUESTS:-/var/lib/clonesafe/guests}"
     echo "- wall time: $(( $(date +%s) - start )) s"
     echo "- host kernel: $(uname -r); CPUs: $(nproc); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "- $(qemu-system-x86_64 --version | head -n1)"
+    # A run with --emulator ran another QEMU (the report's host.qemu names it too).
+    prev=""; for a in "$@"; do [ "$prev" = --emulator ] && echo "- --emulator $a: $("$a" --version | head -n1)"; prev="$a"; done
     echo "- libvirt: $(virsh -c qemu:///system version 2>/dev/null | awk -F': ' '/Running hypervisor|Using library/ {print $2}' | paste -sd';' -)"
     for g in $(grep -ho '^guest = "[a-z0-9]*"' "$file" | cut -d'"' -f2 | sort -u; grep -q '^guest = ' "$file" || echo tiny); do
         # The manifest records the mirror the guest was built from; a report names no mirror.

@@ -118,6 +118,10 @@ named! {
         /// On resume, destroy each clone's TCP connections to the segment's peer (what
         /// `ss -K dst ADDR` does), so that no clone speaks on the connection its source opened.
         DropSessions = "drop-sessions",
+        /// Hold each clone's first RNG read until its kernel sends the `NEW_VMGENID=1` uevent
+        /// (Linux 6.8+, after the vmgenid reseed), bounded; nothing is credited or reseeded.
+        /// Needs vmgenid.
+        GenidWait = "genid-wait",
     }
 }
 
@@ -125,7 +129,7 @@ impl FixupId {
     /// The clone methods this fix-up composes with.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate | FixupId::Vmclock | FixupId::DropSessions => &[Method::Live, Method::SharedRam],
+            FixupId::NicReplug | FixupId::Vmgenid | FixupId::Agent | FixupId::Clock | FixupId::RngGate | FixupId::Vmclock | FixupId::DropSessions | FixupId::GenidWait => &[Method::Live, Method::SharedRam],
             FixupId::Sysprep => &[Method::ImageCopy],
             FixupId::MitigateRemanence => &[Method::ImageCopy, Method::Live, Method::SharedRam],
         }
@@ -489,6 +493,9 @@ named! {
         RngGateMs = "rng_gate_ms",
         /// drop-sessions: how long destroying the clone's connections took, asked from the host.
         DropSessionsMs = "drop_sessions_ms",
+        /// genid-wait: how long the first RNG read was held waiting for `NEW_VMGENID` (the
+        /// wait's cost; its bound when the uevent never came).
+        GenidWaitMs = "genid_wait_ms",
     }
 }
 
@@ -502,6 +509,7 @@ impl MeasurementId {
             MeasurementId::ClockSkewBeforeMs => "clock skew before",
             MeasurementId::RngGateMs => "RNG gate",
             MeasurementId::DropSessionsMs => "drop sessions",
+            MeasurementId::GenidWaitMs => "genid wait",
         }
     }
 }

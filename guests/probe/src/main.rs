@@ -444,8 +444,9 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2).filter_map(|i| s.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
-/// The rng-gate: wait (bounded) for the vmgenid reseed to show in the kernel log, then credit
-/// the host's entropy and force a reseed. The workload's first sample follows.
+/// The gate before the first sample. rng-gate: wait (bounded) for the vmgenid reseed to show
+/// in the kernel log, then credit the host's entropy and force a reseed. genid-wait: wait
+/// (bounded) for the `NEW_VMGENID` uevent, and nothing else. The workload's first sample follows.
 fn run_gate(g: &clonesafe_protocol::Gate, prng: &mut XorShift64) -> std::io::Result<clonesafe_protocol::GateDone> {
     let t_start_ns = monotonic_ns();
     let mut vmgenid_seen_ns = None;
@@ -462,9 +463,14 @@ fn run_gate(g: &clonesafe_protocol::Gate, prng: &mut XorShift64) -> std::io::Res
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    add_entropy_and_reseed(&unhex(&g.entropy_hex))?;
+    // genid-wait: the fork notice user space is offered (Linux 6.8+), heard by the listener
+    // opened at `hold`.
+    let uevent_seen_ns = (g.wait_uevent_ms > 0).then(|| uevents::wait_new_vmgenid(t_start_ns + g.wait_uevent_ms * 1_000_000)).flatten();
+    if !g.entropy_hex.is_empty() {
+        add_entropy_and_reseed(&unhex(&g.entropy_hex))?;
+    }
     let _ = prng;
-    Ok(clonesafe_protocol::GateDone { t_start_ns, vmgenid_seen_ns, t_reseeded_ns: monotonic_ns() })
+    Ok(clonesafe_protocol::GateDone { t_start_ns, vmgenid_seen_ns, uevent_seen_ns, t_reseeded_ns: monotonic_ns() })
 }
 
 /// RNDADDENTROPY then RNDRESEEDCRNG on /dev/urandom (linux/random.h). Needs CAP_SYS_ADMIN; the
@@ -985,6 +991,21 @@ mod uevents {
                 }
             }
         });
+    }
+
+    /// Wait until a `NEW_VMGENID` uevent has been heard since `hold`, or until `deadline_ns`
+    /// (CLOCK_MONOTONIC); when it was heard. None also when nothing is listening.
+    pub fn wait_new_vmgenid(deadline_ns: u64) -> Option<u64> {
+        let h = lock(&HEARD).clone()?;
+        loop {
+            if let Some(t) = lock(&h).new_vmgenid_ns.first() {
+                return Some(*t);
+            }
+            if monotonic_ns() >= deadline_ns {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// When `go` sampled first (0: no `go` yet).

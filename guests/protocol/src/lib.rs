@@ -227,8 +227,17 @@ impl Default for Sources {
 pub struct Gate {
     /// Wait (at most this long) for the kernel to log the vmgenid reseed; 0: do not wait.
     pub wait_vmgenid_ms: u64,
-    /// Then credit this host entropy and force a CRNG reseed.
+    /// Then credit this host entropy and force a CRNG reseed; empty: credit nothing and do not
+    /// reseed (the genid-wait fix-up).
     pub entropy_hex: String,
+    /// Wait (at most this long) for the kernel's `NEW_VMGENID=1` uevent, heard by the listener
+    /// opened at `hold` ([`UeventWatch`]); 0: do not wait (the genid-wait fix-up).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_uevent_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the gate did, on the guest's monotonic clock.
@@ -237,7 +246,11 @@ pub struct GateDone {
     pub t_start_ns: u64,
     /// When the vmgenid reseed was seen in the kernel log (None: not waited for, or not seen).
     pub vmgenid_seen_ns: Option<u64>,
-    /// When RNDRESEEDCRNG returned; the first sample follows it.
+    /// When the `NEW_VMGENID` uevent was heard (None: not waited for, or not heard in time).
+    #[serde(default)]
+    pub uevent_seen_ns: Option<u64>,
+    /// When the gate let the first sample go: after RNDRESEEDCRNG returned, or, without
+    /// entropy to credit, when the wait ended.
     pub t_reseeded_ns: u64,
 }
 

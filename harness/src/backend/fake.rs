@@ -136,8 +136,10 @@ fn answer(st: &Mutex<GuestState>, serial: &str, req: Request) -> Reply {
     match req {
         Request::Hold => Reply::Held,
         Request::Go { gate } => {
-            let gate = gate.map(|_| clonesafe_protocol::GateDone { t_start_ns: 0, vmgenid_seen_ns: None, t_reseeded_ns: 1 });
-            if gate.is_some() {
+            let reseeds = gate.as_ref().is_some_and(|g| !g.entropy_hex.is_empty());
+            // The fake kernel sends no NEW_VMGENID: a genid-wait gate waits out its bound.
+            let gate = gate.map(|g| clonesafe_protocol::GateDone { t_start_ns: 0, vmgenid_seen_ns: None, uevent_seen_ns: None, t_reseeded_ns: 1 + g.wait_uevent_ms * 1_000_000 });
+            if reseeds {
                 // A gated clone reseeds from host entropy before its first sample.
                 s.rng ^= u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
             }

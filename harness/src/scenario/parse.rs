@@ -153,6 +153,12 @@ pub fn parse(path: &Path, src: &str) -> Result<Vec<ScenarioPlan>, ScenarioError>
                         let with: Vec<&str> = id.methods().iter().map(|m| m.as_str()).collect();
                         return Err(at(fx.span(), field, format!("{id} does not apply to method {method}; it composes with: {}", with.join(", "))));
                     }
+                    if id == FixupId::GenidWait && !fixups.contains(&FixupId::Vmgenid) {
+                        return Err(at(fx.span(), field, "genid-wait waits for the uevent of the vmgenid device: list vmgenid before it".into()));
+                    }
+                    if let Some(other) = [FixupId::RngGate, FixupId::GenidWait].into_iter().find(|g| *g != id && fixups.contains(g)).filter(|_| matches!(id, FixupId::RngGate | FixupId::GenidWait)) {
+                        return Err(at(fx.span(), field, format!("{other} and {id} both hold the first RNG read; a recipe takes one of them")));
+                    }
                     fixups.push(id);
                 }
                 (None, Recipe { method, fixups })

@@ -109,6 +109,14 @@ fn composition_errors_name_the_line_and_field() {
     assert!(e.message.contains("unknown clone method \"warp\"") && e.message.contains("image-copy"), "{e}");
     let e = err("[[scenario]]\nname = \"a\"\nstrategy = \"cold-boot\"\nclones = 2\nmitigate_remanence = true\n");
     assert!(e.message.contains("does not apply to method cold-boot"), "{e}");
+    // genid-wait waits for vmgenid's uevent, and one gate holds the first read.
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"live\"\nfixups = [\"genid-wait\"]\nclones = 2\n");
+    assert_eq!((e.line, e.field.as_deref()), (4, Some("scenario[0].fixups[0]")), "{e}");
+    assert!(e.message.contains("list vmgenid before it"), "{e}");
+    let e = err("[[scenario]]\nname = \"a\"\nmethod = \"live\"\nfixups = [\"vmgenid\", \"rng-gate\", \"genid-wait\"]\nclones = 2\n");
+    assert_eq!(e.field.as_deref(), Some("scenario[0].fixups[2]"), "{e}");
+    assert!(e.message.contains("rng-gate and genid-wait both hold the first RNG read"), "{e}");
+    assert!(parse(Path::new("s.toml"), "[[scenario]]\nname = \"a\"\nmethod = \"live\"\nfixups = [\"vmgenid\", \"genid-wait\"]\nclones = 2\n").is_ok());
 }
 
 /// Issue 11, item 3 and 5: a FIFO or /dev/zero as a scenario file used to block or grow memory

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod clock;
 pub mod drop_sessions;
+pub mod genid_wait;
 pub mod mitigate_remanence;
 pub mod nic_replug;
 pub mod rng_gate;
@@ -27,6 +28,7 @@ pub fn of(id: FixupId) -> &'static dyn Fixup {
         FixupId::RngGate => &rng_gate::RngGate,
         FixupId::Vmclock => &vmclock::Vmclock,
         FixupId::DropSessions => &drop_sessions::DropSessions,
+        FixupId::GenidWait => &genid_wait::GenidWait,
     }
 }
 

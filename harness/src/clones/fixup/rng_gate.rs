@@ -37,7 +37,7 @@ impl Fixup for RngGate {
     }
     fn gate(&self, machine: &Machine) -> Option<Gate> {
         let entropy_hex = crate::identity::host_entropy(64).iter().map(|b| format!("{b:02x}")).collect();
-        Some(Gate { wait_vmgenid_ms: if machine.devices.vmgenid { VMGENID_WAIT_MS } else { 0 }, entropy_hex })
+        Some(Gate { wait_vmgenid_ms: if machine.devices.vmgenid { VMGENID_WAIT_MS } else { 0 }, entropy_hex, wait_uevent_ms: 0 })
     }
 
     async fn on_resume(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {

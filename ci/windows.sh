@@ -2,7 +2,7 @@
 # Race windows (issue 21): scenarios/windows.toml on QEMU 7.2 (the system's), then on QEMU 10
 # (--emulator, ci/install-qemu10.sh) with scenarios/windows-vmclock.toml, two scenarios at once;
 # then the kernel x VMM x recipe table and plot from both reports (clonesafe report windows).
-# Default output: reports/windows/ (qemu-7.2/, qemu-10/, windows.md, windows.svg). OUT=<dir>
+# Default output: reports/windows/ (qemu-7.2/, qemu-10/, race-windows.md, race-windows.svg). OUT=<dir>
 # writes elsewhere. About 35 minutes under TCG on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."

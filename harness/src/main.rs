@@ -351,6 +351,18 @@ enum ReportCmd {
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
     },
+    /// The race-window table of several runs (e.g. one per QEMU, ci/windows.sh): one row per
+    /// kernel x VMM x recipe, pooling repeated scenarios, with per clone how long its kernel
+    /// getrandom, glibc (vDSO) getrandom and random uuid stayed equal to another clone's, when
+    /// NEW_VMGENID came, what VMClock showed, and the gate's cost. Writes DIR/race-windows.md and
+    /// DIR/race-windows.svg. Nothing is run. Exit 2 on unreadable input
+    Windows {
+        /// report.json files
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Merge the reports of `run --shard I/N` (one directory each) into the report one run of
     /// the whole plan would have written: report.json, junit.xml, report.html (and with
     /// --reference summary.md and plots). Exit 2 for shards of different plans, overlapping or
@@ -559,6 +571,41 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &std::path::Path, what: &str) ->
     const MAX_REPORT_BYTES: u64 = 256 << 20;
     let text = clonesafe::input::read_text(p, MAX_REPORT_BYTES).map_err(|e| format!("{}: {e}", p.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: not {what}: {e}", p.display()))
+}
+
+fn report_windows(paths: &[PathBuf], out: &std::path::Path) -> i32 {
+    let mut reports = Vec::new();
+    for p in paths {
+        match read_json::<clonesafe_metadata::Report>(p, "a clonesafe report") {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("error: {}", clonesafe::text::for_terminal(&e));
+                return exit_codes::HARNESS_ERROR;
+            }
+        }
+    }
+    let cells = report::race::cells(&reports);
+    let sources: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
+    let md = format!(
+        "# Race windows\n\nFrom {} (`clonesafe report windows`). Per cell, for each random source: in how many snapshots two clones read the same first sample, then the median and longest time, over the cell's clones, until a clone's output was its own (ms after its first read; 0: its first read was already its own; ≥: still shared at the last sample, +300 ms). \"A read at resume\" is **closed** where every clone's first read of every source was its own, narrowed where every window was shorter than naive's on that kernel and VMM.\n\n{}\n",
+        sources.join(" and "),
+        report::race::markdown(&cells)
+    );
+    let mut written = vec![std::fs::create_dir_all(out).and_then(|_| clonesafe::output::write_atomic(out, "race-windows.md", md.as_bytes()))];
+    match report::race::plot(&cells) {
+        Ok(svg) => written.push(clonesafe::output::write_atomic(out, "race-windows.svg", svg.as_bytes())),
+        Err(e) => eprintln!("note: no plot: {e}"),
+    }
+    for w in written {
+        match w {
+            Ok(p) => println!("wrote {}", p.display()),
+            Err(e) => {
+                eprintln!("error: cannot write into {}: {e}", out.display());
+                return exit_codes::HARNESS_ERROR;
+            }
+        }
+    }
+    exit_codes::OK
 }
 
 fn report_diff(old: &std::path::Path, new: &std::path::Path, html: Option<&std::path::Path>) -> i32 {
@@ -819,6 +866,7 @@ async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Cmd::Report { cmd: ReportCmd::Merge { dirs, out, reference, allow_partial } } => report_merge(&dirs, &out, reference, allow_partial),
+        Cmd::Report { cmd: ReportCmd::Windows { reports, out } } => report_windows(&reports, &out),
         Cmd::Run { files, out, backend, image, image_policy, engine, jobs, parallel, libvirt_snapshot, reference, shard, emulator, connect, pool_dir } => {
             if !choose_emulator(emulator.as_deref()) {
                 return exit_codes::HARNESS_ERROR;

@@ -71,12 +71,6 @@ impl Check for VmgenidUevent {
         if !ev.restored() {
             return skipped(id, vec![serde_json::Value::Null; obs.len()], "VMs were booted, not restored from a snapshot: there is no fork to signal");
         }
-        if let Some((o, w)) = obs.iter().zip(&watches).find(|(_, w)| !clonesafe_protocol::kernel_may_send_new_vmgenid(&w.kernel)) {
-            return skipped(id, vec![serde_json::Value::Null; obs.len()], format!("{}: kernel {} does not send NEW_VMGENID (Linux 6.8+)", o.vm, w.kernel));
-        }
-        if let Some((o, e)) = obs.iter().zip(&watches).find_map(|(o, w)| w.error.as_ref().map(|e| (o, e))) {
-            return error(id, obs, format!("{}: the uevent listener failed: {e}", o.vm));
-        }
         let first_ns = |o: &crate::probes::Observation| o.kernel_rng.first().map(|s| s.t_ns);
         let ms: Vec<Option<f64>> = obs.iter().zip(&watches).map(|(o, w)| Some((*w.new_vmgenid_ns.first()? as f64 - first_ns(o)? as f64) / 1e6)).collect();
         let values: Vec<serde_json::Value> = ms.iter().map(|m| json!(m)).collect();
@@ -93,6 +87,15 @@ impl Check for VmgenidUevent {
                 "new_vmgenid_ms": w.new_vmgenid_ns.iter().filter_map(|t| Some((*t as f64 - first_ns(o)? as f64) / 1e6)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
+        // The evidence names each VM's kernel even where the check is skipped for it.
+        if let Some((o, w)) = obs.iter().zip(&watches).find(|(_, w)| !clonesafe_protocol::kernel_may_send_new_vmgenid(&w.kernel)) {
+            let mut r = skipped(id, vec![serde_json::Value::Null; obs.len()], format!("{}: kernel {} does not send NEW_VMGENID (Linux 6.8+)", o.vm, w.kernel));
+            r.evidence = Some(evidence);
+            return r;
+        }
+        if let Some((o, e)) = obs.iter().zip(&watches).find_map(|(o, w)| w.error.as_ref().map(|e| (o, e))) {
+            return error(id, obs, format!("{}: the uevent listener failed: {e}", o.vm));
+        }
         // A clone whose kernel logged the vmgenid reseed and sent no NEW_VMGENID: either the
         // listener is deaf (its positive control, a synthetic uevent of the same device, went
         // unheard: error) or the kernel does not send it (control heard: skipped, as measured;

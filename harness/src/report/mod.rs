@@ -12,6 +12,7 @@ pub mod junit;
 pub mod markdown;
 pub mod merge;
 pub mod plots;
+pub mod race;
 pub mod terminal;
 
 use crate::events::{Event, EventKind, EventSink};

@@ -95,6 +95,67 @@ fn bars(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor
     Ok(svg)
 }
 
+pub const RED: RGBColor = RGBColor(200, 60, 60);
+pub const BLUE: RGBColor = RGBColor(60, 90, 200);
+pub const GREEN: RGBColor = RGBColor(40, 150, 80);
+
+/// Dots on rows: one row per label (read down the side), per series a band of the row with one
+/// dot per value; a value flagged `true` is drawn hollow (a lower bound).
+pub fn dots(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor, Vec<Vec<(f64, bool)>>)]) -> Result<String, String> {
+    if !font_ready() {
+        return Err("no font for plot text (install fonts-dejavu-core)".into());
+    }
+    let max = series.iter().flat_map(|s| s.2.iter().flatten()).fold(10.0f64, |a, b| a.max(b.0)) * 1.1;
+    let n = labels.len().max(1);
+    let k = series.len().max(1) as f64;
+    let mut svg = String::new();
+    {
+        let height = (110 + n as u32 * 30).max(260);
+        let root = SVGBackend::with_string(&mut svg, (960, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(280)
+            .build_cartesian_2d(0f64..max, 0f64..n as f64)
+            .map_err(|e| e.to_string())?;
+        let lbl = labels.to_vec();
+        chart
+            .configure_mesh()
+            .y_labels(n * 2 + 1)
+            .y_label_formatter(&move |y| {
+                let i = y.floor() as usize;
+                if (y - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[lbl.len() - 1 - i].clone() } else { String::new() }
+            })
+            .y_label_style(("sans-serif", 12))
+            .x_desc(x_label)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (si, (name, color, rows)) in series.iter().enumerate() {
+            let color = *color;
+            let y_in_row = 0.85 - (si as f64 + 0.5) * 0.7 / k;
+            chart
+                .draw_series(rows.iter().enumerate().flat_map(|(i, vals)| {
+                    let y = (n - 1 - i) as f64 + y_in_row;
+                    vals.iter().map(move |&(x, hollow)| Circle::new((x, y), 4, if hollow { color.stroke_width(2) } else { color.filled() }))
+                }))
+                .map_err(|e| e.to_string())?
+                .label(*name)
+                .legend(move |(x, y)| Circle::new((x + 5, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 fn label(s: &ScenarioReport) -> String {
     format!("{} / {}", s.recipe_label(), s.backend)
 }

@@ -388,8 +388,21 @@ fn debian13_bpo_vmgenid_and_vmclock_on_qemu10() {
     let refused = run_scenarios(file, &[]);
     assert_eq!(refused.code(), Some(2), "{}", refused.stderr());
     assert!(refused.stderr().contains("needs vmclock"), "{}", refused.stderr());
-    let ran = run_scenarios(&format!("{file}[scenario.expect]\nvmgenid = \"unique\"\n"), &["--emulator", QEMU10]);
+    // genid-wait rides on the same source (the same devices: a fresh snapshot of it).
+    let genid_wait = "[[scenario]]\nname = \"genid-wait\"\nguest = \"debian13-bpo\"\nmethod = \"live\"\nfixups = [\"vmgenid\", \"vmclock\", \"genid-wait\"]\nclones = 2\n";
+    let ran = run_scenarios(&format!("{file}[scenario.expect]\nvmgenid = \"unique\"\n{genid_wait}"), &["--emulator", QEMU10]);
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    // genid-wait held each clone's first read until NEW_VMGENID came, or for its whole bound
+    // where this kernel sent none (measured so far: none).
+    let g = ran.scenario("genid-wait");
+    assert_eq!(g["source"]["how"], "shared", "{}", g["source"]);
+    let heard = check_of(&g, "vmgenid_uevent")["verdict"] == "unique";
+    let waits = g["timing"]["genid_wait_ms"].as_array().unwrap_or_else(|| panic!("genid_wait_ms: {}", g["timing"]));
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    for w in waits {
+        let w = w.as_f64().unwrap();
+        assert!(if heard { w < 2000.0 } else { (2000.0..2500.0).contains(&w) }, "genid_wait_ms {w} (NEW_VMGENID heard: {heard})");
+    }
     let s = ran.scenario("vmclock");
     let ev = check_of(&s, "vmgenid_uevent");
     let verdict = ev["verdict"].as_str().unwrap();

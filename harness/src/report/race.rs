@@ -62,8 +62,8 @@ pub struct Cell {
 pub enum Closure {
     /// Every clone's first read of every sampled source was its own.
     Closed,
-    /// Some clone shared a read, but every window was shorter than the naive cell's on the same
-    /// kernel and VMM.
+    /// Some clone shared a read, but every window ended within the sampling, where the naive
+    /// cell's on the same kernel and VMM did not, or ended sooner than naive's longest.
     Narrowed,
     Open,
     /// Nothing sampled.
@@ -195,9 +195,13 @@ pub fn closure(c: &Cell, all: &[Cell]) -> Closure {
     if c.all_windows().all(|w| w.ms == 0.0) {
         return Closure::Closed;
     }
-    let naive = all.iter().find(|n| n.kernel == c.kernel && n.vmm == c.vmm && n.recipe == "naive").and_then(Cell::longest);
-    match (naive, c.longest()) {
-        (Some(n), Some(l)) if c.recipe != "naive" && l < n && !c.all_windows().any(|w| w.open_ended) => Closure::Narrowed,
+    // Narrowed: every window of this cell ended within the sampling, and naive's did not (its
+    // windows are at least as long as sampled) or its longest was longer than this cell's.
+    let Some(naive) = all.iter().find(|n| n.kernel == c.kernel && n.vmm == c.vmm && n.recipe == "naive") else { return Closure::Open };
+    let bounded = !c.all_windows().any(|w| w.open_ended);
+    let naive_open = naive.all_windows().any(|w| w.open_ended);
+    match (naive.longest(), c.longest()) {
+        (Some(n), Some(l)) if c.recipe != "naive" && bounded && (naive_open || l < n) => Closure::Narrowed,
         _ => Closure::Open,
     }
 }

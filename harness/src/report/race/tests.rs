@@ -59,6 +59,14 @@ fn a_cell_is_closed_only_when_every_first_read_was_its_own() {
     assert_eq!(closure(&cells[1], &cells), Closure::Narrowed);
     assert_eq!(closure(&cells[2], &cells), Closure::Closed);
     assert_eq!(closure(&cells[3], &cells), Closure::Unknown);
+    // Against a naive cell whose windows ended: narrowed only when shorter than its longest.
+    let ended = vec![cell("naive", vec![w(185.0, false)]), cell("vmgenid", vec![w(219.0, false)]), cell("vmgenid + x", vec![w(100.0, false)]), cell("vmgenid + y", vec![w(100.0, true)])];
+    assert_eq!(closure(&ended[1], &ended), Closure::Open);
+    assert_eq!(closure(&ended[2], &ended), Closure::Narrowed);
+    assert_eq!(closure(&ended[3], &ended), Closure::Open, "a window still open at the last sample narrows nothing");
+    // A vmgenid window of 524 ms against naive's ≥303: bounded against unbounded.
+    let long = vec![cell("naive", vec![w(303.0, true)]), cell("vmgenid", vec![w(524.0, false)])];
+    assert_eq!(closure(&long[1], &long), Closure::Narrowed);
 }
 
 #[test]

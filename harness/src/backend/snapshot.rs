@@ -160,8 +160,25 @@ impl CloneArgs {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+/// A TCP port on 127.0.0.1 for a forward to a guest: free when asked, never one this process
+/// handed out before, and below the kernel's ephemeral range (net.ipv4.ip_local_port_range),
+/// so that no outgoing connection (ssh-keyscan, a TLS probe, libvirt) can take it between now
+/// and the VMM's bind. A port the kernel picked (bind to :0) lies in that range: in the race-
+/// window run one was taken in between, and QEMU refused to start ("Could not set up host
+/// forwarding rule") after about 300 clean starts.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok()).unwrap_or(32768);
+    let (from, to) = if low > 12000 { (10000u16, low) } else { (61000u16, 65535u16) };
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..256 {
+        let r = crate::identity::host_entropy(2);
+        let port = from + (u16::from_le_bytes([r[0], r[1]]) % (to - from));
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
@@ -268,5 +285,21 @@ impl Snapshot {
     /// The backend's private data, if this snapshot is of type `T`.
     pub fn private<T: Any>(&self) -> Option<&T> {
         self.private.downcast_ref::<T>()
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn forward_ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let ports: Vec<u16> = (0..200).map(|_| super::free_port()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        if low > 12000 {
+            assert!(ports.iter().all(|p| (10000..low).contains(p)), "{ports:?} (ephemeral from {low})");
+        }
     }
 }

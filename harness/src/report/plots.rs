@@ -123,6 +123,8 @@ pub fn dots(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBC
         let lbl = labels.to_vec();
         chart
             .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(WHITE)
             .y_labels(n * 2 + 1)
             .y_label_formatter(&move |y| {
                 let i = y.floor() as usize;

@@ -10,8 +10,13 @@ use clonesafe_metadata::Report;
 fn committed_reports_match_the_schema_and_their_summaries() {
     let dir = common::repo("reports");
     let mut seen = 0;
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        let json = e.path().join("report.json");
+    // reports/NAME/, and reports/NAME/PART/ for a reference made of several runs (windows/qemu-10/).
+    let dirs = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).flat_map(|p| {
+        let parts: Vec<std::path::PathBuf> = std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        std::iter::once(p).chain(parts)
+    });
+    for path in dirs {
+        let json = path.join("report.json");
         if !json.is_file() {
             continue;
         }
@@ -19,7 +24,7 @@ fn committed_reports_match_the_schema_and_their_summaries() {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         common::validate_report(&v);
         let r: Report = serde_json::from_value(v).unwrap_or_else(|e| panic!("{}: {e}", json.display()));
-        let summary = e.path().join("summary.md");
+        let summary = path.join("summary.md");
         if summary.is_file() {
             let committed = std::fs::read_to_string(&summary).unwrap();
             assert!(committed == clonesafe::report::markdown::render(&r), "{} is not what {} renders to; regenerate both with the same run", summary.display(), json.display());
@@ -110,4 +115,28 @@ fn docs_coverage_matches_the_reports() {
         }
     }
     assert!(rows >= 35 && checked >= 200, "docs/coverage.md's table has {rows} rows and {checked} measured cells: it should hold the union of the hazard lists");
+}
+
+/// reports/windows/race-windows.md is what `clonesafe report windows` makes of the two committed
+/// runs, and README's race-window table is that table.
+#[test]
+fn the_race_window_table_is_what_its_reports_give_and_readme_quotes_it() {
+    let dir = common::repo("reports/windows");
+    let runs = [dir.join("qemu-7.2/report.json"), dir.join("qemu-10/report.json")];
+    let out = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_clonesafe"))
+        .current_dir(common::repo(""))
+        .args(["report", "windows", "reports/windows/qemu-7.2/report.json", "reports/windows/qemu-10/report.json", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success() && runs.iter().all(|r| r.is_file()), "{}", String::from_utf8_lossy(&o.stderr));
+    let made = std::fs::read_to_string(out.path().join("race-windows.md")).unwrap();
+    let committed = std::fs::read_to_string(dir.join("race-windows.md")).unwrap();
+    assert!(made == committed, "reports/windows/race-windows.md is not what its two reports give; regenerate it with clonesafe report windows");
+    let table: Vec<&str> = made.lines().filter(|l| l.starts_with('|')).collect();
+    let readme = std::fs::read_to_string(common::repo("README.md")).unwrap();
+    let quoted = readme.split("<!-- race windows table -->\n").nth(1).and_then(|r| r.split("<!-- end -->").next()).expect("the race windows markers in README.md");
+    let quoted: Vec<&str> = quoted.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(quoted, table, "README's race-window table differs from reports/windows/race-windows.md");
 }

@@ -33,6 +33,41 @@ pub fn median(v: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
+type Rows<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// A chart with one row per label, read down the side (the first label at the top; row i sits at
+/// y in [n-1-i, n-i)), x from 0 to `max`, and no fine mesh lines.
+fn rows<'a, 'b>(root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>, title: &str, x_label: &str, labels: &[String], max: f64, label_width: u32) -> Result<Rows<'a, 'b>, String> {
+    let n = labels.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(0f64..max, 0f64..n as f64)
+        .map_err(|e| e.to_string())?;
+    let lbl = labels.to_vec();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE)
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&move |y| {
+            let i = y.floor() as usize;
+            if (y - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[lbl.len() - 1 - i].clone() } else { String::new() }
+        })
+        .y_label_style(("sans-serif", 12))
+        .x_desc(x_label)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+/// The series' legend, lower right.
+fn legend<'a, 'b: 'a>(chart: &mut Rows<'a, 'b>) -> Result<(), String> {
+    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(|e| e.to_string())
+}
+
 /// Grouped horizontal bars: one group per label (read down the side), one bar per series
 /// (None values are left out).
 fn bars(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor, Vec<Option<f64>>)]) -> Result<String, String> {
@@ -46,27 +81,7 @@ fn bars(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor
         let height = (90 + n as u32 * 22 * series.len().max(1) as u32).max(260);
         let root = SVGBackend::with_string(&mut svg, (860, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(230)
-            .build_cartesian_2d(0f64..max, 0f64..n as f64)
-            .map_err(|e| e.to_string())?;
-        let lbl = labels.to_vec();
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n * 2 + 1)
-            .y_label_formatter(&move |y| {
-                let i = y.floor() as usize;
-                // Group i sits at y in [i, i+1); the first group at the top.
-                if (y - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[lbl.len() - 1 - i].clone() } else { String::new() }
-            })
-            .y_label_style(("sans-serif", 12))
-            .x_desc(x_label)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = rows(&root, title, x_label, labels, max, 230)?;
         let k = series.len() as f64;
         for (si, (name, color, vals)) in series.iter().enumerate() {
             let h = 0.8 / k;
@@ -83,13 +98,7 @@ fn bars(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBColor
                 .label(*name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        legend(&mut chart)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
@@ -113,27 +122,7 @@ pub fn dots(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBC
         let height = (110 + n as u32 * 30).max(260);
         let root = SVGBackend::with_string(&mut svg, (960, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(280)
-            .build_cartesian_2d(0f64..max, 0f64..n as f64)
-            .map_err(|e| e.to_string())?;
-        let lbl = labels.to_vec();
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .light_line_style(WHITE)
-            .y_labels(n * 2 + 1)
-            .y_label_formatter(&move |y| {
-                let i = y.floor() as usize;
-                if (y - i as f64 - 0.5).abs() < 0.01 && i < lbl.len() { lbl[lbl.len() - 1 - i].clone() } else { String::new() }
-            })
-            .y_label_style(("sans-serif", 12))
-            .x_desc(x_label)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = rows(&root, title, x_label, labels, max, 280)?;
         for (si, (name, color, rows)) in series.iter().enumerate() {
             let color = *color;
             let y_in_row = 0.85 - (si as f64 + 0.5) * 0.7 / k;
@@ -146,13 +135,7 @@ pub fn dots(title: &str, x_label: &str, labels: &[String], series: &[(&str, RGBC
                 .label(*name)
                 .legend(move |(x, y)| Circle::new((x + 5, y), 4, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        legend(&mut chart)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)

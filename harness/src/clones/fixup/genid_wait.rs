@@ -42,7 +42,6 @@ impl Fixup for GenidWait {
     }
 
     async fn on_resume(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
-        let ms = early.resumed.as_ref().and_then(|r| r.gate.as_ref()).map(|g| g.t_reseeded_ns.saturating_sub(g.t_start_ns) as f64 / 1e6);
-        Ok(vec![(MeasurementId::GenidWaitMs, ms)])
+        Ok(vec![(MeasurementId::GenidWaitMs, super::rng_gate::gate_held_ms(early))])
     }
 }

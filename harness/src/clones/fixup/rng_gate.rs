@@ -18,6 +18,12 @@ use clonesafe_protocol::Gate;
 
 pub struct RngGate;
 
+/// How long a gate (this one, or genid-wait's) held the clone's first read, from `go` to its
+/// release.
+pub(crate) fn gate_held_ms(early: &Early) -> Option<f64> {
+    early.resumed.as_ref().and_then(|r| r.gate.as_ref()).map(|g| g.t_reseeded_ns.saturating_sub(g.t_start_ns) as f64 / 1e6)
+}
+
 /// How long the gate waits for the vmgenid reseed before reseeding anyway.
 pub const VMGENID_WAIT_MS: u64 = 2000;
 
@@ -41,7 +47,6 @@ impl Fixup for RngGate {
     }
 
     async fn on_resume(&self, _cx: &Ctx<'_>, _vm: &mut dyn Vm, early: &Early) -> Result<Vec<(MeasurementId, Option<f64>)>, RecipeError> {
-        let ms = early.resumed.as_ref().and_then(|r| r.gate.as_ref()).map(|g| g.t_reseeded_ns.saturating_sub(g.t_start_ns) as f64 / 1e6);
-        Ok(vec![(MeasurementId::RngGateMs, ms)])
+        Ok(vec![(MeasurementId::RngGateMs, gate_held_ms(early))])
     }
 }

@@ -585,12 +585,8 @@ fn report_windows(paths: &[PathBuf], out: &std::path::Path) -> i32 {
         }
     }
     let cells = report::race::cells(&reports);
-    let sources: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
-    let md = format!(
-        "# Race windows\n\nFrom {} (`clonesafe report windows`). Per cell, for each random source: in how many snapshots two clones read the same first sample, then the median and longest time, over the cell's clones, until a clone's output was its own (ms after its first read; 0: its first read was already its own; ≥: still shared at the last sample, +300 ms). \"A read at resume\" is **closed** where every clone's first read of every source was its own, narrowed where every window was shorter than naive's on that kernel and VMM.\n\n{}\n",
-        sources.join(" and "),
-        report::race::markdown(&cells)
-    );
+    let sources: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let md = report::race::page(&sources, &cells);
     let mut written = vec![std::fs::create_dir_all(out).and_then(|_| clonesafe::output::write_atomic(out, "race-windows.md", md.as_bytes()))];
     match report::race::plot(&cells) {
         Ok(svg) => written.push(clonesafe::output::write_atomic(out, "race-windows.svg", svg.as_bytes())),

@@ -270,6 +270,17 @@ fn gate_cell(c: &Cell) -> String {
     }
 }
 
+/// race-windows.md: where the cells come from (`sources`, the reports' paths), how to read
+/// them, and the table.
+pub fn page(sources: &[String], cells: &[Cell]) -> String {
+    let from: Vec<String> = sources.iter().map(|p| format!("`{}`", crate::text::md_escape(p))).collect();
+    format!(
+        "# Race windows\n\nFrom {} (`clonesafe report windows`). Per cell, for each random source: in how many snapshots two clones read the same first sample, then the median and longest time, over the cell's clones, until a clone's output was its own (ms after its first read; 0: its first read was already its own; ≥: still shared at the last sample, +300 ms). \"A read at resume\" is **closed** where every clone's first read of every source was its own; narrowed where every window ended within the sampling and naive's on that kernel and VMM did not, or ended sooner than naive's longest; open otherwise.\n\n{}\n",
+        from.join(" and "),
+        markdown(cells)
+    )
+}
+
 /// The table, one row per cell, and the failed scenarios under it.
 pub fn markdown(cells: &[Cell]) -> String {
     let mut out = String::from("| kernel | VMM | recipe | clones | ");

@@ -19,6 +19,17 @@ pub enum EventKind {
     Snapshotted { vm: String, ms: u64, bytes: u64 },
     Restoring { vm: String },
     Restored { vm: String, ms: u64 },
+    /// One source of evidence was gathered (`vm`: for one VM), in `ms`; `steps` splits a VM's
+    /// observation into its parts (agent calls and host-side handshakes), so a run's log says
+    /// where the time after resume went.
+    Gathered {
+        source: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vm: Option<String>,
+        ms: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<(String, u64)>,
+    },
     ScenarioFinished { report: Box<ScenarioReport> },
     /// The finished report, for the reporters that write it; the event stream carries only the
     /// counts (each scenario's report was in its own `scenario_finished`).

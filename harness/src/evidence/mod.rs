@@ -38,10 +38,24 @@ pub async fn gather(cx: &Ctx<'_>, fleet: &mut Fleet, made: &mut Made, t0: u64) -
     let mut ev = Evidence::of(&cx.scenario.recipe, vec![]);
     ev.assigned_macs = made.assigned_macs.clone();
     observe::gather(cx, fleet, made, &mut ev).await?;
+    let mut lap = std::time::Instant::now();
+    let mut timed = |source: &str| {
+        let ms = lap.elapsed().as_millis() as u64;
+        // Sources with nothing to do for this scenario take no time and say nothing.
+        if ms > 0 {
+            cx.emit(crate::events::EventKind::Gathered { source: source.into(), vm: None, ms, steps: vec![] });
+        }
+        lap = std::time::Instant::now();
+    };
     tls::gather(cx, fleet, made, &mut ev).await;
+    timed("TLS ticket test");
     remanence::gather(cx, made, &mut ev).await?;
+    timed("canary scan");
     segment::gather(cx, fleet, made, &mut ev, t0).await;
+    timed("segment");
     declared::gather(cx, fleet, made, &mut ev).await;
+    timed("declared identities");
     pages::gather(cx, fleet, made, &mut ev).await;
+    timed("RAM pages");
     Ok(ev)
 }

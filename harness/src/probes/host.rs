@@ -14,62 +14,76 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Every host key fingerprint the VM serves on 127.0.0.1:`port`, sorted. `ssh-keyscan` is run
-/// again until a scan adds nothing (a slow key type can miss one scan's timeout under TCG), and
-/// while the VM does not answer yet (a replugged NIC still waiting for its lease), until
-/// `deadline` after the first try. Then each key type is asked for on its own, once, since one
-/// scan opens a connection per type at once: measured on a loaded machine, the same type missed
-/// two whole scans in a row while the other two answered.
+/// Every host key fingerprint the VM serves on 127.0.0.1:`port`, sorted.
+///
+/// One `ssh-keyscan` of its default types, tried again while the VM does not answer yet (a
+/// replugged NIC still waiting for its lease) until `within` after the first try; then each of
+/// [`KEY_TYPES`] that scan did not return is asked for on its own, once. One scan opens a
+/// connection per type at once, and on a loaded machine one type can miss the scan's timeout
+/// while the other two answer (measured: the same type missed two whole scans in a row).
+///
+/// Each connection costs the guest a key exchange and a host-key signature (and a re-exec of
+/// sshd), which under TCG is seconds: scanning again until a scan added nothing took 10 to 36 s
+/// a VM in `scenarios/debian.toml`, most of each scenario's evidence time, for the same keys.
 pub async fn ssh_host_keys(port: u16, within: Duration) -> Result<Vec<String>, String> {
-    let mut r = ssh_host_keys_all_types(port, within).await;
-    if let Ok(all) = &mut r {
-        for t in ["rsa", "ecdsa", "ed25519"] {
-            if let Ok(fps) = ssh_keyscan_types(port, Duration::from_secs(20), Some(t)).await {
-                all.extend(fps);
-            }
+    let deadline = Instant::now() + within;
+    let mut keys = loop {
+        match ssh_keyscan_types(port, Duration::from_secs(15), None).await {
+            Ok(keys) => break keys,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
-        all.sort();
-        all.dedup();
+    };
+    let missed: Vec<&str> = KEY_TYPES.into_iter().filter(|t| !keys.iter().any(|k| k.family == *t)).collect();
+    for t in missed {
+        if let Ok(more) = ssh_keyscan_types(port, Duration::from_secs(20), Some(t)).await {
+            keys.extend(more);
+        }
     }
-    r
+    let mut fps: Vec<String> = keys.into_iter().map(|k| k.fingerprint).collect();
+    fps.sort();
+    fps.dedup();
+    Ok(fps)
 }
 
-async fn ssh_host_keys_all_types(port: u16, within: Duration) -> Result<Vec<String>, String> {
-    let deadline = Instant::now() + within;
-    let mut all: Vec<String> = Vec::new();
-    let mut last_err = String::new();
-    for _ in 0..20 {
-        match ssh_keyscan(port, Duration::from_secs(15)).await {
-            Ok(fps) => {
-                let before = all.len();
-                all.extend(fps);
-                all.sort();
-                all.dedup();
-                if all.len() == before && before > 0 {
-                    return Ok(all);
-                }
-            }
-            Err(e) => last_err = e,
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    if all.is_empty() {
-        Err(last_err)
-    } else {
-        Ok(all)
-    }
+/// The host key types asked for one by one when a scan missed them (`ssh-keyscan -t`).
+pub const KEY_TYPES: [&str; 3] = ["rsa", "ecdsa", "ed25519"];
+
+/// One host key `ssh-keyscan` printed: its type as `-t` names it, and its fingerprint.
+#[derive(Debug, PartialEq)]
+pub struct ScannedKey {
+    pub family: &'static str,
+    pub fingerprint: String,
+}
+
+/// The keys in `ssh-keyscan`'s output (`host keytype base64`, comments skipped): a line whose key
+/// does not decode is dropped, and a key type outside [`KEY_TYPES`] is kept as "other".
+pub fn parse_keyscan(text: &str) -> Vec<ScannedKey> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (_, key) = l.split_once(' ')?;
+            let family = match key.split_whitespace().next()? {
+                "ssh-rsa" => "rsa",
+                t if t.starts_with("ecdsa-sha2-") => "ecdsa",
+                "ssh-ed25519" => "ed25519",
+                _ => "other",
+            };
+            Some(ScannedKey { family, fingerprint: crate::agent::qga::fingerprint(key)? })
+        })
+        .collect()
 }
 
 /// Host key fingerprints (sorted) that one `ssh-keyscan` got from 127.0.0.1:`port`.
 pub async fn ssh_keyscan(port: u16, t: Duration) -> Result<Vec<String>, String> {
-    ssh_keyscan_types(port, t, None).await
+    let mut fps: Vec<String> = ssh_keyscan_types(port, t, None).await?.into_iter().map(|k| k.fingerprint).collect();
+    fps.sort();
+    fps.dedup();
+    Ok(fps)
 }
 
-/// [`ssh_keyscan`] of one key type (`-t`), or of ssh-keyscan's default types.
-async fn ssh_keyscan_types(port: u16, t: Duration, key_type: Option<&str>) -> Result<Vec<String>, String> {
+/// The keys one `ssh-keyscan` of one key type (`-t`), or of its default types, got.
+async fn ssh_keyscan_types(port: u16, t: Duration, key_type: Option<&str>) -> Result<Vec<ScannedKey>, String> {
     let mut c = tokio::process::Command::new("ssh-keyscan");
     c.args(["-T", &t.as_secs().max(1).to_string(), "-p", &port.to_string()]);
     if let Some(kt) = key_type {
@@ -80,19 +94,12 @@ async fn ssh_keyscan_types(port: u16, t: Duration, key_type: Option<&str>) -> Re
         .await
         .map_err(|_| format!("ssh-keyscan did not finish within {t:?}"))?
         .map_err(|e| format!("cannot run ssh-keyscan (is openssh-client installed?): {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(1 << 20)]).into_owned();
-    let mut fps: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' ').and_then(|(_, key)| crate::agent::qga::fingerprint(key)))
-        .collect();
-    fps.sort();
-    fps.dedup();
-    if fps.is_empty() {
+    let keys = parse_keyscan(&String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(1 << 20)]));
+    if keys.is_empty() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!("no host key answered on 127.0.0.1:{port} ({})", crate::text::truncate(err.trim(), 200)));
     }
-    Ok(fps)
+    Ok(keys)
 }
 
 /// A TLS 1.2 ClientHello offering the common ECDHE suites (ECDSA and RSA), x25519 and P-256.
@@ -251,6 +258,21 @@ pub async fn ticket_test(vms: &[(String, u16)], dir: &Path, t: Duration) -> Tick
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyscan_output_is_read_as_key_types_and_fingerprints() {
+        let ed = "AAAAC3NzaC1lZDI1NTE5AAAAIJTufWtq7yc6u0deoI1sSw3F1lFFUXzhZTYuYF24Ys6v";
+        let text = format!(
+            "# 127.0.0.1:2222 SSH-2.0-OpenSSH_9.2p1 Debian-2\n[127.0.0.1]:2222 ssh-ed25519 {ed}\n[127.0.0.1]:2222 ecdsa-sha2-nistp256 {ed}\n[127.0.0.1]:2222 ssh-rsa not-base64!\n[127.0.0.1]:2222 ssh-dss {ed}\n"
+        );
+        let keys = parse_keyscan(&text);
+        let families: Vec<&str> = keys.iter().map(|k| k.family).collect();
+        // The comment is skipped, the undecodable rsa line dropped (so rsa is asked for again).
+        assert_eq!(families, ["ed25519", "ecdsa", "other"]);
+        // ssh-keygen -lf of this key (OpenSSH 9.2) prints this.
+        assert_eq!(keys[0].fingerprint, "SHA256:jwwfIM2HY/KewT83TsYg1Len3wBM5X2lFsjqUCqkhkM");
+        assert!(KEY_TYPES.iter().all(|t| *t != "other"));
+    }
 
     #[test]
     fn server_hello_parsing_is_bounded_and_exact() {

@@ -64,6 +64,8 @@ pub struct Observation {
     /// The scenario's declared identities, by id: those read right after resume, then (from
     /// the evidence stage) those read after the fix-ups.
     pub declared: BTreeMap<String, declared::Reading>,
+    /// How long each step of [`observe`] took, in order (ms): the run's log, not the checks.
+    pub steps: Vec<(String, u64)>,
 }
 
 /// What is read from a VM right after it resumes (or, for a booted VM, when first observed),
@@ -145,9 +147,14 @@ pub async fn call<T>(
 /// [`right_after_resume`] read (None for a booted VM, which this reads now, with the `declared`
 /// identities read right after resume).
 pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared], t: Duration) -> Result<Observation, BackendError> {
+    let mut lap = Lap::default();
     let early = match early {
         Some(e) => e,
-        None => right_after_resume(vm, None, Instant::now(), declared, t).await?,
+        None => {
+            let e = right_after_resume(vm, None, Instant::now(), declared, t).await?;
+            lap.step("first samples");
+            e
+        }
     };
     let mut o = Observation {
         vm: vm.name().to_string(),
@@ -160,9 +167,11 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared
     };
     if let (None, Some(port)) = (&o.tls_random, vm.forwards().get("tls").copied()) {
         o.tls_random = Some(host::tls_random_samples(port, TLS_SAMPLES, early.resumed_at, Duration::from_secs(60)).await);
+        lap.step("TLS handshakes");
     }
     if let Some(port) = vm.forwards().get("ssh").copied() {
         o.ssh_keyscan = Some(host::ssh_host_keys(port, Duration::from_secs(60)).await);
+        lap.step("ssh-keyscan");
     }
     // A user's image need not serve ssh or TLS: then those checks are skipped, with what was
     // tried. (A guest built here declares its services, and their failure is an error.)
@@ -194,11 +203,13 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared
         for c in CheckId::ALL.iter().filter(|c| !HOST_SIDE.contains(c)) {
             o.unavailable.insert(*c, why.clone());
         }
+        o.steps = lap.done();
         return Ok(o);
     }
     match early.resumed {
         Some(r) => {
             let later = call(vm, "collect RNG samples", |a| a.samples(t)).await?;
+            lap.step("RNG samples");
             o.kernel_rng = r.kernel_rng;
             o.kernel_rng.extend(later.kernel_rng);
             o.random_uuid = r.random_uuid;
@@ -217,8 +228,33 @@ pub async fn observe(vm: &mut dyn Vm, early: Option<Early>, declared: &[Declared
     }
     let sources = vm.machine().guest.sources.clone();
     o.identity = Some(call(vm, "read the guest's identity", |a| Box::pin(async move { a.report(&sources, t).await })).await?);
+    lap.step("identity report");
     o.clock_skew_ms = clock_skew(vm, t).await;
+    lap.step("clock");
+    o.steps = lap.done();
     Ok(o)
+}
+
+/// The steps of one observation, timed one after another.
+struct Lap {
+    last: Instant,
+    steps: Vec<(String, u64)>,
+}
+
+impl Default for Lap {
+    fn default() -> Self {
+        Lap { last: Instant::now(), steps: vec![] }
+    }
+}
+
+impl Lap {
+    fn step(&mut self, what: &str) {
+        self.steps.push((what.to_string(), self.last.elapsed().as_millis() as u64));
+        self.last = Instant::now();
+    }
+    fn done(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.steps)
+    }
 }
 
 /// Host-side checks that reach a guest service through a port forwarded to this machine.

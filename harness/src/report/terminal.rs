@@ -49,6 +49,12 @@ impl EventSink for Progress {
             }
             EventKind::Restoring { vm } => (None, Some(format!("{who}: restoring {vm}"))),
             EventKind::Restored { vm, ms } => (Some(format!("{who}: {vm} restored and probed in {ms} ms")), None),
+            EventKind::Gathered { source, vm, ms, steps } => {
+                let of = vm.as_deref().map(|v| format!(" of {v}")).unwrap_or_default();
+                let parts: Vec<String> = steps.iter().map(|(s, ms)| format!("{s} {ms} ms")).collect();
+                let parts = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
+                (Some(format!("{who}: {source}{of} gathered in {ms} ms{parts}")), None)
+            }
             EventKind::Note { text } => (Some(format!("{who}: {text}")), None),
             EventKind::ScenarioFinished { report } => (
                 Some(match &report.error {

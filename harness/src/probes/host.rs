@@ -16,26 +16,36 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every host key fingerprint the VM serves on 127.0.0.1:`port`, sorted.
 ///
-/// One `ssh-keyscan` of its default types, tried again while the VM does not answer yet (a
-/// replugged NIC still waiting for its lease) until `within` after the first try; then each of
-/// [`KEY_TYPES`] that scan did not return is asked for on its own, once. One scan opens a
-/// connection per type at once, and on a loaded machine one type can miss the scan's timeout
-/// while the other two answer (measured: the same type missed two whole scans in a row).
+/// Each of [`KEY_TYPES`] is asked for on its own (`ssh-keyscan -t`), one connection at a time.
+/// Until one type answers, the types are tried in turn (a replugged NIC may still be waiting for
+/// its lease, and an image need not have every type) until `within` after the first try; then
+/// each other type is asked for once.
 ///
-/// Each connection costs the guest a key exchange and a host-key signature (and a re-exec of
-/// sshd), which under TCG is seconds: scanning again until a scan added nothing took 10 to 36 s
-/// a VM in `scenarios/debian.toml`, most of each scenario's evidence time, for the same keys.
+/// Not one scan of ssh-keyscan's default types: that opens a connection per type at once (five
+/// with OpenSSH 9.2's sk types, which sshd never serves), and QEMU's user network listens for a
+/// forward with a backlog of one (libslirp src/socket.c, tcpx_listen: `listen(s, 1)`). Under TCG,
+/// where QEMU's main loop accepts late, connections beyond the backlog wait for SYN
+/// retransmissions, and one type regularly missed a scan's 15 s timeout. Measured in
+/// `scenarios/debian.toml`: 17 to 20 s a VM with one scan and the missed types asked for again,
+/// and 10 to 36 s with scans repeated until one added nothing.
 pub async fn ssh_host_keys(port: u16, within: Duration) -> Result<Vec<String>, String> {
     let deadline = Instant::now() + within;
-    let mut keys = loop {
-        match ssh_keyscan_types(port, Duration::from_secs(15), None).await {
-            Ok(keys) => break keys,
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+    let mut tried = 0usize;
+    let (first, mut keys) = loop {
+        let t = KEY_TYPES[tried % KEY_TYPES.len()];
+        tried += 1;
+        let err = match ssh_keyscan_types(port, Duration::from_secs(15), Some(t)).await {
+            Ok(keys) => break (t, keys),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(err);
+        }
+        if tried % KEY_TYPES.len() == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
-    let missed: Vec<&str> = KEY_TYPES.into_iter().filter(|t| !keys.iter().any(|k| k.family == *t)).collect();
-    for t in missed {
+    for t in KEY_TYPES.into_iter().filter(|t| *t != first) {
         if let Ok(more) = ssh_keyscan_types(port, Duration::from_secs(20), Some(t)).await {
             keys.extend(more);
         }
@@ -46,7 +56,7 @@ pub async fn ssh_host_keys(port: u16, within: Duration) -> Result<Vec<String>, S
     Ok(fps)
 }
 
-/// The host key types asked for one by one when a scan missed them (`ssh-keyscan -t`).
+/// The host key types sshd can serve, as `ssh-keyscan -t` names them (it serves no sk type).
 pub const KEY_TYPES: [&str; 3] = ["rsa", "ecdsa", "ed25519"];
 
 /// One host key `ssh-keyscan` printed: its type as `-t` names it, and its fingerprint.
@@ -72,14 +82,6 @@ pub fn parse_keyscan(text: &str) -> Vec<ScannedKey> {
             Some(ScannedKey { family, fingerprint: crate::agent::qga::fingerprint(key)? })
         })
         .collect()
-}
-
-/// Host key fingerprints (sorted) that one `ssh-keyscan` got from 127.0.0.1:`port`.
-pub async fn ssh_keyscan(port: u16, t: Duration) -> Result<Vec<String>, String> {
-    let mut fps: Vec<String> = ssh_keyscan_types(port, t, None).await?.into_iter().map(|k| k.fingerprint).collect();
-    fps.sort();
-    fps.dedup();
-    Ok(fps)
 }
 
 /// The keys one `ssh-keyscan` of one key type (`-t`), or of its default types, got.

@@ -324,6 +324,7 @@ impl Snapshottable for FakeVm {
             backend: BackendKind::Qemu,
             machine: self.machine.clone(),
             source: SourceRecord { identity: self.identity.clone(), dir: dir.to_path_buf(), probe: crate::agent::ProbeState::Builtin, agent: true },
+            steps: vec![],
             artifacts: vec![Artifact { kind: ArtifactKind::MemoryStream, path: path.clone(), host_bytes: None }, Artifact { kind: ArtifactKind::FrozenDisk, path, host_bytes: None }],
             private: Arc::new(()),
         })

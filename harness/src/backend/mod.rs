@@ -112,6 +112,10 @@ pub trait WarmPool: Send + Sync {
 #[async_trait]
 pub trait Pending: Send {
     fn name(&self) -> &str;
+    /// Its VMM process's pid, when that process runs on this host (the bench's CPU figures).
+    fn host_pid(&self) -> Option<u32> {
+        None
+    }
     /// Load `snap`'s state (the one it was prepared for) and resume; the caller sends `go` at once.
     async fn resume(self: Box<Self>, snap: &Snapshot) -> Result<Box<dyn Vm>, BackendError>;
     /// Stop it without ever resuming it.

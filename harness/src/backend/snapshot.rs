@@ -244,6 +244,9 @@ pub struct Snapshot {
     pub machine: Machine,
     pub source: SourceRecord,
     pub artifacts: Vec<Artifact>,
+    /// Where the snapshot's time went, step by step in order (ms), where the backend says
+    /// (QEMU: stop, the disk overlay, the migration, waiting for it to finalize).
+    pub steps: Vec<(&'static str, f64)>,
     /// Bookkeeping private to the backend that made it (see [`Snapshot::private`]).
     pub private: Arc<dyn Any + Send + Sync>,
 }

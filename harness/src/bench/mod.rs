@@ -81,6 +81,9 @@ pub struct Sample {
     /// Where a clone's `ms` went (absent for a boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phases: Option<Phases>,
+    /// Where the snapshot's `snapshot_ms` went, step by step (the backend's steps, ms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_steps: Vec<(String, f64)>,
 }
 
 /// A clone's time in three parts that add up to its `ms`.
@@ -93,6 +96,11 @@ pub struct Phases {
     pub load_ms: f64,
     /// From `cont` to the probe's answer.
     pub answer_ms: f64,
+    /// CPU time the clone's QEMU process used in those parts (all its threads, from
+    /// /proc/PID/task/*/schedstat; for a pooled clone, from the take): what eight clones at once
+    /// compete for on the host's cores. None where the process is not on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<f64>,
 }
 
 /// The machine the figures were measured on.
@@ -214,7 +222,7 @@ pub async fn run(backend: &dyn Backend, opts: &BenchOptions, progress: &dyn Prog
     let started = Instant::now();
     let emulator = format!("qemu {}", crate::backend::emulator::qemu_version_number().unwrap_or_else(|| "unknown".into()));
     let mapped = crate::backend::emulator::has_mapped_ram();
-    let mut b = Bench { backend, opts, progress, emulator: emulator.clone(), samples: vec![], skipped: vec![], n: 0, steps: steps(opts, mapped), mapped };
+    let mut b = Bench { backend, opts, progress, emulator: emulator.clone(), samples: vec![], skipped: vec![], n: 0, steps: steps(opts, mapped), mapped, snapshot_steps: vec![] };
     if !mapped {
         b.skipped.push(format!("mapped-ram: {emulator} has no mapped-ram migration capability (QEMU 9.0 added it); not measured (--emulator chooses another QEMU)"));
     }
@@ -275,6 +283,8 @@ struct Bench<'a> {
     steps: usize,
     /// Whether the emulator has mapped-ram.
     mapped: bool,
+    /// The steps of the snapshot the clones being measured came from.
+    snapshot_steps: Vec<(String, f64)>,
 }
 
 impl Bench<'_> {
@@ -295,6 +305,7 @@ impl Bench<'_> {
             ms,
             snapshot_ms: snap.map(|s| s.0),
             snapshot_bytes: snap.map(|s| s.1),
+            snapshot_steps: if snap.is_some() { self.snapshot_steps.clone() } else { vec![] },
             emulator: self.emulator.clone(),
             accel: self.opts.accel,
             repeat,
@@ -338,6 +349,7 @@ impl Bench<'_> {
             let name = source.name().to_string();
             let snap = source.snapshottable().ok_or_else(|| BenchError::Setup(format!("{name}: the backend cannot snapshot")))?.snapshot(&snap_dir).await?;
             let snap_cost = (t.elapsed().as_secs_f64() * 1000.0, snap.state_bytes());
+            self.snapshot_steps = snap.steps.iter().map(|(s, ms)| (s.to_string(), *ms)).collect();
             self.progress.step(&format!("      snapshot {:.0} ms, {:.1} MB", snap_cost.0, snap_cost.1 as f64 / 1e6));
             let source = match ram {
                 // A stream clone needs only the file: free the source's RAM for the fan-out.
@@ -419,11 +431,20 @@ impl Bench<'_> {
         let backend = self.backend;
         let runs = starts.into_iter().map(|s| async move {
             let since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+            // A fresh clone's process is new: all its CPU time is this clone's.
+            let cpu0 = match &s {
+                Start::Pooled(p) => p.host_pid().and_then(cpu_ns),
+                Start::Fresh(_) => Some(0),
+            };
             let started = crate::backend::start::start(backend, snap, s, t).await?;
             let mut vm = started.vm;
             let t2 = Instant::now();
             let answered = answer(vm.as_mut(), t.probe).await;
-            let phases = Phases { start_ms: started.start_ms, load_ms: started.load_ms, answer_ms: since(t2) };
+            let cpu_ms = match (cpu0, vm.host_pid().and_then(cpu_ns)) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e6),
+                _ => None,
+            };
+            let phases = Phases { start_ms: started.start_ms, load_ms: started.load_ms, answer_ms: since(t2), cpu_ms };
             let ms = since(started.t0);
             Ok::<_, BenchError>((vm, answered.map(|_| (ms, phases))))
         });
@@ -459,6 +480,19 @@ impl Bench<'_> {
     }
 }
 
+
+/// CPU time (ns) the threads of process `pid` have run: the sum of the first field of each
+/// /proc/PID/task/TID/schedstat (Documentation/scheduler/sched-stats.rst: "time spent on the
+/// cpu (in nanoseconds)"). Threads that already exited are not counted.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    for t in tasks.flatten() {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        sum += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
 
 /// The first answer of a clone's probe after resume (its clock: a request every probe serves).
 async fn answer(vm: &mut dyn Vm, t: Duration) -> Result<(), BenchError> {

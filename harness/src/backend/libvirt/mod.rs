@@ -796,6 +796,7 @@ impl Snapshottable for LibvirtVm {
                 probe: self.agent.probe_state(),
                 agent: !matches!(self.agent, Transport::None),
             },
+            steps: vec![],
             artifacts: vec![Artifact { kind: ArtifactKind::LibvirtSaveImage, path: memory, host_bytes: bytes }, Artifact { kind: ArtifactKind::FrozenDisk, path: frozen, host_bytes: None }],
             private: Arc::new(LibvirtSnapshot::default()),
         })

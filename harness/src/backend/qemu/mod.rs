@@ -435,6 +435,9 @@ impl Pending for PendingQemu {
     fn name(&self) -> &str {
         &self.args.identity.name
     }
+    fn host_pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
 
     async fn resume(self: Box<Self>, snap: &Snapshot) -> Result<Box<dyn Vm>, BackendError> {
         let PendingQemu { mut proc, machine, args, disk, timeouts: t } = *self;
@@ -566,8 +569,16 @@ impl Snapshottable for QemuVm {
         self.snapshots += 1;
         let next = self.args.dir.join(format!("disk-after-snapshot-{}.qcow2", self.snapshots));
         let p = &mut self.proc;
+        let mut steps = Vec::new();
+        let mut lap = std::time::Instant::now();
+        let mut step = |what: &'static str| {
+            steps.push((what, lap.elapsed().as_secs_f64() * 1000.0));
+            lap = std::time::Instant::now();
+        };
         p.qmp(Phase::Snapshot, "stop", json!({})).await?;
+        step("stop");
         p.qmp(Phase::Snapshot, "blockdev-snapshot-sync", json!({ "device": "drive0", "snapshot-file": next.display().to_string(), "format": "qcow2" })).await?;
+        step("disk overlay");
         self.disk = next;
         let shared = self.machine.ram == Ram::Shared;
         set_migration(p, &self.machine, Phase::Snapshot).await?;
@@ -578,6 +589,7 @@ impl Snapshottable for QemuVm {
             let e = p.fail_qmp(Phase::Snapshot, t, e).await;
             return Err(e.or_disk_full(&name, Phase::Snapshot, dir));
         }
+        step("migrate");
         // MIGRATION "completed" can arrive while the run state is still finish-migrate, when
         // `cont` is refused ("Migration is not finalized yet"): wait for postmigrate first.
         for _ in 0..500 {
@@ -587,6 +599,7 @@ impl Snapshottable for QemuVm {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        step("finalize");
         let artifacts = if shared {
             // A frozen template: if it ran on, its writes would reach the file its clones map.
             self.notes.push("the source's RAM is the clones' shared RAM file: it stayed paused after the snapshot, a frozen template".into());
@@ -610,6 +623,7 @@ impl Snapshottable for QemuVm {
                 agent: !matches!(self.agent, Transport::None),
             },
             artifacts,
+            steps,
             private: Arc::new(()),
         })
     }

@@ -13,10 +13,17 @@ mkdir -p "$out"
 # must not be credited with it).
 rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- harness guests metadata 2>/dev/null || echo ' (with uncommitted changes)')"
 start=$(date +%s)
+# The host's CPU accounting (/proc/stat, first line: user nice system idle iowait irq softirq
+# steal): how busy the host's CPUs were over the run says whether more guests at once could
+# have gone faster (proc(5)).
+cpu_before="$(head -n1 /proc/stat)"
 set +e
 target/release/clonesafe run "$file" --out "$out" --reference "$@"
 rc=$?
 set -e
+cpu_after="$(head -n1 /proc/stat)"
+cpu_busy="$(printf '%s\n%s\n' "$cpu_before" "$cpu_after" | awk '{ idle[NR] = $5 + $6; steal[NR] = $9; t = 0; for (i = 2; i <= 9; i++) t += $i; total[NR] = t }
+    END { d = total[2] - total[1]; if (d > 0) printf "%.1f%% busy, %.1f%% idle, %.1f%% stolen", 100 * (d - (idle[2] - idle[1]) - (steal[2] - steal[1])) / d, 100 * (idle[2] - idle[1]) / d, 100 * (steal[2] - steal[1]) / d }')"
 guests="${CLONESAFE_GUESTS:-/var/lib/clonesafe/guests}"
 {
     echo "# Environment of this run"
@@ -24,7 +31,8 @@ guests="${CLONESAFE_GUESTS:-/var/lib/clonesafe/guests}"
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "- command: clonesafe run $file --reference $*"
     echo "- wall time: $(( $(date +%s) - start )) s"
-    echo "- host kernel: $(uname -r); CPUs: $(nproc); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "- host kernel: $(uname -r); CPUs: $(nproc) ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "- host CPUs over the run: $cpu_busy"
     echo "- $(qemu-system-x86_64 --version | head -n1)"
     # A run with --emulator ran another QEMU (the report's host.qemu names it too).
     prev=""; for a in "$@"; do [ "$prev" = --emulator ] && echo "- --emulator $a: $("$a" --version | head -n1)"; prev="$a"; done

@@ -14,7 +14,13 @@ pub enum EventKind {
     Note { text: String },
     ScenarioStarted { strategy: String, recipe: String, backend: String, vms: u32 },
     Booting { vm: String },
-    Booted { vm: String, ms: u64 },
+    Booted {
+        vm: String,
+        ms: u64,
+        /// CPU time its VMM process used to get there, all threads (None: not a process here).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cpu_ms: Option<u64>,
+    },
     Snapshotting { vm: String },
     Snapshotted { vm: String, ms: u64, bytes: u64 },
     Restoring { vm: String },

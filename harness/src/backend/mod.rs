@@ -265,6 +265,19 @@ pub fn local_hostname() -> String {
 }
 
 /// What the report keeps of `vm`: its fresh identity, its role, and the host that ran it.
+/// CPU time (ns) the threads of process `pid` have run: the sum of the first field of each
+/// /proc/PID/task/TID/schedstat (Documentation/scheduler/sched-stats.rst: "time spent on the
+/// cpu (in nanoseconds)"). Threads that already exited are not counted.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    for t in tasks.flatten() {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        sum += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
+
 pub fn record(vm: &dyn Vm, role: clonesafe_metadata::VmRole) -> clonesafe_metadata::VmRecord {
     let mut r = vm.identity().record(role);
     r.host = Some(vm.host());

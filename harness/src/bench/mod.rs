@@ -433,14 +433,14 @@ impl Bench<'_> {
             let since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
             // A fresh clone's process is new: all its CPU time is this clone's.
             let cpu0 = match &s {
-                Start::Pooled(p) => p.host_pid().and_then(cpu_ns),
+                Start::Pooled(p) => p.host_pid().and_then(crate::backend::cpu_ns),
                 Start::Fresh(_) => Some(0),
             };
             let started = crate::backend::start::start(backend, snap, s, t).await?;
             let mut vm = started.vm;
             let t2 = Instant::now();
             let answered = answer(vm.as_mut(), t.probe).await;
-            let cpu_ms = match (cpu0, vm.host_pid().and_then(cpu_ns)) {
+            let cpu_ms = match (cpu0, vm.host_pid().and_then(crate::backend::cpu_ns)) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e6),
                 _ => None,
             };
@@ -480,19 +480,6 @@ impl Bench<'_> {
     }
 }
 
-
-/// CPU time (ns) the threads of process `pid` have run: the sum of the first field of each
-/// /proc/PID/task/TID/schedstat (Documentation/scheduler/sched-stats.rst: "time spent on the
-/// cpu (in nanoseconds)"). Threads that already exited are not counted.
-pub fn cpu_ns(pid: u32) -> Option<u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut sum = 0u64;
-    for t in tasks.flatten() {
-        let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-        sum += s.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(sum)
-}
 
 /// The first answer of a clone's probe after resume (its clock: a request every probe serves).
 async fn answer(vm: &mut dyn Vm, t: Duration) -> Result<(), BenchError> {

@@ -280,6 +280,7 @@ impl Ctx<'_> {
             }
         }
         let ms = t.elapsed().as_millis() as u64;
+        let cpu_ms = vm.host_pid().and_then(crate::backend::cpu_ns).map(|ns| ns / 1_000_000);
         if self.segment.get().is_some() {
             // Not part of the boot time: on a segment, a VM is snapshotted or compared bound.
             match crate::probes::wait_address(vm.as_mut(), self.build.timeouts.probe).await {
@@ -287,7 +288,7 @@ impl Ctx<'_> {
                 Err(why) => notes.push(why),
             }
         }
-        self.emit(EventKind::Booted { vm: name, ms });
+        self.emit(EventKind::Booted { vm: name, ms, cpu_ms });
         Ok((vm, ms))
     }
 }

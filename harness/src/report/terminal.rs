@@ -42,7 +42,10 @@ impl EventSink for Progress {
                 (Some(format!("{who}: {what} on {backend}, {vms} VMs")), None)
             }
             EventKind::Booting { vm } => (None, Some(format!("{who}: booting {vm}"))),
-            EventKind::Booted { vm, ms } => (Some(format!("{who}: {vm} booted in {ms} ms")), None),
+            EventKind::Booted { vm, ms, cpu_ms } => {
+                let cpu = cpu_ms.map(|c| format!(" (its QEMU ran {c} ms of CPU)")).unwrap_or_default();
+                (Some(format!("{who}: {vm} booted in {ms} ms{cpu}")), None)
+            }
             EventKind::Snapshotting { vm } => (None, Some(format!("{who}: snapshotting {vm}"))),
             EventKind::Snapshotted { vm, ms, bytes } => {
                 (Some(format!("{who}: snapshot of {vm} in {ms} ms ({:.1} MB)", *bytes as f64 / 1e6)), None)

@@ -177,9 +177,15 @@ pub fn cells(reports: &[Report]) -> Vec<Cell> {
         }
     }
     let mut out: Vec<Cell> = by.into_values().collect();
-    let order = |r: &str| ["naive", "vmgenid", "vmgenid + rng-gate", "vmgenid + genid-wait", "vmgenid + vmclock"].iter().position(|x| *x == r).unwrap_or(9);
-    out.sort_by(|a, b| version_key(&a.kernel).cmp(&version_key(&b.kernel)).then(version_key(&a.vmm).cmp(&version_key(&b.vmm))).then(order(&a.recipe).cmp(&order(&b.recipe))).then(a.recipe.cmp(&b.recipe)));
+    sort(&mut out);
     out
+}
+
+/// The table's order: kernel (a guest without one first), then VMM, by version; then recipe,
+/// naive first.
+fn sort(cells: &mut [Cell]) {
+    let order = |r: &str| ["naive", "vmgenid", "vmgenid + rng-gate", "vmgenid + genid-wait", "vmgenid + vmclock"].iter().position(|x| *x == r).unwrap_or(9);
+    cells.sort_by(|a, b| version_key(&a.kernel).cmp(&version_key(&b.kernel)).then(version_key(&a.vmm).cmp(&version_key(&b.vmm))).then(order(&a.recipe).cmp(&order(&b.recipe))).then(a.recipe.cmp(&b.recipe)));
 }
 
 /// The numbers in a version string, for ordering 6.1 < 6.12 < 7.3 and QEMU 7.2 < 10.0.

@@ -222,7 +222,7 @@ pub async fn run(backend: &dyn Backend, opts: &BenchOptions, progress: &dyn Prog
     let started = Instant::now();
     let emulator = format!("qemu {}", crate::backend::emulator::qemu_version_number().unwrap_or_else(|| "unknown".into()));
     let mapped = crate::backend::emulator::has_mapped_ram();
-    let mut b = Bench { backend, opts, progress, emulator: emulator.clone(), samples: vec![], skipped: vec![], n: 0, steps: steps(opts, mapped), mapped, snapshot_steps: vec![] };
+    let mut b = Bench { backend, opts, progress, emulator: emulator.clone(), samples: vec![], skipped: vec![], n: 0, steps: steps(opts, mapped), mapped };
     if !mapped {
         b.skipped.push(format!("mapped-ram: {emulator} has no mapped-ram migration capability (QEMU 9.0 added it); not measured (--emulator chooses another QEMU)"));
     }
@@ -283,8 +283,6 @@ struct Bench<'a> {
     steps: usize,
     /// Whether the emulator has mapped-ram.
     mapped: bool,
-    /// The steps of the snapshot the clones being measured came from.
-    snapshot_steps: Vec<(String, f64)>,
 }
 
 impl Bench<'_> {
@@ -294,7 +292,7 @@ impl Bench<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn sample(&mut self, method: BenchMethod, memory_mib: u32, dirtied_mib: u32, fanout: u32, ms: f64, snap: Option<(f64, u64)>, repeat: u32, multifd_channels: Option<u8>, phases: Option<Phases>) {
+    fn sample(&mut self, method: BenchMethod, memory_mib: u32, dirtied_mib: u32, fanout: u32, ms: f64, snap: Option<(f64, u64, &Snapshot)>, repeat: u32, multifd_channels: Option<u8>, phases: Option<Phases>) {
         self.samples.push(Sample {
             multifd_channels,
             phases,
@@ -305,7 +303,7 @@ impl Bench<'_> {
             ms,
             snapshot_ms: snap.map(|s| s.0),
             snapshot_bytes: snap.map(|s| s.1),
-            snapshot_steps: if snap.is_some() { self.snapshot_steps.clone() } else { vec![] },
+            snapshot_steps: snap.map(|s| s.2.steps.iter().map(|(k, ms)| (k.to_string(), *ms)).collect()).unwrap_or_default(),
             emulator: self.emulator.clone(),
             accel: self.opts.accel,
             repeat,
@@ -349,7 +347,6 @@ impl Bench<'_> {
             let name = source.name().to_string();
             let snap = source.snapshottable().ok_or_else(|| BenchError::Setup(format!("{name}: the backend cannot snapshot")))?.snapshot(&snap_dir).await?;
             let snap_cost = (t.elapsed().as_secs_f64() * 1000.0, snap.state_bytes());
-            self.snapshot_steps = snap.steps.iter().map(|(s, ms)| (s.to_string(), *ms)).collect();
             self.progress.step(&format!("      snapshot {:.0} ms, {:.1} MB", snap_cost.0, snap_cost.1 as f64 / 1e6));
             let source = match ram {
                 // A stream clone needs only the file: free the source's RAM for the fan-out.
@@ -402,7 +399,7 @@ impl Bench<'_> {
                     let names: Vec<String> = (0..f).map(|i| format!("m{m}-{}-r{k}-c{i}", src.tag)).collect();
                     let times = self.round(snap, dir, &names, method == BenchMethod::PooledShared).await?;
                     for (ms, phases) in times {
-                        self.sample(method, m, dirtied, f, ms, Some(snap_cost), r, multifd, Some(phases));
+                        self.sample(method, m, dirtied, f, ms, Some((snap_cost.0, snap_cost.1, snap)), r, multifd, Some(phases));
                     }
                 }
             }

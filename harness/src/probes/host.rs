@@ -26,15 +26,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// forward with a backlog of one (libslirp src/socket.c, tcpx_listen: `listen(s, 1)`). Under TCG,
 /// where QEMU's main loop accepts late, connections beyond the backlog wait for SYN
 /// retransmissions, and one type regularly missed a scan's 15 s timeout. Measured in
-/// `scenarios/debian.toml`: 17 to 20 s a VM with one scan and the missed types asked for again,
-/// and 10 to 36 s with scans repeated until one added nothing.
+/// `scenarios/debian.toml` on one host: a median 16.7 s a VM with one scan and the missed types
+/// asked for again (10 to 36 s with scans repeated until one added nothing), 3.5 s one type at
+/// a time (reports/debian, the `gathered` events).
 pub async fn ssh_host_keys(port: u16, within: Duration) -> Result<Vec<String>, String> {
     let deadline = Instant::now() + within;
     let mut tried = 0usize;
     let (first, mut keys) = loop {
         let t = KEY_TYPES[tried % KEY_TYPES.len()];
         tried += 1;
-        let err = match ssh_keyscan_types(port, Duration::from_secs(15), Some(t)).await {
+        let err = match ssh_keyscan_type(port, Duration::from_secs(15), t).await {
             Ok(keys) => break (t, keys),
             Err(e) => e,
         };
@@ -46,7 +47,7 @@ pub async fn ssh_host_keys(port: u16, within: Duration) -> Result<Vec<String>, S
         }
     };
     for t in KEY_TYPES.into_iter().filter(|t| *t != first) {
-        if let Ok(more) = ssh_keyscan_types(port, Duration::from_secs(20), Some(t)).await {
+        if let Ok(more) = ssh_keyscan_type(port, Duration::from_secs(20), t).await {
             keys.extend(more);
         }
     }
@@ -84,13 +85,10 @@ pub fn parse_keyscan(text: &str) -> Vec<ScannedKey> {
         .collect()
 }
 
-/// The keys one `ssh-keyscan` of one key type (`-t`), or of its default types, got.
-async fn ssh_keyscan_types(port: u16, t: Duration, key_type: Option<&str>) -> Result<Vec<ScannedKey>, String> {
+/// The keys one `ssh-keyscan` of one key type (`-t`) got.
+async fn ssh_keyscan_type(port: u16, t: Duration, key_type: &str) -> Result<Vec<ScannedKey>, String> {
     let mut c = tokio::process::Command::new("ssh-keyscan");
-    c.args(["-T", &t.as_secs().max(1).to_string(), "-p", &port.to_string()]);
-    if let Some(kt) = key_type {
-        c.args(["-t", kt]);
-    }
+    c.args(["-T", &t.as_secs().max(1).to_string(), "-p", &port.to_string(), "-t", key_type]);
     let out = c.arg("127.0.0.1").kill_on_drop(true).output();
     let out = tokio::time::timeout(t + Duration::from_secs(5), out)
         .await
